@@ -1,0 +1,309 @@
+/* Shared-memory allreduce engine (see shm.h for the layout and the rules). */
+#include "shm.h"
+#include "reduce.h"
+#include <string.h>
+#include <time.h>
+#include <errno.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <emmintrin.h>
+#define HPR_HAVE_NT 1
+#endif
+
+/* Messages at least this large are gathered with non-temporal stores: the result would not stay in
+ * cache anyway, and streaming stores skip reading each destination line before overwriting it. */
+#define NT_MIN_BYTES (48LL << 20)
+
+static void copy_nt(char *dst, const char *src, int64_t bytes) {
+#ifdef HPR_HAVE_NT
+    int64_t head = (int64_t)((16 - ((uintptr_t)dst & 15)) & 15);
+    if (head > bytes) head = bytes;
+    memcpy(dst, src, (size_t)head);
+    dst += head; src += head; bytes -= head;
+    int64_t vec = bytes / 64 * 64;
+    for (int64_t i = 0; i < vec; i += 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(src + i));
+        __m128i b = _mm_loadu_si128((const __m128i *)(src + i + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(src + i + 32));
+        __m128i d = _mm_loadu_si128((const __m128i *)(src + i + 48));
+        _mm_stream_si128((__m128i *)(dst + i), a);
+        _mm_stream_si128((__m128i *)(dst + i + 16), b);
+        _mm_stream_si128((__m128i *)(dst + i + 32), c);
+        _mm_stream_si128((__m128i *)(dst + i + 48), d);
+    }
+    memcpy(dst + vec, src + vec, (size_t)(bytes - vec));
+#else
+    memcpy(dst, src, (size_t)bytes);
+#endif
+}
+
+static void fence_nt(void) {
+#ifdef HPR_HAVE_NT
+    _mm_sfence();
+#endif
+}
+
+int hpr_dtype_size(int dtype) {
+    switch (dtype) {
+    case HPR_F16: case HPR_BF16: return 2;
+    case HPR_F32: case HPR_I32: return 4;
+    case HPR_F64: case HPR_I64: return 8;
+    default: return 0;
+    }
+}
+
+int64_t hpr_shm_header_bytes(int p) {
+    int64_t h = (int64_t)p * HPR_SHM_FLAG_STRIDE;
+    return (h + 4095) / 4096 * 4096;
+}
+
+int64_t hpr_shm_segment_bytes(int p, int64_t slot) {
+    return hpr_shm_header_bytes(p) + 2 * (int64_t)p * slot;
+}
+
+static inline uint64_t *flag_of(hpr_shm_t *s, int r) {
+    return (uint64_t *)(s->base + (int64_t)r * HPR_SHM_FLAG_STRIDE);
+}
+
+static inline char *slot_of(hpr_shm_t *s, int bank, int r) {
+    return s->base + hpr_shm_header_bytes(s->p) + ((int64_t)bank * s->p + r) * s->slot;
+}
+
+static inline int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Polite wait until every rank's flag reaches target. */
+static int wait_all(hpr_shm_t *s, uint64_t target, double timeout_s, int *missing) {
+    int64_t t0 = -1, limit = (int64_t)(timeout_s * 1e9);
+    for (int r = 0; r < s->p; r++) {
+        uint64_t *f = flag_of(s, r);
+        while (__atomic_load_n(f, __ATOMIC_ACQUIRE) < target) {
+            int64_t t = now_ns(), waited;
+            if (t0 < 0) t0 = t;
+            waited = t - t0;
+            if (waited > limit) {
+                *missing = r;
+                return -1;
+            }
+            if (waited < s->spin_ns) {
+                for (int i = 0; i < 32; i++) cpu_relax();
+            } else {
+                /* sleep an eighth of what we have waited: at most ~12% late, 20 us .. 2 ms */
+                int64_t d = waited / 8;
+                struct timespec ts;
+                if (d < 20000) d = 20000;
+                if (d > 2000000) d = 2000000;
+                ts.tv_sec = 0;
+                ts.tv_nsec = (long)d;
+                nanosleep(&ts, NULL);
+            }
+        }
+    }
+    return 0;
+}
+
+int hpr_shm_barrier(hpr_shm_t *s, double timeout_s, int *missing) {
+    uint64_t target = ++s->seq;
+    __atomic_store_n(flag_of(s, s->me), target, __ATOMIC_RELEASE);
+    return wait_all(s, target, timeout_s, missing);
+}
+
+/* The part of a round of n elements that rank r reduces: equal shares, 64-byte aligned. */
+static void part_of(int64_t n, int p, int r, int isz, int64_t *lo, int64_t *len) {
+    int64_t align = 64 / isz;
+    int64_t q = (n + p - 1) / p;
+    int64_t a, b;
+    q = (q + align - 1) / align * align;
+    a = (int64_t)r * q;
+    b = a + q;
+    if (a > n) a = n;
+    if (b > n) b = n;
+    *lo = a;
+    *len = b - a;
+}
+
+static int reduce_part_bank(hpr_shm_t *s, int bank, int64_t n, int dtype, int op, double scale,
+                            int64_t *lo, int64_t *len, int nthreads) {
+    const void *ins[512];
+    int isz = hpr_dtype_size(dtype);
+    part_of(n, s->p, s->me, isz, lo, len);
+    if (*len == 0) return 0;
+    for (int r = 0; r < s->p; r++) ins[r] = slot_of(s, bank, r) + *lo * isz;
+    return hpr_reduce_many(slot_of(s, bank, s->me) + *lo * isz, ins, s->p, *len, dtype, op, scale, nthreads);
+}
+
+static void gather_parts(hpr_shm_t *s, int bank, char *x, int64_t n, int isz) {
+    for (int r = 0; r < s->p; r++) {
+        int64_t lo, len;
+        part_of(n, s->p, r, isz, &lo, &len);
+        if (len) memcpy(x + lo * isz, slot_of(s, bank, r) + lo * isz, (size_t)(len * isz));
+    }
+}
+
+int hpr_shm_allreduce(hpr_shm_t *s, void *x, int64_t n, int dtype, int op, double scale,
+                      double timeout_s, int *missing, int nthreads) {
+    int isz = hpr_dtype_size(dtype);
+    char *xb = (char *)x;
+    if (isz == 0 || s->p > 512) return -2;
+    if (n <= 0) return 0;
+    if (s->p == 1) return scale != 1.0 ? hpr_scale(x, n, dtype, scale, nthreads) : 0;
+
+    if (n * isz <= s->small) {
+        /* One barrier: everyone publishes, then everyone reduces all of it in rank order. */
+        int bank = (int)(s->uses++ & 1);
+        const void *ins[512];
+        memcpy(slot_of(s, bank, s->me), xb, (size_t)(n * isz));
+        if (hpr_shm_barrier(s, timeout_s, missing)) return -1;
+        for (int r = 0; r < s->p; r++) ins[r] = slot_of(s, bank, r);
+        return hpr_reduce_many(xb, ins, s->p, n, dtype, op, scale, 1) ? -2 : 0;
+    }
+
+    /* Rounds of one slot: publish the parts the others reduce, reduce own part (own input read
+     * straight from x) into the slot, publish, gather every part. */
+    int64_t per = s->slot / isz;
+    const void *ins[512];
+    for (int64_t off = 0; off < n; off += per) {
+        int64_t m = n - off < per ? n - off : per, lo, len;
+        int bank = (int)(s->uses++ & 1);
+        char *mine = slot_of(s, bank, s->me), *xr = xb + off * isz;
+        part_of(m, s->p, s->me, isz, &lo, &len);
+        memcpy(mine, xr, (size_t)(lo * isz));
+        memcpy(mine + (lo + len) * isz, xr + (lo + len) * isz, (size_t)((m - lo - len) * isz));
+        if (hpr_shm_barrier(s, timeout_s, missing)) return -1;
+        if (len) {
+            for (int r = 0; r < s->p; r++) ins[r] = r == s->me ? xr + lo * isz : slot_of(s, bank, r) + lo * isz;
+            if (hpr_reduce_many(xr + lo * isz, ins, s->p, len, dtype, op, scale, nthreads)) return -2;
+            memcpy(mine + lo * isz, xr + lo * isz, (size_t)(len * isz));
+        }
+        if (hpr_shm_barrier(s, timeout_s, missing)) return -1;
+        for (int r = 0; r < s->p; r++) {
+            int64_t a, l;
+            if (r == s->me) continue;
+            part_of(m, s->p, r, isz, &a, &l);
+            if (l) memcpy(xr + a * isz, slot_of(s, bank, r) + a * isz, (size_t)(l * isz));
+        }
+    }
+    return 0;
+}
+
+int hpr_shm_reduce_part(hpr_shm_t *s, const void *x, int64_t n, int dtype, int op, double timeout_s,
+                        int *missing, int64_t *part_off, int64_t *part_len, void **part_ptr, int nthreads) {
+    int isz = hpr_dtype_size(dtype);
+    int bank;
+    if (isz == 0 || s->p > 512 || n * isz > s->slot) return -2;
+    bank = (int)(s->uses++ & 1);
+    memcpy(slot_of(s, bank, s->me), x, (size_t)(n * isz));
+    if (hpr_shm_barrier(s, timeout_s, missing)) return -1;
+    if (reduce_part_bank(s, bank, n, dtype, op, 1.0, part_off, part_len, nthreads)) return -2;
+    *part_ptr = slot_of(s, bank, s->me) + *part_off * isz;
+    return 0;
+}
+
+int hpr_shm_finish_round(hpr_shm_t *s, void *x, int64_t n, int dtype, double timeout_s, int *missing) {
+    int isz = hpr_dtype_size(dtype);
+    int bank = (int)((s->uses - 1) & 1);
+    if (isz == 0) return -2;
+    if (hpr_shm_barrier(s, timeout_s, missing)) return -1;
+    gather_parts(s, bank, (char *)x, n, isz);
+    return 0;
+}
+
+/* Progress counters for the pipelined direct path live 64 bytes into each rank's flag line. */
+#define PROGRESS_FIELD 8
+
+static int wait_progress(hpr_shm_t *s, uint64_t target, double timeout_s, int *missing) {
+    int64_t t0 = -1, limit = (int64_t)(timeout_s * 1e9);
+    for (int r = 0; r < s->p; r++) {
+        uint64_t *f = flag_of(s, r) + PROGRESS_FIELD;
+        while (__atomic_load_n(f, __ATOMIC_ACQUIRE) < target) {
+            int64_t t = now_ns(), waited;
+            if (t0 < 0) t0 = t;
+            waited = t - t0;
+            if (waited > limit) {
+                *missing = r;
+                return -1;
+            }
+            if (waited < s->spin_ns) {
+                for (int i = 0; i < 32; i++) cpu_relax();
+            } else {
+                struct timespec ts = {0, 20000};
+                nanosleep(&ts, NULL);
+            }
+        }
+    }
+    return 0;
+}
+
+/* Chunks of the pipelined direct path: small enough that a neighbour's freshly reduced part is still
+ * in cache when this rank copies it, one chunk later. */
+#define DIRECT_CHUNK_BYTES (1024 * 1024)
+
+int hpr_shm_allreduce_direct(hpr_shm_t *s, char *const *bases, int64_t byte_off, int64_t n, int dtype,
+                             int op, double scale, double timeout_s, int *missing) {
+    int isz = hpr_dtype_size(dtype);
+    const void *ins[512];
+    uint64_t *mine = flag_of(s, s->me);
+    int agree = 1;
+    int64_t per, nchunks;
+    uint64_t base;
+    if (isz == 0 || s->p > 512) return -2;
+    /* publish what this rank is reducing next to its flag; compare once everyone has arrived */
+    mine[1] = (uint64_t)n;
+    mine[2] = (uint64_t)byte_off;
+    if (hpr_shm_barrier(s, timeout_s, missing)) return -1;
+    for (int r = 0; r < s->p; r++) {
+        uint64_t *f = flag_of(s, r);
+        if (f[1] != (uint64_t)n || f[2] != (uint64_t)byte_off) agree = 0;
+    }
+    if (!agree) {
+        if (hpr_shm_barrier(s, timeout_s, missing)) return -1;  /* nobody leaves while others read */
+        return -3;
+    }
+    /* Chunk k: reduce this rank's part of it from every rank's buffer, announce progress, then copy
+     * the other ranks' parts of chunk k-1 (announced by them) into this rank's buffer. */
+    per = DIRECT_CHUNK_BYTES / isz * s->p;
+    nchunks = (n + per - 1) / per;
+    base = s->progress;
+    int nt = n * isz >= NT_MIN_BYTES;
+    for (int64_t k = 0; k <= nchunks; k++) {
+        if (k < nchunks) {
+            int64_t off = k * per, m = n - off < per ? n - off : per, lo, len;
+            part_of(m, s->p, s->me, isz, &lo, &len);
+            if (len) {
+                for (int r = 0; r < s->p; r++) ins[r] = bases[r] + byte_off + (off + lo) * isz;
+                if (hpr_reduce_many(bases[s->me] + byte_off + (off + lo) * isz, ins, s->p, len, dtype, op,
+                                    scale, 1)) return -2;
+            }
+            __atomic_store_n(mine + PROGRESS_FIELD, base + (uint64_t)k + 1, __ATOMIC_RELEASE);
+        }
+        if (k >= 1) {
+            int64_t off = (k - 1) * per, m = n - off < per ? n - off : per;
+            if (wait_progress(s, base + (uint64_t)k, timeout_s, missing)) return -1;
+            for (int r = 0; r < s->p; r++) {
+                int64_t a, l;
+                if (r == s->me) continue;
+                part_of(m, s->p, r, isz, &a, &l);
+                if (!l) continue;
+                if (nt)
+                    copy_nt(bases[s->me] + byte_off + (off + a) * isz, bases[r] + byte_off + (off + a) * isz, l * isz);
+                else
+                    memcpy(bases[s->me] + byte_off + (off + a) * isz, bases[r] + byte_off + (off + a) * isz,
+                           (size_t)(l * isz));
+            }
+        }
+    }
+    s->progress = base + (uint64_t)nchunks;
+    if (nt) fence_nt();
+    /* nobody returns (and writes its buffer again) while a neighbour may still be copying from it */
+    return hpr_shm_barrier(s, timeout_s, missing) ? -1 : 0;
+}

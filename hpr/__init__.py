@@ -1,0 +1,83 @@
+"""hpr: a small hybrid-parallel runtime for training compact language models on MPI.
+
+``comm = hpr.init()`` gives the world Communicator (or wraps a communicator you pass, so hpr can run
+embedded in a larger MPI program). Kernels live in hpr.kernels, collectives in hpr.comm.
+Usage::
+
+    import hpr, numpy as np
+    comm = hpr.init()
+    x = np.ones(1000, np.float32); comm.allreduce(x)
+"""
+import os
+import sys
+
+from .errors import CommError, CommMismatch, CommTimeout, ConfigError, HprError, KernelsMissing
+
+__version__ = "0.1.0"
+__all__ = ["init", "world", "HprError", "ConfigError", "CommError", "CommTimeout", "CommMismatch",
+           "KernelsMissing", "__version__"]
+
+_world = None
+_hook_installed = False
+
+
+def init(comm=None, *, abort_on_exception=True, threads=None):
+    """The Communicator for ``comm`` (default MPI.COMM_WORLD), made once and remembered as hpr's world.
+
+    comm: an mpi4py intracommunicator (e.g. a sub-communicator of a larger job) or a Communicator.
+    abort_on_exception: an uncaught exception on any rank prints its traceback and aborts the job, so
+      the other ranks do not wait for it until their deadline.
+    threads: CPU threads per rank for hpr's kernels; default HPR_NUM_THREADS / OMP_NUM_THREADS, else
+      the node's cores divided among the node's ranks."""
+    global _world
+    from .backend import _threads_from_env, set_num_threads
+    from .comm import Communicator
+
+    if isinstance(comm, Communicator):
+        _world = comm
+    else:
+        from mpi4py import MPI
+
+        mpi = MPI.COMM_WORLD if comm is None else comm
+        if _world is not None and _world.mpi == mpi:
+            return _world
+        _world = Communicator(mpi)
+    if threads is not None:
+        set_num_threads(threads)
+    elif _threads_from_env() is None:
+        per_node = max(1, _world._main.node_comm.Get_size())
+        set_num_threads(max(1, (os.cpu_count() or 1) // per_node))
+    if abort_on_exception and _world.size > 1:
+        _install_abort_hook(_world)
+    return _world
+
+
+def world():
+    """The Communicator made by hpr.init(); HprError if init() has not been called."""
+    if _world is None:
+        raise HprError("hpr.init() has not been called on this rank; call comm = hpr.init() first")
+    return _world
+
+
+def _install_abort_hook(comm):
+    """Uncaught exceptions (main thread or any other) print and then abort the whole job."""
+    global _hook_installed
+    if _hook_installed:
+        return
+    import threading
+
+    prev = sys.excepthook
+
+    def hook(kind, value, tb):
+        prev(kind, value, tb)
+        sys.stderr.write(f"hpr: rank {comm.rank} of {comm.size} raised {kind.__name__}; aborting the job "
+                         "so the other ranks do not wait for it\n")
+        sys.stderr.flush()
+        comm.mpi.Abort(1)
+
+    def thread_hook(args):
+        hook(args.exc_type, args.exc_value, args.exc_traceback)
+
+    sys.excepthook = hook
+    threading.excepthook = thread_hook
+    _hook_installed = True

@@ -1,0 +1,26 @@
+"""``python -m hpr.bench <what> [options]``; ``python -m hpr.bench --help`` lists what there is."""
+import importlib
+import sys
+
+BENCHES = {
+    "allreduce": ("hpr.bench.allreduce", "hpr's allreduce against MPI_Allreduce, 8 B to 256 MiB"),
+    "oversubscribe": ("hpr.bench.oversubscribe", "a computing rank beside ranks waiting in hpr's vs MPI's barrier"),
+}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHES:
+        print("usage: python -m hpr.bench <what> [options]   (under mpiexec for the parallel ones)\n")
+        for k, (_, doc) in BENCHES.items():
+            print(f"  {k:<14} {doc}")
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nunknown benchmark {argv[0]!r}")
+            return 2
+        return 0
+    mod = importlib.import_module(BENCHES[argv[0]][0])
+    return mod.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

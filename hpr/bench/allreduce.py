@@ -1,0 +1,109 @@
+"""``mpiexec -n N python -m hpr.bench allreduce``: hpr's in-place allreduce against the MPI library's own
+in-place MPI_Allreduce in the same run, float32 sums from 8 B to 256 MiB. Prints latency (median over
+iterations) and bus bandwidth (bytes/time × 2(n-1)/n, as nccl-tests defines it) for
+
+  MPI          MPI_Allreduce(IN_PLACE) on a numpy array
+  hpr          comm.allreduce on an array from comm.alloc() — memory the node's ranks share, where
+               hpr keeps its gradient buffers — reduced straight from the neighbours' copies
+  hpr(numpy)   comm.allreduce on a plain numpy array (staged through the shared window)
+
+and the ratios hpr/MPI. ``--json FILE`` writes {"ranks", "mpi", "rows": [{"bytes", "algorithm",
+"hpr_us", "mpi_us", "hpr_busbw_gbps", "mpi_busbw_gbps", "hpr_numpy_us", "hpr_numpy_busbw_gbps"}]}."""
+import argparse
+import json
+import time
+
+import numpy as np
+from mpi4py import MPI
+
+import hpr
+from hpr.errors import ConfigError
+
+
+def parse_size(s):
+    s = s.strip().upper()
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    try:
+        if s[-1] in mult:
+            return int(float(s[:-1]) * mult[s[-1]])
+        return int(s.rstrip("B"))
+    except (ValueError, IndexError):
+        raise ConfigError(f"size {s!r} is not a byte count like 8, 64K, 16M or 1G") from None
+
+
+def human(n):
+    for unit, k in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= k:
+            return f"{n / k:g} {unit}"
+    return f"{n} B"
+
+
+def time_op(fn, iters, comm):
+    """Median seconds of fn over iters runs, each started together (MPI barrier) and timed as the
+    slowest rank's time."""
+    ts = np.empty(iters)
+    for i in range(iters):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        fn()
+        ts[i] = time.perf_counter() - t0
+    comm.Allreduce(MPI.IN_PLACE, ts, op=MPI.MAX)
+    return float(np.median(ts))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m hpr.bench allreduce", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--min-bytes", default="8", help="smallest message (default 8)")
+    ap.add_argument("--max-bytes", default="256M", help="largest message (default 256M)")
+    ap.add_argument("--factor", type=int, default=4, help="size step (default 4)")
+    ap.add_argument("--budget", type=float, default=0.4, help="seconds per size and library (default 0.4)")
+    ap.add_argument("--json", metavar="FILE", help="write the rows as JSON")
+    args = ap.parse_args(argv)
+    lo, hi = parse_size(args.min_bytes), parse_size(args.max_bytes)
+    if lo < 4 or hi < lo or args.factor < 2:
+        raise ConfigError("need 4 <= --min-bytes <= --max-bytes and --factor >= 2")
+
+    comm = hpr.init()
+    mpi = comm.mpi
+    p = comm.size
+    lib = MPI.Get_library_version().splitlines()[0].strip()
+    if comm.rank == 0:
+        print(f"# hpr allreduce vs MPI_Allreduce: {p} ranks, float32 sum in place, {lib}")
+        print("# median of iterations; busbw = bytes/time * 2(n-1)/n in GB/s; x = ratio of busbw to MPI's")
+        print("# hpr: buffer from comm.alloc (shared, hpr's gradient buffers); hpr(numpy): plain numpy array")
+        print(f"{'bytes':>10} {'algorithm':>18} {'MPI us':>9} {'busbw':>7} | {'hpr us':>9} {'busbw':>7} "
+              f"{'x':>5} | {'hpr(numpy) us':>13} {'busbw':>7} {'x':>5}")
+    rows = []
+    n = lo
+    while n <= hi:
+        count = max(1, n // 4)
+        x = np.ones(count, np.float32)
+        sx = comm.alloc(count, np.float32)
+        sx[:] = 1
+        bw = lambda t: count * 4 / t * 2 * (p - 1) / p / 1e9 if p > 1 else count * 4 / t / 1e9
+        fns = {"mpi": lambda: mpi.Allreduce(MPI.IN_PLACE, x), "hpr": lambda: comm.allreduce(sx),
+               "numpy": lambda: comm.allreduce(x)}
+        for f in fns.values():  # warm up, then as many calls as fit the budget (at least 3)
+            f()
+            f()
+        t1 = max(time_op(f, 1, mpi) for f in fns.values())
+        iters = mpi.bcast(int(max(3, min(2000, args.budget / max(t1, 1e-7)))), root=0)
+        t = {k: time_op(f, iters, mpi) for k, f in fns.items()}
+        row = {"bytes": count * 4, "algorithm": comm.algorithm_for(count * 4),
+               "hpr_us": t["hpr"] * 1e6, "mpi_us": t["mpi"] * 1e6,
+               "hpr_busbw_gbps": bw(t["hpr"]), "mpi_busbw_gbps": bw(t["mpi"]),
+               "hpr_numpy_us": t["numpy"] * 1e6, "hpr_numpy_busbw_gbps": bw(t["numpy"])}
+        rows.append(row)
+        if comm.rank == 0:
+            print(f"{count * 4:>10} {row['algorithm']:>18} {t['mpi'] * 1e6:>9.1f} {bw(t['mpi']):>7.3f} | "
+                  f"{t['hpr'] * 1e6:>9.1f} {bw(t['hpr']):>7.3f} {t['mpi'] / t['hpr']:>5.2f} | "
+                  f"{t['numpy'] * 1e6:>13.1f} {bw(t['numpy']):>7.3f} {t['mpi'] / t['numpy']:>5.2f}", flush=True)
+        del x, sx
+        n *= args.factor
+    if comm.rank == 0 and args.json:
+        with open(args.json + ".tmp", "w") as f:
+            json.dump({"ranks": p, "mpi": lib, "rows": rows}, f, indent=1)
+        import os
+
+        os.replace(args.json + ".tmp", args.json)
+    return 0

@@ -1,0 +1,86 @@
+"""Polite waiting on MPI requests, and the deadline every wait in hpr carries.
+
+A wait tests its requests in a short spin, then sleeps for an eighth of the time it has already waited
+(20 µs to 2 ms), so a rank waiting in hpr gives its core to a rank that computes, whatever the launcher
+(MPICH's hydra puts each rank in its own session, where a spinning waiter starves a computing rank
+~5×). The spin keeps latency low when the peer is about to arrive; the sleep is at most ~12% of the
+wait. Past the deadline it raises CommTimeout naming the operation and the peers still missing.
+
+Usage: ``wait_all([req1, req2], [peer1, peer2], ctx)`` where ctx describes the operation."""
+import os
+import time
+
+from mpi4py import MPI
+
+from ..errors import CommTimeout, ConfigError
+
+
+def _env_float(name, default):
+    v = os.environ.get(name)
+    if v is None or not v.strip():
+        return default
+    try:
+        f = float(v)
+    except ValueError:
+        raise ConfigError(f"{name}={v!r} is not a number of seconds") from None
+    if f <= 0:
+        raise ConfigError(f"{name}={v!r} must be positive")
+    return f
+
+
+def default_timeout():
+    """HPR_TIMEOUT in seconds (default 300)."""
+    return _env_float("HPR_TIMEOUT", 300.0)
+
+
+def spin_seconds():
+    """HPR_SPIN_US, how long a wait spins before sleeping (default 50 µs)."""
+    return _env_float("HPR_SPIN_US", 50.0) * 1e-6
+
+
+SPIN = spin_seconds()
+
+
+class OpContext:
+    """What a wait is part of, for the timeout message: operation, sequence number, rank, size."""
+
+    __slots__ = ("op", "seq", "rank", "size", "timeout", "peer_names")
+
+    def __init__(self, op, seq, rank, size, timeout, peer_names=None):
+        self.op, self.seq, self.rank, self.size, self.timeout = op, seq, rank, size, timeout
+        self.peer_names = peer_names  # maps a peer index in this comm to a name, e.g. world rank
+
+    def timeout_error(self, peers):
+        who = ", ".join(self.name(p) for p in peers) or "?"
+        return CommTimeout(
+            f"{self.op} #{self.seq} on rank {self.rank} of {self.size} timed out after {self.timeout:g} s "
+            f"waiting for rank {who}. That rank has died, is stuck, or called a different collective. "
+            f"Check its output; raise HPR_TIMEOUT if it is only slow; HPR_CHECK=1 finds mismatched calls."
+        )
+
+    def name(self, p):
+        return str(p) if self.peer_names is None else self.peer_names(p)
+
+
+def wait_all(reqs, peers, ctx):
+    """Wait for every request (reqs[i] talks to peers[i]) politely, within ctx.timeout."""
+    if MPI.Request.Testall(reqs):
+        return
+    t0 = time.perf_counter()
+    testall, sleep, perf = MPI.Request.Testall, time.sleep, time.perf_counter
+    while True:
+        if testall(reqs):
+            return
+        waited = perf() - t0
+        if waited > SPIN:
+            if waited > ctx.timeout:
+                pending = [p for r, p in zip(reqs, peers) if not r.Test()]
+                for r in reqs:
+                    if r != MPI.REQUEST_NULL:
+                        try:
+                            r.Cancel()
+                        except MPI.Exception:
+                            pass
+                raise ctx.timeout_error(pending)
+            d = waited * 0.125
+            sleep(0.00002 if d < 0.00002 else (0.002 if d > 0.002 else d))

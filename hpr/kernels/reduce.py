@@ -1,0 +1,70 @@
+"""Element-wise reductions for the collectives: ``reduce_into(a, b, op)`` (a = a op b),
+``reduce_many(out, [a, b, ...], op, scale)`` and ``scale(x, s)``, on contiguous numpy arrays of float16,
+bfloat16 (ml_dtypes), float32, float64, int32 or int64. float16/bfloat16 are accumulated in float32 and
+rounded once per call. Usage: ``reduce_into(acc, incoming, "sum")``."""
+import numpy as np
+
+from ..backend import cpu_kernels, num_threads
+from ..errors import ConfigError
+
+# dtype and op codes shared with csrc/reduce.h
+DTYPE_CODES = {"float16": 0, "bfloat16": 1, "float32": 2, "float64": 3, "int32": 4, "int64": 5}
+FLOAT_CODES = {0, 1, 2, 3}
+OP_CODES = {"sum": 0, "max": 1, "min": 2, "avg": 0}
+_by_dtype = {}
+
+
+def dtype_code(dtype):
+    """The kernel code for a numpy dtype, or ConfigError naming the supported ones."""
+    try:
+        return _by_dtype[dtype]
+    except KeyError:
+        pass
+    code = DTYPE_CODES.get(np.dtype(dtype).name)
+    if code is None:
+        raise ConfigError(
+            f"dtype {np.dtype(dtype).name} is not supported by hpr's reductions; use one of "
+            f"{', '.join(DTYPE_CODES)} (bfloat16 from ml_dtypes)"
+        )
+    _by_dtype[dtype] = code
+    return code
+
+
+def op_code(op, dcode):
+    """(kernel op code, is_avg) for an op name; avg only for floating dtypes."""
+    code = OP_CODES.get(op)
+    if code is None:
+        raise ConfigError(f"unknown reduction op {op!r}; use one of sum, max, min, avg")
+    if op == "avg" and dcode not in FLOAT_CODES:
+        raise ConfigError("op 'avg' needs a floating dtype; use 'sum' and divide, or cast to float first")
+    return code, op == "avg"
+
+
+def _check_pair(a, b):
+    if a.dtype != b.dtype or a.size != b.size:
+        raise ConfigError(f"arrays differ: {a.dtype}[{a.size}] vs {b.dtype}[{b.size}]")
+
+
+def reduce_into(a, b, op="sum", nthreads=None):
+    """a = a (op) b, in place; returns a."""
+    _check_pair(a, b)
+    d = dtype_code(a.dtype)
+    o, _ = op_code(op if op != "avg" else "sum", d)
+    cpu_kernels().reduce_into(a, b, d, o, nthreads or num_threads())
+    return a
+
+
+def reduce_many(out, ins, op="sum", scale=1.0, nthreads=None):
+    """out = (ins[0] op ins[1] op ...) * scale, reduced in list order; out may be one of ins."""
+    for x in ins:
+        _check_pair(out, x)
+    d = dtype_code(out.dtype)
+    o, _ = op_code(op if op != "avg" else "sum", d)
+    cpu_kernels().reduce_many(out, list(ins), d, o, float(scale), nthreads or num_threads())
+    return out
+
+
+def scale(x, s, nthreads=None):
+    """x *= s, in place, for floating x; returns x."""
+    cpu_kernels().scale(x, dtype_code(x.dtype), float(s), nthreads or num_threads())
+    return x
