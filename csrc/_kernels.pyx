@@ -37,6 +37,7 @@ cdef extern from "shm.h" nogil:
     int hpr_shm_allreduce_direct(hpr_shm_t *s, char *const *bases, int64_t byte_off, int64_t n, int dtype,
                                  int op, double scale, double timeout_s, int *missing)
     int hpr_dtype_size(int dtype)
+    int hpr_set_timer_slack(long ns)
 
 IF_OPENMP = bool(hpr_have_openmp())
 
@@ -146,6 +147,11 @@ def float_to_half(src, out, bint bfloat):
             hpr_f32_to_bf16(<const float *>a.view.buf, <uint16_t *>b.view.buf, b.view.len // 2)
         else:
             hpr_f32_to_f16(<const float *>a.view.buf, <uint16_t *>b.view.buf, b.view.len // 2)
+
+
+def set_timer_slack(long ns):
+    """Set the calling thread's timer slack (Linux); returns 0 on success."""
+    return hpr_set_timer_slack(ns)
 
 
 def shm_segment_bytes(int p, int64_t slot):

@@ -4,6 +4,13 @@
 #include <string.h>
 #include <time.h>
 #include <errno.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <linux/futex.h>
+#include <unistd.h>
+#include <limits.h>
+#endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <emmintrin.h>
 #define HPR_HAVE_NT 1
@@ -42,6 +49,15 @@ static void fence_nt(void) {
 #endif
 }
 
+int hpr_set_timer_slack(long ns) {
+#if defined(__linux__) && defined(PR_SET_TIMERSLACK)
+    return prctl(PR_SET_TIMERSLACK, (unsigned long)ns, 0, 0, 0);
+#else
+    (void)ns;
+    return -1;
+#endif
+}
+
 int hpr_dtype_size(int dtype) {
     switch (dtype) {
     case HPR_F16: case HPR_BF16: return 2;
@@ -52,7 +68,7 @@ int hpr_dtype_size(int dtype) {
 }
 
 int64_t hpr_shm_header_bytes(int p) {
-    int64_t h = (int64_t)p * HPR_SHM_FLAG_STRIDE;
+    int64_t h = (int64_t)p * HPR_SHM_FLAG_STRIDE + 128;  /* + the wake word and the sleeper count */
     return (h + 4095) / 4096 * 4096;
 }
 
@@ -82,11 +98,46 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-/* Polite wait until every rank's flag reaches target. */
-static int wait_all(hpr_shm_t *s, uint64_t target, double timeout_s, int *missing) {
+/* The wake word (bumped by every announcement) and the number of sleepers, after the flags. */
+static inline uint32_t *wake_word(hpr_shm_t *s) {
+    return (uint32_t *)(s->base + (int64_t)s->p * HPR_SHM_FLAG_STRIDE);
+}
+static inline uint32_t *sleepers(hpr_shm_t *s) {
+    return (uint32_t *)(s->base + (int64_t)s->p * HPR_SHM_FLAG_STRIDE + 64);
+}
+
+/* Sleep until the wake word moves away from w, or up to ns nanoseconds. Linux: a futex on the shared
+ * segment (woken the moment a rank announces); elsewhere: a plain short sleep. */
+static void sleep_on(hpr_shm_t *s, uint32_t w, int64_t ns) {
+#ifdef __linux__
+    struct timespec ts;
+    ts.tv_sec = (time_t)(ns / 1000000000LL);
+    ts.tv_nsec = (long)(ns % 1000000000LL);
+    __atomic_add_fetch(sleepers(s), 1, __ATOMIC_SEQ_CST);
+    syscall(SYS_futex, wake_word(s), FUTEX_WAIT, w, &ts, NULL, 0);
+    __atomic_sub_fetch(sleepers(s), 1, __ATOMIC_SEQ_CST);
+#else
+    struct timespec ts = {0, ns < 200000 ? (long)ns : 200000};
+    (void)w;
+    nanosleep(&ts, NULL);
+#endif
+}
+
+/* After storing a flag or a progress count: move the wake word, wake sleepers if there are any. */
+static void announce(hpr_shm_t *s) {
+    __atomic_add_fetch(wake_word(s), 1, __ATOMIC_SEQ_CST);
+#ifdef __linux__
+    if (__atomic_load_n(sleepers(s), __ATOMIC_SEQ_CST))
+        syscall(SYS_futex, wake_word(s), FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+#endif
+}
+
+/* Wait until field `field` of every rank's flag line reaches target: spin for spin_ns (the peer is
+ * probably about to arrive), then sleep on the wake word, so a waiting rank holds no core. */
+static int wait_field(hpr_shm_t *s, int field, uint64_t target, double timeout_s, int *missing) {
     int64_t t0 = -1, limit = (int64_t)(timeout_s * 1e9);
     for (int r = 0; r < s->p; r++) {
-        uint64_t *f = flag_of(s, r);
+        uint64_t *f = flag_of(s, r) + field;
         while (__atomic_load_n(f, __ATOMIC_ACQUIRE) < target) {
             int64_t t = now_ns(), waited;
             if (t0 < 0) t0 = t;
@@ -98,23 +149,24 @@ static int wait_all(hpr_shm_t *s, uint64_t target, double timeout_s, int *missin
             if (waited < s->spin_ns) {
                 for (int i = 0; i < 32; i++) cpu_relax();
             } else {
-                /* sleep an eighth of what we have waited: at most ~12% late, 20 us .. 2 ms */
-                int64_t d = waited / 8;
-                struct timespec ts;
-                if (d < 20000) d = 20000;
-                if (d > 2000000) d = 2000000;
-                ts.tv_sec = 0;
-                ts.tv_nsec = (long)d;
-                nanosleep(&ts, NULL);
+                uint32_t w = __atomic_load_n(wake_word(s), __ATOMIC_SEQ_CST);
+                int64_t left = limit - waited;
+                if (__atomic_load_n(f, __ATOMIC_SEQ_CST) >= target) break;
+                sleep_on(s, w, left < 100000000LL ? left + 1000 : 100000000LL);
             }
         }
     }
     return 0;
 }
 
+static int wait_all(hpr_shm_t *s, uint64_t target, double timeout_s, int *missing) {
+    return wait_field(s, 0, target, timeout_s, missing);
+}
+
 int hpr_shm_barrier(hpr_shm_t *s, double timeout_s, int *missing) {
     uint64_t target = ++s->seq;
-    __atomic_store_n(flag_of(s, s->me), target, __ATOMIC_RELEASE);
+    __atomic_store_n(flag_of(s, s->me), target, __ATOMIC_SEQ_CST);
+    announce(s);
     return wait_all(s, target, timeout_s, missing);
 }
 
@@ -222,26 +274,7 @@ int hpr_shm_finish_round(hpr_shm_t *s, void *x, int64_t n, int dtype, double tim
 #define PROGRESS_FIELD 8
 
 static int wait_progress(hpr_shm_t *s, uint64_t target, double timeout_s, int *missing) {
-    int64_t t0 = -1, limit = (int64_t)(timeout_s * 1e9);
-    for (int r = 0; r < s->p; r++) {
-        uint64_t *f = flag_of(s, r) + PROGRESS_FIELD;
-        while (__atomic_load_n(f, __ATOMIC_ACQUIRE) < target) {
-            int64_t t = now_ns(), waited;
-            if (t0 < 0) t0 = t;
-            waited = t - t0;
-            if (waited > limit) {
-                *missing = r;
-                return -1;
-            }
-            if (waited < s->spin_ns) {
-                for (int i = 0; i < 32; i++) cpu_relax();
-            } else {
-                struct timespec ts = {0, 20000};
-                nanosleep(&ts, NULL);
-            }
-        }
-    }
-    return 0;
+    return wait_field(s, PROGRESS_FIELD, target, timeout_s, missing);
 }
 
 /* Chunks of the pipelined direct path: small enough that a neighbour's freshly reduced part is still
@@ -284,7 +317,8 @@ int hpr_shm_allreduce_direct(hpr_shm_t *s, char *const *bases, int64_t byte_off,
                 if (hpr_reduce_many(bases[s->me] + byte_off + (off + lo) * isz, ins, s->p, len, dtype, op,
                                     scale, 1)) return -2;
             }
-            __atomic_store_n(mine + PROGRESS_FIELD, base + (uint64_t)k + 1, __ATOMIC_RELEASE);
+            __atomic_store_n(mine + PROGRESS_FIELD, base + (uint64_t)k + 1, __ATOMIC_SEQ_CST);
+            announce(s);
         }
         if (k >= 1) {
             int64_t off = (k - 1) * per, m = n - off < per ? n - off : per;

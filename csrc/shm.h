@@ -55,4 +55,8 @@ int hpr_shm_allreduce_direct(hpr_shm_t *s, char *const *bases, int64_t byte_off,
                              int op, double scale, double timeout_s, int *missing);
 
 int hpr_dtype_size(int dtype);
+
+/* Linux: this thread's timer slack (how late a sleep may wake; 50 us by default). hpr's waiting
+ * threads set 1 us so their short sleeps stay short. Returns -1 where unsupported. */
+int hpr_set_timer_slack(long ns);
 #endif

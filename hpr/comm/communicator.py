@@ -25,6 +25,7 @@ from ..kernels.reduce import dtype_code, op_code
 from . import algorithms as alg
 from .cost import CostModel, forced_algorithm
 from .shm import NodeShm, node_layout, slot_bytes, split_node
+from . import wait
 from .wait import OpContext, default_timeout, wait_all
 
 _live = weakref.WeakSet()
@@ -86,6 +87,8 @@ class Channel:
         self.world_ranks = world_ranks
         self.node_comm = split_node(mpi)
         self.layout = node_layout(mpi, self.node_comm)
+        wait.set_spin(wait.spin_seconds(self.node_comm.Get_size()))
+        wait.short_sleeps()
         # node rank -> rank in this communicator, for naming a missing peer
         self.node_to_rank = MPI.Group.Translate_ranks(self.node_comm.Get_group(), list(range(self.node_comm.Get_size())),
                                                       mpi.Get_group())
@@ -358,6 +361,7 @@ class _Progress:
         self.thread.start()
 
     def _run(self):
+        wait.short_sleeps()
         while True:
             item = self.queue.get()
             if item is None:

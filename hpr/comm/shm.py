@@ -12,7 +12,7 @@ from mpi4py import MPI
 from ..backend import cpu_kernels
 from ..errors import ConfigError
 from .cost import NodeLayout
-from .wait import SPIN
+from . import wait
 
 
 def _env_int(name, default, minimum=1):
@@ -64,9 +64,9 @@ class NodeShm:
         mem, _ = self.win.Shared_query(0)
         self.segment = np.frombuffer(mem, np.uint8, count=nbytes)
         if me == 0:
-            self.segment[:4096].fill(0)  # the flags; data needs no clearing
+            self.segment[:nbytes - 2 * p * slot].fill(0)  # flags and wake word; data needs no clearing
         node_comm.Barrier()  # setup only: everyone sees zeroed flags before the first wait
-        self.engine = k.ShmEngine(self.segment, p, me, slot, small_bytes(slot), SPIN * 1e6)
+        self.engine = k.ShmEngine(self.segment, p, me, slot, small_bytes(slot), wait.SPIN * 1e6)
         self.p, self.me = p, me
 
     def free(self):

@@ -1,0 +1,88 @@
+"""``python -m hpr config``: what this installation has — version, compiled kernels and OpenMP, the MPI
+library, mpi4py, thread counts, CuPy — and how allreduce picks its algorithm. Under mpiexec, rank 0
+prints it for the real world size."""
+import os
+import sys
+
+
+def config():
+    import hpr
+
+    lines = [f"hpr {hpr.__version__} ({os.path.dirname(os.path.abspath(hpr.__file__))})"]
+    try:
+        from hpr.backend import cpu_kernels
+
+        info = cpu_kernels().info()
+        lines.append(f"compiled kernels: yes (hpr._kernels), OpenMP: {'yes' if info['openmp'] else 'no'}"
+                     f", OpenMP max threads: {info['omp_max_threads']}")
+    except hpr.HprError as e:
+        lines.append(f"compiled kernels: MISSING — {e}")
+    try:
+        import mpi4py
+        from mpi4py import MPI
+    except ImportError as e:
+        lines.append(f"mpi4py: MISSING ({e}); pip install mpi4py mpich")
+        print("\n".join(lines))
+        return 1
+    lib = MPI.Get_library_version().splitlines()[0].strip()
+    levels = {MPI.THREAD_SINGLE: "single", MPI.THREAD_FUNNELED: "funneled",
+              MPI.THREAD_SERIALIZED: "serialized", MPI.THREAD_MULTIPLE: "multiple"}
+    lines.append(f"MPI library: {lib} (MPI {'.'.join(map(str, MPI.Get_version()))}); "
+                 f"thread level: {levels.get(MPI.Query_thread(), '?')}")
+    lines.append(f"mpi4py: {mpi4py.__version__}")
+    comm = hpr.init()
+    from hpr.backend import num_threads
+
+    lines.append(f"threads: hpr kernels {num_threads()} per rank; cores {os.cpu_count()}; "
+                 f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}")
+    lines.append(f"CuPy: {_cupy_status()}")
+    lines.append(f"world: {comm.size} ranks on {comm.layout.nodes} node(s)")
+    env = {k: os.environ.get(k, "(default)") for k in
+           ("HPR_TIMEOUT", "HPR_ALLREDUCE", "HPR_CHECK", "HPR_SPIN_US", "HPR_SHM_SLOT_KB", "HPR_NODE_SIZE")}
+    lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in env.items()))
+    model = comm._main.cost
+    lines.append("allreduce algorithm by message size (alpha-beta model):")
+    if comm.size > 1:
+        lines.append(f"  this world ({comm.size} ranks): " + _fmt(model.thresholds(comm.size, comm.layout)))
+    for p in (2, 4, 8, 64):
+        lines.append(f"  {p:>3} ranks between nodes: " + _fmt(model.pt2pt_thresholds(p)))
+    lines.append("  ranks on one node: shm (the shared-memory engine) at every size")
+    if comm.rank == 0:
+        print("\n".join(lines))
+    return 0
+
+
+def _fmt(th):
+    def human(n):
+        for unit, k in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+            if n >= k:
+                return f"{n // k} {unit}"
+        return f"{n} B"
+
+    return ", ".join(f"{algo} from {human(n)}" for n, algo in th)
+
+
+def _cupy_status():
+    try:
+        import cupy
+    except ImportError:
+        return "not installed (the GPU path needs cupy)"
+    except Exception as e:  # a broken CUDA install raises other errors at import
+        return f"installed but not importable: {e}"
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+        return f"cupy {cupy.__version__}, {n} device(s)"
+    except Exception as e:
+        return f"cupy {cupy.__version__} installed, no usable device: {e}"
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["config"]:
+        return config()
+    print("usage: python -m hpr config\n       python -m hpr.bench <what>   (benchmarks)")
+    return 0 if argv[:1] in ([], ["-h"], ["--help"]) else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
