@@ -39,6 +39,7 @@ def main(argv=None):
             reps *= 2
         t = time.perf_counter() - t0
         reps = max(1, int(reps * args.ms / 1000 / t))
+    comm.barrier()  # the others wait politely, so the calibration runs as if alone
     reps = mpi.bcast(reps, root=0)
 
     def case(wait):
