@@ -44,7 +44,7 @@ def config():
     lines.append("allreduce algorithm by message size (alpha-beta model):")
     if comm.size > 1:
         lines.append(f"  this world ({comm.size} ranks): " + _fmt(model.thresholds(comm.size, comm.layout)))
-    for p in (2, 4, 8, 64):
+    for p in (2, 6, 8, 48):
         lines.append(f"  {p:>3} ranks between nodes: " + _fmt(model.pt2pt_thresholds(p)))
     lines.append("  ranks on one node: shm (the shared-memory engine) at every size")
     if comm.rank == 0:

@@ -28,18 +28,17 @@ def main(argv=None):
     mpi = comm.mpi
     a = np.random.default_rng(0).random(1 << 14)
     b = np.empty_like(a)
-    # calibrate on rank 0 (others asleep) so the computation takes about --ms alone
-    reps = 1
+    # calibrate on rank 0 while the others sleep in hpr's barrier: the fastest of a few short runs
+    comm.barrier()
+    reps = 0
     if comm.rank == 0:
-        while True:
+        ts = []
+        for _ in range(5):
             t0 = time.perf_counter()
-            compute(reps, a, b)
-            if time.perf_counter() - t0 > args.ms / 1000 or reps > 1 << 24:
-                break
-            reps *= 2
-        t = time.perf_counter() - t0
-        reps = max(1, int(reps * args.ms / 1000 / t))
-    comm.barrier()  # the others wait politely, so the calibration runs as if alone
+            compute(64, a, b)
+            ts.append(time.perf_counter() - t0)
+        reps = max(1, int(64 * args.ms / 1000 / min(ts)))
+    comm.barrier()
     reps = mpi.bcast(reps, root=0)
 
     def case(wait):
