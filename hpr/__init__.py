@@ -11,6 +11,30 @@ Usage::
 import os
 import sys
 
+
+def _defer_to_installed():
+    """Python started in the source checkout (``python -m hpr.bench`` in the repo root) imports this
+    directory, which has no compiled kernels. When an installed hpr exists elsewhere on sys.path, load
+    that one in its place, so the README's commands work from the checkout."""
+    import importlib.machinery
+    import importlib.util
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    if any(f.startswith("_kernels") and f.endswith((".so", ".pyd")) for f in os.listdir(here)):
+        return None
+    parent = os.path.dirname(here)
+    others = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != parent]
+    spec = importlib.machinery.PathFinder.find_spec(__name__, others)
+    if spec is None or spec.origin is None or os.path.dirname(os.path.abspath(spec.origin)) == here:
+        return None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[__name__] = mod  # the import statement returns what sys.modules holds
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_defer_to_installed()
+
 from .errors import CommError, CommMismatch, CommTimeout, ConfigError, HprError, KernelsMissing
 
 __version__ = "0.1.0"

@@ -101,8 +101,13 @@ def test_benchmark_runs_and_writes_json(tmp_path):
         assert r["hpr_us"] > 0 and r["mpi_us"] > 0 and r["hpr_busbw_gbps"] > 0 and r["mpi_busbw_gbps"] > 0
 
 
-def test_config_reports_the_installation():
-    p = subprocess.run([sys.executable, "-m", "hpr", "config"], capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("where", ["elsewhere", "repo root"])
+def test_config_reports_the_installation(tmp_path, where):
+    # from the repo root, ``python -m`` puts the source hpr/ (no compiled kernels) first on sys.path:
+    # the source package must hand over to the installed one
+    cwd = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) if where == "repo root" else tmp_path
+    p = subprocess.run([sys.executable, "-m", "hpr", "config"], capture_output=True, text=True, timeout=60,
+                       cwd=cwd)
     assert p.returncode == 0, p.stderr
     for want in ("hpr 0.1.0", "compiled kernels: yes", "OpenMP", "MPI library", "mpi4py", "CuPy",
                  "allreduce algorithm"):
