@@ -94,75 +94,11 @@ void hpr_f32_to_bf16(const float *in, uint16_t *out, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = f32_to_bf16(in[i]);
 }
 
-/* ---- binary reduction: a = a (op) b ---- */
+/* ---- the operators ---- */
 
 #define OP_SUM(a, b) ((a) + (b))
 #define OP_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define OP_MIN(a, b) ((a) < (b) ? (a) : (b))
-
-#ifdef HPR_HAVE_OPENMP
-#define PAR_FOR _Pragma("omp parallel for simd schedule(static) num_threads(nthreads) if(nthreads > 1 && n >= HPR_OMP_MIN)")
-#else
-#define PAR_FOR
-#endif
-
-#define DEF_INTO(NAME, T, OP)                                                        \
-    static void NAME(T *restrict a, const T *restrict b, int64_t n, int nthreads) { \
-        (void)nthreads;                                                             \
-        PAR_FOR                                                                     \
-        for (int64_t i = 0; i < n; i++) a[i] = OP(a[i], b[i]);                      \
-    }
-
-#define DEF_INTO_HALF(NAME, TO, FROM, OP)                                                      \
-    static void NAME(uint16_t *restrict a, const uint16_t *restrict b, int64_t n, int nthreads) { \
-        (void)nthreads;                                                                       \
-        PAR_FOR                                                                               \
-        for (int64_t i = 0; i < n; i++) a[i] = FROM(OP(TO(a[i]), TO(b[i])));                  \
-    }
-
-DEF_INTO(into_sum_f32, float, OP_SUM)
-DEF_INTO(into_max_f32, float, OP_MAX)
-DEF_INTO(into_min_f32, float, OP_MIN)
-DEF_INTO(into_sum_f64, double, OP_SUM)
-DEF_INTO(into_max_f64, double, OP_MAX)
-DEF_INTO(into_min_f64, double, OP_MIN)
-DEF_INTO(into_sum_i32, int32_t, OP_SUM)
-DEF_INTO(into_max_i32, int32_t, OP_MAX)
-DEF_INTO(into_min_i32, int32_t, OP_MIN)
-DEF_INTO(into_sum_i64, int64_t, OP_SUM)
-DEF_INTO(into_max_i64, int64_t, OP_MAX)
-DEF_INTO(into_min_i64, int64_t, OP_MIN)
-DEF_INTO_HALF(into_sum_f16, f16_to_f32, f32_to_f16, OP_SUM)
-DEF_INTO_HALF(into_max_f16, f16_to_f32, f32_to_f16, OP_MAX)
-DEF_INTO_HALF(into_min_f16, f16_to_f32, f32_to_f16, OP_MIN)
-DEF_INTO_HALF(into_sum_bf16, bf16_to_f32, f32_to_bf16, OP_SUM)
-DEF_INTO_HALF(into_max_bf16, bf16_to_f32, f32_to_bf16, OP_MAX)
-DEF_INTO_HALF(into_min_bf16, bf16_to_f32, f32_to_bf16, OP_MIN)
-
-int hpr_reduce_into(void *inout, const void *in, int64_t n, int dtype, int op, int nthreads) {
-    if (n <= 0) return 0;
-    switch (dtype * 3 + op) {
-    case HPR_F16 * 3 + HPR_SUM: into_sum_f16(inout, in, n, nthreads); return 0;
-    case HPR_F16 * 3 + HPR_MAX: into_max_f16(inout, in, n, nthreads); return 0;
-    case HPR_F16 * 3 + HPR_MIN: into_min_f16(inout, in, n, nthreads); return 0;
-    case HPR_BF16 * 3 + HPR_SUM: into_sum_bf16(inout, in, n, nthreads); return 0;
-    case HPR_BF16 * 3 + HPR_MAX: into_max_bf16(inout, in, n, nthreads); return 0;
-    case HPR_BF16 * 3 + HPR_MIN: into_min_bf16(inout, in, n, nthreads); return 0;
-    case HPR_F32 * 3 + HPR_SUM: into_sum_f32(inout, in, n, nthreads); return 0;
-    case HPR_F32 * 3 + HPR_MAX: into_max_f32(inout, in, n, nthreads); return 0;
-    case HPR_F32 * 3 + HPR_MIN: into_min_f32(inout, in, n, nthreads); return 0;
-    case HPR_F64 * 3 + HPR_SUM: into_sum_f64(inout, in, n, nthreads); return 0;
-    case HPR_F64 * 3 + HPR_MAX: into_max_f64(inout, in, n, nthreads); return 0;
-    case HPR_F64 * 3 + HPR_MIN: into_min_f64(inout, in, n, nthreads); return 0;
-    case HPR_I32 * 3 + HPR_SUM: into_sum_i32(inout, in, n, nthreads); return 0;
-    case HPR_I32 * 3 + HPR_MAX: into_max_i32(inout, in, n, nthreads); return 0;
-    case HPR_I32 * 3 + HPR_MIN: into_min_i32(inout, in, n, nthreads); return 0;
-    case HPR_I64 * 3 + HPR_SUM: into_sum_i64(inout, in, n, nthreads); return 0;
-    case HPR_I64 * 3 + HPR_MAX: into_max_i64(inout, in, n, nthreads); return 0;
-    case HPR_I64 * 3 + HPR_MIN: into_min_i64(inout, in, n, nthreads); return 0;
-    default: return -1;
-    }
-}
 
 /* ---- k-way reduction: out = (ins[0] op ins[1] op ...) * scale, in rank order ---- */
 
@@ -268,4 +204,10 @@ int hpr_scale(void *x, int64_t n, int dtype, double s, int nthreads) {
     if (dtype == HPR_I32 || dtype == HPR_I64) return -1;
     if (s == 1.0 || n <= 0) return 0;
     return hpr_reduce_many(x, ins, 1, n, dtype, HPR_SUM, s, nthreads);
+}
+
+/* a = a (op) b: the two-input case of the k-way reduction (a is both an input and the output). */
+int hpr_reduce_into(void *inout, const void *in, int64_t n, int dtype, int op, int nthreads) {
+    const void *ins[2] = {inout, in};
+    return hpr_reduce_many(inout, ins, 2, n, dtype, op, 1.0, nthreads);
 }
