@@ -31,13 +31,6 @@ def parse_size(s):
         raise ConfigError(f"size {s!r} is not a byte count like 8, 64K, 16M or 1G") from None
 
 
-def human(n):
-    for unit, k in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= k:
-            return f"{n / k:g} {unit}"
-    return f"{n} B"
-
-
 def time_op(fn, iters, comm):
     """Median seconds of fn over iters runs, each started together (MPI barrier) and timed as the
     slowest rank's time."""

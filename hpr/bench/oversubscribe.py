@@ -7,7 +7,6 @@ import argparse
 import time
 
 import numpy as np
-from mpi4py import MPI
 
 import hpr
 
