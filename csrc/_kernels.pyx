@@ -254,3 +254,4 @@ cdef class ShmEngine:
         with nogil:
             rc = hpr_shm_finish_round(&self.s, a.view.buf, n, dtype, timeout, &missing)
         return missing if rc else -1
+include "_nn.pxi"

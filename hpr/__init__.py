@@ -35,11 +35,12 @@ def _defer_to_installed():
 
 _defer_to_installed()
 
-from .errors import CommError, CommMismatch, CommTimeout, ConfigError, HprError, KernelsMissing
+from .errors import (CheckpointError, CommError, CommMismatch, CommTimeout, ConfigError, DataError, HprError,
+                     KernelsMissing)
 
 __version__ = "0.1.0"
 __all__ = ["init", "world", "HprError", "ConfigError", "CommError", "CommTimeout", "CommMismatch",
-           "KernelsMissing", "__version__"]
+           "KernelsMissing", "DataError", "CheckpointError", "__version__"]
 
 _world = None
 _hook_installed = False

@@ -24,3 +24,11 @@ class CommTimeout(CommError, TimeoutError):
 
 class CommMismatch(CommError):
     """Ranks called a collective with different arguments (found by HPR_CHECK=1)."""
+
+
+class DataError(ConfigError):
+    """A corpus path, file or size that cannot be trained on."""
+
+
+class CheckpointError(HprError):
+    """A checkpoint that is missing, incomplete, corrupted or from another configuration."""

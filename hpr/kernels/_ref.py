@@ -40,3 +40,82 @@ def float_to_half(x, bfloat):
         return x.astype(ml_dtypes.bfloat16).view(np.uint16)
     with np.errstate(over="ignore"):  # overflow to inf is the rounding we want
         return x.astype(np.float16).view(np.uint16)
+
+
+# ---- layer kernels (hpr.kernels.nn); shapes: N rows, C channels, V vocabulary, T time ----
+_K = np.sqrt(2.0 / np.pi)
+
+
+def layernorm_forward(x, w, b, eps=1e-5):
+    """(out, mean, rstd) over the last axis."""
+    mean = x.mean(-1)
+    var = ((x - mean[..., None]) ** 2).mean(-1)
+    rstd = 1.0 / np.sqrt(var + eps)
+    out = (x - mean[..., None]) * rstd[..., None] * w + b
+    return out.astype(x.dtype), mean.astype(x.dtype), rstd.astype(x.dtype)
+
+
+def layernorm_backward(dout, x, w, mean, rstd):
+    """(dx, dw, db) for one LayerNorm."""
+    xhat = (x - mean[..., None]) * rstd[..., None]
+    dn = dout * w
+    dx = (dn - dn.mean(-1, keepdims=True) - xhat * (dn * xhat).mean(-1, keepdims=True)) * rstd[..., None]
+    c = x.shape[-1]
+    return dx, (dout * xhat).reshape(-1, c).sum(0), dout.reshape(-1, c).sum(0)
+
+
+def softmax_causal_forward(pre, scale):
+    t = pre.shape[-1]
+    mask = np.tril(np.ones((t, t), bool))
+    z = np.where(mask, pre * scale, -np.inf)
+    z = z - z.max(-1, keepdims=True)
+    e = np.where(mask, np.exp(z), 0)
+    return (e / e.sum(-1, keepdims=True)).astype(pre.dtype)
+
+
+def softmax_causal_backward(datt, att, scale):
+    return (scale * att * (datt - (att * datt).sum(-1, keepdims=True))).astype(att.dtype)
+
+
+def gelu_forward(x):
+    return 0.5 * x * (1 + np.tanh(_K * (x + 0.044715 * x ** 3)))
+
+
+def gelu_backward(dout, x):
+    th = np.tanh(_K * (x + 0.044715 * x ** 3))
+    return dout * (0.5 * (1 + th) + 0.5 * x * (1 - th ** 2) * _K * (1 + 3 * 0.044715 * x ** 2))
+
+
+def crossentropy(logits, targets, dscale=1.0):
+    """(losses, dlogits)."""
+    m = logits.max(-1, keepdims=True)
+    e = np.exp(logits - m)
+    s = e.sum(-1, keepdims=True)
+    rows = np.arange(len(targets))
+    losses = (np.log(s[:, 0]) + m[:, 0] - logits[rows, targets]).astype(logits.dtype)
+    d = e / s
+    d[rows, targets] -= 1
+    return losses, (d * dscale).astype(logits.dtype)
+
+
+def embedding_forward(tokens, wte, wpe):
+    return wte[tokens] + wpe[: tokens.shape[1]]
+
+
+def embedding_backward(dout, tokens, v):
+    """(dwte, dwpe) for one batch."""
+    c = dout.shape[-1]
+    dwte = np.zeros((v, c), dout.dtype)
+    np.add.at(dwte, tokens.reshape(-1), dout.reshape(-1, c))
+    return dwte, dout.sum(0)
+
+
+def adamw(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, gscale=1.0):
+    """(p, m, v) after one step, in float64 arithmetic."""
+    g = g.astype(np.float64) * gscale
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g * g
+    mhat = m / (1 - beta1 ** step)
+    vhat = v / (1 - beta2 ** step)
+    p = p * (1 - lr * weight_decay) - lr * mhat / (np.sqrt(vhat) + eps)
+    return p, m, v

@@ -1,0 +1,257 @@
+# The Cython face of csrc/nn.c (included by _kernels.pyx): size checks, pointers, GIL released.
+# Each function takes the element width (4 = float32, 8 = float64) and dispatches to _f32 or _f64.
+from libc.stdint cimport int32_t
+
+cdef extern from "nn.h" nogil:
+    void hpr_layernorm_forward_f32(float *out, float *mean, float *rstd, const float *x, const float *w,
+                                   const float *b, int64_t N, int64_t C, double eps, int nthreads)
+    void hpr_layernorm_forward_f64(double *out, double *mean, double *rstd, const double *x,
+                                   const double *w, const double *b, int64_t N, int64_t C, double eps,
+                                   int nthreads)
+    void hpr_layernorm_backward_f32(float *dx, float *dw, float *db, const float *dout, const float *x,
+                                    const float *w, const float *mean, const float *rstd, int64_t N,
+                                    int64_t C, float *scratch, int nthreads)
+    void hpr_layernorm_backward_f64(double *dx, double *dw, double *db, const double *dout,
+                                    const double *x, const double *w, const double *mean,
+                                    const double *rstd, int64_t N, int64_t C, double *scratch,
+                                    int nthreads)
+    void hpr_softmax_causal_forward_f32(float *att, const float *pre, int64_t BH, int64_t T, double scale,
+                                        int nthreads)
+    void hpr_softmax_causal_forward_f64(double *att, const double *pre, int64_t BH, int64_t T,
+                                        double scale, int nthreads)
+    void hpr_softmax_causal_backward_f32(float *dpre, const float *datt, const float *att, int64_t BH,
+                                         int64_t T, double scale, int nthreads)
+    void hpr_softmax_causal_backward_f64(double *dpre, const double *datt, const double *att,
+                                         int64_t BH, int64_t T, double scale, int nthreads)
+    void hpr_gelu_forward_f32(float *out, float *x, const float *bias, int64_t N, int64_t C, int nthreads)
+    void hpr_gelu_forward_f64(double *out, double *x, const double *bias, int64_t N, int64_t C,
+                              int nthreads)
+    void hpr_gelu_backward_f32(float *dx, const float *x, const float *dout, int64_t n, int nthreads)
+    void hpr_gelu_backward_f64(double *dx, const double *x, const double *dout, int64_t n, int nthreads)
+    int64_t hpr_crossentropy_f32(float *losses, float *dlogits, const float *logits,
+                                 const int32_t *targets, int64_t N, int64_t V, double dscale, int nthreads)
+    int64_t hpr_crossentropy_f64(double *losses, double *dlogits, const double *logits,
+                                 const int32_t *targets, int64_t N, int64_t V, double dscale, int nthreads)
+    int64_t hpr_embedding_forward_f32(float *out, const int32_t *tokens, const float *wte,
+                                      const float *wpe, int64_t B, int64_t T, int64_t C, int64_t V,
+                                      int nthreads)
+    int64_t hpr_embedding_forward_f64(double *out, const int32_t *tokens, const double *wte,
+                                      const double *wpe, int64_t B, int64_t T, int64_t C, int64_t V,
+                                      int nthreads)
+    void hpr_embedding_backward_f32(float *dwte, float *dwpe, const float *dout, const int32_t *tokens,
+                                    int64_t B, int64_t T, int64_t C)
+    void hpr_embedding_backward_f64(double *dwte, double *dwpe, const double *dout,
+                                    const int32_t *tokens, int64_t B, int64_t T, int64_t C)
+    void hpr_bias_backward_f32(float *db, const float *dout, int64_t N, int64_t C)
+    void hpr_bias_backward_f64(double *db, const double *dout, int64_t N, int64_t C)
+    void hpr_adamw_f32(float *p, const float *g, float *m, float *v, int64_t n, double lr, double beta1,
+                       double beta2, double eps, double wd, double bc1, double bc2, double gscale,
+                       int nthreads)
+    void hpr_adamw_f64(double *p, const double *g, double *m, double *v, int64_t n, double lr,
+                       double beta1, double beta2, double eps, double wd, double bc1, double bc2,
+                       double gscale, int nthreads)
+    double hpr_sumsq_f32(const float *x, int64_t n, int nthreads)
+    double hpr_sumsq_f64(const double *x, int64_t n, int nthreads)
+
+
+cdef _View _buf(object obj, bint writable, int64_t count, int isz, str name):
+    """A contiguous buffer of exactly `count` elements of `isz` bytes, held for one call."""
+    cdef _View v = _View(obj, writable)
+    if v.view.len != count * isz:
+        raise ValueError(f"{name}: expected {count} elements of {isz} bytes, got {v.view.len} bytes")
+    return v
+
+
+cdef inline int _isz(int isz) except -1:
+    if isz != 4 and isz != 8:
+        raise ValueError("nn kernels take float32 (4) or float64 (8) buffers")
+    return isz
+
+
+def layernorm_forward(out, mean, rstd, x, w, b, int64_t N, int64_t C, double eps, int isz, int nthreads=1):
+    _isz(isz)
+    cdef _View o = _buf(out, True, N * C, isz, "out"), mu = _buf(mean, True, N, isz, "mean")
+    cdef _View rs = _buf(rstd, True, N, isz, "rstd"), xx = _buf(x, False, N * C, isz, "x")
+    cdef _View ww = _buf(w, False, C, isz, "w"), bb = _buf(b, False, C, isz, "b")
+    with nogil:
+        if isz == 4:
+            hpr_layernorm_forward_f32(<float *>o.view.buf, <float *>mu.view.buf, <float *>rs.view.buf,
+                                      <const float *>xx.view.buf, <const float *>ww.view.buf,
+                                      <const float *>bb.view.buf, N, C, eps, nthreads)
+        else:
+            hpr_layernorm_forward_f64(<double *>o.view.buf, <double *>mu.view.buf, <double *>rs.view.buf,
+                                      <const double *>xx.view.buf, <const double *>ww.view.buf,
+                                      <const double *>bb.view.buf, N, C, eps, nthreads)
+
+
+def layernorm_backward(dx, dw, db, dout, x, w, mean, rstd, scratch, int64_t N, int64_t C, int isz,
+                       int nthreads=1):
+    _isz(isz)
+    cdef _View ddx = _buf(dx, True, N * C, isz, "dx"), ddw = _buf(dw, True, C, isz, "dw")
+    cdef _View ddb = _buf(db, True, C, isz, "db"), g = _buf(dout, False, N * C, isz, "dout")
+    cdef _View xx = _buf(x, False, N * C, isz, "x"), ww = _buf(w, False, C, isz, "w")
+    cdef _View mu = _buf(mean, False, N, isz, "mean"), rs = _buf(rstd, False, N, isz, "rstd")
+    cdef int nt = nthreads if nthreads > 1 else 1
+    cdef _View sc = _buf(scratch, True, 2 * C * nt, isz, "scratch")
+    with nogil:
+        if isz == 4:
+            hpr_layernorm_backward_f32(<float *>ddx.view.buf, <float *>ddw.view.buf, <float *>ddb.view.buf,
+                                       <const float *>g.view.buf, <const float *>xx.view.buf,
+                                       <const float *>ww.view.buf, <const float *>mu.view.buf,
+                                       <const float *>rs.view.buf, N, C, <float *>sc.view.buf, nt)
+        else:
+            hpr_layernorm_backward_f64(<double *>ddx.view.buf, <double *>ddw.view.buf,
+                                       <double *>ddb.view.buf, <const double *>g.view.buf,
+                                       <const double *>xx.view.buf, <const double *>ww.view.buf,
+                                       <const double *>mu.view.buf, <const double *>rs.view.buf, N, C,
+                                       <double *>sc.view.buf, nt)
+
+
+def softmax_causal_forward(att, pre, int64_t BH, int64_t T, double scale, int isz, int nthreads=1):
+    _isz(isz)
+    cdef _View a = _buf(att, True, BH * T * T, isz, "att"), p = _buf(pre, False, BH * T * T, isz, "pre")
+    with nogil:
+        if isz == 4:
+            hpr_softmax_causal_forward_f32(<float *>a.view.buf, <const float *>p.view.buf, BH, T, scale,
+                                           nthreads)
+        else:
+            hpr_softmax_causal_forward_f64(<double *>a.view.buf, <const double *>p.view.buf, BH, T, scale,
+                                           nthreads)
+
+
+def softmax_causal_backward(dpre, datt, att, int64_t BH, int64_t T, double scale, int isz, int nthreads=1):
+    _isz(isz)
+    cdef int64_t n = BH * T * T
+    cdef _View d = _buf(dpre, True, n, isz, "dpre"), g = _buf(datt, False, n, isz, "datt")
+    cdef _View a = _buf(att, False, n, isz, "att")
+    with nogil:
+        if isz == 4:
+            hpr_softmax_causal_backward_f32(<float *>d.view.buf, <const float *>g.view.buf,
+                                            <const float *>a.view.buf, BH, T, scale, nthreads)
+        else:
+            hpr_softmax_causal_backward_f64(<double *>d.view.buf, <const double *>g.view.buf,
+                                            <const double *>a.view.buf, BH, T, scale, nthreads)
+
+
+def gelu_forward(out, x, bias, int64_t N, int64_t C, int isz, int nthreads=1):
+    """bias may be None."""
+    _isz(isz)
+    cdef _View o = _buf(out, True, N * C, isz, "out"), xx = _buf(x, True, N * C, isz, "x")
+    cdef _View bb = _buf(bias, False, C, isz, "bias") if bias is not None else None
+    cdef void *bp = bb.view.buf if bb is not None else NULL
+    with nogil:
+        if isz == 4:
+            hpr_gelu_forward_f32(<float *>o.view.buf, <float *>xx.view.buf, <const float *>bp, N, C, nthreads)
+        else:
+            hpr_gelu_forward_f64(<double *>o.view.buf, <double *>xx.view.buf, <const double *>bp, N, C,
+                                 nthreads)
+
+
+def gelu_backward(dx, x, dout, int64_t n, int isz, int nthreads=1):
+    _isz(isz)
+    cdef _View d = _buf(dx, True, n, isz, "dx"), xx = _buf(x, False, n, isz, "x")
+    cdef _View g = _buf(dout, False, n, isz, "dout")
+    with nogil:
+        if isz == 4:
+            hpr_gelu_backward_f32(<float *>d.view.buf, <const float *>xx.view.buf, <const float *>g.view.buf,
+                                  n, nthreads)
+        else:
+            hpr_gelu_backward_f64(<double *>d.view.buf, <const double *>xx.view.buf,
+                                  <const double *>g.view.buf, n, nthreads)
+
+
+def crossentropy(losses, dlogits, logits, targets, int64_t N, int64_t V, double dscale, int isz,
+                 int nthreads=1):
+    """dlogits may be None (loss only). targets: int32. Returns the count of out-of-range targets."""
+    _isz(isz)
+    cdef _View ls = _buf(losses, True, N, isz, "losses"), lg = _buf(logits, False, N * V, isz, "logits")
+    cdef _View t = _buf(targets, False, N, 4, "targets")
+    cdef _View d = _buf(dlogits, True, N * V, isz, "dlogits") if dlogits is not None else None
+    cdef void *dp = d.view.buf if d is not None else NULL
+    cdef int64_t bad
+    with nogil:
+        if isz == 4:
+            bad = hpr_crossentropy_f32(<float *>ls.view.buf, <float *>dp, <const float *>lg.view.buf,
+                                       <const int32_t *>t.view.buf, N, V, dscale, nthreads)
+        else:
+            bad = hpr_crossentropy_f64(<double *>ls.view.buf, <double *>dp, <const double *>lg.view.buf,
+                                       <const int32_t *>t.view.buf, N, V, dscale, nthreads)
+    return bad
+
+
+def embedding_forward(out, tokens, wte, wpe, int64_t B, int64_t T, int64_t C, int64_t V, int isz,
+                      int nthreads=1):
+    """Returns the count of tokens outside [0, V)."""
+    _isz(isz)
+    cdef _View o = _buf(out, True, B * T * C, isz, "out"), tk = _buf(tokens, False, B * T, 4, "tokens")
+    cdef _View te = _buf(wte, False, V * C, isz, "wte")
+    cdef _View pe = _View(wpe, False)
+    cdef int64_t bad
+    if pe.view.len < T * C * isz:
+        raise ValueError("wpe: fewer positions than T")
+    with nogil:
+        if isz == 4:
+            bad = hpr_embedding_forward_f32(<float *>o.view.buf, <const int32_t *>tk.view.buf,
+                                            <const float *>te.view.buf, <const float *>pe.view.buf,
+                                            B, T, C, V, nthreads)
+        else:
+            bad = hpr_embedding_forward_f64(<double *>o.view.buf, <const int32_t *>tk.view.buf,
+                                            <const double *>te.view.buf, <const double *>pe.view.buf,
+                                            B, T, C, V, nthreads)
+    return bad
+
+
+def embedding_backward(dwte, dwpe, dout, tokens, int64_t B, int64_t T, int64_t C, int64_t V, int isz):
+    """Tokens must already be known to lie in [0, V) (embedding_forward counted them)."""
+    _isz(isz)
+    cdef _View te = _buf(dwte, True, V * C, isz, "dwte")
+    cdef _View pe = _View(dwpe, True)
+    cdef _View g = _buf(dout, False, B * T * C, isz, "dout"), tk = _buf(tokens, False, B * T, 4, "tokens")
+    if pe.view.len < T * C * isz:
+        raise ValueError("dwpe: fewer positions than T")
+    with nogil:
+        if isz == 4:
+            hpr_embedding_backward_f32(<float *>te.view.buf, <float *>pe.view.buf, <const float *>g.view.buf,
+                                       <const int32_t *>tk.view.buf, B, T, C)
+        else:
+            hpr_embedding_backward_f64(<double *>te.view.buf, <double *>pe.view.buf,
+                                       <const double *>g.view.buf, <const int32_t *>tk.view.buf, B, T, C)
+
+
+def bias_backward(db, dout, int64_t N, int64_t C, int isz):
+    _isz(isz)
+    cdef _View d = _buf(db, True, C, isz, "db"), g = _buf(dout, False, N * C, isz, "dout")
+    with nogil:
+        if isz == 4:
+            hpr_bias_backward_f32(<float *>d.view.buf, <const float *>g.view.buf, N, C)
+        else:
+            hpr_bias_backward_f64(<double *>d.view.buf, <const double *>g.view.buf, N, C)
+
+
+def adamw(p, g, m, v, double lr, double beta1, double beta2, double eps, double wd, double bc1, double bc2,
+          double gscale, int isz, int nthreads=1):
+    """One AdamW step over four equally long buffers."""
+    _isz(isz)
+    cdef _View pp = _View(p, True)
+    cdef int64_t n = pp.view.len // isz
+    cdef _View gg = _buf(g, False, n, isz, "g"), mm = _buf(m, True, n, isz, "m"), vv = _buf(v, True, n, isz, "v")
+    with nogil:
+        if isz == 4:
+            hpr_adamw_f32(<float *>pp.view.buf, <const float *>gg.view.buf, <float *>mm.view.buf,
+                          <float *>vv.view.buf, n, lr, beta1, beta2, eps, wd, bc1, bc2, gscale, nthreads)
+        else:
+            hpr_adamw_f64(<double *>pp.view.buf, <const double *>gg.view.buf, <double *>mm.view.buf,
+                          <double *>vv.view.buf, n, lr, beta1, beta2, eps, wd, bc1, bc2, gscale, nthreads)
+
+
+def sumsq(x, int isz, int nthreads=1):
+    _isz(isz)
+    cdef _View xx = _View(x, False)
+    cdef int64_t n = xx.view.len // isz
+    cdef double s
+    with nogil:
+        if isz == 4:
+            s = hpr_sumsq_f32(<const float *>xx.view.buf, n, nthreads)
+        else:
+            s = hpr_sumsq_f64(<const double *>xx.view.buf, n, nthreads)
+    return s

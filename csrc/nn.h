@@ -1,0 +1,56 @@
+/* Fused kernels for hpr's GPT layers: LayerNorm, causal softmax, GELU, cross-entropy, embeddings,
+ * bias gradients and the AdamW update. Each exists for float (_f32) and double (_f64); both are
+ * generated from nn_impl.h. Buffers in, buffers out: no allocation, no MPI, no Python. Backward
+ * kernels ADD into parameter gradients (and into dx where the name says so), as llm.c's do.
+ *
+ * Names of dimensions: N rows (= B*T tokens), C channels, V vocabulary, BH = batch*heads, T time.
+ * nthreads: OpenMP threads for the row loops (1 = serial; ignored without OpenMP). */
+#ifndef HPR_NN_H
+#define HPR_NN_H
+#include <stdint.h>
+
+#define HPR_NN_DECLARE(REAL, SFX)                                                                     \
+    /* out = (x - mean) * rstd * w + b per row; mean, rstd (N) kept for backward. */                \
+    void hpr_layernorm_forward##SFX(REAL *out, REAL *mean, REAL *rstd, const REAL *x, const REAL *w, \
+                                    const REAL *b, int64_t N, int64_t C, double eps, int nthreads);  \
+    /* dx += dL/dx; dw += sum dout*xhat; db += sum dout. scratch: 2*C*nthreads REALs. */            \
+    void hpr_layernorm_backward##SFX(REAL *dx, REAL *dw, REAL *db, const REAL *dout, const REAL *x,  \
+                                     const REAL *w, const REAL *mean, const REAL *rstd, int64_t N,   \
+                                     int64_t C, REAL *scratch, int nthreads);                        \
+    /* att[r, i, j] = softmax_{j<=i}(scale * pre[r, i, j]), 0 for j > i; att may be pre. */         \
+    void hpr_softmax_causal_forward##SFX(REAL *att, const REAL *pre, int64_t BH, int64_t T,          \
+                                         double scale, int nthreads);                                \
+    /* dpre = scale * att * (datt - sum_j att*datt) on j <= i, 0 above; dpre may be datt. */        \
+    void hpr_softmax_causal_backward##SFX(REAL *dpre, const REAL *datt, const REAL *att, int64_t BH, \
+                                          int64_t T, double scale, int nthreads);                    \
+    /* x[n, c] += bias[c] (bias may be NULL), then out = gelu_tanh(x). */                            \
+    void hpr_gelu_forward##SFX(REAL *out, REAL *x, const REAL *bias, int64_t N, int64_t C,           \
+                               int nthreads);                                                        \
+    /* dx = dout * gelu_tanh'(x); dx may be dout. */                                                 \
+    void hpr_gelu_backward##SFX(REAL *dx, const REAL *x, const REAL *dout, int64_t n, int nthreads); \
+    /* Per row: losses[n] = logsumexp(logits[n]) - logits[n, t]; if dlogits != NULL,                 \
+     * dlogits[n] = (softmax(logits[n]) - onehot(t)) * dscale (dlogits may be logits).               \
+     * Returns the number of targets outside [0, V) (those rows are left untouched). */             \
+    int64_t hpr_crossentropy##SFX(REAL *losses, REAL *dlogits, const REAL *logits,                   \
+                                  const int32_t *targets, int64_t N, int64_t V, double dscale,       \
+                                  int nthreads);                                                     \
+    /* out[b, t] = wte[tokens[b, t]] + wpe[t]. Returns the count of tokens outside [0, V). */        \
+    int64_t hpr_embedding_forward##SFX(REAL *out, const int32_t *tokens, const REAL *wte,            \
+                                       const REAL *wpe, int64_t B, int64_t T, int64_t C, int64_t V,  \
+                                       int nthreads);                                                \
+    /* dwte[tokens[b, t]] += dout[b, t]; dwpe[t] += sum_b dout[b, t] (serial: rows collide). */      \
+    void hpr_embedding_backward##SFX(REAL *dwte, REAL *dwpe, const REAL *dout, const int32_t *tokens,\
+                                     int64_t B, int64_t T, int64_t C);                               \
+    /* db[c] += sum_n dout[n, c]. */                                                                 \
+    void hpr_bias_backward##SFX(REAL *db, const REAL *dout, int64_t N, int64_t C);                   \
+    /* AdamW (decoupled decay) on n elements; g is multiplied by gscale (clipping) first;           \
+     * bc1 = 1 - beta1^t, bc2 = 1 - beta2^t. */                                                      \
+    void hpr_adamw##SFX(REAL *p, const REAL *g, REAL *m, REAL *v, int64_t n, double lr, double beta1,\
+                        double beta2, double eps, double wd, double bc1, double bc2, double gscale,  \
+                        int nthreads);                                                               \
+    /* sum of squares, accumulated in double. */                                                     \
+    double hpr_sumsq##SFX(const REAL *x, int64_t n, int nthreads);
+
+HPR_NN_DECLARE(float, _f32)
+HPR_NN_DECLARE(double, _f64)
+#endif

@@ -1,0 +1,128 @@
+"""The faces of the fused layer kernels (csrc/nn.c): LayerNorm, causal softmax, GELU, cross-entropy,
+embeddings, bias gradients, AdamW and the sum of squares, on C-contiguous float32 or float64 numpy
+arrays. Outputs are passed in (hpr's layers own their buffers); backward kernels add into parameter
+gradients. Shapes are read from the arrays. The numpy twin of each is in _ref.py.
+
+Dimensions: N rows (= B*T), C channels, V vocabulary, B batch, T time, H heads.
+Usage: ``nn.layernorm_forward(x, w, b, out, mean, rstd)``."""
+import numpy as np
+
+from ..backend import cpu_kernels, num_threads
+from ..errors import ConfigError
+
+_scratch = {}
+
+
+def _isz(*arrays):
+    a = arrays[0]
+    isz = a.dtype.itemsize
+    if a.dtype not in (np.float32, np.float64):
+        raise ConfigError(f"hpr's layer kernels take float32 or float64 arrays, not {a.dtype}")
+    for b in arrays[1:]:
+        if b.dtype != a.dtype:
+            raise ConfigError(f"mixed dtypes: {a.dtype} and {b.dtype}; pass arrays of one float type")
+    return isz
+
+
+def _rows(x):
+    """(N, C) of an array whose last axis is C."""
+    c = x.shape[-1]
+    return x.size // c if c else 0, c
+
+
+def layernorm_forward(x, w, b, out, mean, rstd, eps=1e-5):
+    """out = (x - mean) / sqrt(var + eps) * w + b over the last axis; mean, rstd (N) for backward."""
+    n, c = _rows(x)
+    cpu_kernels().layernorm_forward(out, mean, rstd, x, w, b, n, c, eps, _isz(x, w, b, out), num_threads())
+    return out
+
+
+def layernorm_backward(dout, x, w, mean, rstd, dx, dw, db):
+    """dx += dL/dx, dw += dL/dw, db += dL/db."""
+    n, c = _rows(x)
+    nt = num_threads()
+    key = (c, nt, x.dtype)
+    s = _scratch.get(key)
+    if s is None:
+        s = _scratch[key] = np.empty(2 * c * nt, x.dtype)
+    cpu_kernels().layernorm_backward(dx, dw, db, dout, x, w, mean, rstd, s, n, c, _isz(x, dout, dx, dw), nt)
+    return dx
+
+
+def softmax_causal_forward(pre, scale, out):
+    """out[..., i, j] = softmax over j <= i of scale * pre[..., i, j]; 0 above the diagonal.
+    pre and out: (..., T, T); out may be pre."""
+    t = pre.shape[-1]
+    bh = pre.size // (t * t) if t else 0
+    cpu_kernels().softmax_causal_forward(out, pre, bh, t, scale, _isz(pre, out), num_threads())
+    return out
+
+
+def softmax_causal_backward(datt, att, scale, out):
+    """out = dL/dpre given dL/datt and the forward's att; out may be datt."""
+    t = att.shape[-1]
+    bh = att.size // (t * t) if t else 0
+    cpu_kernels().softmax_causal_backward(out, datt, att, bh, t, scale, _isz(att, datt, out), num_threads())
+    return out
+
+
+def gelu_forward(x, out, bias=None):
+    """x += bias (in place, when given); out = gelu_tanh(x)."""
+    n, c = _rows(x)
+    isz = _isz(x, out) if bias is None else _isz(x, out, bias)
+    cpu_kernels().gelu_forward(out, x, bias, n, c, isz, num_threads())
+    return out
+
+
+def gelu_backward(dout, x, out):
+    """out = dout * gelu_tanh'(x); out may be dout."""
+    cpu_kernels().gelu_backward(out, x, dout, x.size, _isz(x, dout, out), num_threads())
+    return out
+
+
+def crossentropy(logits, targets, losses, dlogits=None, dscale=1.0):
+    """losses[n] = -log softmax(logits[n])[targets[n]]; if dlogits is given (it may be logits),
+    dlogits = (softmax - onehot) * dscale. targets: int32 (N). Returns losses."""
+    n, v = _rows(logits)
+    isz = _isz(logits, losses) if dlogits is None else _isz(logits, losses, dlogits)
+    bad = cpu_kernels().crossentropy(losses, dlogits, logits, targets, n, v, dscale, isz, num_threads())
+    if bad:
+        raise ConfigError(f"{bad} target(s) outside the vocabulary [0, {v}); check the data's token ids")
+    return losses
+
+
+def embedding_forward(tokens, wte, wpe, out):
+    """out[b, t] = wte[tokens[b, t]] + wpe[t]. tokens: int32 (B, T); wpe has at least T rows."""
+    b, t = tokens.shape
+    v, c = wte.shape
+    if wpe.shape[0] < t:
+        raise ConfigError(f"sequence of {t} tokens is longer than the model's context {wpe.shape[0]}")
+    bad = cpu_kernels().embedding_forward(out, tokens, wte, wpe, b, t, c, v, _isz(wte, wpe, out), num_threads())
+    if bad:
+        raise ConfigError(f"{bad} token(s) outside the vocabulary [0, {v}); check the data's token ids")
+    return out
+
+
+def embedding_backward(dout, tokens, dwte, dwpe):
+    """dwte[tokens[b, t]] += dout[b, t]; dwpe[t] += sum over b of dout[b, t]."""
+    b, t = tokens.shape
+    v, c = dwte.shape
+    cpu_kernels().embedding_backward(dwte, dwpe, dout, tokens, b, t, c, v, _isz(dwte, dwpe, dout))
+
+
+def bias_backward(dout, db):
+    """db += dout summed over every axis but the last."""
+    n, c = _rows(dout)
+    cpu_kernels().bias_backward(db, dout, n, c, _isz(dout, db))
+
+
+def adamw(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, gscale=1.0):
+    """One AdamW step (t = step >= 1) on flat slices: g is scaled by gscale (clipping) first;
+    p = p * (1 - lr wd) - lr * mhat / (sqrt(vhat) + eps), as PyTorch's AdamW."""
+    cpu_kernels().adamw(p, g, m, v, lr, beta1, beta2, eps, weight_decay, 1.0 - beta1 ** step,
+                        1.0 - beta2 ** step, gscale, _isz(p, g, m, v), num_threads())
+
+
+def sumsq(x):
+    """sum(x**2), accumulated in float64."""
+    return cpu_kernels().sumsq(x, _isz(x), num_threads())

@@ -1,0 +1,190 @@
+"""The compact GPT: configuration and presets, and the single-rank model built from hpr.nn's layers
+(token + position embedding, pre-LN blocks, final LayerNorm, output projection tied to the token
+embedding, softmax cross-entropy averaged over tokens). Parameters and gradients are two flat arrays
+(`model.params`, `model.grads`), live: writing into `params` changes the model, `backward` adds
+into `grads`. Owns the model's math; not its sharding (hpr.parallel) or training loop (hpr.train).
+
+Dimensions: B batch, T time (<= context), C d_model, V vocab, N = B*T.
+Usage: ``m = GPT(GPTConfig.preset("S")); loss = m.forward(x, y); m.backward()``"""
+import dataclasses
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..kernels import nn as K
+from ..nn import Block, Embedding, LayerNorm, ParamLayout, Workspace
+
+PRESETS = {
+    "tiny": dict(context=16, d_model=32, n_layers=2, n_heads=4),
+    "S": dict(context=128, d_model=128, n_layers=4, n_heads=4),
+    "M": dict(context=256, d_model=384, n_layers=6, n_heads=6),
+}
+DTYPES = ("float32", "float64")
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 256
+    context: int = 128
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        for f in ("vocab_size", "context", "d_model", "n_layers", "n_heads"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+                raise ConfigError(f"GPTConfig.{f} must be a positive integer, got {v!r}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"n_heads={self.n_heads} does not divide d_model={self.d_model}; pick a "
+                              f"head count that divides it (e.g. {_divisor_hint(self.d_model)})")
+        try:
+            name = np.dtype(self.dtype).name
+        except TypeError:
+            name = None
+        if name not in DTYPES:
+            raise ConfigError(f"dtype {self.dtype!r} is not supported; use one of {', '.join(DTYPES)}")
+        object.__setattr__(self, "dtype", name)  # np.float32 and "float32" are the same config
+
+    @classmethod
+    def preset(cls, name, **overrides):
+        """A named size: 'tiny' (tests), 'S' or 'M'; keyword overrides (e.g. dtype='float64')."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def flops_per_token(self):
+        """Training FLOPs per token, 6 N + 12 L T C (N: matmul weights incl. the tied head; the
+        attention term counts the full T x T square, as PaLM's appendix B)."""
+        L, C, T, V = self.n_layers, self.d_model, self.context, self.vocab_size
+        return 6 * (12 * L * C * C + V * C) + 12 * L * T * C
+
+
+def _divisor_hint(c):
+    return ", ".join(str(h) for h in (1, 2, 4, 8, 16, 3, 6, 12) if c % h == 0)
+
+
+class GPT:
+    def __init__(self, config, seed=0, params=None, grads=None):
+        """Parameters initialised from `seed` (GPT-2's: normal(0.02), residual projections
+        0.02/sqrt(2L), biases 0, LayerNorm 1). params/grads: optional caller-owned flat arrays."""
+        if not isinstance(config, GPTConfig):
+            raise ConfigError(f"GPT wants a GPTConfig, got {type(config).__name__}")
+        c = config
+        self.config = c
+        self.dtype = np.dtype(c.dtype)
+        self.layout = lay = ParamLayout()
+        self.emb = Embedding(lay, c.vocab_size, c.context, c.d_model)
+        self.blocks = [Block(lay, i, c.d_model, c.n_heads, c.n_layers) for i in range(c.n_layers)]
+        self.ln_f = LayerNorm(lay, "ln_f", c.d_model)
+        self.params, self.grads = lay.build(self.dtype, seed, params, grads)
+        self.ws = Workspace(self.dtype)
+        self.emb.ws = self.ln_f.ws = self.ws
+        for b in self.blocks:
+            b.set_workspace(self.ws)
+        self._ready = None
+
+    @property
+    def n_params(self):
+        return self.params.size
+
+    def _check_tokens(self, tokens, what):
+        a = np.asarray(tokens)
+        if a.ndim != 2 or a.dtype.kind not in "iu":
+            raise ConfigError(f"{what} must be an integer array of shape (batch, time), got "
+                              f"{a.dtype} {a.shape}")
+        if a.shape[1] > self.config.context or a.shape[0] < 1 or a.shape[1] < 1:
+            raise ConfigError(f"{what} has shape {a.shape}; time must be 1..{self.config.context} "
+                              "(the model's context) and batch at least 1")
+        return np.ascontiguousarray(a, dtype=np.int32)
+
+    def hidden(self, tokens):
+        """tokens (B, T) -> final-LayerNorm output (N, C)."""
+        b, t = tokens.shape
+        x = self.emb.forward(tokens)
+        for blk in self.blocks:
+            x = blk.forward(x, b, t)
+        return self.ln_f.forward(x)
+
+    def forward(self, tokens, targets):
+        """Mean cross-entropy (nats per token) of predicting targets[b, t] from tokens[b, :t+1].
+        Also computes d(loss)/d(logits) in the same pass, kept for backward()."""
+        tokens = self._check_tokens(tokens, "tokens")
+        targets = self._check_tokens(targets, "targets")
+        if targets.shape != tokens.shape:
+            raise ConfigError(f"targets {targets.shape} and tokens {tokens.shape} differ in shape")
+        xf = self.hidden(tokens)  # (N, C)
+        n = xf.shape[0]
+        logits = self.ws.get("logits", (n, self.config.vocab_size))
+        np.matmul(xf, self.emb.wte.data.T, out=logits)  # tied head: x @ wte^T
+        losses = self.ws.get("losses", (n,))
+        K.crossentropy(logits, targets.reshape(-1), losses, logits, 1.0 / n)  # logits -> dlogits
+        self._ready = (xf, logits)
+        return float(losses.sum(dtype=np.float64) / n)
+
+    def backward(self, scale=1.0, on_ready=None):
+        """Adds d(scale * loss)/d(params) into self.grads. on_ready(k), if given, is called each time
+        grads[:k] holds its final value for this backward (buckets may then be reduced)."""
+        if self._ready is None:
+            raise ConfigError("backward() needs a forward() with targets first (one backward per forward)")
+        xf, dlogits = self._ready
+        self._ready = None
+        if scale != 1.0:
+            dlogits *= self.dtype.type(scale)
+        wte = self.emb.wte
+        dx = self.ws.get("dx", xf.shape, zero=True)  # the residual stream's gradient, (N, C)
+        dxf = self.ws.get("dxf", xf.shape)
+        np.matmul(dlogits, wte.data, out=dxf)
+        tmp = self.ws.get("dwte", wte.shape)
+        np.matmul(dlogits.T, xf, out=tmp)
+        wte.grad += tmp
+        self.ln_f.backward(dxf, dx)
+        lay = self.layout
+        if on_ready:
+            on_ready(lay[self.ln_f.w.name].offset + self.ln_f.w.size)
+        for blk in reversed(self.blocks):
+            blk.backward(dx)
+            if on_ready:
+                on_ready(blk.ln1.w.offset + blk.ln1.w.size)
+        self.emb.backward(dx)
+        if on_ready:
+            on_ready(self.params.size)
+
+    def zero_grad(self):
+        self.grads[:] = 0
+
+    def logits_last(self, tokens):
+        """Logits of the last position of each row: (B, V)."""
+        xf = self.hidden(self._check_tokens(tokens, "tokens"))
+        b, t = tokens.shape
+        last = xf.reshape(b, t, -1)[:, -1]
+        return last @ self.emb.wte.data.T
+
+    def generate(self, prompt, n_tokens, temperature=1.0, top_k=None, seed=0):
+        """Sample n_tokens bytes after `prompt` (bytes, str, or int sequence); returns bytes of prompt +
+        sample. temperature 0 is greedy; top_k keeps the k likeliest tokens."""
+        if isinstance(prompt, str):
+            prompt = prompt.encode("utf-8")
+        toks = list(np.asarray(list(prompt), dtype=np.int64))
+        if not toks:
+            raise ConfigError("generate needs a prompt of at least one token")
+        if temperature < 0 or (top_k is not None and top_k < 1) or n_tokens < 0:
+            raise ConfigError("generate wants temperature >= 0, top_k >= 1 (or None), n_tokens >= 0")
+        rng = np.random.default_rng(seed)
+        V = self.config.vocab_size
+        for _ in range(n_tokens):
+            ctx = np.array(toks[-self.config.context:], dtype=np.int32)[None]
+            z = self.logits_last(ctx)[0].astype(np.float64)
+            if temperature == 0:
+                nxt = int(np.argmax(z))
+            else:
+                z = z / temperature
+                if top_k is not None and top_k < V:
+                    kth = np.partition(z, V - top_k)[V - top_k]
+                    z = np.where(z < kth, -np.inf, z)
+                p = np.exp(z - z.max())
+                p /= p.sum()
+                nxt = int(rng.choice(V, p=p))
+            toks.append(nxt)
+        return bytes(int(t) & 0xFF for t in toks) if V <= 256 else toks

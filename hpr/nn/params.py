@@ -1,0 +1,99 @@
+"""One flat buffer per role (DESIGN.md decision 1): the layout table that maps each named parameter
+to a slice of the flat parameter and gradient arrays, and the views layers hold. Owns offsets, init
+and the decay flags; does not own the arrays' meaning (layers) or their sync (hpr.parallel).
+
+Layers register their parameters in forward order; offsets are assigned in REVERSE registration
+order, so the parameters backward finishes first sit at the front of the buffer: gradient buckets
+taken from the front fill one after another while backward runs. A parameter used twice (the tied
+token embedding) sits where its last use in backward puts it: at the end.
+
+Usage: ``lay = ParamLayout(); w = lay.add("h0.fc.w", (C, 4*C), std=0.02); lay.build(np.float32, seed)``"""
+import numpy as np
+
+from ..errors import ConfigError
+
+
+class Param:
+    """One named parameter: shape, init (normal with `std`, or the constant `fill`), decay flag; after
+    `ParamLayout.build`, `.data` and `.grad` are views into the flat arrays."""
+    __slots__ = ("name", "shape", "std", "fill", "decay", "offset", "size", "data", "grad")
+
+    def __init__(self, name, shape, std, fill, decay):
+        self.name, self.shape, self.std, self.fill, self.decay = name, tuple(shape), std, fill, decay
+        self.size = int(np.prod(self.shape))
+        self.offset = None
+        self.data = self.grad = None
+
+
+class ParamLayout:
+    def __init__(self):
+        self.entries = []  # registration (forward) order
+        self._by_name = {}
+        self.params = self.grads = None
+
+    def add(self, name, shape, *, std=None, fill=0.0, decay=False):
+        """Register a parameter; normal(0, std) init when std is given, else the constant fill."""
+        if name in self._by_name:
+            raise ConfigError(f"parameter {name!r} registered twice")
+        if any(int(d) <= 0 for d in shape):
+            raise ConfigError(f"parameter {name!r} has a non-positive dimension in {tuple(shape)}")
+        p = Param(name, shape, std, fill, decay)
+        self.entries.append(p)
+        self._by_name[name] = p
+        return p
+
+    def __getitem__(self, name):
+        return self._by_name[name]
+
+    @property
+    def size(self):
+        return sum(p.size for p in self.entries)
+
+    def order(self):
+        """Parameters in buffer order (reverse registration: backward's order)."""
+        return list(reversed(self.entries))
+
+    def build(self, dtype, seed, params=None, grads=None):
+        """Assign offsets, allocate (or adopt) the flat params and grads, point every Param at its
+        slice, and initialise params from `seed` (drawn in registration order, so the values do not
+        depend on the buffer order). Pass `params`/`grads` to place them in memory the caller owns
+        (e.g. a node-shared buffer from comm.alloc)."""
+        off = 0
+        for p in self.order():
+            p.offset = off
+            off += p.size
+        n = off
+        self.params = np.empty(n, dtype) if params is None else params
+        self.grads = np.zeros(n, dtype) if grads is None else grads
+        for a, what in ((self.params, "params"), (self.grads, "grads")):
+            if a.shape != (n,) or a.dtype != np.dtype(dtype) or not a.flags.c_contiguous:
+                raise ConfigError(f"{what} must be a contiguous ({n},) {np.dtype(dtype).name} array")
+        self.grads[:] = 0
+        rng = np.random.default_rng(seed)
+        for p in self.entries:
+            p.data = self.params[p.offset:p.offset + p.size].reshape(p.shape)
+            p.grad = self.grads[p.offset:p.offset + p.size].reshape(p.shape)
+            if p.std is not None:
+                p.data[...] = rng.standard_normal(p.shape) * p.std  # float64 draw, then cast: same in f32/f64
+            else:
+                p.data[...] = p.fill
+        return self.params, self.grads
+
+    def segments(self, lo=0, hi=None):
+        """[(start, stop, decay)] covering [lo, hi) of the flat buffer, neighbours with the same decay
+        flag merged: what the optimizer loops over (and ZeRO-1 shards cut)."""
+        hi = self.size if hi is None else hi
+        out = []
+        for p in self.order():
+            a, b = max(lo, p.offset), min(hi, p.offset + p.size)
+            if a >= b:
+                continue
+            if out and out[-1][2] == p.decay and out[-1][1] == a:
+                out[-1] = (out[-1][0], b, p.decay)
+            else:
+                out.append((a, b, p.decay))
+        return out
+
+    def table(self):
+        """Printable layout: name, shape, offset, size, decay."""
+        return [(p.name, p.shape, p.offset, p.size, p.decay) for p in self.order()]

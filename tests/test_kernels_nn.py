@@ -1,0 +1,189 @@
+"""The fused layer kernels (hpr.kernels.nn) against their numpy twins (hpr.kernels._ref), on random and
+odd shapes, in float32 and float64, and with one and two threads."""
+import numpy as np
+import pytest
+
+import hpr
+from hpr.backend import set_num_threads, num_threads
+from hpr.kernels import _ref, nn
+
+DTYPES = [np.float32, np.float64]
+SHAPES = [(1, 1), (3, 7), (64, 128), (130, 97), (513, 384)]
+
+
+def tol(dtype):
+    return dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    old = num_threads()
+    set_num_threads(request.param)
+    yield request.param
+    set_num_threads(old)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_layernorm(dtype, shape, threads):
+    rng = np.random.default_rng(1)
+    n, c = shape
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    w, b = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    out, mean, rstd = np.empty_like(x), np.empty(n, dtype), np.empty(n, dtype)
+    nn.layernorm_forward(x, w, b, out, mean, rstd)
+    ro, rm, rr = _ref.layernorm_forward(x.astype(np.float64), w, b)
+    np.testing.assert_allclose(out, ro, **tol(dtype))
+    np.testing.assert_allclose(rstd, rr, **tol(dtype))
+    dout = rng.standard_normal(shape).astype(dtype)
+    dx0 = rng.standard_normal(shape).astype(dtype)  # backward adds into what is there
+    dw0, db0 = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    dx, dw, db = dx0.copy(), dw0.copy(), db0.copy()
+    nn.layernorm_backward(dout, x, w, mean, rstd, dx, dw, db)
+    rdx, rdw, rdb = _ref.layernorm_backward(dout.astype(np.float64), x.astype(np.float64), w, rm, rr)
+    t = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else tol(dtype)
+    np.testing.assert_allclose(dx, dx0 + rdx, **t)
+    np.testing.assert_allclose(dw, dw0 + rdw, **t)
+    np.testing.assert_allclose(db, db0 + rdb, **t)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bh,t", [(1, 1), (3, 5), (8, 64), (5, 131)])
+def test_softmax_causal(dtype, bh, t, threads):
+    rng = np.random.default_rng(2)
+    pre = (rng.standard_normal((bh, t, t)) * 4).astype(dtype)
+    scale = 1 / np.sqrt(17)
+    att = np.empty_like(pre)
+    nn.softmax_causal_forward(pre, scale, att)
+    ref = _ref.softmax_causal_forward(pre.astype(np.float64), scale)
+    np.testing.assert_allclose(att, ref, **tol(dtype))
+    assert np.all(att[:, np.triu_indices(t, 1)[0], np.triu_indices(t, 1)[1]] == 0)
+    inplace = pre.copy()
+    nn.softmax_causal_forward(inplace, scale, inplace)
+    np.testing.assert_array_equal(inplace, att)
+    datt = rng.standard_normal(pre.shape).astype(dtype)
+    dpre = np.empty_like(pre)
+    nn.softmax_causal_backward(datt, att, scale, dpre)
+    np.testing.assert_allclose(dpre, _ref.softmax_causal_backward(datt.astype(np.float64), att.astype(np.float64), scale),
+                               **tol(dtype))
+    nn.softmax_causal_backward(datt, att, scale, datt)  # in place
+    np.testing.assert_array_equal(datt, dpre)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_gelu(dtype, shape, threads):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    x.flat[:3] = [0, 30, -30][: x.size] if x.size >= 3 else x.flat[:3]  # saturation is clean
+    bias = rng.standard_normal(shape[1]).astype(dtype)
+    pre = x.copy()
+    out = np.empty_like(x)
+    nn.gelu_forward(pre, out, bias)
+    np.testing.assert_allclose(pre, x + bias, **tol(dtype))
+    np.testing.assert_allclose(out, _ref.gelu_forward((x + bias).astype(np.float64)), **tol(dtype))
+    dout = rng.standard_normal(shape).astype(dtype)
+    dx = np.empty_like(x)
+    nn.gelu_backward(dout, pre, dx)
+    np.testing.assert_allclose(dx, _ref.gelu_backward(dout.astype(np.float64), pre.astype(np.float64)), **tol(dtype))
+    nn.gelu_forward(x, out)  # no bias: x untouched
+    np.testing.assert_allclose(out, _ref.gelu_forward(x.astype(np.float64)), **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,v", [(1, 2), (5, 3), (257, 256), (64, 1000)])
+def test_crossentropy(dtype, n, v, threads):
+    rng = np.random.default_rng(4)
+    logits = (rng.standard_normal((n, v)) * 5).astype(dtype)
+    targets = rng.integers(0, v, n).astype(np.int32)
+    losses = np.empty(n, dtype)
+    rl, rd = _ref.crossentropy(logits.astype(np.float64), targets, 1 / n)
+    nn.crossentropy(logits, targets, losses)
+    np.testing.assert_allclose(losses, rl, **tol(dtype))
+    d = np.empty_like(logits)
+    nn.crossentropy(logits, targets, losses, d, 1 / n)
+    np.testing.assert_allclose(d, rd, **tol(dtype))
+    np.testing.assert_allclose(losses, rl, **tol(dtype))
+    nn.crossentropy(logits, targets, losses, logits, 1 / n)  # dlogits over logits
+    np.testing.assert_array_equal(logits, d)
+
+
+def test_crossentropy_bad_target():
+    logits = np.zeros((2, 4), np.float32)
+    with pytest.raises(hpr.ConfigError, match="outside the vocabulary"):
+        nn.crossentropy(logits, np.array([1, 4], np.int32), np.empty(2, np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_embedding(dtype, threads):
+    rng = np.random.default_rng(5)
+    b, t, c, v, ctx = 3, 5, 7, 11, 9
+    wte, wpe = rng.standard_normal((v, c)).astype(dtype), rng.standard_normal((ctx, c)).astype(dtype)
+    tokens = rng.integers(0, v, (b, t)).astype(np.int32)
+    tokens[0, :2] = 4  # a repeated token: its gradient rows add up
+    out = np.empty((b, t, c), dtype)
+    nn.embedding_forward(tokens, wte, wpe, out)
+    np.testing.assert_array_equal(out, _ref.embedding_forward(tokens, wte, wpe))
+    dout = rng.standard_normal((b, t, c)).astype(dtype)
+    dwte, dwpe = np.zeros_like(wte), np.zeros_like(wpe)
+    nn.embedding_backward(dout, tokens, dwte, dwpe)
+    rte, rpe = _ref.embedding_backward(dout.astype(np.float64), tokens, v)
+    np.testing.assert_allclose(dwte, rte, **tol(dtype))
+    np.testing.assert_allclose(dwpe[:t], rpe, **tol(dtype))
+    assert not dwpe[t:].any()
+    with pytest.raises(hpr.ConfigError, match="outside the vocabulary"):
+        nn.embedding_forward(np.full((1, 2), v, np.int32), wte, wpe, np.empty((1, 2, c), dtype))
+    with pytest.raises(hpr.ConfigError, match="longer than the model's context"):
+        nn.embedding_forward(np.zeros((1, ctx + 1), np.int32), wte, wpe, np.empty((1, ctx + 1, c), dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_backward_and_sumsq(dtype):
+    rng = np.random.default_rng(6)
+    g = rng.standard_normal((37, 19)).astype(dtype)
+    db = np.ones(19, dtype)
+    nn.bias_backward(g, db)
+    np.testing.assert_allclose(db, 1 + g.astype(np.float64).sum(0), **tol(dtype))
+    x = rng.standard_normal(100003).astype(dtype)
+    np.testing.assert_allclose(nn.sumsq(x), (x.astype(np.float64) ** 2).sum(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adamw_against_twin(dtype, threads):
+    rng = np.random.default_rng(7)
+    n = 100_001
+    p, g = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    m, v = (rng.standard_normal(n) * 0.1).astype(dtype), (rng.random(n) * 0.1).astype(dtype)
+    rp, rm, rv = _ref.adamw(p.astype(np.float64), g, m.astype(np.float64), v.astype(np.float64),
+                            3e-3, 0.9, 0.95, 1e-8, 0.1, 7, 0.5)
+    nn.adamw(p, g, m, v, 3e-3, 0.9, 0.95, 1e-8, 0.1, 7, 0.5)
+    t = dict(rtol=1e-5, atol=1e-7) if dtype == np.float32 else tol(dtype)
+    np.testing.assert_allclose(m, rm, **t)
+    np.testing.assert_allclose(v, rv, **t)
+    np.testing.assert_allclose(p, rp, **t)
+
+
+def test_adamw_by_hand():
+    """One step at t=1 written out: m = 0.1 g, v = 0.05 g^2, mhat = g, vhat = g^2."""
+    p = np.array([1.0, -2.0, 0.5])
+    g = np.array([0.5, -4.0, 0.0])
+    m, v = np.zeros(3), np.zeros(3)
+    lr, wd, eps = 0.01, 0.1, 1e-8
+    nn.adamw(p, g, m, v, lr, 0.9, 0.95, eps, wd, 1)
+    expect = np.array([1.0 * (1 - lr * wd) - lr * 0.5 / (0.5 + eps),
+                       -2.0 * (1 - lr * wd) - lr * -4.0 / (4.0 + eps),
+                       0.5 * (1 - lr * wd)])
+    np.testing.assert_allclose(p, expect, rtol=1e-14)
+    np.testing.assert_allclose(m, 0.1 * g, rtol=1e-14)
+    np.testing.assert_allclose(v, 0.05 * g * g, rtol=1e-14)
+
+
+def test_rejects_wrong_dtypes_and_sizes():
+    x = np.zeros((4, 8), np.float16)
+    with pytest.raises(hpr.ConfigError, match="float32 or float64"):
+        nn.gelu_forward(x, np.empty_like(x))
+    with pytest.raises(hpr.ConfigError, match="mixed dtypes"):
+        nn.gelu_forward(np.zeros((4, 8), np.float32), np.zeros((4, 8), np.float64))
+    with pytest.raises(ValueError, match="expected"):
+        nn.layernorm_forward(np.zeros((4, 8), np.float32), np.ones(8, np.float32), np.zeros(7, np.float32),
+                             np.empty((4, 8), np.float32), np.empty(4, np.float32), np.empty(4, np.float32))
