@@ -24,6 +24,7 @@
 #define SIMD HPR_PRAGMA(omp simd)
 #define SIMD_SUM(v) HPR_PRAGMA(omp simd reduction(+ : v))
 #define SIMD_SUM2(a, b) HPR_PRAGMA(omp simd reduction(+ : a, b))
+#define SIMD_MAX(v) HPR_PRAGMA(omp simd reduction(max : v))
 #ifdef HPR_HAVE_OPENMP
 #define OMP_ROWS HPR_PRAGMA(omp parallel for schedule(static) num_threads(nthreads) if (par))
 #define OMP_ROWS_BAD \

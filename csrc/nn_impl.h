@@ -78,8 +78,10 @@ HPR_KERNEL void FN(hpr_softmax_causal_forward)(REAL *att, const REAL *pre, int64
         int64_t i = r % T;  /* query position: keys 0..i are visible */
         const REAL *p = pre + r * T;
         REAL *a = att + r * T;
-        REAL m = p[0] * sc;
-        for (int64_t j = 1; j <= i; j++) m = p[j] * sc > m ? p[j] * sc : m;
+        REAL m = p[0];
+        SIMD_MAX(m)
+        for (int64_t j = 1; j <= i; j++) m = p[j] > m ? p[j] : m;
+        m *= sc;  /* max(sc * p) = sc * max(p): sc > 0 */
         REAL s = 0;
         SIMD_SUM(s)
         for (int64_t j = 0; j <= i; j++) { REAL e = EXP(p[j] * sc - m); a[j] = e; s += e; }
@@ -168,6 +170,7 @@ HPR_KERNEL int64_t FN(hpr_crossentropy)(REAL *losses, REAL *dlogits, const REAL 
         if (t < 0 || t >= V) { bad++; continue; }
         REAL lt = l[t];
         REAL m = l[0];
+        SIMD_MAX(m)
         for (int64_t v = 1; v < V; v++) m = l[v] > m ? l[v] : m;
         REAL s = 0;
         if (dlogits) {

@@ -55,7 +55,7 @@ def init(comm=None, *, abort_on_exception=True, threads=None):
     threads: CPU threads per rank for hpr's kernels; default HPR_NUM_THREADS / OMP_NUM_THREADS, else
       the node's cores divided among the node's ranks."""
     global _world
-    from .backend import _threads_from_env, set_num_threads
+    from .backend import _threads_from_env, cpu_count, set_num_threads
     from .comm import Communicator
 
     if isinstance(comm, Communicator):
@@ -71,7 +71,9 @@ def init(comm=None, *, abort_on_exception=True, threads=None):
         set_num_threads(threads)
     elif _threads_from_env() is None:
         per_node = max(1, _world._main.node_comm.Get_size())
-        set_num_threads(max(1, (os.cpu_count() or 1) // per_node))
+        set_num_threads(max(1, cpu_count() // per_node))
+    else:
+        set_num_threads(_threads_from_env())  # also caps BLAS at the same count
     if abort_on_exception and _world.size > 1:
         _install_abort_hook(_world)
     return _world

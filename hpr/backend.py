@@ -43,9 +43,53 @@ def num_threads():
     return _threads
 
 
-def set_num_threads(n):
-    global _threads
+_blas_limit = None
+
+
+def set_num_threads(n, blas=True):
+    """Threads for hpr's kernels and, with blas=True, for the BLAS numpy's matmuls call (through
+    threadpoolctl), so a rank never runs more threads than it was given."""
+    global _threads, _blas_limit
     _threads = max(1, int(n))
+    if blas:
+        from threadpoolctl import threadpool_limits
+
+        _blas_limit = threadpool_limits(limits=_threads, user_api="blas")  # stays applied
+
+
+def blas_info():
+    """[(library, threads)] of the BLAS libraries numpy has loaded."""
+    from threadpoolctl import threadpool_info
+
+    return [(i.get("internal_api"), i.get("num_threads")) for i in threadpool_info() if i.get("user_api") == "blas"]
+
+
+def matmul_flops(dtype="float32", n=1024, repeats=5):
+    """The machine's matmul FLOP/s as this process sees it now: median of `repeats` n x n x n products
+    through numpy's BLAS (with the current thread limit). The reference MFU is measured against."""
+    import time
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(dtype)
+    b = rng.standard_normal((n, n)).astype(dtype)
+    c = np.empty((n, n), dtype)
+    np.matmul(a, b, out=c)
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=c)
+        ts.append(time.perf_counter() - t0)
+    return 2.0 * n ** 3 / sorted(ts)[len(ts) // 2]
+
+
+def cpu_count():
+    """Cores this process may run on (its affinity mask), not the machine's total."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def is_device_array(x):

@@ -40,7 +40,7 @@ class GPTConfig:
             raise ConfigError(f"n_heads={self.n_heads} does not divide d_model={self.d_model}; pick a "
                               f"head count that divides it (e.g. {_divisor_hint(self.d_model)})")
         try:
-            name = np.dtype(self.dtype).name
+            name = np.dtype(self.dtype).name if self.dtype is not None else None
         except TypeError:
             name = None
         if name not in DTYPES:
@@ -97,6 +97,9 @@ class GPT:
         if a.shape[1] > self.config.context or a.shape[0] < 1 or a.shape[1] < 1:
             raise ConfigError(f"{what} has shape {a.shape}; time must be 1..{self.config.context} "
                               "(the model's context) and batch at least 1")
+        if a.size and (a.min() < 0 or a.max() >= self.config.vocab_size):
+            raise ConfigError(f"{what} holds ids outside the vocabulary [0, {self.config.vocab_size}) "
+                              f"(min {a.min()}, max {a.max()}); check the tokenizer or the data")
         return np.ascontiguousarray(a, dtype=np.int32)
 
     def hidden(self, tokens):
@@ -110,17 +113,27 @@ class GPT:
     def forward(self, tokens, targets):
         """Mean cross-entropy (nats per token) of predicting targets[b, t] from tokens[b, :t+1].
         Also computes d(loss)/d(logits) in the same pass, kept for backward()."""
+        return self._loss(tokens, targets, grad=True)
+
+    def loss(self, tokens, targets):
+        """The same loss without keeping anything for backward (evaluation)."""
+        return self._loss(tokens, targets, grad=False)
+
+    def _loss(self, tokens, targets, grad):
         tokens = self._check_tokens(tokens, "tokens")
         targets = self._check_tokens(targets, "targets")
         if targets.shape != tokens.shape:
             raise ConfigError(f"targets {targets.shape} and tokens {tokens.shape} differ in shape")
+        self._ready = None
         xf = self.hidden(tokens)  # (N, C)
         n = xf.shape[0]
         logits = self.ws.get("logits", (n, self.config.vocab_size))
         np.matmul(xf, self.emb.wte.data.T, out=logits)  # tied head: x @ wte^T
         losses = self.ws.get("losses", (n,))
-        K.crossentropy(logits, targets.reshape(-1), losses, logits, 1.0 / n)  # logits -> dlogits
-        self._ready = (xf, logits)
+        # in one pass: losses, and (when training) dlogits written over the logits
+        K.crossentropy(logits, targets.reshape(-1), losses, logits if grad else None, 1.0 / n)
+        if grad:
+            self._ready = (xf, logits)
         return float(losses.sum(dtype=np.float64) / n)
 
     def backward(self, scale=1.0, on_ready=None):
@@ -156,7 +169,9 @@ class GPT:
 
     def logits_last(self, tokens):
         """Logits of the last position of each row: (B, V)."""
-        xf = self.hidden(self._check_tokens(tokens, "tokens"))
+        tokens = self._check_tokens(tokens, "tokens")
+        self._ready = None  # the layers' caches now hold this call, not the last forward
+        xf = self.hidden(tokens)
         b, t = tokens.shape
         last = xf.reshape(b, t, -1)[:, -1]
         return last @ self.emb.wte.data.T

@@ -1,0 +1,109 @@
+"""``python -m hpr.bench train --preset S|M [--threads K] [--json FILE]``: one full training step of hpr's
+GPT (forward, backward, gradient norm, AdamW) timed over several steps, with tokens/s and model FLOPs
+utilisation (achieved FLOP/s over the float32 matmul FLOP/s numpy's BLAS reaches in this same run),
+and, when PyTorch happens to be installed, the same model and recipe in PyTorch eager with the same
+thread count, side by side, with the ratio. hpr and torch alternate in rounds so drift on a noisy
+machine hits both; medians of all timed steps are compared."""
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from . import torch_reference
+
+
+def hpr_step_times(config, batch, steps, warmup, seed=0, lr=1e-3):
+    from hpr.model import GPT
+    from hpr.optim import AdamW, clip_scale, grad_norm_sq
+
+    model = GPT(config, seed=seed)
+    opt = AdamW(model.layout, model.params, model.grads)
+    rng = np.random.default_rng(seed)
+    times, losses = [], []
+    for i in range(warmup + steps):
+        tok = rng.integers(0, config.vocab_size, (batch, config.context + 1)).astype(np.int32)  # (B, T+1)
+        x, y = np.ascontiguousarray(tok[:, :-1]), np.ascontiguousarray(tok[:, 1:])
+        t0 = time.perf_counter()
+        model.zero_grad()
+        loss = model.forward(x, y)
+        model.backward()
+        opt.step(lr, clip_scale(float(np.sqrt(grad_norm_sq(model.grads))), 1.0))
+        dt = time.perf_counter() - t0
+        losses.append(loss)
+        if i >= warmup:
+            times.append(dt)
+    return times, losses
+
+
+def main(argv=None):
+    import hpr  # noqa: F401  (the installed package, with its kernels)
+    from hpr import backend
+    from hpr.model import GPTConfig
+
+    ap = argparse.ArgumentParser(prog="python -m hpr.bench train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="S", help="S or M (or tiny)")
+    ap.add_argument("--threads", type=int, default=1, help="threads for BLAS, hpr's kernels and torch (default 1)")
+    ap.add_argument("--batch", type=int, default=None, help="sequences per step (default 16 for S, 8 for M)")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per round (default 6 for S, 3 for M)")
+    ap.add_argument("--rounds", type=int, default=2, help="hpr/torch alternations (default 2)")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference even if installed")
+    ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    a = ap.parse_args(argv)
+    config = GPTConfig.preset(a.preset)
+    batch = a.batch or (8 if a.preset == "M" else 16)
+    steps = a.steps or (3 if a.preset == "M" else 6)
+    backend.set_num_threads(a.threads)
+    tv = None if a.no_torch else torch_reference.available()
+
+    peak = backend.matmul_flops("float32")
+    ftok = config.flops_per_token()
+    tokens = batch * config.context
+    print(f"hpr.bench train: preset {a.preset} ({config.n_layers} layers, d_model {config.d_model}, context "
+          f"{config.context}), batch {batch} = {tokens:,} tokens/step, {a.threads} thread(s), "
+          f"{ftok / 1e6:.2f} MFLOP/token")
+    print(f"reference: numpy float32 matmul (1024^3, {backend.blas_info()}) {peak / 1e9:.1f} GFLOP/s")
+    ht, tt, torch_peak = [], [], None
+    for r in range(a.rounds):
+        t, losses = hpr_step_times(config, batch, steps, warmup=1, seed=r)
+        ht += t
+        if tv:
+            res = torch_reference.train_step_times(dict(vocab_size=config.vocab_size, context=config.context,
+                                                        d_model=config.d_model, n_layers=config.n_layers,
+                                                        n_heads=config.n_heads), batch, a.threads, steps,
+                                                   warmup=1, seed=r)
+            tt += res["step_s"]
+    if tv:
+        torch_peak = torch_reference.matmul_flops(a.threads, n=1024)
+
+    def row(name, times):
+        med = statistics.median(times)
+        tps = tokens / med
+        return {"name": name, "step_ms": med * 1e3, "tokens_per_s": tps, "mfu": tps * ftok / peak,
+                "steps": len(times)}
+
+    rows = [row("hpr", ht)]
+    if tv:
+        rows.append(row(f"torch {tv}", tt))
+    print(f"\n{'':<18}{'step ms':>10}{'tokens/s':>12}{'MFU':>7}")
+    for rw in rows:
+        print(f"{rw['name']:<18}{rw['step_ms']:>10.1f}{rw['tokens_per_s']:>12,.0f}{rw['mfu']:>7.0%}")
+    out = {"preset": a.preset, "batch": batch, "threads": a.threads, "matmul_gflops": peak / 1e9, "rows": rows}
+    if tv:
+        ratio = rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"]
+        out["ratio_hpr_over_torch"] = ratio
+        out["torch_matmul_gflops"] = torch_peak / 1e9
+        print(f"\nhpr / torch tokens/s: {ratio:.2f}x   (torch's own matmul: {torch_peak / 1e9:.1f} GFLOP/s; MFU of "
+              "both is against numpy's)")
+    else:
+        print("\n(PyTorch is not installed: no side-by-side reference. pip install torch to get one.)")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
