@@ -39,6 +39,17 @@ def build_parser():
     ap.add_argument("--sample-tokens", type=int, default=200, help="bytes to generate at the end; 0 = none")
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--top-k", type=int, default=40)
+    g = ap.add_argument_group("data parallelism (under mpiexec / srun: every rank is a data-parallel rank)")
+    g.add_argument("--accum", type=int, default=1, help="micro-steps per optimizer step (default 1)")
+    g.add_argument("--bucket-mb", type=float, default=1.0, help="gradient bucket size in MiB (default 1)")
+    g.add_argument("--grad-comm-dtype", default="float32", help="float32, bfloat16 or float16 (default float32)")
+    g.add_argument("--zero", type=int, default=0, help="1: shard the optimizer state over ranks (ZeRO-1)")
+    g = ap.add_argument_group("checkpoints")
+    g.add_argument("--ckpt-dir", default=None, help="folder for checkpoints (default: none are written)")
+    g.add_argument("--ckpt-every", type=int, default=0, help="save every N steps; 0 = at the end only")
+    g.add_argument("--ckpt-keep", type=int, default=3, help="checkpoints kept (default 3)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from the newest intact checkpoint in --ckpt-dir (fresh start if none)")
     return ap
 
 
@@ -63,6 +74,12 @@ def check_args(a):
         raise ConfigError(f"--threads must be at least 1, got {a.threads}")
     if a.temperature < 0 or a.top_k < 1:
         raise ConfigError("--temperature must be >= 0 and --top-k >= 1")
+    if a.accum < 1 or a.ckpt_every < 0 or a.ckpt_keep < 1:
+        raise ConfigError("--accum and --ckpt-keep must be >= 1 and --ckpt-every >= 0")
+    if a.resume and not a.ckpt_dir:
+        raise ConfigError("--resume needs --ckpt-dir (the folder the checkpoints are in)")
+    if a.ckpt_dir and os.path.exists(a.ckpt_dir) and not os.path.isdir(a.ckpt_dir):
+        raise ConfigError(f"--ckpt-dir {a.ckpt_dir} exists and is not a folder")
     if a.log_json:
         d = os.path.dirname(os.path.abspath(a.log_json))
         if not os.path.isdir(d):
@@ -99,13 +116,17 @@ class Progress:
             self.bar.close()
 
 
-def evaluate(model, batches, n_batches, batch):
-    """Mean loss over the first n_batches * batch windows of a validation stream (the same every time)."""
-    total = 0.0
-    for i in range(n_batches):
+def evaluate(model, batches, n_batches, batch, comm=None):
+    """Mean loss over the first n_batches * batch windows of a validation stream (the same every time),
+    the batches shared out over the ranks of comm."""
+    rank, size = (comm.rank, comm.size) if comm is not None else (0, 1)
+    part = np.zeros(1, np.float64)
+    for i in range(rank, n_batches, size):
         x, y = batches.get(i * batch, batch)
-        total += model.loss(x, y)
-    return total / n_batches
+        part[0] += model.loss(x, y)
+    if size > 1:
+        comm.allreduce(part, op="sum")
+    return float(part[0]) / n_batches
 
 
 def main(argv=None):
@@ -117,77 +138,244 @@ def main(argv=None):
         return 2
 
 
+def _layout_checks(args, dp):
+    """Flags that depend on the number of ranks: the same answer on every rank, before any work."""
+    if args.batch % (dp * args.accum):
+        raise ConfigError(f"--batch {args.batch} does not split evenly over {dp} data-parallel rank(s) x "
+                          f"--accum {args.accum}; use a multiple of {dp * args.accum}")
+
+
+def _load_corpus(comm, path):
+    """Rank 0 reads (and caches) the corpus first, so the ranks do not all tokenise it at once; a
+    DataError on rank 0 is raised on every rank."""
+    from .data import Corpus
+    from .errors import DataError
+
+    err = None
+    corpus = None
+    if comm.rank == 0:
+        try:
+            corpus = Corpus.load(path)
+        except DataError as e:
+            err = str(e)
+    err = comm.mpi.bcast(err, root=0)
+    if err:
+        raise DataError(err)
+    return corpus if comm.rank == 0 else Corpus.load(path)
+
+
+class StopFlag:
+    """SIGTERM / SIGUSR1 (Slurm's warning before preemption or the time limit) on any rank: every rank
+    saves a checkpoint at the next step boundary and exits 0. The flag is OR-ed over the ranks each step."""
+
+    def __init__(self):
+        import signal
+
+        self.hit = 0
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._set)
+
+    def _set(self, signum, frame):
+        self.hit = signum
+
+    def any(self, comm):
+        if comm.size == 1:
+            return self.hit
+        return int(comm.allreduce(np.array([self.hit], np.int32), op="max")[0])
+
+
 def run(args):
-    from . import backend
-    from .data import Batches, Corpus
+    import hpr
+
+    from . import backend, checkpoint
+    from .data import Batches
     from .optim import AdamW, CosineSchedule, clip_scale, grad_norm_sq
+    from .parallel import DataParallel, param_checksum
 
     check_args(args)
+    comm = hpr.init(threads=args.threads)
+    dp, rank = comm.size, comm.rank
+    _layout_checks(args, dp)
+    lead = rank == 0
+    say = print if lead else (lambda *a, **k: None)
     config = GPTConfig.preset(args.preset, dtype=args.dtype)
-    corpus = Corpus.load(args.data)
+    corpus = _load_corpus(comm, args.data)
     corpus.check_context(config.context)
-    threads = args.threads or backend.cpu_count()
-    backend.set_num_threads(threads)
+    threads = backend.num_threads()
     warmup = args.warmup if args.warmup is not None else min(100, args.steps // 10)
     schedule = CosineSchedule(args.lr, args.steps, warmup, args.min_lr_ratio)
 
-    model = GPT(config, seed=args.seed)
-    opt = AdamW(model.layout, model.params, model.grads, weight_decay=args.weight_decay)
+    model = GPT(config, seed=args.seed, alloc=comm.alloc if dp > 1 else None)
+    sync = DataParallel(comm, model.layout, args.bucket_mb, args.grad_comm_dtype, args.zero)
+    lo, hi = sync.opt_range()
+    opt = AdamW(model.layout, model.params, model.grads, weight_decay=args.weight_decay, lo=lo, hi=hi)
+    # every rank built the parameters from the same seed; prove they agree bit for bit
+    sums = comm.allgather(np.array([param_checksum(model.params)], np.int64))
+    if len(set(sums.tolist())) != 1:
+        raise ConfigError(f"parameters differ between ranks after init (checksums {sums.tolist()}); every "
+                          "rank must run the same hpr, numpy and --seed")
+    step0 = 0
+    if args.resume:
+        path, meta = checkpoint.load(comm, args.ckpt_dir)
+        if path is None:
+            say(f"resume: no checkpoint in {args.ckpt_dir} yet; starting from step 0")
+        else:
+            step0 = _restore(comm, args, config, model, opt, sync, path, meta)
+            say(f"resume: continuing from {path} (step {step0})")
+
     train = Batches(corpus.train, config.context, args.seed)
     val = Batches(corpus.val, config.context, args.seed + 1)
     entropy = corpus.unigram_entropy()
-    peak = backend.matmul_flops(config.dtype)
+    comm.barrier()
+    peak = float(comm.allreduce(np.array([backend.matmul_flops(config.dtype)]), op="sum")[0])  # whole job
     flops_tok = config.flops_per_token()
     tokens_step = args.batch * config.context
-    print(f"hpr {args.preset}: {model.n_params:,} parameters ({config.n_layers} layers, d_model {config.d_model}, "
-          f"{config.n_heads} heads, context {config.context}, {config.dtype}); {threads} thread(s)")
-    print(f"data: {corpus.source}: {corpus.train.size:,} train bytes, {corpus.val.size:,} validation bytes; "
-          f"unigram entropy {entropy:.3f} nats/byte")
-    print(f"steps {args.steps}, batch {args.batch} x {config.context} = {tokens_step:,} tokens/step, lr {args.lr:g} "
-          f"(warmup {warmup}, cosine to {args.lr * args.min_lr_ratio:g}); matmul peak here "
-          f"{peak / 1e9:.1f} GFLOP/s", flush=True)
+    local = args.batch // dp
+    micro = local // args.accum
+    itemsize = model.params.itemsize
+    say(f"hpr {args.preset}: {model.n_params:,} parameters ({config.n_layers} layers, d_model {config.d_model}, "
+        f"{config.n_heads} heads, context {config.context}, {config.dtype})")
+    say(f"layout: {dp} data-parallel rank(s) x {threads} thread(s); {local} sequences per rank per step"
+        + (f" in {args.accum} micro-steps of {micro}" if args.accum > 1 else "")
+        + (f"; gradient buckets of {args.bucket_mb:g} MiB ({len(sync.buckets)}), communication in "
+           f"{args.grad_comm_dtype}" if dp > 1 else "") + ("; ZeRO-1" if args.zero else ""))
+    say(f"memory per rank: parameters {model.params.nbytes / 2**20:.2f} MiB, gradients "
+        f"{model.grads.nbytes / 2**20:.2f} MiB, optimizer state {(opt.m.nbytes + opt.v.nbytes) / 2**20:.2f} MiB"
+        + (f" (1/{dp} of {2 * model.params.size * itemsize / 2**20:.2f})" if args.zero and dp > 1 else ""))
+    say(f"data: {corpus.source}: {corpus.train.size:,} train bytes, {corpus.val.size:,} validation bytes; "
+        f"unigram entropy {entropy:.3f} nats/byte")
+    say(f"steps {args.steps}, batch {args.batch} x {config.context} = {tokens_step:,} tokens/step, lr {args.lr:g} "
+        f"(warmup {warmup}, cosine to {args.lr * args.min_lr_ratio:g}); matmul peak of the job "
+        f"{peak / 1e9:.1f} GFLOP/s", flush=True)
 
-    log = open(args.log_json, "a") if args.log_json else None
-    bar = Progress(args.steps, args.log_every)
+    stop = StopFlag()
+    log = open(args.log_json, "a") if (args.log_json and lead) else None
+    bar = Progress(args.steps, args.log_every) if lead else None
     val_loss = None
     t_start = time.perf_counter()
+    step = step0
+    loss_buf = np.zeros(1, np.float64)
     try:
-        for step in range(1, args.steps + 1):
+        for step in range(step0 + 1, args.steps + 1):
             t0 = time.perf_counter()
-            x, y = train.get((step - 1) * args.batch, args.batch)
             model.zero_grad()
-            loss = model.forward(x, y)
-            model.backward()
+            loss = 0.0
+            first = (step - 1) * args.batch + rank * local  # global sample index: same data in any layout
+            for k in range(args.accum):
+                x, y = train.get(first + k * micro, micro)
+                loss += model.forward(x, y) / args.accum
+                last = k == args.accum - 1
+                if last:
+                    sync.begin()
+                model.backward(scale=1.0 / args.accum, on_ready=sync.ready if last else None)
+            sync.finish()
+            norm = float(np.sqrt(sync.grad_norm_sq(grad_norm_sq)))
+            lr = schedule(step)
+            opt.step(lr, clip_scale(norm, args.clip))
+            sync.gather_params(model.params)
+            if dp > 1:
+                loss_buf[0] = loss
+                loss = float(comm.allreduce(loss_buf, op="avg")[0])  # L = sum_i L_i / N
             if not math.isfinite(loss):
                 raise HprError(f"the loss became {loss} at step {step}; lower --lr (now {args.lr:g}) or "
                                "check the data")
-            norm = math.sqrt(grad_norm_sq(model.grads))
-            lr = schedule(step)
-            opt.step(lr, clip_scale(norm, args.clip))
             dt = time.perf_counter() - t0
             tps = tokens_step / dt
-            mfu = tps * flops_tok / peak
-            bar.update(step, loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}", mfu=f"{mfu:.0%}")
-            if log:
-                log.write(json.dumps({"step": step, "loss": loss, "lr": lr, "tokens_per_s": tps}) + "\n")
-            if (args.eval_every and step % args.eval_every == 0) or step == args.steps:
-                val_loss = evaluate(model, val, args.eval_batches, args.batch)
-                bar.write(f"step {step}: val_loss {val_loss:.4f} nats/byte (unigram entropy {entropy:.3f})")
+            if lead:
+                bar.update(step, loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}",
+                           mfu=f"{tps * flops_tok / peak:.0%}")
                 if log:
-                    log.write(json.dumps({"step": step, "val_loss": val_loss, "unigram_entropy": entropy}) + "\n")
-                    log.flush()
+                    log.write(json.dumps({"step": step, "loss": loss, "lr": lr, "tokens_per_s": tps}) + "\n")
+            if (args.eval_every and step % args.eval_every == 0) or step == args.steps:
+                val_loss = evaluate(model, val, args.eval_batches, args.batch, comm)
+                if lead:
+                    bar.write(f"step {step}: val_loss {val_loss:.4f} nats/byte (unigram entropy {entropy:.3f})")
+                    if log:
+                        log.write(json.dumps({"step": step, "val_loss": val_loss, "unigram_entropy": entropy}) + "\n")
+                        log.flush()
+            signum = stop.any(comm)
+            due = args.ckpt_dir and ((args.ckpt_every and step % args.ckpt_every == 0) or step == args.steps)
+            if due or signum:
+                if args.ckpt_dir:
+                    where = _save(comm, args, config, model, opt, sync, step)
+                    if lead:
+                        bar.write(f"step {step}: checkpoint {where}")
+                if signum:
+                    if lead:
+                        bar.write(f"step {step}: signal {signum} received; "
+                                  + ("checkpoint saved, " if args.ckpt_dir else "no --ckpt-dir, nothing saved; ")
+                                  + "exiting")
+                    return 0
     finally:
-        bar.close()
+        if bar:
+            bar.close()
         if log:
             log.close()
     wall = time.perf_counter() - t_start
-    print(f"done: {args.steps} steps in {wall:.1f} s ({args.steps * tokens_step / wall:,.0f} tokens/s overall); "
-          f"final val_loss {val_loss:.4f} vs unigram entropy {entropy:.3f} nats/byte")
-    if args.sample_tokens:
+    done = step - step0
+    exposed = comm.allreduce(np.array([sync.wait_s]), op="avg")[0] if dp > 1 else 0.0
+    say(f"done: {done} steps in {wall:.1f} s ({done * tokens_step / max(wall, 1e-9):,.0f} tokens/s for the job"
+        + (f"; waiting on gradient communication {100 * exposed / max(wall, 1e-9):.1f}% of the time" if dp > 1
+           else "") + ")"
+        + (f"; final val_loss {val_loss:.4f} vs unigram entropy {entropy:.3f} nats/byte" if val_loss is not None
+           else ""))
+    if args.sample_tokens and lead:
         text = model.generate(args.prompt, args.sample_tokens, args.temperature, args.top_k, seed=args.seed)
         print("--- sample ---")
-        print(text.decode("utf-8", errors="replace"))
+        print(text.decode("utf-8", errors="replace"), flush=True)
     return 0
+
+
+def _meta(args, config, dp, sync, opt, step):
+    import dataclasses
+
+    return {"config": dataclasses.asdict(config), "layout": {"dp": dp, "zero": args.zero, "bounds": sync.bounds},
+            "seed": args.seed, "data": {"next_sample": step * args.batch, "batch": args.batch},
+            "schedule": {"lr": args.lr, "steps": args.steps, "warmup": args.warmup,
+                         "min_lr_ratio": args.min_lr_ratio},
+            "optimizer": {"t": opt.t, "betas": list(opt.betas), "eps": opt.eps, "weight_decay": opt.weight_decay}}
+
+
+def _save(comm, args, config, model, opt, sync, step):
+    from . import checkpoint
+
+    files = {}
+    if comm.rank == 0:
+        files["params.safetensors"] = {"params": model.params}
+    if comm.rank == 0 or args.zero:
+        files[f"optim-r{comm.rank if args.zero else 0}.safetensors"] = {"m": opt.m, "v": opt.v}
+    return checkpoint.save(comm, args.ckpt_dir, step, files, _meta(args, config, comm.size, sync, opt, step),
+                           keep=args.ckpt_keep)
+
+
+def _restore(comm, args, config, model, opt, sync, path, meta):
+    """Load params and this rank's optimizer state; returns the step to continue after."""
+    import dataclasses
+
+    from . import checkpoint
+    from .errors import CheckpointError
+
+    if meta["config"] != dataclasses.asdict(config):
+        raise CheckpointError(f"{path} was saved by a different model ({meta['config']}); resume with the same "
+                              "--preset and --dtype, or use another --ckpt-dir")
+    lay = meta["layout"]
+    if lay["zero"] and (lay["dp"] != comm.size or not args.zero):
+        raise CheckpointError(f"{path} holds ZeRO-1 optimizer shards for {lay['dp']} ranks; resume with "
+                              f"--zero 1 on {lay['dp']} ranks (now --zero {args.zero} on {comm.size})")
+    if meta["data"]["batch"] != args.batch:
+        raise CheckpointError(f"{path} was trained with --batch {meta['data']['batch']}; resume with the same "
+                              "--batch so the data order continues")
+    p = checkpoint.read_arrays(path, "params.safetensors")["params"]
+    if p.shape != model.params.shape or p.dtype != model.params.dtype:
+        raise CheckpointError(f"{path}: params.safetensors holds {p.dtype}{p.shape}, the model needs "
+                              f"{model.params.dtype}{model.params.shape}")
+    model.params[...] = p
+    st = checkpoint.read_arrays(path, f"optim-r{comm.rank if lay['zero'] else 0}.safetensors")
+    lo, hi = (sync.lo, sync.hi) if args.zero else (0, model.params.size)
+    if not lay["zero"] and args.zero:  # replicated state, now sharded: take this rank's slice
+        st = {k: v[lo:hi] for k, v in st.items()}
+    opt.load_state_dict({"m": st["m"], "v": st["v"], "t": meta["optimizer"]["t"], "lo": lo, "hi": hi})
+    return int(meta["step"])
 
 
 if __name__ == "__main__":

@@ -68,3 +68,19 @@ def scale(x, s, nthreads=None):
     """x *= s, in place, for floating x; returns x."""
     cpu_kernels().scale(x, dtype_code(x.dtype), float(s), nthreads or num_threads())
     return x
+
+
+def convert(src, dst):
+    """dst[...] = src, between float32 and float16 or bfloat16 (round to nearest even when narrowing),
+    by the compiled conversions the reductions use. Returns dst."""
+    if src.size != dst.size:
+        raise ConfigError(f"convert: {src.size} elements into {dst.size}")
+    names = (src.dtype.name, dst.dtype.name)
+    k = cpu_kernels()
+    if names[0] == "float32" and names[1] in ("float16", "bfloat16"):
+        k.float_to_half(src, dst.view(np.uint16), names[1] == "bfloat16")
+    elif names[1] == "float32" and names[0] in ("float16", "bfloat16"):
+        k.half_to_float(src.view(np.uint16), dst, names[0] == "bfloat16")
+    else:
+        raise ConfigError(f"convert: {names[0]} -> {names[1]} is not a float32/half conversion")
+    return dst

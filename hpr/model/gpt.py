@@ -66,9 +66,11 @@ def _divisor_hint(c):
 
 
 class GPT:
-    def __init__(self, config, seed=0, params=None, grads=None):
+    def __init__(self, config, seed=0, params=None, grads=None, alloc=None):
         """Parameters initialised from `seed` (GPT-2's: normal(0.02), residual projections
-        0.02/sqrt(2L), biases 0, LayerNorm 1). params/grads: optional caller-owned flat arrays."""
+        0.02/sqrt(2L), biases 0, LayerNorm 1). params/grads: optional caller-owned flat arrays;
+        alloc(n, dtype): where to allocate the gradient buffer instead (e.g. comm.alloc, memory the
+        node's ranks share, so data-parallel sync reduces it in place)."""
         if not isinstance(config, GPTConfig):
             raise ConfigError(f"GPT wants a GPTConfig, got {type(config).__name__}")
         c = config
@@ -78,6 +80,8 @@ class GPT:
         self.emb = Embedding(lay, c.vocab_size, c.context, c.d_model)
         self.blocks = [Block(lay, i, c.d_model, c.n_heads, c.n_layers) for i in range(c.n_layers)]
         self.ln_f = LayerNorm(lay, "ln_f", c.d_model)
+        if grads is None and alloc is not None:
+            grads = alloc(lay.size, self.dtype)
         self.params, self.grads = lay.build(self.dtype, seed, params, grads)
         self.ws = Workspace(self.dtype)
         self.emb.ws = self.ln_f.ws = self.ws

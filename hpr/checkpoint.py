@@ -1,0 +1,207 @@
+"""Checkpoints written whole or not at all (DESIGN.md decision 7), and found again after any crash.
+
+Layout of --ckpt-dir::
+
+    step-00000300/params.safetensors      the flat parameters (rank 0 writes it)
+    step-00000300/optim-r0.safetensors    m and v of rank 0's optimizer range (with ZeRO-1 one file per
+    step-00000300/optim-r1.safetensors    rank, each its shard; replicated: rank 0's file only)
+    step-00000300/meta.json               config, layout, step, data position, seed, optimizer step count
+                                          and schedule, and the sha256 of every file above
+    latest                                the name of the newest committed checkpoint
+
+Saving (collective over the data-parallel group): rank 0 makes `.tmp-step-...`, every writer puts its
+file there (written, fsynced, hashed), rank 0 gathers the hashes, writes meta.json, renames the folder
+to its final name, and only then moves `latest` (temporary file + rename). A kill at any moment leaves
+either the old state or the new one; leftovers of an interrupted save are `.tmp-*` folders, removed by
+the next save. Loading tries `latest`, then every other `step-*` folder newest first; a folder whose
+meta.json is missing or unreadable, or whose files are missing or fail their hash, is named in a
+warning and skipped. Owns files; not what the arrays mean (hpr.train) or how they were sharded.
+
+Usage: ``save(comm, dir, step, arrays, meta)``; ``found = load(comm, dir)``"""
+import hashlib
+import json
+import os
+import shutil
+import warnings
+
+import numpy as np
+
+from .errors import CheckpointError
+
+FORMAT = 1
+
+
+def _name(step):
+    return f"step-{step:08d}"
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_file(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _collective(comm, fn):
+    """Run fn on rank 0; every rank returns its result or raises its error (as CheckpointError)."""
+    res = err = None
+    if comm.rank == 0:
+        try:
+            res = fn()
+        except Exception as e:  # noqa: BLE001 - re-raised on every rank below
+            err = f"{type(e).__name__}: {e}"
+    res, err = comm.mpi.bcast((res, err), root=0)
+    if err:
+        raise CheckpointError(err)
+    return res
+
+
+def save(comm, ckpt_dir, step, arrays, meta, keep=3):
+    """Collective. arrays: {file name: {array name: np.ndarray}} this rank writes (may be empty);
+    meta: JSON-able dict (rank 0's is written). Returns the checkpoint's final path."""
+    from safetensors.numpy import save as st_save
+
+    final = os.path.join(ckpt_dir, _name(step))
+
+    def make_tmp():
+        os.makedirs(ckpt_dir, exist_ok=True)
+        tmp = os.path.join(ckpt_dir, f".tmp-{_name(step)}-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        return tmp
+
+    tmp = _collective(comm, make_tmp)
+    hashes, err = {}, None
+    try:
+        for fname, tensors in arrays.items():
+            data = st_save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
+            hashes[fname] = _write_file(os.path.join(tmp, fname), data)
+    except OSError as e:
+        err = f"rank {comm.rank} could not write {tmp}: {e}"
+    everyone = comm.mpi.gather((hashes, err), root=0)
+
+    def commit():
+        errs = [e for _, e in everyone if e]
+        if errs:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise OSError("; ".join(errs))
+        files = {}
+        for h, _ in everyone:
+            files.update(h)
+        body = dict(meta, format=FORMAT, step=step, files=files)
+        _write_file(os.path.join(tmp, "meta.json"), json.dumps(body, indent=1, sort_keys=True).encode())
+        _fsync_dir(tmp)
+        if os.path.exists(final):  # the same step saved again (e.g. a signal right after a save)
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(ckpt_dir)
+        ptr = os.path.join(ckpt_dir, f".latest.tmp-{os.getpid()}")
+        _write_file(ptr, (_name(step) + "\n").encode())
+        os.replace(ptr, os.path.join(ckpt_dir, "latest"))
+        _fsync_dir(ckpt_dir)
+        _prune(ckpt_dir, keep, step)
+        return final
+
+    return _collective(comm, commit)
+
+
+def _steps(ckpt_dir):
+    out = []
+    for n in os.listdir(ckpt_dir):
+        if n.startswith("step-") and n[5:].isdigit():
+            out.append(int(n[5:]))
+    return sorted(out, reverse=True)
+
+
+def _prune(ckpt_dir, keep, current):
+    """Keep the newest `keep` checkpoints; drop leftovers of interrupted saves."""
+    for n in os.listdir(ckpt_dir):
+        if n.startswith(".tmp-") or n.startswith(".latest.tmp-"):
+            p = os.path.join(ckpt_dir, n)
+            shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.remove(p)
+    if keep > 0:
+        for s in _steps(ckpt_dir)[keep:]:
+            if s != current:
+                shutil.rmtree(os.path.join(ckpt_dir, _name(s)), ignore_errors=True)
+
+
+def validate(path):
+    """meta dict of a complete, intact checkpoint folder, or CheckpointError saying what is wrong."""
+    mp = os.path.join(path, "meta.json")
+    try:
+        with open(mp, "rb") as f:
+            meta = json.loads(f.read().decode())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: meta.json missing or unreadable ({e})") from None
+    if meta.get("format") != FORMAT or "files" not in meta:
+        raise CheckpointError(f"{path}: meta.json is not an hpr checkpoint of format {FORMAT}")
+    for fname, want in meta["files"].items():
+        fp = os.path.join(path, fname)
+        if not os.path.exists(fp):
+            raise CheckpointError(f"{path}: {fname} is missing")
+        if _sha256(fp) != want:
+            raise CheckpointError(f"{path}: {fname} fails its sha256 check (corrupted or partly written)")
+    return meta
+
+
+def find(ckpt_dir):
+    """(path, meta, warnings) of the checkpoint to resume from, or (None, None, warnings)."""
+    if not os.path.isdir(ckpt_dir):
+        return None, None, []
+    order = []
+    try:
+        with open(os.path.join(ckpt_dir, "latest")) as f:
+            order.append(f.read().strip())
+    except OSError:
+        pass
+    order += [_name(s) for s in _steps(ckpt_dir) if _name(s) not in order]
+    notes = []
+    for n in order:
+        path = os.path.join(ckpt_dir, n)
+        try:
+            return path, validate(path), notes
+        except CheckpointError as e:
+            notes.append(f"skipping checkpoint {e}")
+    return None, None, notes
+
+
+def load(comm, ckpt_dir):
+    """Collective: rank 0 picks the newest intact checkpoint and every rank gets (path, meta), or
+    (None, None) when there is none. Skipped checkpoints are warned about on rank 0."""
+    path, meta, notes = _collective(comm, lambda: find(ckpt_dir))
+    if comm.rank == 0:
+        for n in notes:
+            warnings.warn(n, stacklevel=2)
+    return path, meta
+
+
+def read_arrays(path, fname):
+    """{name: array} of one file of a checkpoint folder."""
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(os.path.join(path, fname))
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types
+        raise CheckpointError(f"{path}: cannot read {fname}: {e}") from None

@@ -1,0 +1,137 @@
+"""Data parallelism over one group of ranks: each rank runs the whole model on its share of the batch,
+and the flat gradient buffer is averaged across the group in buckets while backward still runs.
+
+Buckets are consecutive slices of the flat gradient buffer. The buffer is laid out in backward's order
+(hpr.nn.params), so the model's `on_ready(k)` callback (grads[:k] final) releases buckets front to
+back, and each is handed to `comm.iallreduce(op="avg")`, which reduces it on a background thread while
+the main thread goes on with backward. The average is folded into the reduction (no extra pass), and
+the buffer, allocated with `comm.alloc`, is reduced in place straight from the node neighbours'
+copies: no copies in or out. With --grad-comm-dtype bfloat16/float16 each bucket is rounded into a
+half-precision twin, reduced there (float32 accumulation, one rounding), and widened back.
+
+ZeRO-1 (zero=1): the optimizer state is split into dp contiguous shards of the flat buffer (the
+array_split bounds of comm.reduce_scatter). After backward the gradients are reduce-scattered, each
+rank updates its own shard of the parameters, and the shards are allgathered.
+
+Usage::
+
+    dp = DataParallel(comm, model.layout, bucket_mb=4)
+    dp.begin(); model.backward(on_ready=dp.ready); dp.finish()   # grads now averaged
+"""
+import zlib
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..kernels import reduce as R
+
+COMM_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _half_dtype(name):
+    if name == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise ConfigError("--grad-comm-dtype bfloat16 needs ml_dtypes (pip install ml_dtypes)") from None
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(np.float16)
+
+
+class DataParallel:
+    def __init__(self, comm, layout, bucket_mb=4.0, comm_dtype="float32", zero=0):
+        if zero not in (0, 1):
+            raise ConfigError(f"--zero {zero} is not supported; use 0 (replicated optimizer) or 1 (sharded)")
+        if comm_dtype not in COMM_DTYPES:
+            raise ConfigError(f"--grad-comm-dtype {comm_dtype!r}: use one of {', '.join(COMM_DTYPES)}")
+        if not bucket_mb > 0:
+            raise ConfigError(f"--bucket-mb must be positive, got {bucket_mb}")
+        self.comm, self.layout, self.zero = comm, layout, zero
+        self.size, self.rank = comm.size, comm.rank
+        grads = layout.grads
+        self.grads = grads
+        n = grads.size
+        per = max(1, int(bucket_mb * 2 ** 20) // grads.itemsize)
+        self.buckets = [(lo, min(n, lo + per)) for lo in range(0, n, per)]
+        self.comm_dtype = comm_dtype
+        self.half = None
+        if comm_dtype != "float32" and self.size > 1:
+            if grads.dtype != np.float32:
+                raise ConfigError(f"--grad-comm-dtype {comm_dtype} rounds float32 gradients; this model is "
+                                  f"{grads.dtype}: use --grad-comm-dtype float32")
+            self.half = comm.alloc(n, _half_dtype(comm_dtype))
+        # ZeRO-1 shards: the same bounds comm.reduce_scatter uses (numpy.array_split of n elements)
+        q, r = divmod(n, self.size)
+        self.bounds = [i * q + min(i, r) for i in range(self.size + 1)]
+        self.lo, self.hi = self.bounds[self.rank], self.bounds[self.rank + 1]
+        self._next = 0
+        self._handles = []
+        self.wait_s = 0.0  # time finish() spent waiting: communication backward did not hide
+
+    def plan(self):
+        """The static bucket plan, the same on every rank: [(first element, end element)]."""
+        return list(self.buckets)
+
+    # -- replicated optimizer: bucketed, overlapped allreduce ------------------------------------
+    def begin(self):
+        self._next = 0
+        self._handles = []
+
+    def ready(self, k):
+        """Backward's callback: grads[:k] are final; launch every bucket that lies inside."""
+        if self.zero or self.size == 1:
+            return
+        while self._next < len(self.buckets) and self.buckets[self._next][1] <= k:
+            lo, hi = self.buckets[self._next]
+            self._handles.append(self._launch(lo, hi))
+            self._next += 1
+
+    def _launch(self, lo, hi):
+        g = self.grads[lo:hi]
+        if self.half is None:
+            return (self.comm.iallreduce(g, op="avg"), None)
+        h = self.half[lo:hi]
+        R.convert(g, h)  # round to half (nearest-even), reduce with float32 accumulation, widen back
+        return (self.comm.iallreduce(h, op="avg"), (g, h))
+
+    def finish(self):
+        """After backward: every bucket averaged over the group (replicated), or, with ZeRO-1, this
+        rank's shard of the averaged gradient in grads[lo:hi] (the rest of grads is stale)."""
+        import time
+
+        if self.size == 1:
+            return
+        t0 = time.perf_counter()
+        if self.zero:
+            mine = self.comm.reduce_scatter(self.grads, op="avg")
+            self.grads[self.lo:self.hi] = mine
+        else:
+            self.ready(self.grads.size)
+            for h, pair in self._handles:
+                h.wait()
+                if pair is not None:
+                    R.convert(pair[1], pair[0])
+            self._handles = []
+        self.wait_s += time.perf_counter() - t0
+
+    # -- ZeRO-1 ------------------------------------------------------------------------------------
+    def gather_params(self, params):
+        """After the optimizer updated params[lo:hi] on every rank: everyone gets every shard."""
+        if self.zero and self.size > 1:
+            params[...] = self.comm.allgather(params[self.lo:self.hi])
+
+    def grad_norm_sq(self, sumsq):
+        """Global squared gradient norm: sumsq(shard) summed over ranks with ZeRO-1, else local."""
+        if self.zero and self.size > 1:
+            a = np.array([sumsq(self.grads[self.lo:self.hi])], np.float64)
+            return float(self.comm.allreduce(a, op="sum")[0])
+        return sumsq(self.grads)
+
+    def opt_range(self):
+        """The slice of the flat buffers this rank's optimizer owns."""
+        return (self.lo, self.hi) if self.zero else (0, self.grads.size)
+
+
+def param_checksum(params):
+    """A crc32 of the parameter bytes: equal on every rank exactly when the parameters are."""
+    return zlib.crc32(memoryview(np.ascontiguousarray(params)).cast("B"))
