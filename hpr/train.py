@@ -138,6 +138,39 @@ def main(argv=None):
         return 2
 
 
+def train_step(model, opt, sync, schedule, batches, step, batch, accum=1, clip=1.0):
+    """One optimizer step of data-parallel training over sync.comm; returns (global loss, lr, grad norm).
+
+    This rank takes its share of the step's `batch` windows by global sample index (rank r of N takes
+    samples (step-1)*batch + r*batch/N ...), in `accum` micro-steps; gradients are averaged over the
+    ranks (bucket by bucket while the last backward runs), clipped by the global norm, and AdamW
+    updates this rank's range (all of it, or its ZeRO-1 shard, then allgathered). The loss returned
+    is the mean over every rank's windows, L = sum_i L_i / N."""
+    from .optim import clip_scale, grad_norm_sq
+
+    comm = sync.comm
+    local = batch // comm.size
+    micro = local // accum
+    first = (step - 1) * batch + comm.rank * local
+    model.zero_grad()
+    loss = 0.0
+    for k in range(accum):
+        x, y = batches.get(first + k * micro, micro)
+        loss += model.forward(x, y) / accum
+        last = k == accum - 1
+        if last:
+            sync.begin()
+        model.backward(scale=1.0 / accum, on_ready=sync.ready if last else None)
+    sync.finish()
+    norm = float(np.sqrt(sync.grad_norm_sq(grad_norm_sq)))
+    lr = schedule(step)
+    opt.step(lr, clip_scale(norm, clip))
+    sync.gather_params(model.params)
+    if comm.size > 1:
+        loss = float(comm.allreduce(np.array([loss]), op="avg")[0])
+    return loss, lr, norm
+
+
 def _layout_checks(args, dp):
     """Flags that depend on the number of ranks: the same answer on every rank, before any work."""
     if args.batch % (dp * args.accum):
@@ -189,8 +222,8 @@ def run(args):
 
     from . import backend, checkpoint
     from .data import Batches
-    from .optim import AdamW, CosineSchedule, clip_scale, grad_norm_sq
-    from .parallel import DataParallel, param_checksum
+    from .optim import AdamW, CosineSchedule
+    from .parallel import DataParallel, check_same_params
 
     check_args(args)
     comm = hpr.init(threads=args.threads)
@@ -209,11 +242,7 @@ def run(args):
     sync = DataParallel(comm, model.layout, args.bucket_mb, args.grad_comm_dtype, args.zero)
     lo, hi = sync.opt_range()
     opt = AdamW(model.layout, model.params, model.grads, weight_decay=args.weight_decay, lo=lo, hi=hi)
-    # every rank built the parameters from the same seed; prove they agree bit for bit
-    sums = comm.allgather(np.array([param_checksum(model.params)], np.int64))
-    if len(set(sums.tolist())) != 1:
-        raise ConfigError(f"parameters differ between ranks after init (checksums {sums.tolist()}); every "
-                          "rank must run the same hpr, numpy and --seed")
+    check_same_params(comm, model.params)  # every rank built them from the same seed: prove it
     step0 = 0
     if args.resume:
         path, meta = checkpoint.load(comm, args.ckpt_dir)
@@ -254,28 +283,10 @@ def run(args):
     val_loss = None
     t_start = time.perf_counter()
     step = step0
-    loss_buf = np.zeros(1, np.float64)
     try:
         for step in range(step0 + 1, args.steps + 1):
             t0 = time.perf_counter()
-            model.zero_grad()
-            loss = 0.0
-            first = (step - 1) * args.batch + rank * local  # global sample index: same data in any layout
-            for k in range(args.accum):
-                x, y = train.get(first + k * micro, micro)
-                loss += model.forward(x, y) / args.accum
-                last = k == args.accum - 1
-                if last:
-                    sync.begin()
-                model.backward(scale=1.0 / args.accum, on_ready=sync.ready if last else None)
-            sync.finish()
-            norm = float(np.sqrt(sync.grad_norm_sq(grad_norm_sq)))
-            lr = schedule(step)
-            opt.step(lr, clip_scale(norm, args.clip))
-            sync.gather_params(model.params)
-            if dp > 1:
-                loss_buf[0] = loss
-                loss = float(comm.allreduce(loss_buf, op="avg")[0])  # L = sum_i L_i / N
+            loss, lr, _ = train_step(model, opt, sync, schedule, train, step, args.batch, args.accum, args.clip)
             if not math.isfinite(loss):
                 raise HprError(f"the loss became {loss} at step {step}; lower --lr (now {args.lr:g}) or "
                                "check the data")

@@ -135,3 +135,11 @@ class DataParallel:
 def param_checksum(params):
     """A crc32 of the parameter bytes: equal on every rank exactly when the parameters are."""
     return zlib.crc32(memoryview(np.ascontiguousarray(params)).cast("B"))
+
+
+def check_same_params(comm, params):
+    """ConfigError on every rank unless every rank holds bit-identical parameters."""
+    sums = comm.allgather(np.array([param_checksum(params)], np.int64)).tolist()
+    if len(set(sums)) != 1:
+        raise ConfigError(f"parameters differ between ranks (crc32 per rank: {sums}); every rank must build "
+                          "the model from the same --seed with the same hpr and numpy")

@@ -1,0 +1,249 @@
+"""``mpiexec -n N python -m hpr.bench dp --preset S|M [--batch-per-rank B] [--steps N] [--threads K]
+[--json FILE]``: weak scaling of data-parallel training. For k = 1, 2, 4, ... ranks (powers of two up to
+N, and N itself) the first k ranks train hpr's GPT together — every rank a whole model on its own B
+sequences, gradients averaged by hpr.parallel.DataParallel (1 MiB buckets, allreduce overlapped with
+backward) — while the other ranks wait in hpr's polite barrier; the job's tokens per step are k*B*T.
+Per k it prints the median step time, the job's tokens/s, the ideal (k x the tokens/s of k = 1), the
+efficiency (tokens/s over ideal) and the exposed communication share (time spent waiting in
+DataParallel.finish over the timed step time, averaged over the k ranks), and, when PyTorch happens to
+be installed, the same model and recipe in PyTorch DDP (gloo, same ranks, same threads) side by side
+with the ratio hpr/torch. Only rank 0 prints; ``--json FILE`` writes the rows.
+
+A step is what hpr.train does: zero_grad, forward, backward with the bucketed allreduce launched from
+backward's on_ready callback, finish (wait for the buckets), global gradient norm, AdamW with clipping
+at 1.0, gather_params. A step's time is the slowest rank's; the median over the timed steps is
+reported. Rounds (``--rounds``) repeat the whole sweep, hpr and torch alternating per k, so drift on a
+noisy machine hits both; times of all rounds are pooled.
+
+JSON: {"preset", "ranks", "batch_per_rank", "threads", "steps", "warmup", "rounds", "bucket_mb",
+"torch", "reference": {"hpr_tokens_per_s", "torch_tokens_per_s"}, "rows": [{"k", "tokens_per_step",
+"hpr_step_ms", "hpr_tokens_per_s", "hpr_ideal_tokens_per_s", "hpr_efficiency", "hpr_exposed_comm",
+"torch_step_ms", "torch_tokens_per_s", "torch_efficiency", "ratio_hpr_over_torch"}]} (torch_* are
+null without torch)."""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from . import torch_reference
+
+
+def rank_counts(n):
+    """1, 2, 4, ... up to n, and n itself."""
+    ks, k = [], 1
+    while k <= n:
+        ks.append(k)
+        k *= 2
+    if ks[-1] != n:
+        ks.append(n)
+    return ks
+
+
+def _tokens(rng, config, batch):
+    tok = rng.integers(0, config.vocab_size, (batch, config.context + 1)).astype(np.int32)  # (B, T+1)
+    return np.ascontiguousarray(tok[:, :-1]), np.ascontiguousarray(tok[:, 1:])
+
+
+def hpr_dp_step_times(sub, config, batch, steps, warmup, bucket_mb=1.0, seed=0, lr=1e-3):
+    """Time `steps` full data-parallel steps after `warmup` untimed ones on the ranks of `sub`, each
+    with its own `batch` random sequences. Returns (this rank's step times, this rank's seconds spent
+    waiting in sync.finish over the timed steps)."""
+    from hpr.model import GPT
+    from hpr.optim import AdamW, clip_scale, grad_norm_sq
+    from hpr.parallel import DataParallel
+
+    model = GPT(config, seed=seed, alloc=sub.alloc)
+    sync = DataParallel(sub, model.layout, bucket_mb=bucket_mb)
+    lo, hi = sync.opt_range()
+    opt = AdamW(model.layout, model.params, model.grads, lo=lo, hi=hi)
+    rng = np.random.default_rng([seed, sub.rank])  # every rank its own data
+    times = []
+    sub.barrier()
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync.wait_s = 0.0
+        x, y = _tokens(rng, config, batch)
+        t0 = time.perf_counter()
+        model.zero_grad()
+        model.forward(x, y)
+        sync.begin()
+        model.backward(on_ready=sync.ready)
+        sync.finish()
+        norm = float(np.sqrt(sync.grad_norm_sq(grad_norm_sq)))
+        opt.step(lr, clip_scale(norm, 1.0))
+        sync.gather_params(model.params)
+        dt = time.perf_counter() - t0
+        if i >= warmup:
+            times.append(dt)
+    return times, sync.wait_s
+
+
+def _free_port():
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torch_ddp_step_times(sub, cfg, batch, threads, steps, warmup, bucket_mb=1.0, seed=0, lr=1e-3):
+    """The same steps in PyTorch DDP (gloo) over the ranks of `sub`: torch_reference's model and
+    AdamW/clip recipe wrapped in DistributedDataParallel. Returns this rank's step times."""
+    import torch
+    import torch.distributed as dist
+
+    V, T = int(cfg["vocab_size"]), int(cfg["context"])
+    port = sub.mpi.bcast(_free_port() if sub.rank == 0 else None, root=0)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=sub.rank, world_size=sub.size)
+    try:
+        torch.manual_seed(seed)
+        model = torch.nn.parallel.DistributedDataParallel(torch_reference._build(cfg).float(),
+                                                          bucket_cap_mb=bucket_mb)
+        opt = torch_reference._adamw(model.module, lr)
+        gen = torch.Generator().manual_seed(seed * 1000 + sub.rank)
+        times = []
+        dist.barrier()
+        for i in range(warmup + steps):
+            tok = torch.randint(0, V, (batch, T + 1), generator=gen)  # (B, T+1)
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss = model(tok[:, :-1], tok[:, 1:])
+            loss.backward()  # DDP's reducer allreduces the buckets as their gradients are ready
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            loss.item()
+            dt = time.perf_counter() - t0
+            if i >= warmup:
+                times.append(dt)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+        torch.set_num_threads(old_threads)
+    return times
+
+
+def main(argv=None):
+    os.environ.setdefault("HPR_TIMEOUT", "3600")  # idle ranks wait in a barrier through whole sweeps
+    import hpr
+    from hpr import backend
+    from hpr.errors import ConfigError
+    from hpr.model import GPTConfig
+
+    ap = argparse.ArgumentParser(prog="python -m hpr.bench dp", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="S", help="S or M (or tiny)")
+    ap.add_argument("--batch-per-rank", type=int, default=None,
+                    help="sequences per rank per step (default 16 for S, 8 for M): weak scaling")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per k and round (default 8 for S, 4 for M)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2 for S, 1 for M)")
+    ap.add_argument("--threads", type=int, default=1, help="threads per rank for hpr (BLAS + kernels) and torch "
+                                                           "(default 1)")
+    ap.add_argument("--rounds", type=int, default=1, help="sweeps, hpr and torch alternating per k (default 1)")
+    ap.add_argument("--bucket-mb", type=float, default=1.0, help="gradient bucket MiB, hpr and DDP (default 1)")
+    ap.add_argument("--no-torch", action="store_true", help="skip PyTorch DDP even if installed")
+    ap.add_argument("--json", metavar="FILE", help="write the rows as JSON (rank 0)")
+    a = ap.parse_args(argv)
+    config = GPTConfig.preset(a.preset)
+    big = a.preset == "M"
+    batch = a.batch_per_rank or (8 if big else 16)
+    steps = a.steps or (4 if big else 8)
+    warmup = a.warmup if a.warmup is not None else (1 if big else 2)
+    if batch < 1 or steps < 1 or warmup < 0 or a.threads < 1 or a.rounds < 1:
+        raise ConfigError("--batch-per-rank, --steps, --threads and --rounds must be >= 1, --warmup >= 0")
+
+    comm = hpr.init(threads=a.threads)
+    backend.set_num_threads(a.threads)
+    comm.barrier()  # the world's node engine exists before any sub-communicator changes the spin setting
+    rank, n = comm.rank, comm.size
+    lead = rank == 0
+    tv = None if a.no_torch else torch_reference.available()
+    cfg = dict(vocab_size=config.vocab_size, context=config.context, d_model=config.d_model,
+               n_layers=config.n_layers, n_heads=config.n_heads)
+    tok_rank = batch * config.context
+    ks = rank_counts(n)
+    if lead:
+        print(f"hpr.bench dp: preset {a.preset} ({config.n_layers} layers, d_model {config.d_model}, context "
+              f"{config.context}), {batch} sequences = {tok_rank:,} tokens per rank per step (weak scaling), "
+              f"{a.threads} thread(s) per rank, {n} ranks on {os.cpu_count()} cores, k = "
+              f"{', '.join(map(str, ks))}; {steps} timed steps after {warmup} warm-up x {a.rounds} round(s), "
+              f"buckets {a.bucket_mb:g} MiB; torch DDP: {f'torch {tv}, gloo' if tv else 'not installed'}",
+              flush=True)
+
+    ht = {k: [] for k in ks}  # slowest rank's step times
+    hw = {k: [] for k in ks}  # per round: exposed share averaged over the ranks
+    tt = {k: [] for k in ks}
+    for r in range(a.rounds):
+        for k in ks:
+            sub = comm.split(color=0 if rank < k else 1)
+            if rank < k:
+                times, waited = hpr_dp_step_times(sub, config, batch, steps, warmup, a.bucket_mb, seed=r)
+                t = sub.allreduce(np.array(times, np.float64), op="max")
+                share = sub.allreduce(np.array([waited / sum(times)], np.float64), op="avg")[0]
+                ht[k] += t.tolist()
+                hw[k].append((float(share), float(sum(times))))
+                if tv:
+                    times = torch_ddp_step_times(sub, cfg, batch, a.threads, steps, warmup, a.bucket_mb, seed=r)
+                    tt[k] += sub.allreduce(np.array(times, np.float64), op="max").tolist()
+                if lead:
+                    med = statistics.median(ht[k][-steps:])
+                    print(f"  round {r + 1} k={k}: hpr {med * 1e3:.1f} ms/step"
+                          + (f", torch DDP {statistics.median(tt[k][-steps:]) * 1e3:.1f} ms/step" if tv else ""),
+                          flush=True)
+            sub.free()
+            comm.barrier()  # the idle ranks wait here, politely
+
+    if not lead:
+        return 0
+    rows = []
+    base_h = k1_torch = None
+    for k in ks:
+        tokens = k * tok_rank
+        hmed = statistics.median(ht[k])
+        htps = tokens / hmed
+        if k == 1:
+            base_h = htps
+        exposed = sum(s * w for s, w in hw[k]) / sum(w for _, w in hw[k])
+        row = {"k": k, "tokens_per_step": tokens, "hpr_step_ms": hmed * 1e3, "hpr_tokens_per_s": htps,
+               "hpr_ideal_tokens_per_s": k * base_h, "hpr_efficiency": htps / (k * base_h),
+               "hpr_exposed_comm": exposed, "torch_step_ms": None, "torch_tokens_per_s": None,
+               "torch_efficiency": None, "ratio_hpr_over_torch": None}
+        if tv:
+            tmed = statistics.median(tt[k])
+            ttps = tokens / tmed
+            if k == 1:
+                k1_torch = ttps
+            row.update(torch_step_ms=tmed * 1e3, torch_tokens_per_s=ttps, torch_efficiency=ttps / (k * k1_torch),
+                       ratio_hpr_over_torch=htps / ttps)
+        rows.append(row)
+
+    print(f"\n{'k':>3} {'tokens/step':>11} | {'hpr ms':>8} {'tokens/s':>10} {'ideal':>10} {'eff':>6} {'comm':>6} | "
+          + (f"{'DDP ms':>8} {'tokens/s':>10} {'eff':>6} | {'hpr/DDP':>7}" if tv else "(no torch)"))
+    for rw in rows:
+        line = (f"{rw['k']:>3} {rw['tokens_per_step']:>11,} | {rw['hpr_step_ms']:>8.1f} {rw['hpr_tokens_per_s']:>10,.0f} "
+                f"{rw['hpr_ideal_tokens_per_s']:>10,.0f} {rw['hpr_efficiency']:>6.1%} {rw['hpr_exposed_comm']:>6.1%} | ")
+        if tv:
+            line += (f"{rw['torch_step_ms']:>8.1f} {rw['torch_tokens_per_s']:>10,.0f} {rw['torch_efficiency']:>6.1%} | "
+                     f"{rw['ratio_hpr_over_torch']:>6.2f}x")
+        print(line)
+    print(f"\nreference (ideal's base, this run): 1 rank x {a.threads} thread(s): hpr {base_h:,.0f} tokens/s"
+          + (f", torch DDP {k1_torch:,.0f} tokens/s" if tv else "")
+          + "; ideal = k x that. comm = time waiting in DataParallel.finish / step time, mean over ranks.")
+    if not tv:
+        print("(PyTorch is not installed: no DDP side by side. pip install torch to get one.)")
+    if a.json:
+        out = {"preset": a.preset, "ranks": n, "batch_per_rank": batch, "threads": a.threads, "steps": steps,
+               "warmup": warmup, "rounds": a.rounds, "bucket_mb": a.bucket_mb, "torch": tv,
+               "reference": {"hpr_tokens_per_s": base_h, "torch_tokens_per_s": k1_torch}, "rows": rows}
+        with open(a.json + ".tmp", "w") as f:
+            json.dump(out, f, indent=1)
+        os.replace(a.json + ".tmp", a.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
