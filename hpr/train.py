@@ -373,6 +373,14 @@ def _restore(comm, args, config, model, opt, sync, path, meta):
     if lay["zero"] and (lay["dp"] != comm.size or not args.zero):
         raise CheckpointError(f"{path} holds ZeRO-1 optimizer shards for {lay['dp']} ranks; resume with "
                               f"--zero 1 on {lay['dp']} ranks (now --zero {args.zero} on {comm.size})")
+    if meta["seed"] != args.seed:
+        raise CheckpointError(f"{path} was trained with --seed {meta['seed']}; resume with the same --seed so "
+                              "the data order continues (or use another --ckpt-dir)")
+    sch = meta["schedule"]
+    if comm.rank == 0 and (sch["lr"], sch["steps"], sch["warmup"], sch["min_lr_ratio"]) != (
+            args.lr, args.steps, args.warmup, args.min_lr_ratio):
+        print(f"resume: note: the learning-rate schedule differs from the checkpoint's ({sch}); the run "
+              "continues with this run's flags")
     if meta["data"]["batch"] != args.batch:
         raise CheckpointError(f"{path} was trained with --batch {meta['data']['batch']}; resume with the same "
                               "--batch so the data order continues")

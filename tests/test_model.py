@@ -140,16 +140,19 @@ def test_float32_init_is_float64_cast():
 
 
 def test_init_values():
-    """GPT-2's init: LayerNorm 1/0, biases 0, weights normal(0.02), residual projections 0.02/sqrt(2L)."""
+    """GPT-2's init scaled with width: LayerNorm 1/0, biases 0, weights normal(s), residual projections
+    s/sqrt(2L), s = 0.02 sqrt(768 / d_model) (0.049 for S)."""
     m = GPT(GPTConfig.preset("S", dtype="float64"), seed=0)
     L = m.config.n_layers
+    s0 = m.config.init_std
+    assert abs(s0 - 0.02 * np.sqrt(6)) < 1e-15
     for p in m.layout.entries:
         if p.name.endswith(".b"):
             assert np.all(p.data == 0), p.name
         elif ".ln" in "." + p.name:
             assert np.all(p.data == 1), p.name
         else:
-            std = 0.02 / np.sqrt(2 * L) if p.name.endswith("proj.w") else 0.02
+            std = s0 / np.sqrt(2 * L) if p.name.endswith("proj.w") else s0
             assert abs(p.data.std() / std - 1) < 0.1 and abs(p.data.mean()) < 0.2 * std, p.name
 
 
@@ -398,6 +401,6 @@ def test_short_training_run_learns():
         losses.append(m.forward(x, y))
         m.backward()
         K.adamw(m.params, m.grads, mom, vel, 3e-3, 0.9, 0.95, 1e-8, 0.0, step)
-    assert abs(losses[0] - np.log(256)) < 0.3
+    assert abs(losses[0] - np.log(256)) < 1.0  # near uniform (init std 0.1 at d_model 32)
     assert np.mean(losses[-5:]) < 0.5 * losses[0], losses[::10]
     assert m.generate(b"abcab", 6, temperature=0) == b"abcabcabcab"

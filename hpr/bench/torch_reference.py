@@ -76,14 +76,15 @@ def _build(cfg):
             self.wte, self.wpe = nn.Embedding(V, C), nn.Embedding(T, C)
             self.blocks = nn.ModuleList(Block() for _ in range(L))
             self.ln_f = nn.LayerNorm(C, eps=1e-5)
+            std = 0.02 * math.sqrt(768 / C)  # hpr's init: GPT-2's 0.02 at width 768, scaled by 1/sqrt(C)
             for m in self.modules():
                 if isinstance(m, (nn.Linear, nn.Embedding)):
-                    nn.init.normal_(m.weight, 0.0, 0.02)
+                    nn.init.normal_(m.weight, 0.0, std)
                 if isinstance(m, nn.Linear):
                     nn.init.zeros_(m.bias)
             for b in self.blocks:  # residual output projections: std shrunk by the depth of the sum
-                nn.init.normal_(b.proj.weight, 0.0, 0.02 / math.sqrt(2 * L))
-                nn.init.normal_(b.fc2.weight, 0.0, 0.02 / math.sqrt(2 * L))
+                nn.init.normal_(b.proj.weight, 0.0, std / math.sqrt(2 * L))
+                nn.init.normal_(b.fc2.weight, 0.0, std / math.sqrt(2 * L))
 
         def forward(self, idx, targets):  # idx, targets (B, T) int64
             x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))  # (B, T, C)

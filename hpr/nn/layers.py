@@ -121,9 +121,9 @@ class CausalSelfAttention:
 
     QBLOCK = 64
 
-    def __init__(self, layout, name, C, H, n_layers):
-        self.qkv = Linear(layout, name + ".qkv", C, 3 * C)
-        self.proj = Linear(layout, name + ".proj", C, C, std=0.02 / np.sqrt(2 * n_layers))
+    def __init__(self, layout, name, C, H, n_layers, std=0.02):
+        self.qkv = Linear(layout, name + ".qkv", C, 3 * C, std=std)
+        self.proj = Linear(layout, name + ".proj", C, C, std=std / np.sqrt(2 * n_layers))
         self.H, self.name = H, name
         self.ws = None
 
@@ -189,9 +189,9 @@ class CausalSelfAttention:
 class MLP:
     """fc (C -> 4C) + bias fused into GELU, then proj (4C -> C)."""
 
-    def __init__(self, layout, name, C, n_layers):
-        self.fc = Linear(layout, name + ".fc", C, 4 * C)
-        self.proj = Linear(layout, name + ".proj", 4 * C, C, std=0.02 / np.sqrt(2 * n_layers))
+    def __init__(self, layout, name, C, n_layers, std=0.02):
+        self.fc = Linear(layout, name + ".fc", C, 4 * C, std=std)
+        self.proj = Linear(layout, name + ".proj", 4 * C, C, std=std / np.sqrt(2 * n_layers))
         self.name = name
         self.ws = None
 
@@ -212,14 +212,15 @@ class MLP:
 
 
 class Block:
-    """Pre-LN residual block: x1 = x + attn(ln1(x)); x2 = x1 + mlp(ln2(x1))."""
+    """Pre-LN residual block: x1 = x + attn(ln1(x)); x2 = x1 + mlp(ln2(x1)). Matmul weights start as
+    normal(0, std), the two residual projections as normal(0, std / sqrt(2 n_layers)) (GPT-2)."""
 
-    def __init__(self, layout, i, C, H, n_layers):
+    def __init__(self, layout, i, C, H, n_layers, std=0.02):
         p = f"h{i}"
         self.ln1 = LayerNorm(layout, p + ".ln1", C)
-        self.attn = CausalSelfAttention(layout, p + ".attn", C, H, n_layers)
+        self.attn = CausalSelfAttention(layout, p + ".attn", C, H, n_layers, std)
         self.ln2 = LayerNorm(layout, p + ".ln2", C)
-        self.mlp = MLP(layout, p + ".mlp", C, n_layers)
+        self.mlp = MLP(layout, p + ".mlp", C, n_layers, std)
         self.name = p
         self.ws = None
 

@@ -1,0 +1,397 @@
+"""The trainer's command line as a user runs it: examples/train_lm.py in subprocesses, alone and under
+mpiexec, on a tiny corpus in tmp_path. Exact resumption, a kill -9 while saving, damaged checkpoints,
+SIGTERM / SIGUSR1 (preemption) on one rank, rejected flags, and the same parameters on any layout."""
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(REPO, "examples", "train_lm.py")
+BASE = ["--preset", "tiny", "--batch", "4", "--eval-every", "0", "--sample-tokens", "0", "--threads", "1"]
+
+
+def mpiexec():
+    local = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return local if os.path.exists(local) else shutil.which("mpiexec") or "mpiexec"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """~90 KB of varied text in 10 files; doc6.txt (crc32 % 1000 = 12) is the validation split."""
+    root = tmp_path_factory.mktemp("corpus")
+    r = random.Random(0)
+    words = ("the of and to in is that for it as with was on be by this are from at or an have not which "
+             "but they all def return class import self None True").split()
+    for name in [f"doc{i}.txt" for i in range(8)] + ["code.py", "notes/readme.md"]:
+        path = root / name
+        path.parent.mkdir(exist_ok=True)
+        lines = [" ".join(r.choice(words) for _ in range(r.randint(3, 12))) + r.choice(".!?,;:")
+                 for _ in range(150)]
+        path.write_text("\n".join(lines))
+    (root / "skipped.bin").write_bytes(bytes(range(256)))  # not a text suffix: ignored
+    return root
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    return dict(os.environ, HPR_CACHE_DIR=str(cache), HPR_TIMEOUT="30", PYTHONDONTWRITEBYTECODE="1")
+
+
+def _children():
+    """{ppid: [pid]} of every process now alive."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])  # the name may hold spaces and ")"
+        kids.setdefault(ppid, []).append(int(d))
+    return kids
+
+
+def descendants(pid):
+    """Every process below pid (the ranks of mpiexec sit below hydra_pmi_proxy, each in its own session,
+    so killing mpiexec's process group does not reach them)."""
+    kids, out, todo = _children(), [], [pid]
+    while todo:
+        p = todo.pop()
+        for c in kids.get(p, []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def rank_of(pid):
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            for item in f.read().split(b"\0"):
+                if item.startswith(b"PMI_RANK="):
+                    return int(item[9:])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def kill_tree(proc, sig=signal.SIGKILL):
+    """sig to proc and everything below it, deepest first (a job that outlived its limit, or a crash)."""
+    pids = descendants(proc.pid)
+    for p in reversed(pids):
+        try:
+            os.kill(p, sig)
+        except ProcessLookupError:
+            pass
+    try:
+        os.kill(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    return pids
+
+
+def start(corpus, env, cwd, *flags, n=1, out=None):
+    cmd = [sys.executable, TRAIN, "--data", str(corpus), *BASE, *map(str, flags)]
+    if n > 1:
+        cmd = [mpiexec(), "-n", str(n)] + cmd
+    so = open(out, "w") if out else subprocess.PIPE
+    return subprocess.Popen(cmd, stdout=so, stderr=subprocess.PIPE if not out else so, text=True, env=env,
+                            cwd=cwd, start_new_session=True)
+
+
+def train(corpus, env, cwd, *flags, n=1, limit=60):
+    """Run the trainer to the end: (exit code, stdout, stderr); killed (tree and all) past limit."""
+    p = start(corpus, env, cwd, *flags, n=n)
+    try:
+        out, err = p.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        kill_tree(p)
+        out, err = p.communicate()
+        pytest.fail(f"train_lm {' '.join(map(str, flags))} (-n {n}) outlived {limit} s\n{out}\n{err}")
+    return p.returncode, out, err
+
+
+def ok(res):
+    code, out, err = res
+    assert code == 0, f"exit {code}\n--- stdout\n{out}\n--- stderr\n{err}"
+    assert "Traceback" not in err, err
+    return out, err
+
+
+def losses(path):
+    """{step: loss} of a --log-json file (training lines, not validation lines)."""
+    got = {}
+    with open(path) as f:
+        for line in f:
+            d = json.loads(line)
+            if "loss" in d and "val_loss" not in d:
+                assert d["step"] not in got, f"step {d['step']} logged twice in {path}"
+                got[d["step"]] = d["loss"]
+    return got
+
+
+def steps_in(ckpt_dir):
+    return sorted(int(n[5:]) for n in os.listdir(ckpt_dir) if n.startswith("step-") and n[5:].isdigit())
+
+
+def latest(ckpt_dir):
+    with open(os.path.join(ckpt_dir, "latest")) as f:
+        name = f.read().strip()
+    assert name.startswith("step-"), name
+    return int(name[5:])
+
+
+def complete(path):
+    """meta of a checkpoint folder whose every listed file is there with its sha256 (checked here, not
+    with hpr.checkpoint, so the test does not trust the code under test)."""
+    with open(os.path.join(path, "meta.json")) as f:
+        meta = json.load(f)
+    assert meta["files"] and "params.safetensors" in meta["files"], meta
+    for fname, want in meta["files"].items():
+        with open(os.path.join(path, fname), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == want, f"{path}/{fname} fails its hash"
+    return meta
+
+
+def params(path):
+    from safetensors.numpy import load_file
+
+    return load_file(os.path.join(path, "params.safetensors"))["params"]
+
+
+def wait_for(cond, limit, proc=None, what=""):
+    t0 = time.time()
+    while time.time() - t0 < limit:
+        if cond():
+            return True
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the job ended (exit {proc.returncode}) before {what}")
+        time.sleep(0.005)
+    return False
+
+
+# 1 ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n,extra", [(1, []), (2, ["--zero", "1"])], ids=["1rank", "2ranks-zero1"])
+def test_resume_continues_bit_for_bit(corpus, env, tmp_path, n, extra):
+    full, part = tmp_path / "full", tmp_path / "part"
+    ok(train(corpus, env, tmp_path, "--steps", 12, "--ckpt-dir", full, "--ckpt-every", 6,
+             "--log-json", tmp_path / "full.json", *extra, n=n))
+    assert steps_in(full) == [6, 12] and latest(full) == 12
+    ref = losses(tmp_path / "full.json")
+    assert sorted(ref) == list(range(1, 13))
+
+    part.mkdir()
+    shutil.copytree(full / "step-00000006", part / "step-00000006")  # no `latest`: found by its name
+    out, _ = ok(train(corpus, env, tmp_path, "--steps", 12, "--ckpt-dir", part, "--resume",
+                      "--log-json", tmp_path / "part.json", *extra, n=n))
+    assert "resume: continuing from" in out and "(step 6)" in out, out
+    got = losses(tmp_path / "part.json")
+    assert sorted(got) == list(range(7, 13))
+    for s in range(7, 13):
+        assert got[s] == ref[s], f"step {s}: resumed loss {got[s]!r} != uninterrupted {ref[s]!r}"
+    for fname in os.listdir(full / "step-00000012"):
+        if fname.endswith(".safetensors"):
+            a = (full / "step-00000012" / fname).read_bytes()
+            b = (part / "step-00000012" / fname).read_bytes()
+            assert a == b, f"step-12 {fname} differs between the uninterrupted and the resumed run"
+
+
+# 2 ---------------------------------------------------------------------------------------------------
+def test_kill_9_while_saving_leaves_a_checkpoint_to_resume_from(corpus, env, tmp_path):
+    ck = tmp_path / "ck"
+    p = start(corpus, env, tmp_path, "--steps", 2000, "--ckpt-dir", ck, "--ckpt-every", 1, "--zero", 1, n=2,
+              out=tmp_path / "killed.out")
+    try:
+        assert wait_for(lambda: ck.is_dir() and len(steps_in(ck)) >= 3, 60, p, "its third checkpoint")
+        # aim for the middle of a save: a .tmp-step-* folder is there (any moment is a valid test)
+        wait_for(lambda: any(n.startswith(".tmp-") for n in os.listdir(ck)), 2, p, "a save in progress")
+        killed = kill_tree(p)
+    finally:
+        kill_tree(p)
+        p.wait(30)
+    assert killed
+    time.sleep(0.2)  # none of the job's processes is left running (a zombie has no cmdline)
+    assert not [q for q in killed if os.path.exists(f"/proc/{q}") and "train_lm.py" in cmdline(q)]
+
+    newest = steps_in(ck)[-1]
+    committed = latest(ck)
+    complete(ck / f"step-{committed:08d}")
+    # `latest` moves after the folder's rename: a kill between the two leaves it one step behind
+    assert committed in (newest, newest - 1), (committed, steps_in(ck))
+    out, err = ok(train(corpus, env, tmp_path, "--steps", committed + 5, "--ckpt-dir", ck, "--resume",
+                        "--zero", 1, "--log-json", tmp_path / "resumed.json", n=2))
+    assert f"(step {committed})" in out, out
+    assert sorted(losses(tmp_path / "resumed.json")) == list(range(committed + 1, committed + 6))
+    assert latest(ck) == committed + 5
+    complete(ck / f"step-{committed + 5:08d}")
+    assert not [n for n in os.listdir(ck) if n.startswith(".")], os.listdir(ck)  # leftovers removed
+
+
+# 3 ---------------------------------------------------------------------------------------------------
+def _flip_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _remove_meta(path):
+    (path / "meta.json").unlink()
+
+
+@pytest.mark.parametrize("damage", [lambda d: _flip_byte(d / "params.safetensors"), _remove_meta],
+                         ids=["flipped-params-byte", "no-meta"])
+def test_damaged_newest_checkpoint_falls_back_to_the_older(corpus, env, tmp_path, damage):
+    ck = tmp_path / "ck"
+    ok(train(corpus, env, tmp_path, "--steps", 12, "--ckpt-dir", ck, "--ckpt-every", 6,
+             "--log-json", tmp_path / "full.json"))
+    ref = losses(tmp_path / "full.json")
+    damage(ck / "step-00000012")
+    out, err = ok(train(corpus, env, tmp_path, "--steps", 12, "--ckpt-dir", ck, "--resume",
+                        "--log-json", tmp_path / "again.json"))
+    warned = [ln for ln in err.splitlines() if "step-00000012" in ln]
+    assert warned and "skipping checkpoint" in warned[0], err
+    assert "(step 6)" in out, out
+    got = losses(tmp_path / "again.json")
+    assert sorted(got) == list(range(7, 13))
+    assert all(got[s] == ref[s] for s in got)
+    complete(ck / "step-00000012")  # rewritten whole by the resumed run
+
+
+# 4 ---------------------------------------------------------------------------------------------------
+def _stepping(out_file, step=2):
+    def cond():
+        try:
+            with open(out_file) as f:
+                return any(ln.startswith("step") and f" {step}/" in ln for ln in f)
+        except OSError:
+            return False
+    return cond
+
+
+@pytest.mark.parametrize("n,sig", [(2, signal.SIGTERM), (1, signal.SIGUSR1)], ids=["SIGTERM-2ranks", "SIGUSR1-1rank"])
+def test_signal_on_one_rank_saves_and_exits_0(corpus, env, tmp_path, n, sig):
+    ck, out_file = tmp_path / "ck", tmp_path / "job.out"
+    p = start(corpus, env, tmp_path, "--steps", 2000, "--ckpt-dir", ck, "--log-every", 1,
+              "--log-json", tmp_path / "log.json", n=n, out=out_file)
+    try:
+        assert wait_for(_stepping(out_file), 60, p, "step 2"), out_file.read_text()
+        if n == 1:
+            target = p.pid
+        else:
+            ranks = {}
+            for q in descendants(p.pid):
+                if "train_lm.py" in cmdline(q):
+                    ranks[rank_of(q)] = q
+            assert len(ranks) == n, ranks
+            target = ranks.get(1, sorted(ranks.values())[-1])  # a rank other than 0 when we can tell
+        os.kill(target, sig)
+        code = p.wait(30)
+    finally:
+        if p.poll() is None:
+            kill_tree(p)
+            p.wait(30)
+    text = out_file.read_text()
+    assert code == 0, text
+    assert "Traceback" not in text, text
+    said = [ln for ln in text.splitlines() if f"signal {sig.value} received" in ln]
+    assert said and "checkpoint saved" in said[0], text
+    stopped = int(said[0].split(":")[0].split()[1])  # "step N: signal 15 received; ..."
+    assert 2 <= stopped < 2000
+    assert steps_in(ck) == [stopped] and latest(ck) == stopped
+    assert complete(ck / f"step-{stopped:08d}")["step"] == stopped
+    assert max(losses(tmp_path / "log.json")) == stopped
+
+
+# 5 ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("flags,want", [
+    (["--dtype", "float16"], "--dtype"),
+    (["--preset", "XL"], "--preset"),
+    (["--lr", "-1"], "--lr"),
+    (["--steps", "0"], "--steps"),
+    (["--resume"], "--resume needs --ckpt-dir"),
+    (["--zero", "2"], "--zero 2"),
+    (["--grad-comm-dtype", "int8"], "--grad-comm-dtype"),
+    (["--data", "/nonexistent/corpus"], "/nonexistent/corpus does not exist"),
+    (["--data", "{empty}"], "has no readable files"),
+], ids=["dtype", "preset", "lr", "steps", "resume", "zero", "comm-dtype", "no-data", "empty-folder"])
+def test_bad_flag_is_rejected_cleanly(corpus, env, tmp_path, flags, want):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "image.png").write_bytes(b"\x89PNG")
+    flags = [f.replace("{empty}", str(empty)) for f in flags]
+    ck = tmp_path / "ck"
+    if flags != ["--resume"]:
+        flags += ["--ckpt-dir", str(ck)]
+    code, out, err = train(corpus, env, tmp_path, "--steps", 3, *flags, limit=60)
+    assert code == 2, f"exit {code}\n{out}\n{err}"
+    assert "Traceback" not in err, err
+    assert err.startswith("error: ") and want in err, err
+    assert not ck.exists()
+
+
+def test_batch_not_divisible_by_ranks_fails_on_every_rank(corpus, env, tmp_path):
+    ck = tmp_path / "ck"
+    code, out, err = train(corpus, env, tmp_path, "--steps", 3, "--batch", 6, "--ckpt-dir", ck, n=4, limit=90)
+    assert code != 0
+    assert "Traceback" not in err, err
+    want = "--batch 6 does not split evenly over 4 data-parallel rank(s)"
+    assert err.count(want) == 4, err
+    assert not ck.exists()
+
+
+# 6 ---------------------------------------------------------------------------------------------------
+def key_bias_mask(n):
+    """The key third of every qkv bias in the tiny model's flat buffer. Softmax ignores a constant added
+    to a row of scores, so the loss's gradient there is exactly zero and only rounding noise (about
+    1e-11 in float32) reaches AdamW, which turns it into steps of random sign: those elements differ
+    between layouts without meaning anything."""
+    from hpr.model import GPT, GPTConfig
+
+    m = GPT(GPTConfig.preset("tiny"))
+    assert m.params.size == n
+    mask = np.zeros(n, bool)
+    c = m.config.d_model
+    for i in range(m.config.n_layers):
+        off = m.layout[f"h{i}.attn.qkv.b"].offset
+        mask[off + c:off + 2 * c] = True
+    return mask
+
+
+@pytest.mark.parametrize("dtype,rtol", [("float32", 1e-5), ("float64", 1e-10)])
+def test_zero1_on_2_ranks_trains_the_same_parameters_as_1_rank(corpus, env, tmp_path, dtype, rtol):
+    a, b = tmp_path / "one", tmp_path / "two"
+    ok(train(corpus, env, tmp_path, "--steps", 8, "--dtype", dtype, "--ckpt-dir", a))
+    ok(train(corpus, env, tmp_path, "--steps", 8, "--dtype", dtype, "--ckpt-dir", b, "--zero", 1, n=2))
+    pa, pb = params(a / "step-00000008"), params(b / "step-00000008")
+    assert pa.dtype == pb.dtype == np.dtype(dtype) and pa.shape == pb.shape
+    # elements that pass near zero differ by rounding of the weights' scale, not their own
+    keep = ~key_bias_mask(pa.size)
+    np.testing.assert_allclose(pb[keep], pa[keep], rtol=rtol, atol=rtol * float(np.abs(pa).max()))
+    # the two ZeRO-1 shards of the optimizer state, put together, are the 1-rank state
+    from safetensors.numpy import load_file
+
+    whole = load_file(str(a / "step-00000008" / "optim-r0.safetensors"))
+    shards = [load_file(str(b / "step-00000008" / f"optim-r{r}.safetensors")) for r in range(2)]
+    for k in ("m", "v"):
+        joined = np.concatenate([s[k] for s in shards])
+        assert joined.shape == whole[k].shape
+        np.testing.assert_allclose(joined, whole[k], rtol=rtol * 10, atol=float(np.abs(whole[k]).max()) * rtol)
