@@ -14,7 +14,7 @@ from .kernels import nn as K
 
 
 class AdamW:
-    def __init__(self, layout, params, grads, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, lo=0, hi=None):
+    def __init__(self, layout, params, grads, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1, lo=0, hi=None):
         hi = params.size if hi is None else hi
         if not 0 <= lo <= hi <= params.size:
             raise ConfigError(f"optimizer range [{lo}, {hi}) is outside the {params.size}-element buffer")

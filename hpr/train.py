@@ -17,6 +17,9 @@ from .errors import ConfigError, HprError
 from .model import DTYPES, PRESETS, GPT, GPTConfig
 
 
+BETA2 = 0.999  # PyTorch's default; on the default corpus S reaches a lower loss in 300 steps than with 0.95
+
+
 def build_parser():
     ap = argparse.ArgumentParser(prog="train_lm", description="Train hpr's compact GPT on a byte-level corpus.")
     ap.add_argument("--preset", default="S", help=f"model size: {', '.join(PRESETS)} (default S)")
@@ -27,6 +30,7 @@ def build_parser():
     ap.add_argument("--min-lr-ratio", type=float, default=0.1, help="final lr as a fraction of --lr (default 0.1)")
     ap.add_argument("--weight-decay", type=float, default=0.1, help="AdamW decay on matmul weights (default 0.1)")
     ap.add_argument("--clip", type=float, default=1.0, help="max global gradient norm; 0 = off (default 1.0)")
+    ap.add_argument("--beta2", type=float, default=BETA2, help=f"AdamW's second-moment decay (default {BETA2})")
     ap.add_argument("--seed", type=int, default=0, help="seed for the weights and the data order (default 0)")
     ap.add_argument("--data", default=None, help="a text file or a folder (default: Python's own standard library)")
     ap.add_argument("--eval-every", type=int, default=100, help="validate every N steps, and at the end; 0 = end only")
@@ -68,6 +72,8 @@ def check_args(a):
         raise ConfigError(f"--warmup must be >= 0, got {a.warmup}")
     if a.eval_every < 0 or a.sample_tokens < 0:
         raise ConfigError("--eval-every and --sample-tokens must be >= 0")
+    if not 0 <= a.beta2 < 1:
+        raise ConfigError(f"--beta2 must be in [0, 1), got {a.beta2}")
     if a.weight_decay < 0 or a.clip < 0 or not 0 <= a.min_lr_ratio <= 1:
         raise ConfigError("--weight-decay and --clip must be >= 0 and --min-lr-ratio in [0, 1]")
     if a.threads is not None and a.threads < 1:
@@ -241,7 +247,8 @@ def run(args):
     model = GPT(config, seed=args.seed, alloc=comm.alloc if dp > 1 else None)
     sync = DataParallel(comm, model.layout, args.bucket_mb, args.grad_comm_dtype, args.zero)
     lo, hi = sync.opt_range()
-    opt = AdamW(model.layout, model.params, model.grads, weight_decay=args.weight_decay, lo=lo, hi=hi)
+    opt = AdamW(model.layout, model.params, model.grads, betas=(0.9, args.beta2), weight_decay=args.weight_decay,
+                lo=lo, hi=hi)
     check_same_params(comm, model.params)  # every rank built them from the same seed: prove it
     step0 = 0
     if args.resume:

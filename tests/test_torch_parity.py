@@ -123,7 +123,7 @@ def torch_adamw(tm):
     rest = [p for p in tm.parameters() if id(p) not in ids]
     assert len(decay) == 4 * 2 and all(p.dim() == 2 for p in decay)
     groups = [{"params": decay, "weight_decay": WD}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=LR, betas=(0.9, 0.95), eps=1e-8)
+    return torch.optim.AdamW(groups, lr=LR, betas=(0.9, 0.999), eps=1e-8)
 
 
 def train_both(dtype, steps, max_norm):

@@ -104,7 +104,7 @@ def _adamw(model, lr):
     ids = {id(p) for p in decay}
     rest = [p for p in model.parameters() if id(p) not in ids]
     groups = [{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
 
 
 def train_step_times(cfg, batch, threads, steps, warmup, seed=0, lr=1e-3):
