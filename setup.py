@@ -37,7 +37,7 @@ class BuildExt(build_ext):
     def build_extensions(self):
         omp = sys.platform != "win32" and self._has_openmp()
         for ext in self.extensions:
-            ext.extra_compile_args += ["-O3", "-std=c11", "-D_GNU_SOURCE", "-fno-math-errno", "-fno-trapping-math", "-fwrapv", "-fopenmp-simd"]
+            ext.extra_compile_args += ["-O3", "-std=c11", "-D_GNU_SOURCE", "-fno-math-errno", "-fno-trapping-math", "-fwrapv", "-fopenmp-simd", "-Wno-psabi"]
             if omp:
                 ext.extra_compile_args += ["-fopenmp", "-DHPR_HAVE_OPENMP=1"]
                 ext.extra_link_args += ["-fopenmp"]

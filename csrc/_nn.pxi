@@ -50,8 +50,23 @@ cdef extern from "nn.h" nogil:
     void hpr_adamw_f64(double *p, const double *g, double *m, double *v, int64_t n, double lr,
                        double beta1, double beta2, double eps, double wd, double bc1, double bc2,
                        double gscale, int nthreads)
+    int64_t hpr_attention_scratch(int64_t T, int64_t D)
     double hpr_sumsq_f32(const float *x, int64_t n, int nthreads)
     double hpr_sumsq_f64(const double *x, int64_t n, int nthreads)
+    void hpr_attention_forward_f32(float *y, float *att, const float *q, const float *k, const float *v,
+                                   int64_t B, int64_t T, int64_t H, int64_t D, int64_t sq, int64_t sy,
+                                   double scale, float *scratch, int nthreads)
+    void hpr_attention_forward_f64(double *y, double *att, const double *q, const double *k,
+                                   const double *v, int64_t B, int64_t T, int64_t H, int64_t D, int64_t sq,
+                                   int64_t sy, double scale, double *scratch, int nthreads)
+    void hpr_attention_backward_f32(float *dq, float *dk, float *dv, const float *dy, const float *att,
+                                    const float *q, const float *k, const float *v, int64_t B, int64_t T,
+                                    int64_t H, int64_t D, int64_t sq, int64_t sy, double scale,
+                                    float *scratch, int nthreads)
+    void hpr_attention_backward_f64(double *dq, double *dk, double *dv, const double *dy, const double *att,
+                                    const double *q, const double *k, const double *v, int64_t B, int64_t T,
+                                    int64_t H, int64_t D, int64_t sq, int64_t sy, double scale,
+                                    double *scratch, int nthreads)
 
 
 cdef _View _buf(object obj, bint writable, int64_t count, int isz, str name):
@@ -255,3 +270,54 @@ def sumsq(x, int isz, int nthreads=1):
         else:
             s = hpr_sumsq_f64(<const double *>xx.view.buf, n, nthreads)
     return s
+
+
+def attention_forward(y, att, qkv, scratch, int64_t B, int64_t T, int64_t H, int64_t D, double scale, int isz,
+                      int nthreads=1):
+    """qkv (B*T, 3C) with rows [q | k | v], y (B*T, C), att (B, H, T, T); C = H*D."""
+    _isz(isz)
+    cdef int64_t C = H * D
+    cdef int nt = nthreads if nthreads > 1 else 1
+    cdef _View yy = _buf(y, True, B * T * C, isz, "y"), aa = _buf(att, True, B * H * T * T, isz, "att")
+    cdef _View xx = _buf(qkv, False, B * T * 3 * C, isz, "qkv")
+    cdef _View sc = _buf(scratch, True, nt * hpr_attention_scratch(T, D), isz, "scratch")
+    cdef char *base = <char *>xx.view.buf
+    with nogil:
+        if isz == 4:
+            hpr_attention_forward_f32(<float *>yy.view.buf, <float *>aa.view.buf, <const float *>base,
+                                      <const float *>base + C, <const float *>base + 2 * C, B, T, H, D, 3 * C, C,
+                                      scale, <float *>sc.view.buf, nt)
+        else:
+            hpr_attention_forward_f64(<double *>yy.view.buf, <double *>aa.view.buf, <const double *>base,
+                                      <const double *>base + C, <const double *>base + 2 * C, B, T, H, D, 3 * C,
+                                      C, scale, <double *>sc.view.buf, nt)
+
+
+def attention_backward(dqkv, dy, att, qkv, scratch, int64_t B, int64_t T, int64_t H, int64_t D, double scale,
+                       int isz, int nthreads=1):
+    """dqkv (B*T, 3C) written whole from dy (B*T, C), att and qkv."""
+    _isz(isz)
+    cdef int64_t C = H * D
+    cdef int nt = nthreads if nthreads > 1 else 1
+    cdef _View dd = _buf(dqkv, True, B * T * 3 * C, isz, "dqkv"), gg = _buf(dy, False, B * T * C, isz, "dy")
+    cdef _View aa = _buf(att, False, B * H * T * T, isz, "att"), xx = _buf(qkv, False, B * T * 3 * C, isz, "qkv")
+    cdef _View sc = _buf(scratch, True, nt * hpr_attention_scratch(T, D), isz, "scratch")
+    cdef char *base = <char *>xx.view.buf
+    cdef char *dbase = <char *>dd.view.buf
+    with nogil:
+        if isz == 4:
+            hpr_attention_backward_f32(<float *>dbase, <float *>dbase + C, <float *>dbase + 2 * C,
+                                       <const float *>gg.view.buf, <const float *>aa.view.buf,
+                                       <const float *>base, <const float *>base + C, <const float *>base + 2 * C,
+                                       B, T, H, D, 3 * C, C, scale, <float *>sc.view.buf, nt)
+        else:
+            hpr_attention_backward_f64(<double *>dbase, <double *>dbase + C, <double *>dbase + 2 * C,
+                                       <const double *>gg.view.buf, <const double *>aa.view.buf,
+                                       <const double *>base, <const double *>base + C,
+                                       <const double *>base + 2 * C, B, T, H, D, 3 * C, C, scale,
+                                       <double *>sc.view.buf, nt)
+
+
+def attention_scratch(int64_t T, int64_t D):
+    """Elements of scratch each thread of the attention kernels needs."""
+    return hpr_attention_scratch(T, D)

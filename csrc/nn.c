@@ -19,6 +19,7 @@
 #define HPR_KERNEL
 #endif
 #define HPR_NN_OMP_MIN (1 << 16)  /* elements: below this a thread team costs more than it saves */
+#define HPR_ATT_SCRATCH(T, D) (((T) + 15) / 16 * 16 * (D) + 4 * 128 + (T) * (T))  /* per thread */
 #define HPR_NN_CHUNK 4096         /* element-wise kernels: threads take blocks, each one SIMD loop */
 #define HPR_PRAGMA(x) _Pragma(#x)
 #define SIMD HPR_PRAGMA(omp simd)
@@ -80,6 +81,9 @@ static inline float hpr_expf(float x) {
 #undef REAL
 #undef GELU_ZMAX
 #undef FN
+#undef AB
+#undef ADMAX
+#undef VL
 #undef EXP
 #undef LOG
 #undef SQRT
@@ -91,3 +95,5 @@ static inline float hpr_expf(float x) {
 #define LOG log
 #define SQRT sqrt
 #include "nn_impl.h"
+
+int64_t hpr_attention_scratch(int64_t T, int64_t D) { return HPR_ATT_SCRATCH(T, D); }

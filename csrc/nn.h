@@ -49,8 +49,19 @@
                         double beta2, double eps, double wd, double bc1, double bc2, double gscale,  \
                         int nthreads);                                                               \
     /* sum of squares, accumulated in double. */                                                     \
-    double hpr_sumsq##SFX(const REAL *x, int64_t n, int nthreads);
+    double hpr_sumsq##SFX(const REAL *x, int64_t n, int nthreads);                                   \
+    /* causal attention over (sequence, head) pairs; see nn_impl.h for the strided layouts. */       \
+    void hpr_attention_forward##SFX(REAL *y, REAL *att, const REAL *q, const REAL *k, const REAL *v, \
+                                    int64_t B, int64_t T, int64_t H, int64_t D, int64_t sq,          \
+                                    int64_t sy, double scale, REAL *scratch, int nthreads);          \
+    void hpr_attention_backward##SFX(REAL *dq, REAL *dk, REAL *dv, const REAL *dy, const REAL *att,  \
+                                     const REAL *q, const REAL *k, const REAL *v, int64_t B,         \
+                                     int64_t T, int64_t H, int64_t D, int64_t sq, int64_t sy,        \
+                                     double scale, REAL *scratch, int nthreads);
 
 HPR_NN_DECLARE(float, _f32)
 HPR_NN_DECLARE(double, _f64)
+
+/* REALs of scratch one thread of the attention kernels needs (head size D <= 128). */
+int64_t hpr_attention_scratch(int64_t T, int64_t D);
 #endif

@@ -187,3 +187,32 @@ def test_rejects_wrong_dtypes_and_sizes():
     with pytest.raises(ValueError, match="expected"):
         nn.layernorm_forward(np.zeros((4, 8), np.float32), np.ones(8, np.float32), np.zeros(7, np.float32),
                              np.empty((4, 8), np.float32), np.empty(4, np.float32), np.empty(4, np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("b,t,h,d", [(1, 1, 1, 1), (2, 5, 2, 4), (3, 70, 4, 16), (2, 40, 3, 24), (1, 33, 1, 128),
+                                     (2, 131, 2, 20)])
+def test_attention(dtype, b, t, h, d, threads):
+    """The fused causal attention (forward and backward) against its numpy twin: odd lengths, head sizes
+    that are and are not a multiple of the vector width, one and two threads."""
+    rng = np.random.default_rng(10)
+    c = h * d
+    qkv = rng.standard_normal((b * t, 3 * c)).astype(dtype)
+    y, att = np.empty((b * t, c), dtype), np.full((b, h, t, t), np.nan, dtype)
+    nn.attention_forward(qkv, b, t, h, att, y)
+    ry, ratt = _ref.attention_forward(qkv.astype(np.float64), b, t, h)
+    np.testing.assert_allclose(att, ratt, **tol(dtype))
+    np.testing.assert_allclose(y, ry, **tol(dtype))
+    assert np.all(att[..., np.triu_indices(t, 1)[0], np.triu_indices(t, 1)[1]] == 0)
+    dy = rng.standard_normal((b * t, c)).astype(dtype)
+    dqkv = np.full_like(qkv, np.nan)
+    nn.attention_backward(dy, att, qkv, b, t, h, dqkv)
+    ref = _ref.attention_backward(dy.astype(np.float64), att.astype(np.float64), qkv.astype(np.float64), b, t, h)
+    t2 = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else tol(dtype)
+    np.testing.assert_allclose(dqkv, ref, **t2)
+
+
+def test_attention_rejects_big_heads():
+    qkv = np.zeros((2, 3 * 256), np.float32)
+    with pytest.raises(hpr.ConfigError, match="head size"):
+        nn.attention_forward(qkv, 1, 2, 1, np.empty((1, 1, 2, 2), np.float32), np.empty((2, 256), np.float32))

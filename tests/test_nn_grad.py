@@ -160,31 +160,6 @@ def test_attention_grad():
     assert_small(check_layer(lay, lambda x: attn.forward(x, B, T), lambda R: attn.backward(R).copy(), x0, names))
 
 
-@pytest.mark.parametrize("qblock", [1, 2, 3, 5])
-def test_attention_query_blocks(qblock, monkeypatch):
-    """The causal block skipping (queries in blocks of QBLOCK rows, each meeting only keys up to its
-    end) gives the unblocked answer: forward output, dx and every parameter gradient, and still
-    passes the finite-difference check."""
-    t = 7
-    lay, attn = build(lambda lay: CausalSelfAttention(lay, "attn", C, H, n_layers=2))
-    x0 = np.random.default_rng(8).standard_normal((B * t, C))
-    R = np.random.default_rng(9).standard_normal((B * t, C))
-
-    def run():
-        lay.grads[:] = 0
-        y = attn.forward(x0, B, t).copy()
-        dx = attn.backward(R).copy()
-        return y, dx, lay.grads.copy()
-    monkeypatch.setattr(CausalSelfAttention, "QBLOCK", 64)
-    want = run()
-    monkeypatch.setattr(CausalSelfAttention, "QBLOCK", qblock)
-    got = run()
-    for a, b in zip(got, want):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
-    names = ["attn.qkv.w", "attn.qkv.b", "attn.proj.w"]
-    assert_small(check_layer(lay, lambda x: attn.forward(x, B, t), lambda R: attn.backward(R).copy(), x0, names))
-
-
 def test_mlp_grad():
     lay, mlp = build(lambda lay: MLP(lay, "mlp", C, n_layers=2))
     x0 = np.random.default_rng(6).standard_normal((B * T, C))

@@ -6,8 +6,9 @@ backward) — while the other ranks wait in hpr's polite barrier; the job's toke
 Per k it prints the median step time, the job's tokens/s, the ideal (k x the tokens/s of k = 1), the
 efficiency (tokens/s over ideal) and the exposed communication share (time spent waiting in
 DataParallel.finish over the timed step time, averaged over the k ranks), and, when PyTorch happens to
-be installed, the same model and recipe in PyTorch DDP (gloo, same ranks, same threads) side by side
-with the ratio hpr/torch. Only rank 0 prints; ``--json FILE`` writes the rows.
+be installed, the same model and recipe in PyTorch DDP (gloo, same ranks, same threads, DDP's own
+bucket size unless --ddp-bucket-mb) side by side with the ratio hpr/torch. Only rank 0 prints;
+``--json FILE`` writes the rows.
 
 A step is what hpr.train does: zero_grad, forward, backward with the bucketed allreduce launched from
 backward's on_ready callback, finish (wait for the buckets), global gradient norm, AdamW with clipping
@@ -16,10 +17,12 @@ reported. Rounds (``--rounds``) repeat the whole sweep, hpr and torch alternatin
 noisy machine hits both; times of all rounds are pooled.
 
 JSON: {"preset", "ranks", "batch_per_rank", "threads", "steps", "warmup", "rounds", "bucket_mb",
-"torch", "reference": {"hpr_tokens_per_s", "torch_tokens_per_s"}, "rows": [{"k", "tokens_per_step",
+"ddp_bucket_mb", "torch", "reference": {"hpr_tokens_per_s", "torch_tokens_per_s"}, "rows": [{"k", "tokens_per_step",
 "hpr_step_ms", "hpr_tokens_per_s", "hpr_ideal_tokens_per_s", "hpr_efficiency", "hpr_exposed_comm",
-"torch_step_ms", "torch_tokens_per_s", "torch_efficiency", "ratio_hpr_over_torch"}]} (torch_* are
-null without torch)."""
+"torch_step_ms", "torch_tokens_per_s", "torch_efficiency", "ratio_hpr_over_torch", "hpr_other_cores",
+"torch_other_cores"}]} (torch_* are null without torch). *_other_cores: cores the machine kept busy
+(/proc/stat) beyond the k ranks' own CPU time during the timed steps — other processes, and the idle
+ranks' polite waiting; on a shared machine this says how far to trust a row (null without /proc/stat)."""
 import argparse
 import json
 import os
@@ -43,6 +46,40 @@ def rank_counts(n):
     return ks
 
 
+def _machine_snap():
+    """(busy, total) jiffies of the whole machine from /proc/stat, or None where there is none."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return sum(v) - v[3] - v[4], sum(v)  # idle + iowait are not busy
+
+
+class _Load:
+    """The cores the whole machine kept busy over a window, and this process's CPU seconds in it."""
+
+    def __init__(self):
+        self.m0, self.c0, self.w0 = _machine_snap(), time.process_time(), time.perf_counter()
+
+    def stop(self):
+        m1 = _machine_snap()
+        cpu, wall = time.process_time() - self.c0, time.perf_counter() - self.w0
+        busy = None
+        if self.m0 is not None and m1 is not None and m1[1] > self.m0[1]:
+            busy = (m1[0] - self.m0[0]) / (m1[1] - self.m0[1]) * (os.cpu_count() or 1)
+        return cpu, wall, busy
+
+
+def _outside(sub, load):
+    """Cores busy with other processes over the timed steps: the machine's busy cores (rank 0's view)
+    minus the CPU the k ranks used (their own threads included), per second. None without /proc/stat or
+    when the window is too short for its 10 ms ticks (under 0.5 s)."""
+    cpu, wall, busy = load
+    total = float(sub.allreduce(np.array([cpu], np.float64), op="sum")[0])
+    return None if busy is None or wall < 0.5 else max(0.0, busy - total / wall)
+
+
 def _tokens(rng, config, batch):
     tok = rng.integers(0, config.vocab_size, (batch, config.context + 1)).astype(np.int32)  # (B, T+1)
     return np.ascontiguousarray(tok[:, :-1]), np.ascontiguousarray(tok[:, 1:])
@@ -51,7 +88,7 @@ def _tokens(rng, config, batch):
 def hpr_dp_step_times(sub, config, batch, steps, warmup, bucket_mb=1.0, seed=0, lr=1e-3):
     """Time `steps` full data-parallel steps after `warmup` untimed ones on the ranks of `sub`, each
     with its own `batch` random sequences. Returns (this rank's step times, this rank's seconds spent
-    waiting in sync.finish over the timed steps)."""
+    waiting in sync.finish over the timed steps, (cpu s, wall s, machine busy cores) of the timed steps)."""
     from hpr.model import GPT
     from hpr.optim import AdamW, clip_scale, grad_norm_sq
     from hpr.parallel import DataParallel
@@ -66,6 +103,7 @@ def hpr_dp_step_times(sub, config, batch, steps, warmup, bucket_mb=1.0, seed=0, 
     for i in range(warmup + steps):
         if i == warmup:
             sync.wait_s = 0.0
+            load = _Load()
         x, y = _tokens(rng, config, batch)
         t0 = time.perf_counter()
         model.zero_grad()
@@ -79,7 +117,7 @@ def hpr_dp_step_times(sub, config, batch, steps, warmup, bucket_mb=1.0, seed=0, 
         dt = time.perf_counter() - t0
         if i >= warmup:
             times.append(dt)
-    return times, sync.wait_s
+    return times, sync.wait_s, load.stop()
 
 
 def _free_port():
@@ -90,9 +128,10 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def torch_ddp_step_times(sub, cfg, batch, threads, steps, warmup, bucket_mb=1.0, seed=0, lr=1e-3):
+def torch_ddp_step_times(sub, cfg, batch, threads, steps, warmup, bucket_mb=None, seed=0, lr=1e-3):
     """The same steps in PyTorch DDP (gloo) over the ranks of `sub`: torch_reference's model and
-    AdamW/clip recipe wrapped in DistributedDataParallel. Returns this rank's step times."""
+    AdamW/clip recipe wrapped in DistributedDataParallel (bucket_mb None: DDP's own default). Returns this rank's step times and (cpu s,
+    wall s, machine busy cores) of the timed steps."""
     import torch
     import torch.distributed as dist
 
@@ -103,13 +142,15 @@ def torch_ddp_step_times(sub, cfg, batch, threads, steps, warmup, bucket_mb=1.0,
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=sub.rank, world_size=sub.size)
     try:
         torch.manual_seed(seed)
-        model = torch.nn.parallel.DistributedDataParallel(torch_reference._build(cfg).float(),
-                                                          bucket_cap_mb=bucket_mb)
+        kw = {} if bucket_mb is None else {"bucket_cap_mb": bucket_mb}
+        model = torch.nn.parallel.DistributedDataParallel(torch_reference._build(cfg).float(), **kw)
         opt = torch_reference._adamw(model.module, lr)
         gen = torch.Generator().manual_seed(seed * 1000 + sub.rank)
         times = []
         dist.barrier()
         for i in range(warmup + steps):
+            if i == warmup:
+                load = _Load()
             tok = torch.randint(0, V, (batch, T + 1), generator=gen)  # (B, T+1)
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
@@ -121,11 +162,12 @@ def torch_ddp_step_times(sub, cfg, batch, threads, steps, warmup, bucket_mb=1.0,
             dt = time.perf_counter() - t0
             if i >= warmup:
                 times.append(dt)
+        load = load.stop()
         dist.barrier()
     finally:
         dist.destroy_process_group()
         torch.set_num_threads(old_threads)
-    return times
+    return times, load
 
 
 def main(argv=None):
@@ -144,7 +186,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="threads per rank for hpr (BLAS + kernels) and torch "
                                                            "(default 1)")
     ap.add_argument("--rounds", type=int, default=1, help="sweeps, hpr and torch alternating per k (default 1)")
-    ap.add_argument("--bucket-mb", type=float, default=1.0, help="gradient bucket MiB, hpr and DDP (default 1)")
+    ap.add_argument("--bucket-mb", type=float, default=1.0, help="hpr's gradient bucket MiB (default 1)")
+    ap.add_argument("--ddp-bucket-mb", type=float, default=None,
+                    help="DDP's bucket_cap_mb (default: DDP's own, 25; on this model that is faster than 1)")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch DDP even if installed")
     ap.add_argument("--json", metavar="FILE", help="write the rows as JSON (rank 0)")
     a = ap.parse_args(argv)
@@ -171,23 +215,28 @@ def main(argv=None):
               f"{config.context}), {batch} sequences = {tok_rank:,} tokens per rank per step (weak scaling), "
               f"{a.threads} thread(s) per rank, {n} ranks on {os.cpu_count()} cores, k = "
               f"{', '.join(map(str, ks))}; {steps} timed steps after {warmup} warm-up x {a.rounds} round(s), "
-              f"buckets {a.bucket_mb:g} MiB; torch DDP: {f'torch {tv}, gloo' if tv else 'not installed'}",
+              f"hpr buckets {a.bucket_mb:g} MiB; torch DDP: "
+              f"{f'torch {tv}, gloo, buckets ' + (f'{a.ddp_bucket_mb:g} MiB' if a.ddp_bucket_mb else 'DDP default') if tv else 'skipped (--no-torch)' if a.no_torch else 'not installed'}",
               flush=True)
 
     ht = {k: [] for k in ks}  # slowest rank's step times
     hw = {k: [] for k in ks}  # per round: exposed share averaged over the ranks
     tt = {k: [] for k in ks}
+    other = {k: {"hpr": [], "torch": []} for k in ks}  # cores busy with other processes, per round
     for r in range(a.rounds):
         for k in ks:
             sub = comm.split(color=0 if rank < k else 1)
             if rank < k:
-                times, waited = hpr_dp_step_times(sub, config, batch, steps, warmup, a.bucket_mb, seed=r)
+                times, waited, load = hpr_dp_step_times(sub, config, batch, steps, warmup, a.bucket_mb, seed=r)
+                other[k]["hpr"].append(_outside(sub, load))
                 t = sub.allreduce(np.array(times, np.float64), op="max")
                 share = sub.allreduce(np.array([waited / sum(times)], np.float64), op="avg")[0]
                 ht[k] += t.tolist()
                 hw[k].append((float(share), float(sum(times))))
                 if tv:
-                    times = torch_ddp_step_times(sub, cfg, batch, a.threads, steps, warmup, a.bucket_mb, seed=r)
+                    times, load = torch_ddp_step_times(sub, cfg, batch, a.threads, steps, warmup,
+                                                       a.ddp_bucket_mb, seed=r)
+                    other[k]["torch"].append(_outside(sub, load))
                     tt[k] += sub.allreduce(np.array(times, np.float64), op="max").tolist()
                 if lead:
                     med = statistics.median(ht[k][-steps:])
@@ -199,6 +248,11 @@ def main(argv=None):
 
     if not lead:
         return 0
+
+    def mean_or_none(v):
+        v = [x for x in v if x is not None]
+        return sum(v) / len(v) if v else None
+
     rows = []
     base_h = k1_torch = None
     for k in ks:
@@ -211,7 +265,8 @@ def main(argv=None):
         row = {"k": k, "tokens_per_step": tokens, "hpr_step_ms": hmed * 1e3, "hpr_tokens_per_s": htps,
                "hpr_ideal_tokens_per_s": k * base_h, "hpr_efficiency": htps / (k * base_h),
                "hpr_exposed_comm": exposed, "torch_step_ms": None, "torch_tokens_per_s": None,
-               "torch_efficiency": None, "ratio_hpr_over_torch": None}
+               "torch_efficiency": None, "ratio_hpr_over_torch": None,
+               "hpr_other_cores": mean_or_none(other[k]["hpr"]), "torch_other_cores": mean_or_none(other[k]["torch"])}
         if tv:
             tmed = statistics.median(tt[k])
             ttps = tokens / tmed
@@ -233,11 +288,25 @@ def main(argv=None):
     print(f"\nreference (ideal's base, this run): 1 rank x {a.threads} thread(s): hpr {base_h:,.0f} tokens/s"
           + (f", torch DDP {k1_torch:,.0f} tokens/s" if tv else "")
           + "; ideal = k x that. comm = time waiting in DataParallel.finish / step time, mean over ranks.")
-    if not tv:
+    over = [k for k in ks if k > (os.cpu_count() or 1)]
+    if over:
+        print(f"note: k = {', '.join(map(str, over))} run(s) more ranks than the {os.cpu_count()} cores: the "
+              f"efficiency can be at most cores/k there (e.g. {(os.cpu_count() or 1) / over[-1]:.0%} at k={over[-1]}).")
+    loads = [(rw["k"], nm, rw[f"{nm}_other_cores"]) for rw in rows for nm in ("hpr", "torch")
+             if rw[f"{nm}_other_cores"] is not None]
+    if loads:
+        print(f"other processes kept busy, during the timed steps (cores of {os.cpu_count()}): "
+              + ", ".join(f"k={k} {'hpr' if nm == 'hpr' else 'DDP'} {c:.2f}" for k, nm, c in loads))
+        worst = max(c for _, _, c in loads)
+        if worst > 0.25:
+            print(f"warning: up to {worst:.2f} cores were taken by other processes while timing; the figures "
+                  "above are skewed (mostly the larger k). Rerun on a quiet machine, or with --rounds 3.")
+    if not tv and not a.no_torch:
         print("(PyTorch is not installed: no DDP side by side. pip install torch to get one.)")
     if a.json:
         out = {"preset": a.preset, "ranks": n, "batch_per_rank": batch, "threads": a.threads, "steps": steps,
-               "warmup": warmup, "rounds": a.rounds, "bucket_mb": a.bucket_mb, "torch": tv,
+               "warmup": warmup, "rounds": a.rounds, "bucket_mb": a.bucket_mb,
+               "ddp_bucket_mb": a.ddp_bucket_mb, "torch": tv,
                "reference": {"hpr_tokens_per_s": base_h, "torch_tokens_per_s": k1_torch}, "rows": rows}
         with open(a.json + ".tmp", "w") as f:
             json.dump(out, f, indent=1)

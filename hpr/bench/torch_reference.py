@@ -25,12 +25,17 @@ def _dims(cfg):
 
 
 def available():
-    """torch's version string if torch imports, else None."""
-    try:
-        import torch
-    except ImportError:
+    """torch's version string if torch is installed, else None. Found without importing torch: an
+    imported torch starts OpenMP threads that spin beside the benchmark's own work."""
+    import importlib.metadata
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
         return None
-    return torch.__version__
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def model_flops_per_token(cfg):
@@ -181,6 +186,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", metavar="FILE", help="write the step times as JSON (hpr.bench train reads it)")
     args = ap.parse_args(argv)
     if available() is None:
         print("torch is not installed: the PyTorch reference cannot run (pip install torch)")
@@ -188,6 +194,11 @@ def main(argv=None):
     cfg = PRESETS[args.preset]
     r = train_step_times(cfg, args.batch, args.threads, args.steps, args.warmup, seed=args.seed)
     peak = matmul_flops(args.threads)
+    if args.json:
+        import json
+
+        with open(args.json, "w") as f:
+            json.dump(dict(r, matmul_flops=peak), f)
     achieved = model_flops_per_token(cfg) * r["tokens_per_s"]
     print(f"torch {r['torch']}  preset {args.preset} {cfg}  batch {args.batch}  threads {r['threads']}")
     print(f"params {r['n_params']:,}  attention kernel {sdpa_backend(cfg, args.batch)}  "

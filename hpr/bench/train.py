@@ -38,8 +38,26 @@ def hpr_step_times(config, batch, steps, warmup, seed=0, lr=1e-3):
     return times, losses
 
 
+def torch_in_subprocess(preset, batch, threads, steps, seed):
+    import os
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "torch.json")
+        cmd = [sys.executable, "-m", "hpr.bench.torch_reference", "--preset", preset, "--batch", str(batch),
+               "--threads", str(threads), "--steps", str(steps), "--warmup", "2", "--seed", str(seed), "--json", out]
+        env = dict(os.environ)
+        from hpr import backend
+
+        if backend.set_wait_policy:  # hpr's choice for its own OpenMP, not torch's
+            env.pop("OMP_WAIT_POLICY", None)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+        with open(out) as f:
+            return json.load(f)
+
+
 def main(argv=None):
-    import hpr  # noqa: F401  (the installed package, with its kernels)
     from hpr import backend
     from hpr.model import GPTConfig
 
@@ -69,14 +87,10 @@ def main(argv=None):
     for r in range(a.rounds):
         t, losses = hpr_step_times(config, batch, steps, warmup=1, seed=r)
         ht += t
-        if tv:
-            res = torch_reference.train_step_times(dict(vocab_size=config.vocab_size, context=config.context,
-                                                        d_model=config.d_model, n_layers=config.n_layers,
-                                                        n_heads=config.n_heads), batch, a.threads, steps,
-                                                   warmup=1, seed=r)
+        if tv:  # in its own process: torch's OpenMP threads would otherwise spin beside hpr's next round
+            res = torch_in_subprocess(a.preset, batch, a.threads, steps, seed=r)
             tt += res["step_s"]
-    if tv:
-        torch_peak = torch_reference.matmul_flops(a.threads, n=1024)
+            torch_peak = res["matmul_flops"]
 
     def row(name, times):
         med = statistics.median(times)

@@ -119,3 +119,33 @@ def adamw(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, gscale=1.0):
     vhat = v / (1 - beta2 ** step)
     p = p * (1 - lr * weight_decay) - lr * mhat / (np.sqrt(vhat) + eps)
     return p, m, v
+
+
+def _heads(qkv, b, t, h):
+    """q, k, v views (B, H, T, D) of a (B*T, 3C) buffer with rows [q | k | v]."""
+    c = qkv.shape[1] // 3
+    s = qkv.reshape(b, t, 3, h, c // h).transpose(2, 0, 3, 1, 4)
+    return s[0], s[1], s[2]
+
+
+def attention_forward(qkv, b, t, h):
+    """(y (B*T, C), att (B, H, T, T)): causal softmax(q k^T / sqrt(D)) v per sequence and head."""
+    q, k, v = _heads(qkv, b, t, h)
+    d = q.shape[-1]
+    att = softmax_causal_forward(q @ k.transpose(0, 1, 3, 2), 1.0 / np.sqrt(d))
+    y = (att @ v).transpose(0, 2, 1, 3).reshape(b * t, h * d)
+    return y, att
+
+
+def attention_backward(dy, att, qkv, b, t, h):
+    """dqkv (B*T, 3C) from dy (B*T, C) and the forward's att."""
+    q, k, v = _heads(qkv, b, t, h)
+    d = q.shape[-1]
+    dyh = dy.reshape(b, t, h, d).transpose(0, 2, 1, 3)
+    dv = att.transpose(0, 1, 3, 2) @ dyh
+    ds = softmax_causal_backward(dyh @ v.transpose(0, 1, 3, 2), att, 1.0 / np.sqrt(d))
+    dq, dk = ds @ k, ds.transpose(0, 1, 3, 2) @ q
+    out = np.empty_like(qkv)
+    oq, ok, ov = _heads(out, b, t, h)
+    oq[...], ok[...], ov[...] = dq, dk, dv
+    return out

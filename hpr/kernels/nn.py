@@ -126,3 +126,37 @@ def adamw(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, gscale=1.0):
 def sumsq(x):
     """sum(x**2), accumulated in float64."""
     return cpu_kernels().sumsq(x, _isz(x), num_threads())
+
+
+ATTENTION_MAX_HEAD = 128
+
+
+def _attn_scratch(t, d, dtype):
+    if d > ATTENTION_MAX_HEAD:
+        raise ConfigError(f"head size {d} is above the attention kernel's {ATTENTION_MAX_HEAD}; use more heads")
+    nt = num_threads()
+    key = ("attn", t, d, nt, np.dtype(dtype))
+    s = _scratch.get(key)
+    if s is None:
+        s = _scratch[key] = np.empty(nt * cpu_kernels().attention_scratch(t, d), dtype)
+    return s, nt
+
+
+def attention_forward(qkv, b, t, h, att, y):
+    """Causal multi-head attention: qkv (B*T, 3C) rows [q | k | v] with heads side by side, into
+    y (B*T, C) and the kept probabilities att (B, H, T, T). Scores are q.k / sqrt(D)."""
+    c = qkv.shape[1] // 3
+    d = c // h
+    s, nt = _attn_scratch(t, d, qkv.dtype)
+    cpu_kernels().attention_forward(y, att, qkv, s, b, t, h, d, 1.0 / np.sqrt(d), _isz(qkv, att, y), nt)
+    return y
+
+
+def attention_backward(dy, att, qkv, b, t, h, dqkv):
+    """dqkv (B*T, 3C), written whole, from dy (B*T, C), the forward's att and qkv."""
+    c = qkv.shape[1] // 3
+    d = c // h
+    s, nt = _attn_scratch(t, d, qkv.dtype)
+    cpu_kernels().attention_backward(dqkv, dy, att, qkv, s, b, t, h, d, 1.0 / np.sqrt(d),
+                                     _isz(qkv, att, dy, dqkv), nt)
+    return dqkv

@@ -111,15 +111,10 @@ class Embedding:
 
 class CausalSelfAttention:
     """Multi-head causal self-attention. qkv = x Wqkv + b lays out each row as [q | k | v], each
-    (H, D); the per-head views q[b, h] = qkv[b, :, 0, h, :] are strided (T, D) matrices BLAS takes
-    as they are, so no head is ever copied out. att = softmax_causal(q k^T / sqrt(D)) is kept for
-    backward: (B, H, T, T).
-
-    Causality is used to skip work: queries are taken in blocks of QBLOCK rows, and block i only
-    meets keys [0, end of block i). With T = 128 that skips 1/4 of the attention matmuls' FLOPs, with
-    T = 256 3/8. Entries above the diagonal are never computed; the softmax kernels write them 0."""
-
-    QBLOCK = 64
+    (H, D); the attention itself (scores q k^T / sqrt(D), causal softmax, the weighted sum of v, and
+    all of backward) is one fused kernel over (sequence, head) pairs that reads the heads straight
+    from the qkv buffer and computes only the causal half (hpr.kernels.nn.attention_forward; its numpy
+    twin is hpr.kernels._ref.attention_forward). att, (B, H, T, T), is kept for backward."""
 
     def __init__(self, layout, name, C, H, n_layers, std=0.02):
         self.qkv = Linear(layout, name + ".qkv", C, 3 * C, std=std)
@@ -130,59 +125,22 @@ class CausalSelfAttention:
     def set_workspace(self, ws):
         self.ws = self.qkv.ws = self.proj.ws = ws
 
-    def _heads(self, qkv, b, t):
-        """q, k, v views (B, H, T, D) of the (N, 3C) buffer."""
-        c = qkv.shape[1] // 3
-        s = qkv.reshape(b, t, 3, self.H, c // self.H).transpose(2, 0, 3, 1, 4)
-        return s[0], s[1], s[2]
-
-    def _blocks(self, t):
-        """[(lo, hi)] query blocks; block (lo, hi) sees keys [0, hi)."""
-        return [(lo, min(t, lo + self.QBLOCK)) for lo in range(0, t, self.QBLOCK)]
-
     def forward(self, x, b, t):
         """x: (N, C) -> (N, C)."""
-        ws, H = self.ws, self.H
-        c = x.shape[1]
-        d = c // H
-        qkv = self.qkv.forward(x)  # (N, 3C)
-        q, k, v = self._heads(qkv, b, t)
-        att = ws.get(self.name + ".att", (b, H, t, t))
-        kT = k.transpose(0, 1, 3, 2)
-        for lo, hi in self._blocks(t):  # scores of block rows against keys [0, hi)
-            np.matmul(q[:, :, lo:hi], kT[..., :hi], out=att[:, :, lo:hi, :hi])
-        self.scale = 1.0 / np.sqrt(d)
-        K.softmax_causal_forward(att, self.scale, att)
-        y = ws.get(self.name + ".y", (b, t, H, d))  # heads side by side: y is (N, C) as proj wants
-        yh = y.transpose(0, 2, 1, 3)
-        for lo, hi in self._blocks(t):
-            np.matmul(att[:, :, lo:hi, :hi], v[:, :, :hi], out=yh[:, :, lo:hi])
-        self.att, self.q, self.k, self.v, self.bt = att, q, k, v, (b, t)
-        return self.proj.forward(y.reshape(b * t, c))
+        ws, c = self.ws, x.shape[1]
+        self.qkv_out = self.qkv.forward(x)  # (N, 3C)
+        self.att = ws.get(self.name + ".att", (b, self.H, t, t))
+        y = ws.get(self.name + ".y", (b * t, c))
+        K.attention_forward(self.qkv_out, b, t, self.H, self.att, y)
+        self.bt = (b, t)
+        return self.proj.forward(y)
 
     def backward(self, dout):
         """dout: (N, C) -> dx (N, C)."""
-        ws, H = self.ws, self.H
         b, t = self.bt
-        c = dout.shape[1]
-        d = c // H
-        att, q, k, v = self.att, self.q, self.k, self.v
-        dy = self.proj.backward(dout)  # (N, C) = (B, T, H, D)
-        dyh = dy.reshape(b, t, H, d).transpose(0, 2, 1, 3)  # (B, H, T, D) view
-        dqkv = ws.get(self.name + ".dqkv", (b * t, 3 * c))
-        dq, dk, dv = self._heads(dqkv, b, t)
-        datt = ws.get(self.name + ".datt", (b, H, t, t))
-        attT = att.transpose(0, 1, 3, 2)
-        vT = v.transpose(0, 1, 3, 2)
-        blocks = self._blocks(t)
-        for lo, hi in blocks:
-            np.matmul(dyh[:, :, lo:hi], vT[..., :hi], out=datt[:, :, lo:hi, :hi])  # datt = dy v^T
-            np.matmul(attT[:, :, lo:hi, lo:], dyh[:, :, lo:], out=dv[:, :, lo:hi])  # dv = att^T dy
-        K.softmax_causal_backward(datt, att, self.scale, datt)  # now dS, d(pre-softmax scores)
-        dsT = datt.transpose(0, 1, 3, 2)
-        for lo, hi in blocks:
-            np.matmul(datt[:, :, lo:hi, :hi], k[:, :, :hi], out=dq[:, :, lo:hi])  # dq = dS k
-            np.matmul(dsT[:, :, lo:hi, lo:], q[:, :, lo:], out=dk[:, :, lo:hi])  # dk = dS^T q
+        dy = self.proj.backward(dout)  # (N, C)
+        dqkv = self.ws.get(self.name + ".dqkv", (b * t, 3 * dout.shape[1]))
+        K.attention_backward(dy, self.att, self.qkv_out, b, t, self.H, dqkv)
         return self.qkv.backward(dqkv)
 
 
