@@ -395,3 +395,15 @@ def test_zero1_on_2_ranks_trains_the_same_parameters_as_1_rank(corpus, env, tmp_
         joined = np.concatenate([s[k] for s in shards])
         assert joined.shape == whole[k].shape
         np.testing.assert_allclose(joined, whole[k], rtol=rtol * 10, atol=float(np.abs(whole[k]).max()) * rtol)
+
+
+def test_slurm_script_is_valid_bash():
+    """The batch script parses (it cannot run without Slurm here) and asks for the preemption signal."""
+    path = os.path.join(REPO, "examples", "slurm", "train_lm.sbatch")
+    text = open(path).read()
+    assert "#SBATCH --signal=USR1@" in text and "--resume" in text and "srun" in text
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    r = subprocess.run([bash, "-n", path], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
