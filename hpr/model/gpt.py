@@ -74,11 +74,12 @@ def _divisor_hint(c):
 
 
 class GPT:
-    def __init__(self, config, seed=0, params=None, grads=None, alloc=None):
+    def __init__(self, config, seed=0, params=None, grads=None, alloc=None, tp=None):
         """Parameters initialised from `seed`: normal(0, config.init_std) for embeddings and matmul
         weights, init_std/sqrt(2L) for the residual projections, biases 0, LayerNorm 1. params/grads: optional caller-owned flat arrays;
         alloc(n, dtype): where to allocate the gradient buffer instead (e.g. comm.alloc, memory the
-        node's ranks share, so data-parallel sync reduces it in place)."""
+        node's ranks share, so data-parallel sync reduces it in place); tp: a
+        hpr.parallel.TensorParallel to split heads, MLP columns and the vocabulary over its group."""
         if not isinstance(config, GPTConfig):
             raise ConfigError(f"GPT wants a GPTConfig, got {type(config).__name__}")
         c = config
@@ -86,8 +87,12 @@ class GPT:
         self.dtype = np.dtype(c.dtype)
         self.layout = lay = ParamLayout()
         std = c.init_std
-        self.emb = Embedding(lay, c.vocab_size, c.context, c.d_model, std=std)
-        self.blocks = [Block(lay, i, c.d_model, c.n_heads, c.n_layers, std) for i in range(c.n_layers)]
+        self.tp = tp if tp is not None and tp.size > 1 else None
+        if self.tp and (c.n_heads % tp.size or c.vocab_size % tp.size):
+            raise ConfigError(f"tp={tp.size} must divide the {c.n_heads} heads and the vocabulary of "
+                              f"{c.vocab_size}")
+        self.emb = Embedding(lay, c.vocab_size, c.context, c.d_model, std=std, tp=self.tp)
+        self.blocks = [Block(lay, i, c.d_model, c.n_heads, c.n_layers, std, self.tp) for i in range(c.n_layers)]
         self.ln_f = LayerNorm(lay, "ln_f", c.d_model)
         if grads is None and alloc is not None:
             grads = alloc(lay.size, self.dtype)
@@ -140,14 +145,35 @@ class GPT:
         self._ready = None
         xf = self.hidden(tokens)  # (N, C)
         n = xf.shape[0]
-        logits = self.ws.get("logits", (n, self.config.vocab_size))
-        np.matmul(xf, self.emb.wte.data.T, out=logits)  # tied head: x @ wte^T
+        wte = self.emb.wte.data  # (V, C), or this rank's vocabulary rows (V/tp, C)
+        logits = self.ws.get("logits", (n, wte.shape[0]))
+        np.matmul(xf, wte.T, out=logits)  # tied head: x @ wte^T
         losses = self.ws.get("losses", (n,))
-        # in one pass: losses, and (when training) dlogits written over the logits
-        K.crossentropy(logits, targets.reshape(-1), losses, logits if grad else None, 1.0 / n)
+        if self.tp:
+            self._vocab_parallel_loss(logits, targets.reshape(-1), losses, grad, 1.0 / n)
+        else:  # in one pass: losses, and (when training) dlogits written over the logits
+            K.crossentropy(logits, targets.reshape(-1), losses, logits if grad else None, 1.0 / n)
         if grad:
             self._ready = (xf, logits)
         return float(losses.sum(dtype=np.float64) / n)
+
+    def _vocab_parallel_loss(self, logits, targets, losses, grad, dscale):
+        """Cross-entropy with the vocabulary split over tp, never gathering the logits: the row max,
+        the sum of exponentials and the target's logit are reduced over the group instead. logits
+        (N, V/tp) becomes dlogits when grad."""
+        tp, (lo, hi) = self.tp, (self.emb.lo, self.emb.hi)
+        m = tp.allreduce_max(logits.max(1).astype(np.float64))  # (N,) the global row max
+        e = np.exp(logits - m[:, None].astype(logits.dtype))
+        s = tp.allreduce_sum(e.sum(1, dtype=np.float64))
+        mine = (targets >= lo) & (targets < hi)
+        rows = np.nonzero(mine)[0]
+        tl = np.zeros(len(targets), np.float64)
+        tl[rows] = logits[rows, targets[rows] - lo]
+        tp.allreduce_sum(tl)
+        losses[...] = np.log(s) + m - tl
+        if grad:
+            np.multiply(e, (dscale / s)[:, None].astype(logits.dtype), out=logits)
+            logits[rows, targets[rows] - lo] -= logits.dtype.type(dscale)
 
     def backward(self, scale=1.0, on_ready=None):
         """Adds d(scale * loss)/d(params) into self.grads. on_ready(k), if given, is called each time
@@ -162,6 +188,8 @@ class GPT:
         dx = self.ws.get("dx", xf.shape, zero=True)  # the residual stream's gradient, (N, C)
         dxf = self.ws.get("dxf", xf.shape)
         np.matmul(dlogits, wte.data, out=dxf)
+        if self.tp:
+            self.tp.f_backward(dxf)  # the head is column-parallel over the vocabulary: sum the parts
         tmp = self.ws.get("dwte", wte.shape)
         np.matmul(dlogits.T, xf, out=tmp)
         wte.grad += tmp
@@ -187,7 +215,10 @@ class GPT:
         xf = self.hidden(tokens)
         b, t = tokens.shape
         last = xf.reshape(b, t, -1)[:, -1]
-        return last @ self.emb.wte.data.T
+        z = last @ self.emb.wte.data.T  # (B, V) or this rank's (B, V/tp)
+        if self.tp:  # generation only: gather the vocabulary parts
+            z = self.tp.comm.allgather(np.ascontiguousarray(z.T)).T
+        return z
 
     def generate(self, prompt, n_tokens, temperature=1.0, top_k=None, seed=0):
         """Sample n_tokens bytes after `prompt` (bytes, str, or int sequence); returns bytes of prompt +

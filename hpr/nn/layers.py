@@ -53,9 +53,11 @@ class Linear:
     """y = x @ W + b with W stored (in, out), so forward and both backward products are plain BLAS
     calls on (transposed) views."""
 
-    def __init__(self, layout, name, n_in, n_out, std=0.02, bias=True):
-        self.W = layout.add(name + ".w", (n_in, n_out), std=std, decay=True)
-        self.b = layout.add(name + ".b", (n_out,), fill=0.0) if bias else None
+    def __init__(self, layout, name, n_in, n_out, std=0.02, bias=True, shard_w=None, shard_b=None):
+        """shard_w / shard_b: tensor-parallel parts of the whole (n_in, n_out) weight / (n_out,) bias
+        (see hpr.parallel.tensor); None keeps the whole tensor."""
+        self.W = layout.add(name + ".w", (n_in, n_out), std=std, decay=True, shard=shard_w)
+        self.b = layout.add(name + ".b", (n_out,), fill=0.0, shard=shard_b) if bias else None
         self.name = name
         self.ws = None
 
@@ -89,24 +91,42 @@ class Linear:
 
 
 class Embedding:
-    """x[b, t] = wte[token[b, t]] + wpe[t]. wte is also the output projection (tied)."""
+    """x[b, t] = wte[token[b, t]] + wpe[t]. wte is also the output projection (tied). With tensor
+    parallelism wte is split by vocabulary rows: each rank looks up the tokens it holds (zeros for the
+    others) and g sums the parts."""
 
-    def __init__(self, layout, V, T, C, std=0.02):
-        self.wte = layout.add("wte", (V, C), std=std)
+    def __init__(self, layout, V, T, C, std=0.02, tp=None):
+        self.tp = tp if tp is not None and tp.size > 1 else None
+        self.wte = layout.add("wte", (V, C), std=std, shard=self.tp.rows if self.tp else None)
         self.wpe = layout.add("wpe", (T, C), std=std)
+        self.lo, self.hi = self.tp.vocab_range(V) if self.tp else (0, V)
         self.ws = None
 
     def forward(self, tokens):
         """tokens: int32 (B, T) -> (B*T, C)."""
         b, t = tokens.shape
         self.tokens = tokens
-        out = self.ws.get("emb.out", (b, t, self.wte.shape[1]))
-        K.embedding_forward(tokens, self.wte.data, self.wpe.data, out)
+        c = self.wte.shape[1]
+        out = self.ws.get("emb.out", (b, t, c))
+        if self.tp is None:
+            K.embedding_forward(tokens, self.wte.data, self.wpe.data, out)
+            return out.reshape(b * t, -1)
+        mine = (tokens >= self.lo) & (tokens < self.hi)
+        out[...] = 0
+        out[mine] = self.wte.data[tokens[mine] - self.lo]
+        self.tp.g_forward(out)  # every rank now holds the whole lookup
+        out += self.wpe.data[:t]
         return out.reshape(b * t, -1)
 
     def backward(self, dx):
         b, t = self.tokens.shape
-        K.embedding_backward(dx.reshape(b, t, -1), self.tokens, self.wte.grad, self.wpe.grad)
+        if self.tp is None:
+            K.embedding_backward(dx.reshape(b, t, -1), self.tokens, self.wte.grad, self.wpe.grad)
+            return
+        d = self.tp.g_backward(dx.reshape(b, t, -1))
+        self.wpe.grad[:t] += d.sum(0)
+        mine = (self.tokens >= self.lo) & (self.tokens < self.hi)
+        np.add.at(self.wte.grad, self.tokens[mine] - self.lo, d[mine])
 
 
 class CausalSelfAttention:
@@ -114,12 +134,19 @@ class CausalSelfAttention:
     (H, D); the attention itself (scores q k^T / sqrt(D), causal softmax, the weighted sum of v, and
     all of backward) is one fused kernel over (sequence, head) pairs that reads the heads straight
     from the qkv buffer and computes only the causal half (hpr.kernels.nn.attention_forward; its numpy
-    twin is hpr.kernels._ref.attention_forward). att, (B, H, T, T), is kept for backward."""
+    twin is hpr.kernels._ref.attention_forward). att, (B, H, T, T), is kept for backward.
 
-    def __init__(self, layout, name, C, H, n_layers, std=0.02):
-        self.qkv = Linear(layout, name + ".qkv", C, 3 * C, std=std)
-        self.proj = Linear(layout, name + ".proj", C, C, std=std / np.sqrt(2 * n_layers))
-        self.H, self.name = H, name
+    With tensor parallelism (tp) each rank holds H/tp heads: qkv is column-parallel by heads, proj
+    row-parallel, and the pair f (entry) / g (exit) joins them to the replicated residual stream."""
+
+    def __init__(self, layout, name, C, H, n_layers, std=0.02, tp=None):
+        self.tp = tp if tp is not None and tp.size > 1 else None
+        t = self.tp
+        self.qkv = Linear(layout, name + ".qkv", C, 3 * C, std=std, shard_w=t.qkv_columns if t else None,
+                          shard_b=t.qkv_columns if t else None)
+        self.proj = Linear(layout, name + ".proj", C, C, std=std / np.sqrt(2 * n_layers),
+                           shard_w=t.rows if t else None)
+        self.H, self.name = (H // t.size if t else H), name
         self.ws = None
 
     def set_workspace(self, ws):
@@ -127,29 +154,44 @@ class CausalSelfAttention:
 
     def forward(self, x, b, t):
         """x: (N, C) -> (N, C)."""
-        ws, c = self.ws, x.shape[1]
-        self.qkv_out = self.qkv.forward(x)  # (N, 3C)
+        tp, ws = self.tp, self.ws
+        if tp:
+            x = tp.f_forward(x)
+        self.qkv_out = self.qkv.forward(x)  # (N, 3C/tp)
+        c = self.qkv_out.shape[1] // 3  # this rank's heads x D
         self.att = ws.get(self.name + ".att", (b, self.H, t, t))
         y = ws.get(self.name + ".y", (b * t, c))
         K.attention_forward(self.qkv_out, b, t, self.H, self.att, y)
         self.bt = (b, t)
-        return self.proj.forward(y)
+        if not tp:
+            return self.proj.forward(y)
+        out = tp.g_forward(self.proj.forward_nobias(y))  # partial sums over the heads, then their sum
+        out += self.proj.b.data
+        return out
 
     def backward(self, dout):
         """dout: (N, C) -> dx (N, C)."""
         b, t = self.bt
-        dy = self.proj.backward(dout)  # (N, C)
-        dqkv = self.ws.get(self.name + ".dqkv", (b * t, 3 * dout.shape[1]))
+        if self.tp:
+            dout = self.tp.g_backward(dout)
+        dy = self.proj.backward(dout)  # (N, C/tp)
+        dqkv = self.ws.get(self.name + ".dqkv", (b * t, 3 * dy.shape[1]))
         K.attention_backward(dy, self.att, self.qkv_out, b, t, self.H, dqkv)
-        return self.qkv.backward(dqkv)
+        dx = self.qkv.backward(dqkv)
+        return self.tp.f_backward(dx) if self.tp else dx
 
 
 class MLP:
-    """fc (C -> 4C) + bias fused into GELU, then proj (4C -> C)."""
+    """fc (C -> 4C) + bias fused into GELU, then proj (4C -> C). With tensor parallelism fc is
+    column-parallel and proj row-parallel, joined to the residual stream by f and g."""
 
-    def __init__(self, layout, name, C, n_layers, std=0.02):
-        self.fc = Linear(layout, name + ".fc", C, 4 * C, std=std)
-        self.proj = Linear(layout, name + ".proj", 4 * C, C, std=std / np.sqrt(2 * n_layers))
+    def __init__(self, layout, name, C, n_layers, std=0.02, tp=None):
+        self.tp = tp if tp is not None and tp.size > 1 else None
+        t = self.tp
+        self.fc = Linear(layout, name + ".fc", C, 4 * C, std=std, shard_w=t.columns if t else None,
+                         shard_b=t.columns if t else None)
+        self.proj = Linear(layout, name + ".proj", 4 * C, C, std=std / np.sqrt(2 * n_layers),
+                           shard_w=t.rows if t else None)
         self.name = name
         self.ws = None
 
@@ -157,28 +199,37 @@ class MLP:
         self.ws = self.fc.ws = self.proj.ws = ws
 
     def forward(self, x):
-        pre = self.fc.forward_nobias(x)  # (N, 4C); bias added inside the GELU kernel
+        if self.tp:
+            x = self.tp.f_forward(x)
+        pre = self.fc.forward_nobias(x)  # (N, 4C/tp); bias added inside the GELU kernel
         h = self.ws.get(self.name + ".h", pre.shape)
         K.gelu_forward(pre, h, self.fc.b.data)
         self.pre = pre
-        return self.proj.forward(h)
+        if not self.tp:
+            return self.proj.forward(h)
+        out = self.tp.g_forward(self.proj.forward_nobias(h))
+        out += self.proj.b.data
+        return out
 
     def backward(self, dout):
-        dh = self.proj.backward(dout)  # (N, 4C)
+        if self.tp:
+            dout = self.tp.g_backward(dout)
+        dh = self.proj.backward(dout)  # (N, 4C/tp)
         K.gelu_backward(dh, self.pre, dh)
-        return self.fc.backward(dh)
+        dx = self.fc.backward(dh)
+        return self.tp.f_backward(dx) if self.tp else dx
 
 
 class Block:
     """Pre-LN residual block: x1 = x + attn(ln1(x)); x2 = x1 + mlp(ln2(x1)). Matmul weights start as
     normal(0, std), the two residual projections as normal(0, std / sqrt(2 n_layers)) (GPT-2)."""
 
-    def __init__(self, layout, i, C, H, n_layers, std=0.02):
+    def __init__(self, layout, i, C, H, n_layers, std=0.02, tp=None):
         p = f"h{i}"
         self.ln1 = LayerNorm(layout, p + ".ln1", C)
-        self.attn = CausalSelfAttention(layout, p + ".attn", C, H, n_layers, std)
+        self.attn = CausalSelfAttention(layout, p + ".attn", C, H, n_layers, std, tp)
         self.ln2 = LayerNorm(layout, p + ".ln2", C)
-        self.mlp = MLP(layout, p + ".mlp", C, n_layers, std)
+        self.mlp = MLP(layout, p + ".mlp", C, n_layers, std, tp)
         self.name = p
         self.ws = None
 

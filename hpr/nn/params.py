@@ -15,14 +15,23 @@ from ..errors import ConfigError
 
 class Param:
     """One named parameter: shape, init (normal with `std`, or the constant `fill`), decay flag; after
-    `ParamLayout.build`, `.data` and `.grad` are views into the flat arrays."""
-    __slots__ = ("name", "shape", "std", "fill", "decay", "offset", "size", "data", "grad")
+    `ParamLayout.build`, `.data` and `.grad` are views into the flat arrays. A sharded parameter (tensor
+    parallelism) has `full_shape`, the whole tensor's shape, and `shard(full) -> this rank's part`;
+    `shape` is then the local part's shape."""
+    __slots__ = ("name", "shape", "std", "fill", "decay", "offset", "size", "data", "grad", "full_shape",
+                 "shard")
 
-    def __init__(self, name, shape, std, fill, decay):
+    def __init__(self, name, shape, std, fill, decay, full_shape=None, shard=None):
         self.name, self.shape, self.std, self.fill, self.decay = name, tuple(shape), std, fill, decay
         self.size = int(np.prod(self.shape))
+        self.full_shape = tuple(full_shape) if full_shape is not None else self.shape
+        self.shard = shard
         self.offset = None
         self.data = self.grad = None
+
+    @property
+    def sharded(self):
+        return self.shard is not None
 
 
 class ParamLayout:
@@ -31,13 +40,16 @@ class ParamLayout:
         self._by_name = {}
         self.params = self.grads = None
 
-    def add(self, name, shape, *, std=None, fill=0.0, decay=False):
-        """Register a parameter; normal(0, std) init when std is given, else the constant fill."""
+    def add(self, name, shape, *, std=None, fill=0.0, decay=False, shard=None):
+        """Register a parameter; normal(0, std) init when std is given, else the constant fill.
+        shard: for a tensor-parallel part, a function from the whole tensor (of `shape`) to this rank's
+        part; the whole tensor is drawn (so every layout draws the same numbers) and only the part kept."""
         if name in self._by_name:
             raise ConfigError(f"parameter {name!r} registered twice")
         if any(int(d) <= 0 for d in shape):
             raise ConfigError(f"parameter {name!r} has a non-positive dimension in {tuple(shape)}")
-        p = Param(name, shape, std, fill, decay)
+        local = shard(np.empty(shape, np.uint8)).shape if shard is not None else shape
+        p = Param(name, local, std, fill, decay, full_shape=shape, shard=shard)
         self.entries.append(p)
         self._by_name[name] = p
         return p
@@ -73,8 +85,9 @@ class ParamLayout:
         for p in self.entries:
             p.data = self.params[p.offset:p.offset + p.size].reshape(p.shape)
             p.grad = self.grads[p.offset:p.offset + p.size].reshape(p.shape)
-            if p.std is not None:
-                p.data[...] = rng.standard_normal(p.shape) * p.std  # float64 draw, then cast: same in f32/f64
+            if p.std is not None:  # float64 draw of the whole tensor, then cast: same in f32/f64, any layout
+                full = rng.standard_normal(p.full_shape) * p.std
+                p.data[...] = p.shard(full) if p.sharded else full
             else:
                 p.data[...] = p.fill
         return self.params, self.grads
@@ -93,6 +106,17 @@ class ParamLayout:
             else:
                 out.append((a, b, p.decay))
         return out
+
+    def segments_by_sharding(self, lo=0, hi=None):
+        """([(start, stop)] of tensor-parallel parts, [(start, stop)] of replicated parameters) within
+        [lo, hi): a global gradient norm sums the first over the tensor-parallel group, the second once."""
+        hi = self.size if hi is None else hi
+        parts, repl = [], []
+        for p in self.order():
+            a, b = max(lo, p.offset), min(hi, p.offset + p.size)
+            if a < b:
+                (parts if p.sharded else repl).append((a, b))
+        return parts, repl
 
     def table(self):
         """Printable layout: name, shape, offset, size, decay."""

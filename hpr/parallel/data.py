@@ -39,7 +39,7 @@ def _half_dtype(name):
 
 
 class DataParallel:
-    def __init__(self, comm, layout, bucket_mb=4.0, comm_dtype="float32", zero=0):
+    def __init__(self, comm, layout, bucket_mb=4.0, comm_dtype="float32", zero=0, tp=None):
         if zero not in (0, 1):
             raise ConfigError(f"--zero {zero} is not supported; use 0 (replicated optimizer) or 1 (sharded)")
         if comm_dtype not in COMM_DTYPES:
@@ -47,6 +47,7 @@ class DataParallel:
         if not bucket_mb > 0:
             raise ConfigError(f"--bucket-mb must be positive, got {bucket_mb}")
         self.comm, self.layout, self.zero = comm, layout, zero
+        self.tp = tp if tp is not None and tp.size > 1 else None  # for the global gradient norm
         self.size, self.rank = comm.size, comm.rank
         grads = layout.grads
         self.grads = grads
@@ -121,11 +122,21 @@ class DataParallel:
             params[...] = self.comm.allgather(params[self.lo:self.hi])
 
     def grad_norm_sq(self, sumsq):
-        """Global squared gradient norm: sumsq(shard) summed over ranks with ZeRO-1, else local."""
+        """Global squared gradient norm of the whole model: over this rank's range (everything, or its
+        ZeRO-1 shard, then summed over the dp group); with tensor parallelism the tp parts are summed
+        over the tp group and replicated parameters counted once."""
+        lo, hi = self.opt_range()
+        if self.tp is None:
+            a = np.array([sumsq(self.grads[lo:hi]), 0.0])
+        else:
+            parts, repl = self.layout.segments_by_sharding(lo, hi)
+            a = np.array([sum(sumsq(self.grads[x:y]) for x, y in repl),
+                          sum(sumsq(self.grads[x:y]) for x, y in parts)])
         if self.zero and self.size > 1:
-            a = np.array([sumsq(self.grads[self.lo:self.hi])], np.float64)
-            return float(self.comm.allreduce(a, op="sum")[0])
-        return sumsq(self.grads)
+            self.comm.allreduce(a, op="sum")
+        if self.tp is not None:
+            a[1:] = self.tp.allreduce_sum(a[1:].copy())
+        return float(a[0] + a[1])
 
     def opt_range(self):
         """The slice of the flat buffers this rank's optimizer owns."""
