@@ -144,7 +144,7 @@ def main(argv=None):
         return 2
 
 
-def train_step(model, opt, sync, schedule, batches, step, batch, accum=1, clip=1.0):
+def train_step(model, opt, sync, schedule, batches, step, batch, accum=1, clip=1.0, pipe=None):
     """One optimizer step of data-parallel training over sync.comm; returns (global loss, lr, grad norm).
 
     This rank takes its share of the step's `batch` windows by global sample index (rank r of N takes
@@ -160,13 +160,23 @@ def train_step(model, opt, sync, schedule, batches, step, batch, accum=1, clip=1
     first = (step - 1) * batch + comm.rank * local
     model.zero_grad()
     loss = 0.0
-    for k in range(accum):
-        x, y = batches.get(first + k * micro, micro)
-        loss += model.forward(x, y) / accum
-        last = k == accum - 1
-        if last:
-            sync.begin()
-        model.backward(scale=1.0 / accum, on_ready=sync.ready if last else None)
+    if pipe is not None:  # the accum micro-batches go through the pipeline stages on the 1F1B schedule
+        data = [batches.get(first + k * micro, micro) for k in range(accum)]
+        sync.begin()
+        hold = pipe.tied_offset()  # wte's bucket waits until both of its stages' gradients are summed
+        ready = sync.ready if hold is None else (lambda k: sync.ready(min(k, hold)))
+        loss = pipe.run(data, scale=1.0 / accum, on_ready=ready) / accum
+        pipe.sum_tied()
+        if pipe.pp > 1:
+            loss = float(pipe.comm.allreduce(np.array([loss]), op="sum")[0])  # from the last stage
+    else:
+        for k in range(accum):
+            x, y = batches.get(first + k * micro, micro)
+            loss += model.forward(x, y) / accum
+            last = k == accum - 1
+            if last:
+                sync.begin()
+            model.backward(scale=1.0 / accum, on_ready=sync.ready if last else None)
     sync.finish()
     norm = float(np.sqrt(sync.grad_norm_sq(grad_norm_sq)))
     lr = schedule(step)

@@ -73,13 +73,27 @@ def _divisor_hint(c):
     return ", ".join(str(h) for h in (1, 2, 4, 8, 16, 3, 6, 12) if c % h == 0)
 
 
+def stage_blocks(n_layers, pp):
+    """[(first block, end block)] of each of pp pipeline stages: contiguous and balanced, the extra
+    blocks (when pp does not divide n_layers) on the first stages, since the last one also runs the
+    final norm, the output head and the loss."""
+    q, r = divmod(n_layers, pp)
+    bounds = [0]
+    for s in range(pp):
+        bounds.append(bounds[-1] + q + (1 if s < r else 0))
+    return [(bounds[s], bounds[s + 1]) for s in range(pp)]
+
+
 class GPT:
-    def __init__(self, config, seed=0, params=None, grads=None, alloc=None, tp=None):
+    def __init__(self, config, seed=0, params=None, grads=None, alloc=None, tp=None, stage=(0, 1)):
         """Parameters initialised from `seed`: normal(0, config.init_std) for embeddings and matmul
-        weights, init_std/sqrt(2L) for the residual projections, biases 0, LayerNorm 1. params/grads: optional caller-owned flat arrays;
-        alloc(n, dtype): where to allocate the gradient buffer instead (e.g. comm.alloc, memory the
-        node's ranks share, so data-parallel sync reduces it in place); tp: a
-        hpr.parallel.TensorParallel to split heads, MLP columns and the vocabulary over its group."""
+        weights, init_std/sqrt(2L) for the residual projections, biases 0, LayerNorm 1.
+        params/grads: optional caller-owned flat arrays; alloc(n, dtype): where to allocate the
+        gradient buffer instead (e.g. comm.alloc, memory the node's ranks share, so data-parallel sync
+        reduces it in place); tp: a hpr.parallel.TensorParallel to split heads, MLP columns and the
+        vocabulary over its group; stage = (pipeline stage, stages): hold only that stage's layers
+        (the first has the embedding, the last the final norm and the tied head, so both hold wte).
+        Every layout draws the same initial numbers for the same parameter."""
         if not isinstance(config, GPTConfig):
             raise ConfigError(f"GPT wants a GPTConfig, got {type(config).__name__}")
         c = config
@@ -91,9 +105,22 @@ class GPT:
         if self.tp and (c.n_heads % tp.size or c.vocab_size % tp.size):
             raise ConfigError(f"tp={tp.size} must divide the {c.n_heads} heads and the vocabulary of "
                               f"{c.vocab_size}")
-        self.emb = Embedding(lay, c.vocab_size, c.context, c.d_model, std=std, tp=self.tp)
-        self.blocks = [Block(lay, i, c.d_model, c.n_heads, c.n_layers, std, self.tp) for i in range(c.n_layers)]
+        self.stage, self.n_stages = stage
+        if not 0 <= self.stage < self.n_stages or self.n_stages > c.n_layers:
+            raise ConfigError(f"stage {stage} of a {c.n_layers}-layer model: need 0 <= stage < stages <= layers")
+        self.first, self.last = self.stage == 0, self.stage == self.n_stages - 1
+        self.block_range = stage_blocks(c.n_layers, self.n_stages)[self.stage]
+        self.emb = Embedding(lay, c.vocab_size, c.context, c.d_model, std=std, tp=self.tp,
+                             own_wte=self.first or self.last, own_wpe=self.first)
+        self.blocks = []
+        for i in range(c.n_layers):
+            lay.owning = self.block_range[0] <= i < self.block_range[1]
+            blk = Block(lay, i, c.d_model, c.n_heads, c.n_layers, std, self.tp)
+            if lay.owning:
+                self.blocks.append(blk)
+        lay.owning = self.last
         self.ln_f = LayerNorm(lay, "ln_f", c.d_model)
+        lay.owning = True
         if grads is None and alloc is not None:
             grads = alloc(lay.size, self.dtype)
         self.params, self.grads = lay.build(self.dtype, seed, params, grads)
@@ -120,8 +147,14 @@ class GPT:
                               f"(min {a.min()}, max {a.max()}); check the tokenizer or the data")
         return np.ascontiguousarray(a, dtype=np.int32)
 
+    def _whole(self, what):
+        if self.n_stages > 1:
+            raise ConfigError(f"{what} needs the whole model; this is pipeline stage {self.stage} of "
+                              f"{self.n_stages} (use stage_forward / stage_backward)")
+
     def hidden(self, tokens):
         """tokens (B, T) -> final-LayerNorm output (N, C)."""
+        self._whole("hidden()")
         b, t = tokens.shape
         x = self.emb.forward(tokens)
         for blk in self.blocks:
@@ -131,10 +164,12 @@ class GPT:
     def forward(self, tokens, targets):
         """Mean cross-entropy (nats per token) of predicting targets[b, t] from tokens[b, :t+1].
         Also computes d(loss)/d(logits) in the same pass, kept for backward()."""
+        self._whole("forward()")
         return self._loss(tokens, targets, grad=True)
 
     def loss(self, tokens, targets):
         """The same loss without keeping anything for backward (evaluation)."""
+        self._whole("loss()")
         return self._loss(tokens, targets, grad=False)
 
     def _loss(self, tokens, targets, grad):
@@ -142,19 +177,33 @@ class GPT:
         targets = self._check_tokens(targets, "targets")
         if targets.shape != tokens.shape:
             raise ConfigError(f"targets {targets.shape} and tokens {tokens.shape} differ in shape")
+        return self.stage_forward(tokens, *tokens.shape, targets=targets, grad=grad)
+
+    def stage_forward(self, inp, b, t, targets=None, grad=True):
+        """This stage's part of forward. inp: tokens (B, T) on the first stage, else the previous
+        stage's output (N, C). Returns the loss on the last stage (targets (B, T) needed there), else
+        this stage's output activation (N, C), a buffer the stage owns (copy it before sending)."""
         self._ready = None
-        xf = self.hidden(tokens)  # (N, C)
+        x = self.emb.forward(inp) if self.first else inp
+        for blk in self.blocks:
+            x = blk.forward(x, b, t)
+        if not self.last:
+            if grad:
+                self._ready = ("act", x.shape)
+            return x
+        xf = self.ln_f.forward(x)  # (N, C)
         n = xf.shape[0]
         wte = self.emb.wte.data  # (V, C), or this rank's vocabulary rows (V/tp, C)
         logits = self.ws.get("logits", (n, wte.shape[0]))
         np.matmul(xf, wte.T, out=logits)  # tied head: x @ wte^T
         losses = self.ws.get("losses", (n,))
+        tg = targets.reshape(-1)
         if self.tp:
-            self._vocab_parallel_loss(logits, targets.reshape(-1), losses, grad, 1.0 / n)
+            self._vocab_parallel_loss(logits, tg, losses, grad, 1.0 / n)
         else:  # in one pass: losses, and (when training) dlogits written over the logits
-            K.crossentropy(logits, targets.reshape(-1), losses, logits if grad else None, 1.0 / n)
+            K.crossentropy(logits, tg, losses, logits if grad else None, 1.0 / n)
         if grad:
-            self._ready = (xf, logits)
+            self._ready = ("loss", xf, logits)
         return float(losses.sum(dtype=np.float64) / n)
 
     def _vocab_parallel_loss(self, logits, targets, losses, grad, dscale):
@@ -178,32 +227,44 @@ class GPT:
     def backward(self, scale=1.0, on_ready=None):
         """Adds d(scale * loss)/d(params) into self.grads. on_ready(k), if given, is called each time
         grads[:k] holds its final value for this backward (buckets may then be reduced)."""
+        self._whole("backward()")
+        self.stage_backward(None, scale, on_ready)
+
+    def stage_backward(self, dout=None, scale=1.0, on_ready=None):
+        """This stage's part of backward: from the loss on the last stage, else from dout, the
+        gradient of this stage's output (N, C). Adds into self.grads; returns the gradient of the
+        stage's input activation (a buffer the stage owns), or None on the first stage."""
         if self._ready is None:
-            raise ConfigError("backward() needs a forward() with targets first (one backward per forward)")
-        xf, dlogits = self._ready
-        self._ready = None
-        if scale != 1.0:
-            dlogits *= self.dtype.type(scale)
-        wte = self.emb.wte
-        dx = self.ws.get("dx", xf.shape, zero=True)  # the residual stream's gradient, (N, C)
-        dxf = self.ws.get("dxf", xf.shape)
-        np.matmul(dlogits, wte.data, out=dxf)
-        if self.tp:
-            self.tp.f_backward(dxf)  # the head is column-parallel over the vocabulary: sum the parts
-        tmp = self.ws.get("dwte", wte.shape)
-        np.matmul(dlogits.T, xf, out=tmp)
-        wte.grad += tmp
-        self.ln_f.backward(dxf, dx)
-        lay = self.layout
-        if on_ready:
-            on_ready(lay[self.ln_f.w.name].offset + self.ln_f.w.size)
+            raise ConfigError("backward needs a forward first (one backward per forward)")
+        ready, self._ready = self._ready, None
+        if self.last:
+            _, xf, dlogits = ready
+            if scale != 1.0:
+                dlogits *= self.dtype.type(scale)
+            wte = self.emb.wte
+            dx = self.ws.get("dx", xf.shape, zero=True)  # the residual stream's gradient, (N, C)
+            dxf = self.ws.get("dxf", xf.shape)
+            np.matmul(dlogits, wte.data, out=dxf)
+            if self.tp:
+                self.tp.f_backward(dxf)  # the head is column-parallel over the vocabulary: sum the parts
+            tmp = self.ws.get("dwte", wte.shape)
+            np.matmul(dlogits.T, xf, out=tmp)
+            wte.grad += tmp
+            self.ln_f.backward(dxf, dx)
+            if on_ready:
+                on_ready(self.ln_f.w.offset + self.ln_f.w.size)
+        else:
+            dx = self.ws.get("dx", ready[1])
+            dx[...] = dout  # already scaled: the last stage applied `scale` to the loss's gradient
         for blk in reversed(self.blocks):
             blk.backward(dx)
             if on_ready:
                 on_ready(blk.ln1.w.offset + blk.ln1.w.size)
-        self.emb.backward(dx)
+        if self.first:
+            self.emb.backward(dx)
         if on_ready:
             on_ready(self.params.size)
+        return None if self.first else dx
 
     def zero_grad(self):
         self.grads[:] = 0

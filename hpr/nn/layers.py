@@ -95,10 +95,10 @@ class Embedding:
     parallelism wte is split by vocabulary rows: each rank looks up the tokens it holds (zeros for the
     others) and g sums the parts."""
 
-    def __init__(self, layout, V, T, C, std=0.02, tp=None):
+    def __init__(self, layout, V, T, C, std=0.02, tp=None, own_wte=True, own_wpe=True):
         self.tp = tp if tp is not None and tp.size > 1 else None
-        self.wte = layout.add("wte", (V, C), std=std, shard=self.tp.rows if self.tp else None)
-        self.wpe = layout.add("wpe", (T, C), std=std)
+        self.wte = layout.add("wte", (V, C), std=std, shard=self.tp.rows if self.tp else None, owned=own_wte)
+        self.wpe = layout.add("wpe", (T, C), std=std, owned=own_wpe)
         self.lo, self.hi = self.tp.vocab_range(V) if self.tp else (0, V)
         self.ws = None
 

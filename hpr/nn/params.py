@@ -19,7 +19,7 @@ class Param:
     parallelism) has `full_shape`, the whole tensor's shape, and `shard(full) -> this rank's part`;
     `shape` is then the local part's shape."""
     __slots__ = ("name", "shape", "std", "fill", "decay", "offset", "size", "data", "grad", "full_shape",
-                 "shard")
+                 "shard", "owned")
 
     def __init__(self, name, shape, std, fill, decay, full_shape=None, shard=None):
         self.name, self.shape, self.std, self.fill, self.decay = name, tuple(shape), std, fill, decay
@@ -36,26 +36,39 @@ class Param:
 
 class ParamLayout:
     def __init__(self):
-        self.entries = []  # registration (forward) order
+        self.entries = []  # registration (forward) order, the parameters this rank holds
+        self.skipped = []  # registered but held by another pipeline stage
+        self._draws = []   # everything registered, in order: the random stream at init
         self._by_name = {}
+        self.owning = True
         self.params = self.grads = None
 
-    def add(self, name, shape, *, std=None, fill=0.0, decay=False, shard=None):
+    def add(self, name, shape, *, std=None, fill=0.0, decay=False, shard=None, owned=None):
         """Register a parameter; normal(0, std) init when std is given, else the constant fill.
         shard: for a tensor-parallel part, a function from the whole tensor (of `shape`) to this rank's
-        part; the whole tensor is drawn (so every layout draws the same numbers) and only the part kept."""
+        part; the whole tensor is drawn (so every layout draws the same numbers) and only the part kept.
+        owned=False: a parameter another pipeline stage holds; it is drawn at init (keeping the random
+        stream the same in every layout) but gets no storage here. Default: the layout's `owning`
+        (a pipeline stage sets it False while the other stages' layers register)."""
+        owned = self.owning if owned is None else owned
         if name in self._by_name:
             raise ConfigError(f"parameter {name!r} registered twice")
         if any(int(d) <= 0 for d in shape):
             raise ConfigError(f"parameter {name!r} has a non-positive dimension in {tuple(shape)}")
         local = shard(np.empty(shape, np.uint8)).shape if shard is not None else shape
         p = Param(name, local, std, fill, decay, full_shape=shape, shard=shard)
-        self.entries.append(p)
+        p.owned = bool(owned)
+        (self.entries if owned else self.skipped).append(p)
+        self._draws.append(p)
         self._by_name[name] = p
         return p
 
     def __getitem__(self, name):
         return self._by_name[name]
+
+    def __contains__(self, name):
+        p = self._by_name.get(name)
+        return p is not None and p.owned
 
     @property
     def size(self):
@@ -82,11 +95,13 @@ class ParamLayout:
                 raise ConfigError(f"{what} must be a contiguous ({n},) {np.dtype(dtype).name} array")
         self.grads[:] = 0
         rng = np.random.default_rng(seed)
-        for p in self.entries:
+        for p in self._draws:
+            full = rng.standard_normal(p.full_shape) * p.std if p.std is not None else None
+            if not p.owned:
+                continue  # drawn only to keep the stream the same as in every other layout
             p.data = self.params[p.offset:p.offset + p.size].reshape(p.shape)
             p.grad = self.grads[p.offset:p.offset + p.size].reshape(p.shape)
-            if p.std is not None:  # float64 draw of the whole tensor, then cast: same in f32/f64, any layout
-                full = rng.standard_normal(p.full_shape) * p.std
+            if full is not None:  # float64 draw of the whole tensor, then cast: same in f32/f64, any layout
                 p.data[...] = p.shard(full) if p.sharded else full
             else:
                 p.data[...] = p.fill

@@ -3,7 +3,8 @@ overlapped with backward, ZeRO-1), tensor parallelism, and the pipeline schedule
 ``from hpr.parallel import DataParallel``"""
 from .data import DataParallel, check_same_params, param_checksum
 from .grid import ProcessGrid, valid_layouts
+from .pipeline import Pipeline
 from .tensor import TensorParallel
 
 __all__ = ["DataParallel", "check_same_params", "param_checksum", "ProcessGrid", "valid_layouts",
-           "TensorParallel"]
+           "TensorParallel", "Pipeline"]

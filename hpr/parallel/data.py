@@ -39,7 +39,8 @@ def _half_dtype(name):
 
 
 class DataParallel:
-    def __init__(self, comm, layout, bucket_mb=4.0, comm_dtype="float32", zero=0, tp=None):
+    def __init__(self, comm, layout, bucket_mb=4.0, comm_dtype="float32", zero=0, tp=None, pp=None,
+                 norm_skip=()):
         if zero not in (0, 1):
             raise ConfigError(f"--zero {zero} is not supported; use 0 (replicated optimizer) or 1 (sharded)")
         if comm_dtype not in COMM_DTYPES:
@@ -47,7 +48,11 @@ class DataParallel:
         if not bucket_mb > 0:
             raise ConfigError(f"--bucket-mb must be positive, got {bucket_mb}")
         self.comm, self.layout, self.zero = comm, layout, zero
-        self.tp = tp if tp is not None and tp.size > 1 else None  # for the global gradient norm
+        # for the global gradient norm: the tp group (sharded parts summed), the pp group (stages
+        # summed), and ranges of this rank's buffer another stage already counts (the tied wte)
+        self.tp = tp if tp is not None and tp.size > 1 else None
+        self.pp = pp if pp is not None and pp.size > 1 else None
+        self.norm_skip = list(norm_skip)
         self.size, self.rank = comm.size, comm.rank
         grads = layout.grads
         self.grads = grads
@@ -126,16 +131,26 @@ class DataParallel:
         ZeRO-1 shard, then summed over the dp group); with tensor parallelism the tp parts are summed
         over the tp group and replicated parameters counted once."""
         lo, hi = self.opt_range()
+        parts, repl = self.layout.segments_by_sharding(lo, hi)
         if self.tp is None:
-            a = np.array([sumsq(self.grads[lo:hi]), 0.0])
-        else:
-            parts, repl = self.layout.segments_by_sharding(lo, hi)
-            a = np.array([sum(sumsq(self.grads[x:y]) for x, y in repl),
-                          sum(sumsq(self.grads[x:y]) for x, y in parts)])
+            repl, parts = sorted(repl + parts), []
+
+        def total(ranges):
+            out = 0.0
+            for x, y in ranges:
+                out += sumsq(self.grads[x:y])
+                for sx, sy in self.norm_skip:  # counted on another stage
+                    a_, b_ = max(x, sx), min(y, sy)
+                    if a_ < b_:
+                        out -= sumsq(self.grads[a_:b_])
+            return out
+        a = np.array([total(repl), total(parts)])
         if self.zero and self.size > 1:
             self.comm.allreduce(a, op="sum")
         if self.tp is not None:
             a[1:] = self.tp.allreduce_sum(a[1:].copy())
+        if self.pp is not None:
+            self.pp.allreduce(a, op="sum")
         return float(a[0] + a[1])
 
     def opt_range(self):

@@ -72,6 +72,13 @@ class ProcessGrid:
         self.tp = world.split(color=self.pp_rank * dp + self.dp_rank, key=r)
         self.dp = world.split(color=self.pp_rank * tp + self.tp_rank, key=r)
         self.pp = world.split(color=self.dp_rank * tp + self.tp_rank, key=r)
+        # the first and the last stage of each pipeline both hold wte (embedding and tied head)
+        self.tied = None
+        if pp > 1:
+            from mpi4py import MPI
+
+            ends = self.pp_rank in (0, pp - 1)
+            self.tied = world.split(color=self.dp_rank * tp + self.tp_rank if ends else MPI.UNDEFINED, key=r)
 
     def coords(self, rank):
         """(tp, dp, pp) coordinates of a world rank."""
