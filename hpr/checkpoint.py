@@ -2,14 +2,14 @@
 
 Layout of --ckpt-dir::
 
-    step-00000300/params.safetensors      the flat parameters (rank 0 writes it)
-    step-00000300/optim-r0.safetensors    m and v of rank 0's optimizer range (with ZeRO-1 one file per
-    step-00000300/optim-r1.safetensors    rank, each its shard; replicated: rank 0's file only)
+    step-00000300/params.safetensors      every parameter as its whole named tensor (hpr.parallel.canonical:
+                                          the same files whatever dp, tp, pp and ZeRO-1 trained it)
+    step-00000300/optim.safetensors       AdamW's moments, "m.<name>" and "v.<name>", whole tensors too
     step-00000300/meta.json               config, layout, step, data position, seed, optimizer step count
                                           and schedule, and the sha256 of every file above
     latest                                the name of the newest committed checkpoint
 
-Saving (collective over the data-parallel group): rank 0 makes `.tmp-step-...`, every writer puts its
+Saving (collective over the ranks): rank 0 makes `.tmp-step-...`, every writer puts its
 file there (written, fsynced, hashed), rank 0 gathers the hashes, writes meta.json, renames the folder
 to its final name, and only then moves `latest` (temporary file + rename). A kill at any moment leaves
 either the old state or the new one; leftovers of an interrupted save are `.tmp-*` folders, removed by
@@ -28,7 +28,7 @@ import numpy as np
 
 from .errors import CheckpointError
 
-FORMAT = 1
+FORMAT = 2  # 2: whole named tensors (layout-independent); 1 (flat buffers) is not read
 
 
 def _name(step):

@@ -43,8 +43,13 @@ def build_parser():
     ap.add_argument("--sample-tokens", type=int, default=200, help="bytes to generate at the end; 0 = none")
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--top-k", type=int, default=40)
-    g = ap.add_argument_group("data parallelism (under mpiexec / srun: every rank is a data-parallel rank)")
-    g.add_argument("--accum", type=int, default=1, help="micro-steps per optimizer step (default 1)")
+    g = ap.add_argument_group("parallel layout (under mpiexec / srun): world = dp x tp x pp")
+    g.add_argument("--dp", type=int, default=None, help="data-parallel ranks (default: world / (tp x pp))")
+    g.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks: heads, MLP and vocabulary split (default 1)")
+    g.add_argument("--pp", type=int, default=1, help="pipeline stages (default 1)")
+    g.add_argument("--micro-batches", "--accum", dest="accum", type=int, default=1,
+                   help="micro-batches per data-parallel rank and step: the 1F1B pipeline's, or plain gradient "
+                        "accumulation without stages (default 1)")
     g.add_argument("--bucket-mb", type=float, default=1.0, help="gradient bucket size in MiB (default 1)")
     g.add_argument("--grad-comm-dtype", default="float32", help="float32, bfloat16 or float16 (default float32)")
     g.add_argument("--zero", type=int, default=0, help="1: shard the optimizer state over ranks (ZeRO-1)")
@@ -81,7 +86,9 @@ def check_args(a):
     if a.temperature < 0 or a.top_k < 1:
         raise ConfigError("--temperature must be >= 0 and --top-k >= 1")
     if a.accum < 1 or a.ckpt_every < 0 or a.ckpt_keep < 1:
-        raise ConfigError("--accum and --ckpt-keep must be >= 1 and --ckpt-every >= 0")
+        raise ConfigError("--micro-batches and --ckpt-keep must be >= 1 and --ckpt-every >= 0")
+    if a.tp < 1 or a.pp < 1 or (a.dp is not None and a.dp < 1):
+        raise ConfigError(f"--dp, --tp and --pp must be at least 1 (got {a.dp}, {a.tp}, {a.pp})")
     if a.resume and not a.ckpt_dir:
         raise ConfigError("--resume needs --ckpt-dir (the folder the checkpoints are in)")
     if a.ckpt_dir and os.path.exists(a.ckpt_dir) and not os.path.isdir(a.ckpt_dir):
@@ -122,14 +129,20 @@ class Progress:
             self.bar.close()
 
 
-def evaluate(model, batches, n_batches, batch, comm=None):
+def evaluate(model, batches, n_batches, batch, comm=None, pipe=None):
     """Mean loss over the first n_batches * batch windows of a validation stream (the same every time),
-    the batches shared out over the ranks of comm."""
+    the batches shared out over the data-parallel ranks of comm, each through the pipeline if any."""
     rank, size = (comm.rank, comm.size) if comm is not None else (0, 1)
     part = np.zeros(1, np.float64)
     for i in range(rank, n_batches, size):
         x, y = batches.get(i * batch, batch)
-        part[0] += model.loss(x, y)
+        if pipe is None:
+            part[0] += model.loss(x, y)
+            continue
+        m = pipe.m
+        k = batch // m
+        loss = pipe.run([(x[j * k:(j + 1) * k], y[j * k:(j + 1) * k]) for j in range(m)], grad=False) / m
+        part[0] += float(pipe.comm.allreduce(np.array([loss]), op="sum")[0]) if pipe.pp > 1 else loss
     if size > 1:
         comm.allreduce(part, op="sum")
     return float(part[0]) / n_batches
@@ -187,13 +200,6 @@ def train_step(model, opt, sync, schedule, batches, step, batch, accum=1, clip=1
     return loss, lr, norm
 
 
-def _layout_checks(args, dp):
-    """Flags that depend on the number of ranks: the same answer on every rank, before any work."""
-    if args.batch % (dp * args.accum):
-        raise ConfigError(f"--batch {args.batch} does not split evenly over {dp} data-parallel rank(s) x "
-                          f"--accum {args.accum}; use a multiple of {dp * args.accum}")
-
-
 def _load_corpus(comm, path):
     """Rank 0 reads (and caches) the corpus first, so the ranks do not all tokenise it at once; a
     DataError on rank 0 is raised on every rank."""
@@ -239,53 +245,73 @@ def run(args):
     from . import backend, checkpoint
     from .data import Batches
     from .optim import AdamW, CosineSchedule
-    from .parallel import DataParallel, check_same_params
+    from .parallel import DataParallel, Pipeline, ProcessGrid, TensorParallel, check_same_params
+    from .parallel.schedule import bubble_fraction
 
     check_args(args)
-    comm = hpr.init(threads=args.threads)
-    dp, rank = comm.size, comm.rank
-    _layout_checks(args, dp)
-    lead = rank == 0
-    say = print if lead else (lambda *a, **k: None)
+    world = hpr.init(threads=args.threads)
     config = GPTConfig.preset(args.preset, dtype=args.dtype)
-    corpus = _load_corpus(comm, args.data)
+    grid = ProcessGrid(world, dp=args.dp, tp=args.tp, pp=args.pp, n_heads=config.n_heads, d_model=config.d_model,
+                       n_layers=config.n_layers, batch=args.batch, micro_batches=args.accum)
+    dp, tp_n, pp, m = grid.dp_size, grid.tp_size, grid.pp_size, args.accum
+    lead = world.rank == 0
+    say = print if lead else (lambda *a, **k: None)
+    corpus = _load_corpus(world, args.data)
     corpus.check_context(config.context)
     threads = backend.num_threads()
     warmup = args.warmup if args.warmup is not None else min(100, args.steps // 10)
     schedule = CosineSchedule(args.lr, args.steps, warmup, args.min_lr_ratio)
 
-    model = GPT(config, seed=args.seed, alloc=comm.alloc if dp > 1 else None)
-    sync = DataParallel(comm, model.layout, args.bucket_mb, args.grad_comm_dtype, args.zero)
+    tp = TensorParallel(grid.tp)
+
+    def make_stage(params, grads):
+        alloc = grid.dp.alloc if (dp > 1 and grads is None) else None
+        return GPT(config, seed=args.seed, tp=tp, stage=(grid.pp_rank, pp), params=params, grads=grads,
+                   alloc=alloc)
+
+    pipe = Pipeline(grid.pp, make_stage, m, tied=grid.tied) if pp > 1 else None
+    model = pipe.model if pipe else make_stage(None, None)
+    skip = []
+    if pp > 1 and model.last:  # the tied wte is counted in the gradient norm on the first stage
+        skip = [(model.emb.wte.offset, model.emb.wte.offset + model.emb.wte.size)]
+    sync = DataParallel(grid.dp, model.layout, args.bucket_mb, args.grad_comm_dtype, args.zero, tp=tp,
+                        pp=grid.pp, norm_skip=skip)
     lo, hi = sync.opt_range()
     opt = AdamW(model.layout, model.params, model.grads, betas=(0.9, args.beta2), weight_decay=args.weight_decay,
                 lo=lo, hi=hi)
-    check_same_params(comm, model.params)  # every rank built them from the same seed: prove it
+    check_same_params(grid.dp, model.params)  # every replica built them from the same seed: prove it
     step0 = 0
     if args.resume:
-        path, meta = checkpoint.load(comm, args.ckpt_dir)
+        path, meta = checkpoint.load(world, args.ckpt_dir)
         if path is None:
             say(f"resume: no checkpoint in {args.ckpt_dir} yet; starting from step 0")
         else:
-            step0 = _restore(comm, args, config, model, opt, sync, path, meta)
+            step0 = _restore(world, grid, args, config, model, opt, sync, path, meta)
             say(f"resume: continuing from {path} (step {step0})")
 
     train = Batches(corpus.train, config.context, args.seed)
     val = Batches(corpus.val, config.context, args.seed + 1)
     entropy = corpus.unigram_entropy()
-    comm.barrier()
-    peak = float(comm.allreduce(np.array([backend.matmul_flops(config.dtype)]), op="sum")[0])  # whole job
+    world.barrier()
+    peak = float(world.allreduce(np.array([backend.matmul_flops(config.dtype)]), op="sum")[0])  # whole job
     flops_tok = config.flops_per_token()
     tokens_step = args.batch * config.context
     local = args.batch // dp
-    micro = local // args.accum
+    micro = local // m
     itemsize = model.params.itemsize
-    say(f"hpr {args.preset}: {model.n_params:,} parameters ({config.n_layers} layers, d_model {config.d_model}, "
-        f"{config.n_heads} heads, context {config.context}, {config.dtype})")
-    say(f"layout: {dp} data-parallel rank(s) x {threads} thread(s); {local} sequences per rank per step"
-        + (f" in {args.accum} micro-steps of {micro}" if args.accum > 1 else "")
+    say(f"hpr {args.preset}: {_count(config):,} parameters "
+        f"({config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads, context {config.context}, "
+        f"{config.dtype})")
+    say(f"layout: dp {dp} x tp {tp_n} x pp {pp} = {world.size} rank(s), {threads} thread(s) each; {local} "
+        f"sequences per data-parallel rank per step" + (f" in {m} micro-batches of {micro}" if m > 1 else "")
         + (f"; gradient buckets of {args.bucket_mb:g} MiB ({len(sync.buckets)}), communication in "
            f"{args.grad_comm_dtype}" if dp > 1 else "") + ("; ZeRO-1" if args.zero else ""))
-    say(f"memory per rank: parameters {model.params.nbytes / 2**20:.2f} MiB, gradients "
+    if pp > 1:
+        say(f"pipeline: {pp} stages (blocks {[b for b in _stage_ranges(config, pp)]}), 1F1B over {m} "
+            f"micro-batches; bubble in theory (pp-1)/(m+pp-1) = {bubble_fraction(pp, m):.1%}")
+    if world.size > 1 and lead and args.log_every and (tp_n > 1 or pp > 1):
+        print(grid.describe())
+    say(f"memory per rank (rank 0): parameters {model.params.nbytes / 2**20:.2f} MiB, gradients "
         f"{model.grads.nbytes / 2**20:.2f} MiB, optimizer state {(opt.m.nbytes + opt.v.nbytes) / 2**20:.2f} MiB"
         + (f" (1/{dp} of {2 * model.params.size * itemsize / 2**20:.2f})" if args.zero and dp > 1 else ""))
     say(f"data: {corpus.source}: {corpus.train.size:,} train bytes, {corpus.val.size:,} validation bytes; "
@@ -303,7 +329,7 @@ def run(args):
     try:
         for step in range(step0 + 1, args.steps + 1):
             t0 = time.perf_counter()
-            loss, lr, _ = train_step(model, opt, sync, schedule, train, step, args.batch, args.accum, args.clip)
+            loss, lr, _ = train_step(model, opt, sync, schedule, train, step, args.batch, m, args.clip, pipe=pipe)
             if not math.isfinite(loss):
                 raise HprError(f"the loss became {loss} at step {step}; lower --lr (now {args.lr:g}) or "
                                "check the data")
@@ -315,17 +341,17 @@ def run(args):
                 if log:
                     log.write(json.dumps({"step": step, "loss": loss, "lr": lr, "tokens_per_s": tps}) + "\n")
             if (args.eval_every and step % args.eval_every == 0) or step == args.steps:
-                val_loss = evaluate(model, val, args.eval_batches, args.batch, comm)
+                val_loss = evaluate(model, val, args.eval_batches, args.batch, grid.dp, pipe)
                 if lead:
                     bar.write(f"step {step}: val_loss {val_loss:.4f} nats/byte (unigram entropy {entropy:.3f})")
                     if log:
                         log.write(json.dumps({"step": step, "val_loss": val_loss, "unigram_entropy": entropy}) + "\n")
                         log.flush()
-            signum = stop.any(comm)
+            signum = stop.any(world)
             due = args.ckpt_dir and ((args.ckpt_every and step % args.ckpt_every == 0) or step == args.steps)
             if due or signum:
                 if args.ckpt_dir:
-                    where = _save(comm, args, config, model, opt, sync, step)
+                    where = _save(world, grid, args, config, model, opt, sync, step)
                     if lead:
                         bar.write(f"step {step}: checkpoint {where}")
                 if signum:
@@ -341,76 +367,125 @@ def run(args):
             log.close()
     wall = time.perf_counter() - t_start
     done = step - step0
-    exposed = comm.allreduce(np.array([sync.wait_s]), op="avg")[0] if dp > 1 else 0.0
+    exposed = world.allreduce(np.array([sync.wait_s]), op="avg")[0] if dp > 1 else 0.0
     say(f"done: {done} steps in {wall:.1f} s ({done * tokens_step / max(wall, 1e-9):,.0f} tokens/s for the job"
         + (f"; waiting on gradient communication {100 * exposed / max(wall, 1e-9):.1f}% of the time" if dp > 1
            else "") + ")"
         + (f"; final val_loss {val_loss:.4f} vs unigram entropy {entropy:.3f} nats/byte" if val_loss is not None
            else ""))
-    if args.sample_tokens and lead:
-        text = model.generate(args.prompt, args.sample_tokens, args.temperature, args.top_k, seed=args.seed)
-        print("--- sample ---")
-        print(text.decode("utf-8", errors="replace"), flush=True)
+    if pipe is not None:
+        idle = grid.pp.mpi.gather(pipe.idle_s, root=0)
+        if lead:
+            print("pipeline idle (waiting for a neighbour) per stage: "
+                  + ", ".join(f"stage {i} {100 * v / max(wall, 1e-9):.1f}%" for i, v in enumerate(idle))
+                  + f" of the run; theory (pp-1)/(m+pp-1) = {bubble_fraction(pp, m):.1%}")
+    if args.sample_tokens:
+        whole = _whole_model(world, grid, tp, config, args, model)
+        if lead:
+            text = whole.generate(args.prompt, args.sample_tokens, args.temperature, args.top_k, seed=args.seed)
+            print("--- sample ---")
+            print(text.decode("utf-8", errors="replace"), flush=True)
     return 0
 
 
-def _meta(args, config, dp, sync, opt, step):
+def _count(config):
+    """Parameters of the whole model."""
+    c, v, t, layers = config.d_model, config.vocab_size, config.context, config.n_layers
+    return v * c + t * c + layers * (12 * c * c + 13 * c) + 2 * c
+
+
+def _stage_ranges(config, pp):
+    from .model.gpt import stage_blocks
+
+    return stage_blocks(config.n_layers, pp)
+
+
+def _gather(world, grid, tp, model, opt=None, zero=False):
+    """The state in canonical form (whole named tensors) on world rank 0."""
+    from .parallel import canonical
+
+    flats = {"params": model.params}
+    if opt is not None:
+        flats.update(m=opt.m, v=opt.v)
+    return canonical.gather(world, tp, model.layout, flats, dp=grid.dp,
+                            ranges={"m": zero, "v": zero} if opt is not None else None,
+                            first_stage=model.first, contribute=grid.dp_rank == 0)
+
+
+def _whole_model(world, grid, tp, config, args, model):
+    """On world rank 0, a single-rank GPT holding the trained parameters (for sampling)."""
+    if world.size == 1:
+        return model
+    full = _gather(world, grid, tp, model)
+    if world.rank != 0:
+        return None
+    whole = GPT(config, seed=args.seed)
+    for p in whole.layout.entries:
+        p.data[...] = full["params"][p.name]
+    return whole
+
+
+def _meta(args, config, grid, opt, step):
     import dataclasses
 
-    return {"config": dataclasses.asdict(config), "layout": {"dp": dp, "zero": args.zero, "bounds": sync.bounds},
+    return {"config": dataclasses.asdict(config),
+            "layout": {"dp": grid.dp_size, "tp": grid.tp_size, "pp": grid.pp_size, "zero": args.zero,
+                       "micro_batches": args.accum},
             "seed": args.seed, "data": {"next_sample": step * args.batch, "batch": args.batch},
             "schedule": {"lr": args.lr, "steps": args.steps, "warmup": args.warmup,
                          "min_lr_ratio": args.min_lr_ratio},
             "optimizer": {"t": opt.t, "betas": list(opt.betas), "eps": opt.eps, "weight_decay": opt.weight_decay}}
 
 
-def _save(comm, args, config, model, opt, sync, step):
+def _save(world, grid, args, config, model, opt, sync, step):
+    """A checkpoint in canonical form (layout-independent), written by world rank 0."""
     from . import checkpoint
 
+    full = _gather(world, grid, sync.tp, model, opt, zero=bool(args.zero))
     files = {}
-    if comm.rank == 0:
-        files["params.safetensors"] = {"params": model.params}
-    if comm.rank == 0 or args.zero:
-        files[f"optim-r{comm.rank if args.zero else 0}.safetensors"] = {"m": opt.m, "v": opt.v}
-    return checkpoint.save(comm, args.ckpt_dir, step, files, _meta(args, config, comm.size, sync, opt, step),
+    if world.rank == 0:
+        files["params.safetensors"] = full["params"]
+        files["optim.safetensors"] = {f"{k}.{n}": a for k in ("m", "v") for n, a in full[k].items()}
+    return checkpoint.save(world, args.ckpt_dir, step, files, _meta(args, config, grid, opt, step),
                            keep=args.ckpt_keep)
 
 
-def _restore(comm, args, config, model, opt, sync, path, meta):
-    """Load params and this rank's optimizer state; returns the step to continue after."""
+def _restore(world, grid, args, config, model, opt, sync, path, meta):
+    """Load this rank's part of the params and optimizer state from a canonical checkpoint, whatever
+    layout saved it; returns the step to continue after."""
     import dataclasses
 
     from . import checkpoint
     from .errors import CheckpointError
+    from .parallel import canonical
 
     if meta["config"] != dataclasses.asdict(config):
         raise CheckpointError(f"{path} was saved by a different model ({meta['config']}); resume with the same "
                               "--preset and --dtype, or use another --ckpt-dir")
-    lay = meta["layout"]
-    if lay["zero"] and (lay["dp"] != comm.size or not args.zero):
-        raise CheckpointError(f"{path} holds ZeRO-1 optimizer shards for {lay['dp']} ranks; resume with "
-                              f"--zero 1 on {lay['dp']} ranks (now --zero {args.zero} on {comm.size})")
     if meta["seed"] != args.seed:
         raise CheckpointError(f"{path} was trained with --seed {meta['seed']}; resume with the same --seed so "
                               "the data order continues (or use another --ckpt-dir)")
     sch = meta["schedule"]
-    if comm.rank == 0 and (sch["lr"], sch["steps"], sch["warmup"], sch["min_lr_ratio"]) != (
+    if world.rank == 0 and (sch["lr"], sch["steps"], sch["warmup"], sch["min_lr_ratio"]) != (
             args.lr, args.steps, args.warmup, args.min_lr_ratio):
         print(f"resume: note: the learning-rate schedule differs from the checkpoint's ({sch}); the run "
               "continues with this run's flags")
     if meta["data"]["batch"] != args.batch:
         raise CheckpointError(f"{path} was trained with --batch {meta['data']['batch']}; resume with the same "
                               "--batch so the data order continues")
-    p = checkpoint.read_arrays(path, "params.safetensors")["params"]
-    if p.shape != model.params.shape or p.dtype != model.params.dtype:
-        raise CheckpointError(f"{path}: params.safetensors holds {p.dtype}{p.shape}, the model needs "
-                              f"{model.params.dtype}{model.params.shape}")
-    model.params[...] = p
-    st = checkpoint.read_arrays(path, f"optim-r{comm.rank if lay['zero'] else 0}.safetensors")
-    lo, hi = (sync.lo, sync.hi) if args.zero else (0, model.params.size)
-    if not lay["zero"] and args.zero:  # replicated state, now sharded: take this rank's slice
-        st = {k: v[lo:hi] for k, v in st.items()}
-    opt.load_state_dict({"m": st["m"], "v": st["v"], "t": meta["optimizer"]["t"], "lo": lo, "hi": hi})
+    tensors = None
+    if world.rank == 0:
+        opt_t = checkpoint.read_arrays(path, "optim.safetensors")
+        tensors = {"params": checkpoint.read_arrays(path, "params.safetensors"),
+                   "m": {k[2:]: v for k, v in opt_t.items() if k.startswith("m.")},
+                   "v": {k[2:]: v for k, v in opt_t.items() if k.startswith("v.")}}
+    try:
+        canonical.scatter(world, model.layout, tensors, {"params": model.params})
+        lo, hi = sync.opt_range()
+        canonical.scatter(world, model.layout, tensors, {"m": opt.m, "v": opt.v}, lo, hi)
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path} does not fit this model: {e}") from None
+    opt.t = int(meta["optimizer"]["t"])
     return int(meta["step"])
 
 

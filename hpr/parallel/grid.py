@@ -46,8 +46,8 @@ def layout_problem(dp, tp, pp, world_size, n_heads=None, d_model=None, n_layers=
     if n_layers is not None and n_layers < pp:
         return f"pp={pp} stages need at least {pp} layers; the model has {n_layers}"
     if batch is not None and batch % (dp * micro_batches):
-        return (f"--batch {batch} does not split over dp={dp} ranks x {micro_batches} micro-batches; use a "
-                f"multiple of {dp * micro_batches}")
+        return (f"--batch {batch} does not split evenly over {dp} data-parallel rank(s) x {micro_batches} "
+                f"micro-batch(es); use a multiple of {dp * micro_batches}")
     return None
 
 
