@@ -252,7 +252,8 @@ def run(args):
     world = hpr.init(threads=args.threads)
     config = GPTConfig.preset(args.preset, dtype=args.dtype)
     grid = ProcessGrid(world, dp=args.dp, tp=args.tp, pp=args.pp, n_heads=config.n_heads, d_model=config.d_model,
-                       n_layers=config.n_layers, batch=args.batch, micro_batches=args.accum)
+                       n_layers=config.n_layers, batch=args.batch, micro_batches=args.accum,
+                       vocab_size=config.vocab_size)
     dp, tp_n, pp, m = grid.dp_size, grid.tp_size, grid.pp_size, args.accum
     lead = world.rank == 0
     say = print if lead else (lambda *a, **k: None)

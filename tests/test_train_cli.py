@@ -403,3 +403,34 @@ def test_slurm_script_is_valid_bash():
         pytest.skip("no bash")
     r = subprocess.run([bash, "-n", path], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+# 7 ---------------------------------------------------------------------------------------------------
+def test_checkpoint_from_tp2_pp2_resumes_at_dp4_and_on_1_rank(corpus, env, tmp_path):
+    """Saved by --tp 2 --pp 2 on 4 ranks (1F1B, 2 micro-batches) at step 3 of 6; resumed by --dp 4 with
+    ZeRO-1 on 4 ranks and by one rank: the resumed steps' losses are the uninterrupted run's, and so are
+    the final parameters."""
+    flags = ["--steps", 6, "--dtype", "float64", "--ckpt-every", 3]
+    full = tmp_path / "full"
+    ok(train(corpus, env, tmp_path, *flags, "--ckpt-dir", full, "--tp", 2, "--pp", 2, "--micro-batches", 2,
+             "--log-json", tmp_path / "full.json", n=4, limit=90))
+    ref = losses(tmp_path / "full.json")
+    assert sorted(ref) == list(range(1, 7)) and steps_in(full) == [3, 6]
+    assert complete(full / "step-00000003")["layout"] == {"dp": 1, "tp": 2, "pp": 2, "zero": 0, "micro_batches": 2}
+    want = params(full / "step-00000006")
+    for name, n, extra in [("dp4", 4, ["--dp", 4, "--zero", 1]), ("alone", 1, [])]:
+        d = tmp_path / name
+        d.mkdir()
+        shutil.copytree(full / "step-00000003", d / "step-00000003")
+        out, _ = ok(train(corpus, env, tmp_path, *flags, "--ckpt-dir", d, "--resume", *extra,
+                          "--log-json", tmp_path / f"{name}.json", n=n, limit=90))
+        assert "(step 3)" in out, out
+        got = losses(tmp_path / f"{name}.json")
+        assert sorted(got) == [4, 5, 6], got
+        for s in got:
+            assert got[s] == pytest.approx(ref[s], rel=1e-12), f"{name}: step {s}: {got[s]!r} != {ref[s]!r}"
+        have = params(d / "step-00000006")
+        assert have.keys() == want.keys()
+        for k in want:
+            x, y = without_key_bias(k, want[k]), without_key_bias(k, have[k])
+            assert np.linalg.norm(y - x) <= 1e-10 * np.linalg.norm(x), f"{name}: {k}"

@@ -60,7 +60,8 @@ def default_micro_batches(n, config):
     """4 x the largest pp of any layout of n ranks this model allows."""
     from hpr.parallel import valid_layouts
 
-    return 4 * max(pp for _, _, pp in valid_layouts(n, config.n_heads, config.d_model, config.n_layers))
+    return 4 * max(pp for _, _, pp in valid_layouts(n, config.n_heads, config.d_model, config.n_layers,
+                                                    vocab_size=config.vocab_size))
 
 
 def default_batch(n, m, at_least=16):
@@ -90,7 +91,7 @@ def measure(world, config, layout, batch, m, steps, tokens, seed=0, lr=1e-3, buc
 
     dp, tp_n, pp = layout
     grid = ProcessGrid(world, dp=dp, tp=tp_n, pp=pp, n_heads=config.n_heads, d_model=config.d_model,
-                       n_layers=config.n_layers, batch=batch, micro_batches=m)
+                       n_layers=config.n_layers, batch=batch, micro_batches=m, vocab_size=config.vocab_size)
     tp = TensorParallel(grid.tp)
 
     def make_stage(params, grads):
@@ -339,14 +340,13 @@ def main(argv=None):
     steps = a.steps or DEFAULT_STEPS.get(a.preset, 3)
     if m < 1 or batch < 1 or steps < 1:
         raise ConfigError("--batch, --micro-batches and --steps must be at least 1")
-    layouts = valid_layouts(n, config.n_heads, config.d_model, config.n_layers, batch, m)
-    layouts = [lay for lay in layouts if config.vocab_size % lay[1] == 0]  # the vocab-parallel head
+    layouts = valid_layouts(n, config.n_heads, config.d_model, config.n_layers, batch, m, config.vocab_size)
     skipped = []
     for tp in range(1, n + 1):
         for pp in range(1, n + 1):
             if n % (tp * pp) == 0 and (n // (tp * pp), tp, pp) not in layouts:
                 why = layout_problem(n // (tp * pp), tp, pp, n, config.n_heads, config.d_model, config.n_layers,
-                                     batch, m) or f"tp={tp} does not divide the vocabulary of {config.vocab_size}"
+                                     batch, m, config.vocab_size)
                 skipped.append({"layout": (n // (tp * pp), tp, pp), "why": why})
     if not layouts:
         raise ConfigError(f"no layout of {n} rank(s) fits preset {a.preset} with batch {batch} and m={m}")

@@ -17,7 +17,8 @@ Usage: ``grid = ProcessGrid(hpr.init(), dp=2, tp=2, pp=2); grid.tp.allreduce(x)`
 from ..errors import ConfigError
 
 
-def valid_layouts(world_size, n_heads=None, d_model=None, n_layers=None, batch=None, micro_batches=1):
+def valid_layouts(world_size, n_heads=None, d_model=None, n_layers=None, batch=None, micro_batches=1,
+                  vocab_size=None):
     """Every (dp, tp, pp) with dp*tp*pp = world_size that the model and batch allow."""
     out = []
     for tp in range(1, world_size + 1):
@@ -27,22 +28,27 @@ def valid_layouts(world_size, n_heads=None, d_model=None, n_layers=None, batch=N
             if (world_size // tp) % pp:
                 continue
             dp = world_size // (tp * pp)
-            if layout_problem(dp, tp, pp, world_size, n_heads, d_model, n_layers, batch, micro_batches) is None:
+            if layout_problem(dp, tp, pp, world_size, n_heads, d_model, n_layers, batch, micro_batches,
+                              vocab_size) is None:
                 out.append((dp, tp, pp))
     return out
 
 
 def layout_problem(dp, tp, pp, world_size, n_heads=None, d_model=None, n_layers=None, batch=None,
-                   micro_batches=1):
-    """What is wrong with a layout (a sentence), or None."""
-    if min(dp, tp, pp) < 1:
+                   micro_batches=1, vocab_size=None):
+    """What is wrong with a layout (a sentence), or None. dp=None: the ranks left over by tp x pp."""
+    if min(tp, pp) < 1 or (dp is not None and dp < 1):
         return f"dp, tp and pp must be at least 1 (got dp={dp}, tp={tp}, pp={pp})"
+    if dp is None:
+        if world_size % (tp * pp):
+            return f"tp x pp = {tp} x {pp} = {tp * pp} does not divide the job's {world_size} ranks"
+        dp = world_size // (tp * pp)
     if dp * tp * pp != world_size:
         return f"dp x tp x pp = {dp} x {tp} x {pp} = {dp * tp * pp}, but the job has {world_size} ranks"
     if n_heads is not None and n_heads % tp:
         return f"tp={tp} does not divide the {n_heads} attention heads"
-    if d_model is not None and (4 * d_model) % tp:
-        return f"tp={tp} does not divide the MLP width {4 * d_model}"
+    if vocab_size is not None and vocab_size % tp:
+        return f"tp={tp} does not divide the vocabulary of {vocab_size} (split by rows over tp)"
     if n_layers is not None and n_layers < pp:
         return f"pp={pp} stages need at least {pp} layers; the model has {n_layers}"
     if batch is not None and batch % (dp * micro_batches):
@@ -55,16 +61,15 @@ class ProcessGrid:
     """The dp x pp x tp grid over `world` (an hpr Communicator). Collective: every rank makes it."""
 
     def __init__(self, world, dp=None, tp=1, pp=1, *, n_heads=None, d_model=None, n_layers=None, batch=None,
-                 micro_batches=1):
+                 micro_batches=1, vocab_size=None):
         n = world.size
-        if dp is None:
-            dp = n // (tp * pp) if tp * pp and n % (tp * pp) == 0 else 0
-        why = layout_problem(dp, tp, pp, n, n_heads, d_model, n_layers, batch, micro_batches)
+        why = layout_problem(dp, tp, pp, n, n_heads, d_model, n_layers, batch, micro_batches, vocab_size)
         if why is not None:
-            ok = valid_layouts(n, n_heads, d_model, n_layers, batch, micro_batches)
+            ok = valid_layouts(n, n_heads, d_model, n_layers, batch, micro_batches, vocab_size)
             choices = ", ".join(f"--dp {a} --tp {b} --pp {c}" for a, b, c in ok) or "none"
-            raise ConfigError(f"layout dp={dp} tp={tp} pp={pp} cannot run: {why}. Layouts that work for "
-                              f"{n} rank(s) and this model: {choices}")
+            raise ConfigError(f"layout dp={'auto' if dp is None else dp} tp={tp} pp={pp} cannot run: {why}. "
+                              f"Layouts that work for {n} rank(s) and this model: {choices}")
+        dp = n // (tp * pp) if dp is None else dp
         self.world, self.dp_size, self.tp_size, self.pp_size = world, dp, tp, pp
         r = world.rank
         self.tp_rank, self.dp_rank, self.pp_rank = self.coords(r)
