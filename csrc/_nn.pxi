@@ -51,6 +51,16 @@ cdef extern from "nn.h" nogil:
                        double beta1, double beta2, double eps, double wd, double bc1, double bc2,
                        double gscale, int nthreads)
     int64_t hpr_attention_scratch(int64_t T, int64_t D)
+    void hpr_lstm_cell_forward_f32(float *a, float *c, float *tc, float *h, const float *c_prev, int64_t B,
+                                   int64_t H)
+    void hpr_lstm_cell_forward_f64(double *a, double *c, double *tc, double *h, const double *c_prev,
+                                   int64_t B, int64_t H)
+    void hpr_lstm_cell_backward_f32(float *da, float *dc_prev, const float *dh, const float *dc_next,
+                                    const float *gates, const float *c_prev, const float *tc, int64_t B,
+                                    int64_t H)
+    void hpr_lstm_cell_backward_f64(double *da, double *dc_prev, const double *dh, const double *dc_next,
+                                    const double *gates, const double *c_prev, const double *tc, int64_t B,
+                                    int64_t H)
     double hpr_sumsq_f32(const float *x, int64_t n, int nthreads)
     double hpr_sumsq_f64(const double *x, int64_t n, int nthreads)
     void hpr_attention_forward_f32(float *y, float *att, const float *q, const float *k, const float *v,
@@ -321,3 +331,36 @@ def attention_backward(dqkv, dy, att, qkv, scratch, int64_t B, int64_t T, int64_
 def attention_scratch(int64_t T, int64_t D):
     """Elements of scratch each thread of the attention kernels needs."""
     return hpr_attention_scratch(T, D)
+
+
+def lstm_cell_forward(a, c, tc, h, c_prev, int64_t B, int64_t H, int isz):
+    """a (B, 4H) pre-activations -> activated gates in place; c, tc = tanh(c), h out (B, H)."""
+    _isz(isz)
+    cdef _View aa = _buf(a, True, B * 4 * H, isz, "a"), cc = _buf(c, True, B * H, isz, "c")
+    cdef _View tt = _buf(tc, True, B * H, isz, "tc"), hh = _buf(h, True, B * H, isz, "h")
+    cdef _View cp = _buf(c_prev, False, B * H, isz, "c_prev")
+    with nogil:
+        if isz == 4:
+            hpr_lstm_cell_forward_f32(<float *>aa.view.buf, <float *>cc.view.buf, <float *>tt.view.buf,
+                                      <float *>hh.view.buf, <const float *>cp.view.buf, B, H)
+        else:
+            hpr_lstm_cell_forward_f64(<double *>aa.view.buf, <double *>cc.view.buf, <double *>tt.view.buf,
+                                      <double *>hh.view.buf, <const double *>cp.view.buf, B, H)
+
+
+def lstm_cell_backward(da, dc_prev, dh, dc_next, gates, c_prev, tc, int64_t B, int64_t H, int isz):
+    """da (B, 4H) and dc_prev (B, H) from dh, dc_next and the forward's gates, c_prev, tc."""
+    _isz(isz)
+    cdef _View d = _buf(da, True, B * 4 * H, isz, "da"), dcp = _buf(dc_prev, True, B * H, isz, "dc_prev")
+    cdef _View g1 = _buf(dh, False, B * H, isz, "dh"), g2 = _buf(dc_next, False, B * H, isz, "dc_next")
+    cdef _View gg = _buf(gates, False, B * 4 * H, isz, "gates"), cp = _buf(c_prev, False, B * H, isz, "c_prev")
+    cdef _View tt = _buf(tc, False, B * H, isz, "tc")
+    with nogil:
+        if isz == 4:
+            hpr_lstm_cell_backward_f32(<float *>d.view.buf, <float *>dcp.view.buf, <const float *>g1.view.buf,
+                                       <const float *>g2.view.buf, <const float *>gg.view.buf,
+                                       <const float *>cp.view.buf, <const float *>tt.view.buf, B, H)
+        else:
+            hpr_lstm_cell_backward_f64(<double *>d.view.buf, <double *>dcp.view.buf, <const double *>g1.view.buf,
+                                       <const double *>g2.view.buf, <const double *>gg.view.buf,
+                                       <const double *>cp.view.buf, <const double *>tt.view.buf, B, H)

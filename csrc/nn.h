@@ -57,7 +57,13 @@
     void hpr_attention_backward##SFX(REAL *dq, REAL *dk, REAL *dv, const REAL *dy, const REAL *att,  \
                                      const REAL *q, const REAL *k, const REAL *v, int64_t B,         \
                                      int64_t T, int64_t H, int64_t D, int64_t sq, int64_t sy,        \
-                                     double scale, REAL *scratch, int nthreads);
+                                     double scale, REAL *scratch, int nthreads);                     \
+    /* one LSTM time step, gates [i | f | g | o] (see nn_impl.h) */                                  \
+    void hpr_lstm_cell_forward##SFX(REAL *a, REAL *c, REAL *tc, REAL *h, const REAL *c_prev,         \
+                                    int64_t B, int64_t H);                                           \
+    void hpr_lstm_cell_backward##SFX(REAL *da, REAL *dc_prev, const REAL *dh, const REAL *dc_next,   \
+                                     const REAL *gates, const REAL *c_prev, const REAL *tc,          \
+                                     int64_t B, int64_t H);
 
 HPR_NN_DECLARE(float, _f32)
 HPR_NN_DECLARE(double, _f64)

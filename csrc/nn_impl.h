@@ -462,3 +462,46 @@ HPR_KERNEL void FN(hpr_attention_backward)(REAL *dq, REAL *dk, REAL *dv, const R
         }
     }
 }
+
+/* ---- LSTM cell (one time step), gates laid out [i | f | g | o], each H wide ----
+ * forward: a (B, 4H) pre-activations in, activated gates out (in place); c = f*c_prev + i*g,
+ * tc = tanh(c), h = o*tc. backward: from dh (gradient of h) and dc_next (of c, through the next
+ * step), writes da (B, 4H) and dc_prev (B, H) (dc_prev may be dc_next). float uses the vectorised
+ * exp (and tanh from it), double libm's, for the gradient checks. */
+HPR_KERNEL void FN(hpr_lstm_cell_forward)(REAL *a, REAL *c, REAL *tc, REAL *h, const REAL *c_prev, int64_t B,
+                                          int64_t H) {
+    for (int64_t n = 0; n < B; n++) {
+        REAL *an = a + n * 4 * H;
+        SIMD
+        for (int64_t j = 0; j < H; j++) {
+            REAL i = (REAL)1 / ((REAL)1 + LEXP(-an[j]));
+            REAL f = (REAL)1 / ((REAL)1 + LEXP(-an[H + j]));
+            REAL g = LTANH(an[2 * H + j]);
+            REAL o = (REAL)1 / ((REAL)1 + LEXP(-an[3 * H + j]));
+            an[j] = i, an[H + j] = f, an[2 * H + j] = g, an[3 * H + j] = o;
+            REAL cn = f * c_prev[n * H + j] + i * g;
+            REAL t = LTANH(cn);
+            c[n * H + j] = cn, tc[n * H + j] = t, h[n * H + j] = o * t;
+        }
+    }
+}
+
+HPR_KERNEL void FN(hpr_lstm_cell_backward)(REAL *da, REAL *dc_prev, const REAL *dh, const REAL *dc_next,
+                                           const REAL *gates, const REAL *c_prev, const REAL *tc, int64_t B,
+                                           int64_t H) {
+    for (int64_t n = 0; n < B; n++) {
+        const REAL *gn = gates + n * 4 * H;
+        REAL *dn = da + n * 4 * H;
+        SIMD
+        for (int64_t j = 0; j < H; j++) {
+            int64_t k = n * H + j;
+            REAL i = gn[j], f = gn[H + j], g = gn[2 * H + j], o = gn[3 * H + j], t = tc[k];
+            REAL dc = dc_next[k] + dh[k] * o * ((REAL)1 - t * t);
+            dn[j] = dc * g * i * ((REAL)1 - i);
+            dn[H + j] = dc * c_prev[k] * f * ((REAL)1 - f);
+            dn[2 * H + j] = dc * i * ((REAL)1 - g * g);
+            dn[3 * H + j] = dh[k] * t * o * ((REAL)1 - o);
+            dc_prev[k] = dc * f;
+        }
+    }
+}

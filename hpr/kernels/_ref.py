@@ -149,3 +149,26 @@ def attention_backward(dy, att, qkv, b, t, h):
     oq, ok, ov = _heads(out, b, t, h)
     oq[...], ok[...], ov[...] = dq, dk, dv
     return out
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def lstm_cell_forward(a, c_prev):
+    """(gates, c, tc, h) of one LSTM step from pre-activations a (B, 4H) = [i | f | g | o]."""
+    hh = a.shape[1] // 4
+    i, f, g, o = _sigmoid(a[:, :hh]), _sigmoid(a[:, hh:2 * hh]), np.tanh(a[:, 2 * hh:3 * hh]), _sigmoid(a[:, 3 * hh:])
+    c = f * c_prev + i * g
+    tc = np.tanh(c)
+    return np.concatenate([i, f, g, o], axis=1), c, tc, o * tc
+
+
+def lstm_cell_backward(dh, dc_next, gates, c_prev, tc):
+    """(da, dc_prev) of one LSTM step."""
+    hh = gates.shape[1] // 4
+    i, f, g, o = gates[:, :hh], gates[:, hh:2 * hh], gates[:, 2 * hh:3 * hh], gates[:, 3 * hh:]
+    dc = dc_next + dh * o * (1 - tc * tc)
+    da = np.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
+                         dh * tc * o * (1 - o)], axis=1)
+    return da, dc * f

@@ -160,3 +160,19 @@ def attention_backward(dy, att, qkv, b, t, h, dqkv):
     cpu_kernels().attention_backward(dqkv, dy, att, qkv, s, b, t, h, d, 1.0 / np.sqrt(d),
                                      _isz(qkv, att, dy, dqkv), nt)
     return dqkv
+
+
+def lstm_cell_forward(a, c_prev, c, tc, h):
+    """One LSTM step: a (B, 4H) pre-activations [i | f | g | o] become the activated gates (in place);
+    c = f c_prev + i g, tc = tanh(c), h = o tc (all (B, H), written)."""
+    b, h4 = a.shape
+    cpu_kernels().lstm_cell_forward(a, c, tc, h, c_prev, b, h4 // 4, _isz(a, c, tc, h, c_prev))
+    return h
+
+
+def lstm_cell_backward(dh, dc_next, gates, c_prev, tc, da, dc_prev):
+    """Backward of one step: da (B, 4H) and dc_prev (B, H) (may be dc_next) from dh and dc_next."""
+    b, h4 = gates.shape
+    cpu_kernels().lstm_cell_backward(da, dc_prev, dh, dc_next, gates, c_prev, tc, b, h4 // 4,
+                                     _isz(gates, da, dc_prev, dh, dc_next, c_prev, tc))
+    return da
