@@ -19,10 +19,11 @@ from .errors import ConfigError, HprError
 
 def build_parser():
     ap = argparse.ArgumentParser(prog="classify_lstm", description="Train an LSTM byte classifier data-parallel.")
-    ap.add_argument("--epochs", type=int, default=6, help="epochs (default 6)")
+    ap.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
     ap.add_argument("--steps-per-epoch", type=int, default=150, help="optimizer steps per epoch (default 150)")
     ap.add_argument("--batch", type=int, default=64, help="windows per step for the whole job (default 64)")
-    ap.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    ap.add_argument("--lr", type=float, default=1e-2, help="Adam's learning rate at the start, decayed on a cosine to "
+                    "a tenth by the end (default 1e-2)")
     ap.add_argument("--clip", type=float, default=1.0, help="max global gradient norm; 0 = off (default 1.0)")
     ap.add_argument("--window", type=int, default=256, help="bytes per window (default 256)")
     ap.add_argument("--embed", type=int, default=64, help="embedding width (default 64)")
@@ -128,7 +129,7 @@ def run(args):
     import hpr
 
     from .model.classifier import LSTMClassifier
-    from .optim import AdamW
+    from .optim import AdamW, CosineSchedule
     from .parallel import DataParallel, check_same_params
 
     check_args(args)
@@ -146,6 +147,7 @@ def run(args):
     opt = AdamW(model.layout, model.params, model.grads, betas=(0.9, 0.999), eps=1e-7, weight_decay=0.0)
     check_same_params(comm, model.params)
     local = args.batch // n
+    schedule = CosineSchedule(args.lr, args.epochs * args.steps_per_epoch, 0, 0.1)
     xv, yv = data.fixed_eval("val", args.eval_n, seed=args.seed + 1)
     say(f"hpr LSTM classifier: Embedding(256, {args.embed}) -> LSTM({args.hidden}) -> Dense(1, sigmoid); "
         f"{model.n_params:,} parameters; {n} data-parallel rank(s), {local} windows of {args.window} bytes each "
@@ -160,7 +162,8 @@ def run(args):
         t0 = time.perf_counter()
         losses = []
         for _ in range(args.steps_per_epoch):
-            losses.append(train_step(model, opt, sync, data, step, args.batch, args.lr, args.clip, args.seed))
+            losses.append(train_step(model, opt, sync, data, step, args.batch, schedule(step + 1), args.clip,
+                                     args.seed))
             step += 1
         mean = np.array([float(np.mean(losses))])
         if n > 1:
