@@ -60,6 +60,28 @@ def default_cache_dir():
     return os.path.join(base, "hpr")
 
 
+def _check_val_permille(val_permille, example):
+    if isinstance(val_permille, bool) or not isinstance(val_permille, (int, np.integer)) \
+            or not 1 <= val_permille <= 999:
+        raise DataError(f"val_permille={val_permille!r}: the validation share is given in thousandths "
+                        f"and must be an integer from 1 to 999 ({example})")
+    return int(val_permille)
+
+
+def _source(path, suffixes, missing):
+    """(root, suffixes, description) of a corpus: the standard library's .py files when path is None.
+    missing: the DataError message's advice when path does not exist."""
+    if path is None:
+        root = os.path.abspath(sysconfig.get_paths()["stdlib"])
+        v = sys.version_info
+        return root, (".py",), f"Python {v.major}.{v.minor} standard library {root} (*.py)"
+    root = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    suffixes = (suffixes,) if isinstance(suffixes, str) else tuple(suffixes)
+    if not os.path.exists(root):
+        raise DataError(f"{missing[0]} {root} does not exist: {missing[1]}")
+    return root, suffixes, f"folder {root} ({', '.join('*' + s for s in suffixes)})"
+
+
 class Corpus:
     """A byte corpus split into ``train`` and ``val`` (1-D uint8 arrays, read-only when loaded). ``n_files`` files
     were read, ``n_val_files`` of them are validation (0: the tail split was used, see the module
@@ -82,22 +104,10 @@ class Corpus:
         ``suffixes``, in relative-path order; hidden and site-packages folders are skipped), or with
         no path the Python standard library's ``*.py`` files. Cached under ``cache_dir`` (default:
         default_cache_dir()); a missing, stale or damaged cache is rebuilt."""
-        if isinstance(val_permille, bool) or not isinstance(val_permille, (int, np.integer)) \
-                or not 1 <= val_permille <= 999:
-            raise DataError(f"val_permille={val_permille!r}: the validation share is given in thousandths "
-                            "and must be an integer from 1 to 999 (50 means 5%)")
-        val_permille = int(val_permille)
-        if path is None:
-            root, suffixes = os.path.abspath(sysconfig.get_paths()["stdlib"]), (".py",)
-            v = sys.version_info
-            source = f"Python {v.major}.{v.minor} standard library {root} (*.py)"
-        else:
-            root = os.path.abspath(os.path.expanduser(os.fspath(path)))
-            suffixes = (suffixes,) if isinstance(suffixes, str) else tuple(suffixes)
-            source = f"folder {root} ({', '.join('*' + s for s in suffixes)})"
-            if not os.path.exists(root):
-                raise DataError(f"corpus path {root} does not exist: pass a text file or a folder of text "
-                                "files (or no path, for the Python standard library's sources)")
+        val_permille = _check_val_permille(val_permille, "50 means 5%")
+        root, suffixes, source = _source(path, suffixes, (
+            "corpus path", "pass a text file or a folder of text files (or no path, for the Python standard "
+            "library's sources)"))
         if os.path.isfile(root):
             if not os.access(root, os.R_OK):
                 raise DataError(f"corpus file {root} is not readable: fix its permissions or pass another file")
@@ -407,21 +417,11 @@ class LabeledWindows:
         if not callable(rule):
             raise DataError(f"rule must be a function of a file's relative path returning its label "
                             f"(got {rule!r}); the default is hpr.data.is_test_module")
-        if isinstance(val_permille, bool) or not isinstance(val_permille, (int, np.integer)) \
-                or not 1 <= val_permille <= 999:
-            raise DataError(f"val_permille={val_permille!r}: the validation share is given in thousandths "
-                            "and must be an integer from 1 to 999 (100 means 10%)")
-        if path is None:
-            root, suffixes = os.path.abspath(sysconfig.get_paths()["stdlib"]), (".py",)
-            v = sys.version_info
-            source = f"Python {v.major}.{v.minor} standard library {root} (*.py)"
-        else:
-            root = os.path.abspath(os.path.expanduser(os.fspath(path)))
-            suffixes = (suffixes,) if isinstance(suffixes, str) else tuple(suffixes)
-            source = f"folder {root} ({', '.join('*' + s for s in suffixes)})"
-            if not os.path.exists(root):
-                raise DataError(f"data path {root} does not exist: pass a folder of source files with --data "
-                                "(or no path, for the Python standard library's sources)")
+        val_permille = _check_val_permille(val_permille, "100 means 10%")
+        root, suffixes, source = _source(path, suffixes, (
+            "data path", "pass a folder of source files with --data (or no path, for the Python standard "
+            "library's sources)"))
+        if path is not None:
             if not os.path.isdir(root):
                 raise DataError(f"data path {root} is not a folder: labels and the train/validation split "
                                 "are per file, so pass a folder of files with --data")

@@ -169,32 +169,12 @@ def measure(world, config, layout, batch, m, steps, tokens, seed=0, lr=1e-3, buc
 
 def simulated_bubble(busy, m, b_over_f=2.0):
     """The 1F1B bubble (mean over stages of 1 - busy/makespan) with each stage's own cost: stage s spends
-    busy[s] on its m forwards and backwards, a backward b_over_f times a forward; communication free.
-    The same dependencies as hpr.parallel.schedule.simulate, which takes one cost for every stage."""
-    from hpr.parallel.schedule import one_f_one_b
+    busy[s] on its m forwards and backwards, a backward b_over_f times a forward; communication free
+    (hpr.parallel.schedule.simulate with per-stage costs)."""
+    from hpr.parallel.schedule import simulate
 
-    pp = len(busy)
-    cost = {}
-    for s, t in enumerate(busy):
-        f = t / (m * (1.0 + b_over_f))
-        cost[s, "F"], cost[s, "B"] = f, f * b_over_f
-    acts = [one_f_one_b(pp, m, s) for s in range(pp)]
-    done, free, nxt = {}, [0.0] * pp, [0] * pp
-    progress = True
-    while progress:
-        progress = False
-        for s in range(pp):
-            while nxt[s] < len(acts[s]):
-                a = acts[s][nxt[s]]
-                deps = ([(s - 1, "F", a.micro)] if s > 0 else []) if a.kind == "F" else \
-                    [(s, "F", a.micro)] + ([(s + 1, "B", a.micro)] if s < pp - 1 else [])
-                if any(d not in done for d in deps):
-                    break
-                done[s, a.kind, a.micro] = free[s] = max([free[s]] + [done[d] for d in deps]) + cost[s, a.kind]
-                nxt[s] += 1
-                progress = True
-    span = max(free)
-    return sum(1.0 - t / span for t in busy) / pp
+    f = [t / (m * (1.0 + b_over_f)) for t in busy]
+    return simulate(len(busy), m, f_cost=f, b_cost=[x * b_over_f for x in f]).bubble
 
 
 def _bubble(ranks, pp, steps, m):

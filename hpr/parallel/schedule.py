@@ -128,18 +128,28 @@ class Simulation:
 
     @property
     def bubble(self):
-        """Idle fraction of the stage-time: 1 - busy / makespan (each stage is busy m*(f+b))."""
-        return 1.0 - self.m * (self.f_cost + self.b_cost) / self.makespan
+        """Idle fraction of the stage-time, mean over stages of 1 - busy / makespan (stage s is busy
+        m * (f_s + b_s))."""
+        fc, bc = _per_stage(self.f_cost, self.pp), _per_stage(self.b_cost, self.pp)
+        return sum(1.0 - self.m * (f + b) / self.makespan for f, b in zip(fc, bc)) / self.pp
+
+
+def _per_stage(cost, pp):
+    """A cost for every stage: one number for all, or a sequence of pp."""
+    return [float(cost)] * pp if isinstance(cost, (int, float)) else [float(c) for c in cost]
 
 
 def simulate(pp, m, schedule=one_f_one_b, f_cost=1.0, b_cost=2.0):
     """Discrete-event run of all pp stages. Each stage runs its actions in order, one at a time; F of
     micro i on stage s waits for F of i on s-1, B of i on s for B of i on s+1 and F of i on s.
-    Communication is free. Raises ConfigError (a ValueError) if the action lists are malformed or if
-    some stage's next action can never start (deadlock)."""
+    f_cost, b_cost: one cost per action for every stage, or a sequence with each stage's own (unequal
+    stages). Communication is free. Raises ConfigError (a ValueError) if the action lists are malformed
+    or if some stage's next action can never start (deadlock)."""
     _check(pp, m)
-    if not (f_cost > 0 and b_cost > 0):
-        raise ConfigError(f"f_cost and b_cost must be > 0, got {f_cost!r}, {b_cost!r}")
+    fc, bc = _per_stage(f_cost, pp), _per_stage(b_cost, pp)
+    if len(fc) != pp or len(bc) != pp or not all(c > 0 for c in fc + bc):
+        raise ConfigError(f"f_cost and b_cost must be > 0, one number or one per stage, got {f_cost!r}, "
+                          f"{b_cost!r}")
     acts = [list(schedule(pp, m, s)) for s in range(pp)]
     want = sorted((k, i) for k in "FB" for i in range(m))
     for s, lst in enumerate(acts):
@@ -164,7 +174,7 @@ def simulate(pp, m, schedule=one_f_one_b, f_cost=1.0, b_cost=2.0):
                 if any(d not in done for d in deps):
                     break
                 t0 = max([free[s]] + [done[d] for d in deps])
-                t1 = t0 + (f_cost if a.kind == "F" else b_cost)
+                t1 = t0 + (fc[s] if a.kind == "F" else bc[s])
                 start[s].append(t0)
                 end[s].append(t1)
                 done[(s, a.kind, a.micro)] = free[s] = t1
