@@ -19,7 +19,7 @@ from .errors import ConfigError, HprError
 
 def build_parser():
     ap = argparse.ArgumentParser(prog="classify_lstm", description="Train an LSTM byte classifier data-parallel.")
-    ap.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
+    ap.add_argument("--epochs", type=int, default=16, help="epochs (default 16)")
     ap.add_argument("--steps-per-epoch", type=int, default=150, help="optimizer steps per epoch (default 150)")
     ap.add_argument("--batch", type=int, default=64, help="windows per step for the whole job (default 64)")
     ap.add_argument("--lr", type=float, default=1e-2, help="Adam's learning rate at the start, decayed on a cosine to "
