@@ -255,3 +255,4 @@ cdef class ShmEngine:
             rc = hpr_shm_finish_round(&self.s, a.view.buf, n, dtype, timeout, &missing)
         return missing if rc else -1
 include "_nn.pxi"
+include "_statevec.pxi"

@@ -172,3 +172,84 @@ def lstm_cell_backward(dh, dc_next, gates, c_prev, tc):
     da = np.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
                          dh * tc * o * (1 - o)], axis=1)
     return da, dc * f
+
+
+# --- state vectors (hpr.kernels.statevec): dense operators on (B, 2**N) states. Qubit 0 is the LOW bit
+# of the amplitude index, so in Kronecker products qubit N-1 is the LEFTMOST factor.
+
+SV_PAULI = {"I": np.eye(2), "X": np.array([[0, 1], [1, 0]]), "Y": np.array([[0, -1j], [1j, 0]]),
+            "Z": np.diag([1, -1])}
+
+
+def sv_kron_1q(u, q, n):
+    """The 2**N x 2**N operator of u on qubit q: kron(I, ..., u, ..., I) with qubit N-1 leftmost."""
+    full = np.eye(1)
+    for k in range(n - 1, -1, -1):
+        full = np.kron(full, u if k == q else np.eye(2))
+    return full
+
+
+def sv_dense(op, qubits, n):
+    """The 2**N x 2**N operator of op (2**k x 2**k) on `qubits`, qubits[0] the LOW bit of op's index."""
+    dim = 1 << n
+    full = np.zeros((dim, dim), complex)
+    for i in range(dim):
+        r = sum(((i >> q) & 1) << k for k, q in enumerate(qubits))
+        rest = i & ~sum(1 << q for q in qubits)
+        for c in range(1 << len(qubits)):
+            j = rest | sum(((c >> k) & 1) << q for k, q in enumerate(qubits))
+            full[i, j] = op[r, c]
+    return full
+
+
+def sv_controlled_op(u, ncontrols):
+    """The (2**(k+1))-square matrix of u on the top bit where the k low bits are all 1 (controls first)."""
+    k = ncontrols
+    op = np.eye(2 << k, dtype=complex)
+    on = (1 << k) - 1  # controls all 1; target is bit k
+    idx = [on, on | (1 << k)]
+    op[np.ix_(idx, idx)] = u
+    return op
+
+
+def sv_apply(state, ops, qubits):
+    """state (B, 2**N) with ops[b] (or one op) on `qubits`, as a new complex128 array."""
+    b, dim = state.shape
+    n = dim.bit_length() - 1
+    ops = np.asarray(ops)
+    out = np.empty((b, dim), complex)
+    for s in range(b):
+        op = ops if ops.ndim == 2 else ops[s]
+        out[s] = sv_dense(op, qubits, n) @ state[s].astype(complex)
+    return out
+
+
+def sv_expval_z(state):
+    """(B, N): sum_i |psi_i|^2 (1 - 2 bit_q(i))."""
+    n = state.shape[1].bit_length() - 1
+    p = np.abs(state.astype(complex)) ** 2
+    signs = np.array([[1 - 2 * ((i >> q) & 1) for q in range(n)] for i in range(state.shape[1])])
+    return p @ signs
+
+
+def sv_expval_pauli(state, pauli):
+    """(B,): Re <psi|P|psi>, pauli[i] acting on qubit i (so the Kronecker product runs right to left)."""
+    full = np.eye(1)
+    for c in reversed(pauli):
+        full = np.kron(full, SV_PAULI[c])
+    psi = state.astype(complex)
+    return np.real(np.einsum("bi,ij,bj->b", psi.conj(), full, psi))
+
+
+def sv_apply_tensor(state, op, qubits):
+    """The same as sv_apply for one shared op, by tensor contraction (fast enough for N ~ 16): the state
+    as a (B, 2, ..., 2) tensor whose axis 1 + N-1-q is qubit q."""
+    b, dim = state.shape
+    n = dim.bit_length() - 1
+    k = len(qubits)
+    t = state.astype(complex).reshape((b,) + (2,) * n)
+    axes = [1 + n - 1 - q for q in reversed(qubits)]  # op's row index: qubits[-1] is its top bit
+    opt = np.asarray(op, complex).reshape((2,) * (2 * k))
+    t = np.tensordot(opt, t, axes=(list(range(k, 2 * k)), axes))  # op's out axes come first
+    t = np.moveaxis(t, list(range(k)), axes)
+    return t.reshape(b, dim)

@@ -1,0 +1,116 @@
+/* hpr's state-vector kernels (see statevec.h): the bodies live in statevec_impl.h, compiled here once
+ * for float and once for double. Complex numbers are explicit (re, im) REAL pairs rather than C99
+ * _Complex, whose multiply calls __muldc3 for C's Inf/NaN rules unless -ffast-math is on.
+ *
+ * Work layout. A gate on the sorted qubit positions p0 < p1 < ... < p(m-1) acts on "groups" of 2**m
+ * amplitudes; a group is named by g in [0, 2**(N-m)) and its first amplitude is g with a zero bit
+ * inserted at each p_k (sv_insert), OR the control mask. Consecutive g below 2**p0 give consecutive
+ * amplitudes, so a work item of SV_CHUNK groups is walked as runs of min(2**p0, SV_CHUNK) groups, each
+ * one "omp simd" loop; the (state, item) pairs are flattened into one OpenMP loop, so that one large state
+ * and many small ones both split over threads. Qubit 0 (runs of length 1) has its own loops. */
+#include <stdint.h>
+#include <string.h>
+#ifdef HPR_HAVE_OPENMP
+#include <omp.h>
+#endif
+#include "statevec.h"
+
+/* Same dispatch as nn.c: AVX-512, AVX2+FMA and baseline clones picked by the loader. */
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && \
+    __GNUC__ >= 12 && !defined(HPR_NO_CLONES)
+#define HPR_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define HPR_KERNEL
+#endif
+#define HPR_SV_OMP_MIN (1 << 15) /* amplitudes per call: below this a thread team costs more */
+#define SV_CHUNK 2048            /* groups per work item (a SIMD run) */
+#define SV_EZ_BITS 10            /* expval_z folds blocks of 2**10 probabilities */
+#define HPR_PRAGMA(x) _Pragma(#x)
+#define SIMD HPR_PRAGMA(omp simd)
+#define SIMD_SUM2(a, b) HPR_PRAGMA(omp simd reduction(+ : a, b))
+#ifdef HPR_HAVE_OPENMP
+#define OMP_ITEMS HPR_PRAGMA(omp parallel for schedule(static) num_threads(nthreads) if (par))
+#define OMP_ITEMS_SUM2(a, b) \
+    HPR_PRAGMA(omp parallel for schedule(static) num_threads(nthreads) if (par) reduction(+ : a, b))
+#define OMP_ITEMS_ACC(acc, n, t) \
+    HPR_PRAGMA(omp parallel for schedule(static) num_threads(nthreads) if (par) reduction(+ : acc[:n], t))
+#else
+#define OMP_ITEMS
+#define OMP_ITEMS_SUM2(a, b)
+#define OMP_ITEMS_ACC(acc, n, t)
+#endif
+
+/* g with a zero bit inserted at each of the ascending positions pos[0..m-1]. */
+static inline int64_t sv_insert(int64_t g, const int *pos, int m) {
+    for (int k = 0; k < m; k++) {
+        int64_t low = g & ((INT64_C(1) << pos[k]) - 1);
+        g = ((g >> pos[k]) << (pos[k] + 1)) | low;
+    }
+    return g;
+}
+
+/* How a gate on the qubits of `bits` splits a (B, 2**N) batch: a work item is Gi consecutive groups
+ * of one state (its matrix is loaded once per item), walked as runs of Lr contiguous groups. */
+typedef struct {
+    int pos[64], m;
+    int64_t Gi, Lr, per, W; /* groups per item, groups per run, items per state, items in all */
+} sv_plan;
+
+static void sv_plan_make(sv_plan *p, int64_t B, int N, int64_t bits) {
+    p->m = 0;
+    for (int q = 0; q < N; q++)
+        if ((bits >> q) & 1) p->pos[p->m++] = q;
+    int64_t G = INT64_C(1) << (N - p->m), L = INT64_C(1) << p->pos[0];
+    p->Gi = G < SV_CHUNK ? G : SV_CHUNK;
+    p->Lr = L < p->Gi ? L : p->Gi;
+    p->per = G / p->Gi;
+    p->W = B * p->per;
+}
+
+/* first amplitude (complex index within the whole batch) of run r of work item w */
+static inline int64_t sv_run_base(const sv_plan *p, int64_t w, int64_t r, int N, int64_t set) {
+    int64_t b = w / p->per, g = (w - b * p->per) * p->Gi + r;
+    return (b << N) + (sv_insert(g, p->pos, p->m) | set);
+}
+
+/* for each run of work item w: REAL *x = its first amplitude; BODY (runs of p.Lr amplitudes) */
+#define SV_RUNS(p, w, set, ...)                                         \
+    for (int64_t r_ = 0; r_ < (p).Gi; r_ += (p).Lr) {                   \
+        REAL *x = psi + 2 * sv_run_base(&(p), (w), r_, N, (set));       \
+        __VA_ARGS__                                                     \
+    }
+
+/* Re(i^ny (re + i im)) */
+static inline double sv_phase_re(int ny, double re, double im) {
+    switch (ny & 3) {
+    case 0: return re;
+    case 1: return -im;
+    case 2: return -re;
+    default: return im;
+    }
+}
+
+/* Qubit 0 with no controls: the pairs are adjacent amplitudes, psi = (B * 2**(N-1)) pairs of 4 REALs.
+ * Items are runs of Lc pairs inside one state (its matrix at U + b * ustride). */
+#define SV_PAIRS_Q0(...)                                                                               \
+    do {                                                                                               \
+        int64_t half = INT64_C(1) << (N - 1), Lc = half < SV_CHUNK ? half : SV_CHUNK, per = half / Lc; \
+        OMP_ITEMS                                                                                      \
+        for (int64_t w = 0; w < B * per; w++) {                                                        \
+            int64_t b = w / per;                                                                       \
+            REAL *x = psi + 4 * (b * half + (w - b * per) * Lc);                                       \
+            __VA_ARGS__                                                                                \
+        }                                                                                              \
+    } while (0)
+
+#define REAL float
+#define FN(name) name##_f32
+#include "statevec_impl.h"
+#undef REAL
+#undef FN
+
+#define REAL double
+#define FN(name) name##_f64
+#include "statevec_impl.h"
+#undef REAL
+#undef FN

@@ -1,0 +1,199 @@
+"""The faces of hpr's state-vector kernels (csrc/statevec.c): gates, in place, and measurements on a
+batch of B states of N qubits held as one C-contiguous (B, 2**N) complex64 or complex128 numpy array.
+They own the checks (shapes, qubits, dtypes: ConfigError, raised before the state is touched); the C
+does the work with the GIL released, over OpenMP threads when a call has >= 2**15 amplitudes. The numpy
+twin of each is in _ref.py. Circuits, parameter shifts and sampling live above this module.
+
+Conventions (those of Qiskit and Qulacs):
+- qubit 0 is the LEAST significant bit of the amplitude index: amplitude i of a state has qubit q in
+  bit (i >> q) & 1;
+- a two-qubit matrix or diagonal on (q1, q2) has q1 as its LOW bit: its index is b(q1) + 2 b(q2), so
+  U = kron(V, W) applies W to q1 and V to q2 (the Kronecker factor of q1 is the RIGHT one);
+- Pauli strings are read left to right from qubit 0: pauli[i] acts on qubit i ("ZI" is Z on qubit 0).
+  This is the REVERSE of Qiskit's labels, whose rightmost letter is qubit 0.
+- matrices are not checked for unitarity (Kraus operators and other non-unitary maps are allowed).
+- gate parameters are one shared matrix, (2, 2) / (4, 4) / (2,) / (4,), or one per state, with a
+  leading B axis; they are cast to the state's dtype.
+
+Dimensions: B states, N qubits, 2**N amplitudes per state.
+Usage: ``s = np.zeros((B, 2**N), np.complex128); s[:, 0] = 1; statevec.apply_1q(s, 0, H)``."""
+import operator
+
+import numpy as np
+
+from ..backend import cpu_kernels, num_threads
+from ..errors import ConfigError
+
+
+def _state(state, writable=True):
+    """(B, N, itemsize) of a valid state array."""
+    if not isinstance(state, np.ndarray):
+        raise ConfigError(f"state must be a numpy array of shape (B, 2**N), not {type(state).__name__}")
+    if state.dtype not in (np.complex64, np.complex128):
+        raise ConfigError(f"state must be complex64 or complex128, not {state.dtype}")
+    if state.ndim != 2:
+        raise ConfigError(f"state must have shape (B, 2**N), got {state.shape}")
+    m = state.shape[1]
+    if m < 1 or m & (m - 1):
+        raise ConfigError(f"state's second axis must be a power of two (2**N amplitudes), got {m}")
+    if not state.flags.c_contiguous:
+        raise ConfigError("state must be C-contiguous (np.ascontiguousarray, then apply in place)")
+    if writable and not state.flags.writeable:
+        raise ConfigError("state is read-only; gates work in place")
+    return state.shape[0], m.bit_length() - 1, state.dtype.itemsize
+
+
+def _qubit(q, n, name="qubit"):
+    if isinstance(q, (bool, np.bool_)):
+        raise ConfigError(f"{name} must be an integer, not {q!r}")
+    try:
+        q = operator.index(q)
+    except TypeError:
+        raise ConfigError(f"{name} must be an integer, not {q!r}") from None
+    if not 0 <= q < n:
+        raise ConfigError(f"{name} {q} outside [0, {n}) for a {n}-qubit state")
+    return q
+
+
+def _distinct(qs, n, names):
+    qs = [_qubit(q, n, nm) for q, nm in zip(qs, names)]
+    if len(set(qs)) != len(qs):
+        raise ConfigError(f"repeated qubits in {dict(zip(names, qs))}; each must be distinct")
+    return qs
+
+
+def _params(u, b, shape, dtype, name):
+    """u cast to the state's dtype, C-contiguous, and how many blocks it holds (1 shared or b)."""
+    a = np.asarray(u)
+    if a.dtype.kind not in "biufc":
+        raise ConfigError(f"{name} must be numeric, not {a.dtype}")
+    if a.shape == shape:
+        nu = 1
+    elif a.shape == (b,) + shape:
+        nu = b
+    else:
+        raise ConfigError(f"{name} must have shape {shape} or {(b,) + shape} (one per state), got {a.shape}")
+    return np.ascontiguousarray(a, dtype=dtype), nu
+
+
+def _controls(controls, n, target):
+    if isinstance(controls, (int, np.integer)) and not isinstance(controls, (bool, np.bool_)):
+        controls = (controls,)
+    try:
+        controls = tuple(controls)
+    except TypeError:
+        raise ConfigError(f"controls must be a tuple of qubits, not {controls!r}") from None
+    qs = _distinct(tuple(controls) + (target,), n, [f"controls[{i}]" for i in range(len(controls))] + ["target"])
+    mask = 0
+    for q in qs[:-1]:
+        mask |= 1 << q
+    return mask, qs[-1]
+
+
+def apply_1q(state, q, U):
+    """state <- U on qubit q. U: (2, 2) for all states or (B, 2, 2) one per state. Returns state."""
+    b, n, isz = _state(state)
+    q = _qubit(q, n)
+    u, nu = _params(U, b, (2, 2), state.dtype, "U")
+    cpu_kernels().sv_apply_1q(state, b, n, q, 0, u, nu, isz, num_threads())
+    return state
+
+
+def apply_2q(state, q1, q2, U):
+    """state <- U on (q1, q2), q1 the low bit of U's index b(q1) + 2 b(q2). U: (4, 4) or (B, 4, 4)."""
+    b, n, isz = _state(state)
+    q1, q2 = _distinct((q1, q2), n, ("q1", "q2"))
+    u, nu = _params(U, b, (4, 4), state.dtype, "U")
+    cpu_kernels().sv_apply_2q(state, b, n, q1, q2, u, nu, isz, num_threads())
+    return state
+
+
+def apply_controlled(state, controls, target, U):
+    """state <- U on target where every qubit of `controls` (a tuple of >= 1 qubits) is 1.
+    U: (2, 2) or (B, 2, 2)."""
+    b, n, isz = _state(state)
+    mask, target = _controls(controls, n, target)
+    if mask == 0:
+        raise ConfigError("apply_controlled needs at least one control qubit; use apply_1q")
+    u, nu = _params(U, b, (2, 2), state.dtype, "U")
+    cpu_kernels().sv_apply_1q(state, b, n, target, mask, u, nu, isz, num_threads())
+    return state
+
+
+def apply_diag_1q(state, q, d):
+    """amplitude *= d[bit q] (RZ, phase, Z, S, T): d (2,) or (B, 2). Entries equal to 1 are skipped."""
+    b, n, isz = _state(state)
+    q = _qubit(q, n)
+    dd, nu = _params(d, b, (2,), state.dtype, "d")
+    cpu_kernels().sv_apply_diag_1q(state, b, n, q, dd, nu, isz, num_threads())
+    return state
+
+
+def apply_diag_2q(state, q1, q2, d):
+    """amplitude *= d[b(q1) + 2 b(q2)] (CZ, RZZ, controlled phase): d (4,) or (B, 4)."""
+    b, n, isz = _state(state)
+    q1, q2 = _distinct((q1, q2), n, ("q1", "q2"))
+    dd, nu = _params(d, b, (4,), state.dtype, "d")
+    cpu_kernels().sv_apply_diag_2q(state, b, n, q1, q2, dd, nu, isz, num_threads())
+    return state
+
+
+def apply_x(state, q, controls=()):
+    """X on qubit q where all `controls` are 1 (X, CNOT, Toffoli): a swap of amplitude pairs."""
+    b, n, isz = _state(state)
+    mask, q = _controls(controls, n, q)
+    cpu_kernels().sv_apply_x(state, b, n, q, mask, isz, num_threads())
+    return state
+
+
+def apply_swap(state, q1, q2):
+    """Exchange qubits q1 and q2."""
+    b, n, isz = _state(state)
+    q1, q2 = _distinct((q1, q2), n, ("q1", "q2"))
+    cpu_kernels().sv_apply_swap(state, b, n, q1, q2, isz, num_threads())
+    return state
+
+
+def expval_z(state):
+    """<psi_b| Z_q |psi_b> for every state b and qubit q in one pass: (B, N) float64. Not divided by
+    the norm: an unnormalised state gives sum_i |psi_i|^2 (1 - 2 bit_q(i))."""
+    b, n, isz = _state(state, writable=False)
+    out = np.empty((b, n), np.float64)  # (B, N)
+    cpu_kernels().sv_expval_z(out, state, b, n, isz, num_threads())
+    return out
+
+
+def probabilities(state):
+    """|psi_b[i]|^2: (B, 2**N), float32 for complex64 states, float64 for complex128."""
+    b, n, isz = _state(state, writable=False)
+    out = np.empty(state.shape, state.real.dtype)  # (B, 2**N)
+    cpu_kernels().sv_probabilities(out, state, b, n, isz, num_threads())
+    return out
+
+
+def pauli_masks(pauli, n):
+    """(xmask, zmask, ny) of a Pauli string whose letter i (I, X, Y or Z) acts on qubit i."""
+    if not isinstance(pauli, str):
+        raise ConfigError(f"pauli must be a string of I, X, Y, Z, not {type(pauli).__name__}")
+    if len(pauli) != n:
+        raise ConfigError(f"pauli {pauli!r} has {len(pauli)} letters for a {n}-qubit state")
+    x = z = ny = 0
+    for i, c in enumerate(pauli):
+        if c not in "IXYZ":
+            raise ConfigError(f"pauli letter {c!r} at qubit {i}: use I, X, Y or Z")
+        if c in "XY":
+            x |= 1 << i
+        if c in "ZY":
+            z |= 1 << i
+        ny += c == "Y"
+    return x, z, ny
+
+
+def expval_pauli(state, pauli):
+    """Re <psi_b| P |psi_b> for the Pauli string P, pauli[i] acting on qubit i (qubit 0 FIRST, the
+    reverse of Qiskit's labels): (B,) float64, one pass. Not divided by the norm."""
+    b, n, isz = _state(state, writable=False)
+    x, z, ny = pauli_masks(pauli, n)
+    out = np.empty(b, np.float64)  # (B,)
+    cpu_kernels().sv_expval_pauli(out, state, b, n, x, z, ny, isz, num_threads())
+    return out

@@ -1,0 +1,202 @@
+"""hpr.quantum.StateVector's named gates against dense matrices written out here from their textbook
+definitions (Qiskit's conventions: qubit 0 is the low bit; a gate's first qubit is the low bit of its
+matrix index; controls first), on every ordered choice of qubits of a 4-qubit register, in both
+precisions, with shared and per-state parameters."""
+import itertools
+
+import numpy as np
+import pytest
+
+import hpr
+from hpr.quantum import GATES, StateVector
+
+N = 4
+I2 = np.eye(2)
+H = np.array([[1, 1], [1, -1]]) / np.sqrt(2)
+X = np.array([[0, 1], [1, 0]])
+Y = np.array([[0, -1j], [1j, 0]])
+Z = np.diag([1, -1])
+
+
+def rx(t):
+    return np.array([[np.cos(t / 2), -1j * np.sin(t / 2)], [-1j * np.sin(t / 2), np.cos(t / 2)]])
+
+
+def ry(t):
+    return np.array([[np.cos(t / 2), -np.sin(t / 2)], [np.sin(t / 2), np.cos(t / 2)]])
+
+
+def rz(t):
+    return np.diag([np.exp(-0.5j * t), np.exp(0.5j * t)])
+
+
+def u3(t, p, lam):
+    return np.array([[np.cos(t / 2), -np.exp(1j * lam) * np.sin(t / 2)],
+                     [np.exp(1j * p) * np.sin(t / 2), np.exp(1j * (p + lam)) * np.cos(t / 2)]])
+
+
+def controlled(u):
+    """4x4 on (control, target), the control the low bit."""
+    m = np.eye(4, dtype=complex)
+    for a in range(2):
+        for b in range(2):
+            m[1 + 2 * a, 1 + 2 * b] = u[a, b]
+    return m
+
+
+def ccx():
+    m = np.eye(8, dtype=complex)
+    m[[3, 7]] = m[[7, 3]]  # controls bits 0 and 1 set: flip bit 2
+    return m
+
+
+def swap():
+    m = np.zeros((4, 4))
+    for i in range(4):
+        m[((i & 1) << 1) | (i >> 1), i] = 1
+    return m
+
+
+REF = {
+    "id": lambda: I2, "h": lambda: H, "x": lambda: X, "y": lambda: Y, "z": lambda: Z,
+    "s": lambda: np.diag([1, 1j]), "sdg": lambda: np.diag([1, -1j]), "t": lambda: np.diag([1, np.exp(0.25j * np.pi)]),
+    "tdg": lambda: np.diag([1, np.exp(-0.25j * np.pi)]), "sx": lambda: np.array([[1 + 1j, 1 - 1j], [1 - 1j, 1 + 1j]]) / 2,
+    "rx": rx, "ry": ry, "rz": rz, "u1": lambda lam: np.diag([1, np.exp(1j * lam)]),
+    "p": lambda lam: np.diag([1, np.exp(1j * lam)]), "u2": lambda p, lam: u3(np.pi / 2, p, lam), "u3": u3, "u": u3,
+    "cx": lambda: controlled(X), "cnot": lambda: controlled(X), "cy": lambda: controlled(Y), "cz": lambda: controlled(Z),
+    "ch": lambda: controlled(H), "crx": lambda t: controlled(rx(t)), "cry": lambda t: controlled(ry(t)),
+    "crz": lambda t: controlled(rz(t)), "cu1": lambda lam: controlled(np.diag([1, np.exp(1j * lam)])),
+    "cp": lambda lam: controlled(np.diag([1, np.exp(1j * lam)])), "cu3": lambda t, p, lam: controlled(u3(t, p, lam)),
+    "swap": swap, "rzz": lambda t: np.diag(np.exp(-0.5j * t * np.array([1, -1, -1, 1]))),
+    "ccx": ccx, "toffoli": ccx,
+}
+
+
+def embed(m, qubits, n=N):
+    """The 2**n x 2**n operator of a k-qubit matrix m on `qubits` (qubits[0] is m's low bit)."""
+    dim = 1 << n
+    full = np.zeros((dim, dim), complex)
+    k = len(qubits)
+    rest = [q for q in range(n) if q not in qubits]
+    for i in range(dim):
+        si = sum(((i >> q) & 1) << j for j, q in enumerate(qubits))
+        for sj in range(1 << k):
+            j = i
+            for b, q in enumerate(qubits):
+                j = (j & ~(1 << q)) | (((sj >> b) & 1) << q)
+            if all(((i >> r) & 1) == ((j >> r) & 1) for r in rest):
+                full[i, j] += m[si, sj]
+    return full
+
+
+def random_states(b, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    s = rng.standard_normal((b, 1 << N)) + 1j * rng.standard_normal((b, 1 << N))
+    return (s / np.linalg.norm(s, axis=1, keepdims=True)).astype(dtype)
+
+
+def tol(dtype):
+    return dict(atol=2e-6) if dtype == np.complex64 else dict(atol=1e-13)
+
+
+def test_the_reference_covers_every_gate():
+    assert set(REF) == set(GATES)
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+@pytest.mark.parametrize("name", sorted(GATES))
+def test_named_gate_against_dense(name, dtype):
+    gate = GATES[name]
+    rng = np.random.default_rng(hash(name) % 1000)
+    params = list(rng.uniform(-3, 3, gate.n_params))
+    m = np.asarray(REF[name](*params), complex)
+    for qs in itertools.permutations(range(N), gate.n_qubits):
+        sv = StateVector(N, batch=3, dtype=dtype)
+        s0 = random_states(3, dtype)
+        sv.amplitudes[...] = s0
+        sv.apply(name, list(qs), params if params else None)
+        want = s0.astype(np.complex128) @ embed(m, list(qs)).T
+        np.testing.assert_allclose(sv.amplitudes, want, **tol(dtype), err_msg=f"{name} on {qs}")
+
+
+@pytest.mark.parametrize("name", ["rx", "ry", "rz", "u1", "crx", "crz", "rzz", "cu1"])
+def test_per_state_parameters(name):
+    """One angle per state of the batch: one call, each state as if alone."""
+    gate = GATES[name]
+    angles = np.array([0.1, -1.2, 2.5])
+    qs = [2, 0, 1][:gate.n_qubits]
+    sv = StateVector(N, batch=3)
+    s0 = random_states(3, np.complex128, 1)
+    sv.amplitudes[...] = s0
+    sv.apply(name, qs, angles)
+    for b, a in enumerate(angles):
+        want = embed(np.asarray(REF[name](a), complex), qs) @ s0[b]
+        np.testing.assert_allclose(sv.amplitudes[b], want, atol=1e-13)
+
+
+def test_apply_matrix_and_measurements():
+    rng = np.random.default_rng(3)
+    q, _ = np.linalg.qr(rng.standard_normal((4, 4)) + 1j * rng.standard_normal((4, 4)))
+    sv = StateVector(N, batch=2)
+    s0 = random_states(2, np.complex128, 4)
+    sv.amplitudes[...] = s0
+    sv.apply_matrix(q, [3, 1])
+    want = s0 @ embed(q, [3, 1]).T
+    np.testing.assert_allclose(sv.amplitudes, want, atol=1e-13)
+    p = np.abs(want) ** 2
+    np.testing.assert_allclose(sv.probabilities(), p, atol=1e-13)
+    zs = np.array([[np.sum(p[b] * [1 - 2 * ((i >> k) & 1) for i in range(1 << N)]) for k in range(N)] for b in range(2)])
+    np.testing.assert_allclose(sv.expval_z(), zs, atol=1e-13)
+    shots = sv.sample(20000, seed=1)
+    assert shots.shape == (2, 20000)
+    freq = np.stack([np.bincount(shots[b], minlength=1 << N) / 20000 for b in range(2)])
+    assert np.abs(freq - p).max() < 0.02
+    np.testing.assert_array_equal(shots, sv.sample(20000, seed=1))
+
+
+def test_starts_in_zero_state_and_bell_pair():
+    sv = StateVector(2)
+    np.testing.assert_array_equal(sv.amplitudes, [[1, 0, 0, 0]])
+    sv.apply("h", [0]).apply("cx", [0, 1])
+    np.testing.assert_allclose(sv.amplitudes, [[2 ** -0.5, 0, 0, 2 ** -0.5]], atol=1e-15)
+    np.testing.assert_allclose(sv.expval("ZZ"), [1.0], atol=1e-15)
+    np.testing.assert_allclose(sv.expval("XX"), [1.0], atol=1e-15)
+    np.testing.assert_allclose(sv.expval("ZI"), [0.0], atol=1e-15)
+
+
+@pytest.mark.parametrize("call", [
+    lambda sv: sv.apply("nope", [0]),
+    lambda sv: sv.apply("h", [4]),
+    lambda sv: sv.apply("cx", [1, 1]),
+    lambda sv: sv.apply("h", [0, 1]),
+    lambda sv: sv.apply("rx", [0]),
+    lambda sv: sv.apply("rx", [0], [1.0, 2.0, 3.0]),
+    lambda sv: sv.apply("h", [0], 0.5),
+    lambda sv: sv.apply_matrix(np.eye(3), [0]),
+    lambda sv: sv.apply_matrix(np.eye(2)[None].repeat(5, 0), [0]),
+    lambda sv: sv.expval("ZZ"),
+    lambda sv: sv.sample(0),
+])
+def test_bad_input_leaves_the_state_alone(call):
+    sv = StateVector(N, batch=2)
+    s0 = random_states(2, np.complex128, 5)
+    sv.amplitudes[...] = s0
+    with pytest.raises(hpr.ConfigError):
+        call(sv)
+    np.testing.assert_array_equal(sv.amplitudes, s0)
+
+
+def test_non_unitary_is_refused_with_hpr_check(monkeypatch):
+    monkeypatch.setenv("HPR_CHECK", "1")
+    sv = StateVector(2)
+    with pytest.raises(hpr.ConfigError, match="not unitary"):
+        sv.apply_matrix(np.array([[1, 1], [0, 1]]), [0])
+
+
+def test_sizes_checked_before_allocating():
+    with pytest.raises(hpr.ConfigError, match="GiB"):
+        StateVector(36, batch=1)  # 1 TiB of complex128
+    with pytest.raises(hpr.ConfigError):
+        StateVector(0)
+    with pytest.raises(hpr.ConfigError):
+        StateVector(3, dtype=np.float64)
