@@ -37,6 +37,9 @@ def build_parser():
     ap.add_argument("--eval-batches", type=int, default=8, help="batches of --batch windows per validation (default 8)")
     ap.add_argument("--threads", type=int, default=None, help="BLAS/OpenMP threads per process (default: all cores)")
     ap.add_argument("--dtype", default="float32", help="float32 or float64 (default float32)")
+    ap.add_argument("--qubits", type=int, default=0,
+                    help="add a QuantumLayer of this many qubits after the last block (default 0: none)")
+    ap.add_argument("--q-depth", type=int, default=1, help="the QuantumLayer's rotation + entangling layers (default 1)")
     ap.add_argument("--log-json", default=None, metavar="FILE", help="append one JSON object per step/eval to FILE")
     ap.add_argument("--log-every", type=int, default=10, help="plain progress line every N steps when not a terminal")
     ap.add_argument("--prompt", default="def ", help="prompt for the final sample (default 'def ')")
@@ -250,7 +253,7 @@ def run(args):
 
     check_args(args)
     world = hpr.init(threads=args.threads)
-    config = GPTConfig.preset(args.preset, dtype=args.dtype)
+    config = GPTConfig.preset(args.preset, dtype=args.dtype, n_qubits=args.qubits, q_depth=args.q_depth)
     grid = ProcessGrid(world, dp=args.dp, tp=args.tp, pp=args.pp, n_heads=config.n_heads, d_model=config.d_model,
                        n_layers=config.n_layers, batch=args.batch, micro_batches=args.accum,
                        vocab_size=config.vocab_size)
@@ -392,7 +395,9 @@ def run(args):
 def _count(config):
     """Parameters of the whole model."""
     c, v, t, layers = config.d_model, config.vocab_size, config.context, config.n_layers
-    return v * c + t * c + layers * (12 * c * c + 13 * c) + 2 * c
+    q = config.n_qubits
+    quantum = (2 * c * q + q + 2 * q * config.q_depth) if q else 0
+    return v * c + t * c + layers * (12 * c * c + 13 * c) + 2 * c + quantum
 
 
 def _stage_ranges(config, pp):

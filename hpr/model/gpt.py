@@ -30,12 +30,18 @@ class GPTConfig:
     n_layers: int = 4
     n_heads: int = 4
     dtype: str = "float32"
+    n_qubits: int = 0  # > 0: a QuantumLayer of that many qubits after the last block
+    q_depth: int = 1   # its layers of trainable rotations and entangling ring
 
     def __post_init__(self):
         for f in ("vocab_size", "context", "d_model", "n_layers", "n_heads"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
                 raise ConfigError(f"GPTConfig.{f} must be a positive integer, got {v!r}")
+        for f, lo, hi in (("n_qubits", 0, 16), ("q_depth", 1, 64)):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+                raise ConfigError(f"GPTConfig.{f} must be an integer from {lo} to {hi}, got {v!r}")
         if self.d_model % self.n_heads:
             raise ConfigError(f"n_heads={self.n_heads} does not divide d_model={self.d_model}; pick a "
                               f"head count that divides it (e.g. {_divisor_hint(self.d_model)})")
@@ -119,6 +125,11 @@ class GPT:
             if lay.owning:
                 self.blocks.append(blk)
         lay.owning = self.last
+        self.qlayer = None
+        if c.n_qubits:
+            from ..quantum.layer import QuantumLayer
+
+            self.qlayer = QuantumLayer(lay, "quantum", c.d_model, c.n_qubits, c.q_depth, std, self.tp)
         self.ln_f = LayerNorm(lay, "ln_f", c.d_model)
         lay.owning = True
         if grads is None and alloc is not None:
@@ -126,6 +137,8 @@ class GPT:
         self.params, self.grads = lay.build(self.dtype, seed, params, grads)
         self.ws = Workspace(self.dtype)
         self.emb.ws = self.ln_f.ws = self.ws
+        if self.qlayer is not None:
+            self.qlayer.ws = self.ws
         for b in self.blocks:
             b.set_workspace(self.ws)
         self._ready = None
@@ -159,6 +172,8 @@ class GPT:
         x = self.emb.forward(tokens)
         for blk in self.blocks:
             x = blk.forward(x, b, t)
+        if self.qlayer is not None:
+            x = self.qlayer.forward(x)
         return self.ln_f.forward(x)
 
     def forward(self, tokens, targets):
@@ -191,6 +206,8 @@ class GPT:
             if grad:
                 self._ready = ("act", x.shape)
             return x
+        if self.qlayer is not None:
+            x = self.qlayer.forward(x)
         xf = self.ln_f.forward(x)  # (N, C)
         n = xf.shape[0]
         wte = self.emb.wte.data  # (V, C), or this rank's vocabulary rows (V/tp, C)
@@ -253,6 +270,10 @@ class GPT:
             self.ln_f.backward(dxf, dx)
             if on_ready:
                 on_ready(self.ln_f.w.offset + self.ln_f.w.size)
+            if self.qlayer is not None:
+                dx[...] = self.qlayer.backward(dx)
+                if on_ready:
+                    on_ready(self.qlayer.W_in.offset + self.qlayer.W_in.size)
         else:
             dx = self.ws.get("dx", ready[1])
             dx[...] = dout  # already scaled: the last stage applied `scale` to the loss's gradient

@@ -3,5 +3,6 @@
 ``from hpr.quantum import StateVector; sv = StateVector(4, batch=1024)``"""
 from .gates import GATES
 from .statevec import StateVector
+from .distributed import DistributedStateVector
 
-__all__ = ["StateVector", "GATES"]
+__all__ = ["StateVector", "DistributedStateVector", "GATES"]

@@ -1,0 +1,249 @@
+"""One state vector of n qubits sharded over P = 2**g ranks: the g most significant PHYSICAL qubits are
+"global" (rank r holds the 2**(n-g) amplitudes whose top g index bits equal r), the rest are local and
+handled by hpr's state-vector kernels on this rank's (1, 2**(n-g)) slice. A logical -> physical qubit
+map (initially the identity) lets a global qubit trade places with a local one by one pairwise
+exchange between partner ranks, after which the gate runs locally. Not batched (one state), not
+differentiated; StateVector is the single-rank twin and owns the gate vocabulary.
+
+What moves data and what does not:
+- a gate whose qubits are all local: the local kernel, no messages;
+- diagonal gates (z, s, t, rz, p, cz, crz, cp, rzz, ...) on global qubits: no messages; each rank
+  multiplies by the diagonal entry its rank bits select;
+- swap: no messages at all, only the qubit map changes;
+- x / cx / ccx / controlled gates: a global CONTROL is no message (a rank whose control bit is 0 does
+  nothing, the others drop that control); a global TARGET is first swapped with a local qubit;
+- dense 1- and 2-qubit gates (h, rx, u3, apply_matrix, ...) on global qubits: each such qubit is first
+  swapped with the highest local physical qubit the gate does not use.
+An exchange sends half of this rank's amplitudes to its partner (rank ^ 2**j) and receives as many,
+in chunks of at most ``chunk_elems`` amplitudes, so it needs only two chunk-sized buffers beyond the
+state (about 1.0x the state plus 2 * 2**20 amplitudes by default).
+
+Why at least 2 local qubits: a dense two-qubit gate on two global qubits needs both moved onto local
+qubits the gate does not use, so the slice must hold at least two qubits.
+
+Usage: ``comm = hpr.init(); sv = DistributedStateVector(30, comm); sv.apply("h", [29]);
+sv.apply("cx", [29, 0]); z = sv.expval_z(); full = sv.gather()  # on rank 0, small n only``"""
+import os
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..kernels import statevec as K
+from . import gates as G
+from .statevec import DTYPES, StateVector, check_size
+
+CHUNK_ELEMS = 1 << 20  # amplitudes per message of an exchange (far below MPI's 2**31 count limit)
+
+
+class DistributedStateVector:
+    """One state of n_qubits over the 2**g ranks of ``comm`` (an hpr Communicator). Creating one is
+    collective; so is every method (every rank calls the same methods with the same arguments)."""
+
+    chunk_elems = CHUNK_ELEMS
+
+    def __init__(self, n_qubits, comm, dtype=np.complex128):
+        from ..comm import Communicator
+
+        if not isinstance(comm, Communicator):
+            raise ConfigError(f"DistributedStateVector needs an hpr Communicator (hpr.init()), not "
+                              f"{type(comm).__name__}")
+        if isinstance(n_qubits, bool) or not isinstance(n_qubits, (int, np.integer)) or n_qubits < 1:
+            raise ConfigError(f"n_qubits must be a positive integer, got {n_qubits!r}")
+        if np.dtype(dtype) not in [np.dtype(d) for d in DTYPES]:
+            raise ConfigError(f"state dtype {np.dtype(dtype).name}: use complex64 or complex128")
+        p = comm.size
+        if p & (p - 1):
+            raise ConfigError(f"DistributedStateVector needs 2**g ranks (1, 2, 4, 8, ...); this communicator "
+                              f"has {p}. Run with a power-of-two rank count or comm.split a sub-communicator")
+        g = p.bit_length() - 1
+        n = int(n_qubits)
+        if n - g < 2:
+            raise ConfigError(f"{n} qubits over {p} ranks leaves {n - g} local qubit(s) per rank; at least 2 "
+                              f"are needed (a two-qubit gate on global qubits is moved onto two local ones). "
+                              f"Use >= {g + 2} qubits or fewer ranks")
+        # memory per rank: agreed collectively so that every rank raises, or none
+        err = None
+        try:
+            check_size(n - g, 1, dtype)
+        except ConfigError as e:
+            err = e
+        flag = comm.allreduce(np.array([0 if err is None else 1], np.int64), "max")
+        if flag[0]:
+            raise err or ConfigError(f"another rank cannot hold its slice of {n} qubits over {p} ranks "
+                                     f"(2**{n - g} amplitudes each)")
+        self.comm, self.n, self.n_global, self.n_local = comm, n, g, n - g
+        self.rank, self.size = comm.rank, p
+        self.dtype = np.dtype(dtype)
+        self.batch = 1  # for StateVector's parameter checks
+        self._l2p = list(range(n))  # logical qubit -> physical qubit
+        self.local = np.zeros((1, 1 << self.n_local), self.dtype)  # (1, 2**(n-g)): this rank's slice
+        if self.rank == 0:
+            self.local[0, 0] = 1  # |0...0>
+
+    # StateVector's argument checks (same messages), with batch = 1
+    _params = StateVector._params
+    _qubits = StateVector._qubits
+    _cast = StateVector._cast
+
+    @property
+    def qubit_map(self):
+        """logical qubit -> physical qubit (physical >= n_local: global, rank bit physical - n_local)."""
+        return list(self._l2p)
+
+    def _bit(self, p):
+        """This rank's value of global physical qubit p."""
+        return (self.rank >> (p - self.n_local)) & 1
+
+    # -- gates ----------------------------------------------------------------------------------
+    def apply(self, name, qubits, params=None):
+        """A named gate (hpr.quantum.GATES) on the given LOGICAL qubits (controls first); params:
+        numbers. Returns self."""
+        gate = G.GATES.get(name.lower()) if isinstance(name, str) else None
+        if gate is None:
+            G.build(name)  # the error naming the gates hpr knows
+        qs = self._qubits(qubits, gate.n_qubits, name)
+        _, arr = G.build(name, self._params(gate, params))
+        self._run(gate.kind, gate.n_controls, qs, arr)
+        return self
+
+    def apply_matrix(self, U, qubits):
+        """A dense (2, 2) or (4, 4) unitary on 1 or 2 LOGICAL qubits (q1 the low bit of the 4x4 index).
+        With HPR_CHECK=1 the matrix is checked to be unitary."""
+        U = np.asarray(U)
+        k = {2: 1, 4: 2}.get(U.shape[-1] if U.ndim >= 2 else 0)
+        if k is None or U.shape[-2:] != (1 << k, 1 << k) or U.ndim not in (2, 3) or \
+                (U.ndim == 3 and U.shape[0] != 1):
+            raise ConfigError(f"apply_matrix wants a (2, 2) or (4, 4) matrix (or (1, 2, 2) / (1, 4, 4)); "
+                              f"got shape {U.shape}")
+        qs = self._qubits(qubits, k, "apply_matrix")
+        if os.environ.get("HPR_CHECK", "") not in ("", "0"):
+            m = U.reshape(-1, 1 << k, 1 << k)
+            err = np.abs(m @ np.conj(np.swapaxes(m, -1, -2)) - np.eye(1 << k)).max()
+            if err > 1e-6:
+                raise ConfigError(f"apply_matrix: the matrix is not unitary (|U U^H - I| = {err:.2e})")
+        self._run("1q" if k == 1 else "2q", 0, qs, U)
+        return self
+
+    def _run(self, kind, n_controls, qs, arr):
+        s, L = self.local, self.n_local
+        if kind == "swap":  # relabel only
+            a, b = qs
+            self._l2p[a], self._l2p[b] = self._l2p[b], self._l2p[a]
+            return
+        ph = [self._l2p[q] for q in qs]
+        if kind == "diag1":
+            p = ph[0]
+            if p < L:
+                K.apply_diag_1q(s, p, self._cast(arr))
+            else:
+                s *= self._cast(arr[..., self._bit(p)])
+            return
+        if kind == "diag2":
+            p1, p2 = ph
+            a = np.asarray(arr)
+            if p1 < L and p2 < L:
+                K.apply_diag_2q(s, p1, p2, self._cast(a))
+            elif p1 >= L and p2 >= L:
+                s *= self._cast(a[..., self._bit(p1) + 2 * self._bit(p2)])
+            elif p1 >= L:  # d[b1 + 2 b2] with b1 fixed: a diagonal on the local p2
+                b1 = self._bit(p1)
+                K.apply_diag_1q(s, p2, self._cast(np.stack([a[..., b1], a[..., b1 + 2]], -1)))
+            else:
+                b2 = self._bit(p2)
+                K.apply_diag_1q(s, p1, self._cast(np.stack([a[..., 2 * b2], a[..., 1 + 2 * b2]], -1)))
+            return
+        # non-diagonal: the qubits that must be local (controls may stay global), then the local kernel
+        must = range(len(qs)) if kind in ("1q", "2q") else [len(qs) - 1]
+        for i in must:
+            if ph[i] >= L:
+                free = [p for p in range(L - 1, -1, -1) if p not in ph][0]  # highest unused local qubit
+                self._swap_global(ph[i], free)
+                ph = [self._l2p[q] for q in qs]
+        if kind == "1q":
+            K.apply_1q(s, ph[0], self._cast(arr))
+            return
+        if kind == "2q":
+            K.apply_2q(s, ph[0], ph[1], self._cast(arr))
+            return
+        controls = []
+        for c in ph[:n_controls]:
+            if c < L:
+                controls.append(c)
+            elif not self._bit(c):
+                return  # a global control that is 0 on this rank: nothing to do here
+        if kind == "x":
+            K.apply_x(s, ph[-1], controls=tuple(controls))
+        elif controls:
+            K.apply_controlled(s, tuple(controls), ph[-1], self._cast(arr))
+        else:
+            K.apply_1q(s, ph[-1], self._cast(arr))
+
+    def _swap_global(self, pg, pl):
+        """Exchange global physical qubit pg with local physical qubit pl (pairwise with the partner
+        rank), then swap the logical qubits that sit there."""
+        self._exchange(pg - self.n_local, pl)
+        l2p = self._l2p
+        a, b = l2p.index(pg), l2p.index(pl)
+        l2p[a], l2p[b] = pl, pg
+
+    def _exchange(self, j, l):
+        """This rank keeps the amplitudes whose local bit l equals its rank bit j and trades the other
+        half with rank ^ 2**j, chunk by chunk through two chunk-sized buffers."""
+        rb = (self.rank >> j) & 1
+        partner = self.rank ^ (1 << j)
+        L = self.n_local
+        half = self.local.reshape(1 << (L - 1 - l), 2, 1 << l)[:, 1 - rb, :]  # (hi, lo) strided view
+        hi, lo = half.shape
+        ch = max(1, int(self.chunk_elems))
+        m = min(ch, hi * lo)
+        sbuf, rbuf = np.empty(m, self.dtype), np.empty(m, self.dtype)
+        if lo <= ch:  # whole rows per message
+            rows = ch // lo
+            blocks = (half[r:r + rows] for r in range(0, hi, rows))
+        else:  # pieces of one row per message
+            blocks = (half[r, c:c + ch] for r in range(hi) for c in range(0, lo, ch))
+        for blk in blocks:
+            k = blk.size
+            sb, rv = sbuf[:k].reshape(blk.shape), rbuf[:k]
+            np.copyto(sb, blk)
+            self.comm.sendrecv(sb, partner, rv, partner)
+            blk[...] = rv.reshape(blk.shape)
+
+    # -- measurements -----------------------------------------------------------------------------
+    def gather(self, root=0):
+        """The full (2**n,) amplitudes in LOGICAL qubit order (qubit 0 the least significant bit) on
+        root, None elsewhere. Collective; root must hold the whole state (small n)."""
+        if isinstance(root, bool) or not isinstance(root, (int, np.integer)) or not 0 <= root < self.size:
+            raise ConfigError(f"gather: root {root!r} is outside this communicator of {self.size} ranks")
+        n = self.n
+        recv = np.empty((self.size, 1 << self.n_local), self.dtype) if self.rank == root else None
+        self.comm.mpi.Gather(self.local.reshape(-1), recv, root=root)
+        if self.rank != root:
+            return None
+        phys = recv.reshape((2,) * n)  # axis k: physical qubit n-1-k (rank bits on top)
+        axes = [n - 1 - self._l2p[n - 1 - k] for k in range(n)]
+        return np.ascontiguousarray(np.transpose(phys, axes)).reshape(-1)
+
+    def probabilities(self):
+        """|amplitude|^2 of the full state, (2**n,) in logical order, on rank 0 (None elsewhere): by
+        gather, so for small n only."""
+        a = self.gather(0)
+        return None if a is None else (np.abs(a) ** 2).astype(a.real.dtype)
+
+    def expval_z(self):
+        """<Z_q> of every LOGICAL qubit, (n,) float64, the same on every rank (one allreduce). Not
+        divided by the norm, like StateVector's."""
+        L = self.n_local
+        part = np.empty(self.n, np.float64)
+        part[:L] = K.expval_z(self.local)[0]
+        nrm2 = float(np.vdot(self.local, self.local).real)
+        for p in range(L, self.n):
+            part[p] = nrm2 * (1 - 2 * self._bit(p))
+        self.comm.allreduce(part, "sum")
+        return part[self._l2p]
+
+    def norm(self):
+        """The 2-norm of the whole state (sqrt of the sum of |amplitude|^2), the same on every rank."""
+        s = np.array([np.vdot(self.local, self.local).real], np.float64)
+        self.comm.allreduce(s, "sum")
+        return float(np.sqrt(s[0]))

@@ -1,0 +1,164 @@
+"""hpr.quantum.DistributedStateVector under mpiexec against the single-rank StateVector. Run by
+tests/run_all.py as ``mpiexec -n N python tests/mpi/run_ranks.py`` for N = 2, 3, 4, 8: at rank counts
+that are not a power of two the sharded tests skip and the constructor's error is tested instead."""
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+import hpr
+from hpr.errors import ConfigError
+from hpr.quantum import GATES, DistributedStateVector, StateVector
+
+pytestmark = pytest.mark.mpi(min_size=2)
+
+WORLD = MPI.COMM_WORLD
+POW2 = WORLD.size & (WORLD.size - 1) == 0
+N = 6
+TOL = {np.complex128: 1e-12, np.complex64: 1e-5}
+NAMES = sorted(GATES)
+
+needs_pow2 = pytest.mark.skipif(not POW2, reason=f"{WORLD.size} ranks is not a power of two: "
+                                "a sharded state needs 2**g ranks (the error is tested instead)")
+
+
+def random_circuit(n, count, seed):
+    """[(name, qubits, params)]: every named gate at least once, then random ones; the same on every
+    rank (one seed)."""
+    rng = np.random.default_rng(seed)
+    names = NAMES + list(rng.choice(NAMES, max(0, count - len(NAMES))))
+    rng.shuffle(names)
+    out = []
+    for name in names:
+        g = GATES[name]
+        qs = [int(q) for q in rng.choice(n, g.n_qubits, replace=False)]
+        ps = [float(x) for x in rng.uniform(-np.pi, np.pi, g.n_params)] or None
+        out.append((str(name), qs, ps))
+    return out
+
+
+def run_both(circuit, dtype, chunk=None):
+    comm = hpr.init()
+    d = DistributedStateVector(N, comm, dtype)
+    if chunk is not None:
+        d.chunk_elems = chunk
+    s = StateVector(N, dtype=dtype)
+    for name, qs, ps in circuit:
+        d.apply(name, qs, ps)
+        s.apply(name, qs, ps)
+    return d, s
+
+
+def check_same(d, s, dtype):
+    tol = TOL[dtype]
+    full = d.gather()
+    if WORLD.rank == 0:
+        np.testing.assert_allclose(full, s.state[0], rtol=0, atol=tol)
+    else:
+        assert full is None
+    np.testing.assert_allclose(d.expval_z(), s.expval_z()[0], rtol=0, atol=10 * tol)
+    assert abs(d.norm() - 1) < 10 * tol
+    assert sorted(d.qubit_map) == list(range(N))
+
+
+def test_needs_power_of_two_ranks():
+    if POW2:
+        pytest.skip(f"{WORLD.size} ranks is a power of two (the sharded tests run instead)")
+    with pytest.raises(ConfigError, match=r"needs 2\*\*g ranks"):
+        DistributedStateVector(N, hpr.init())
+
+
+@needs_pow2
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("chunk", [None, 3], ids=["chunk_default", "chunk3"])
+def test_random_circuit_matches_single_rank(dtype, chunk):
+    d, s = run_both(random_circuit(N, 60, seed=7), dtype, chunk)
+    check_same(d, s, dtype)
+    p = d.probabilities()
+    if WORLD.rank == 0:
+        np.testing.assert_allclose(p, np.abs(s.state[0]) ** 2, rtol=0, atol=10 * TOL[dtype])
+    else:
+        assert p is None
+
+
+@needs_pow2
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64], ids=lambda d: np.dtype(d).name)
+def test_every_qubit_in_turn_global(dtype):
+    rng = np.random.default_rng(11)
+    circuit = []
+    for rnd in range(3):
+        for q in range(N):  # dense gates on every qubit: each global one is swapped in
+            circuit.append(("u3", [q], [float(x) for x in rng.uniform(-3, 3, 3)]))
+            circuit.append(("cx", [(q + 1) % N, q], None))      # global target
+            circuit.append(("cry", [q, (q + 3) % N], [0.3 + q]))  # global control
+            circuit.append(("ccx", [(q + 2) % N, (q + 4) % N, q], None))
+            circuit.append(("rzz", [q, N - 1 - q], [0.1 * q + rnd]))  # N even: never q == N-1-q
+    d, s = run_both(circuit, dtype)
+    assert d.qubit_map != list(range(N))  # data really moved
+    check_same(d, s, dtype)
+    for q in range(N):  # dense two-qubit matrices on every pair, after all the moves
+        u = np.linalg.qr(rng.standard_normal((4, 4)) + 1j * rng.standard_normal((4, 4)))[0]
+        d.apply_matrix(u, [q, (q + 1) % N])
+        s.apply_matrix(u, [q, (q + 1) % N])
+    check_same(d, s, dtype)
+
+
+@needs_pow2
+def test_diagonals_and_swaps_move_no_data(monkeypatch):
+    d = DistributedStateVector(N, hpr.init())
+    s = StateVector(N)
+    calls = []
+    real = d._exchange
+    monkeypatch.setattr(d, "_exchange", lambda j, l: (calls.append((j, l)), real(j, l)))
+    for q in range(d.n_local):
+        d.apply("h", [q])
+        s.apply("h", [q])
+    assert not calls
+    top = N - 1  # global on every power-of-two size >= 2
+    circuit = [("rz", [top], [0.4]), ("t", [top], None), ("cz", [0, top], None), ("crz", [top, 1], [0.7]),
+               ("cp", [top, 0], [1.1]), ("rzz", [top, top - 1], [0.5]), ("swap", [0, top], None),
+               ("cx", [0, 1], None), ("swap", [top, 1], None)]  # after the swaps: cx controls on global
+    for name, qs, ps in circuit:
+        d.apply(name, qs, ps)
+        s.apply(name, qs, ps)
+    assert not calls
+    check_same(d, s, np.complex128)
+    d.apply("h", [0])  # logical 0 sits on a global qubit now
+    s.apply("h", [0])
+    assert len(calls) == 1
+    check_same(d, s, np.complex128)
+
+
+@needs_pow2
+def test_errors_on_every_rank():
+    comm = hpr.init()
+    g = WORLD.size.bit_length() - 1
+    with pytest.raises(ConfigError, match="at least 2"):
+        DistributedStateVector(g + 1, comm)
+    with pytest.raises(ConfigError, match="complex64 or complex128"):
+        DistributedStateVector(N, comm, np.float64)
+    with pytest.raises(ConfigError, match="positive integer"):
+        DistributedStateVector(0, comm)
+    with pytest.raises(ConfigError, match="hpr Communicator"):
+        DistributedStateVector(N, WORLD)
+    d = DistributedStateVector(N, comm)
+    d.apply("h", [N - 1]).apply("cx", [N - 1, 0])
+    before = d.local.copy(), d.qubit_map
+    for call, match in [(lambda: d.apply("h", [N]), "out of range"),
+                        (lambda: d.apply("cx", [1, 1]), "repeat"),
+                        (lambda: d.apply("cx", [1]), "acts on 2"),
+                        (lambda: d.apply("rx", [0]), "needs 1 parameter"),
+                        (lambda: d.apply("h", [0], [0.1]), "takes no parameters"),
+                        (lambda: d.apply("u3", [0], [0.1, 0.2]), "takes 3"),
+                        (lambda: d.apply("nope", [0]), "unknown gate"),
+                        (lambda: d.apply_matrix(np.eye(3), [0]), "apply_matrix wants"),
+                        (lambda: d.apply_matrix(np.eye(4), [0, N]), "out of range"),
+                        (lambda: d.gather(root=WORLD.size), "outside")]:
+        with pytest.raises(ConfigError, match=match):
+            call()
+    np.testing.assert_array_equal(d.local, before[0])
+    assert d.qubit_map == before[1]
+    full = d.gather()  # still usable: a Bell pair between qubits 0 and N-1
+    if WORLD.rank == 0:
+        want = np.zeros(1 << N)
+        want[0] = want[(1 << (N - 1)) | 1] = 2 ** -0.5
+        np.testing.assert_allclose(full, want, atol=1e-14)
