@@ -50,13 +50,13 @@ def run_both(circuit, dtype, chunk=None):
 
 def check_same(d, s, dtype):
     tol = TOL[dtype]
-    full = d.gather()
+    full, z, nrm = d.gather(), d.expval_z(), d.norm()  # every collective first, then the asserts
     if WORLD.rank == 0:
         np.testing.assert_allclose(full, s.state[0], rtol=0, atol=tol)
     else:
         assert full is None
-    np.testing.assert_allclose(d.expval_z(), s.expval_z()[0], rtol=0, atol=10 * tol)
-    assert abs(d.norm() - 1) < 10 * tol
+    np.testing.assert_allclose(z, s.expval_z()[0], rtol=0, atol=10 * tol)
+    assert abs(nrm - 1) < 10 * tol
     assert sorted(d.qubit_map) == list(range(N))
 
 

@@ -1,0 +1,283 @@
+"""OpenQASM 2.0 input (hpr.quantum.qasm) and its command line (python -m hpr.quantum run): the example
+circuits in tests/data against dense references built here from Kronecker products of matrices written
+out in full, errors that name the file and line, and an --out file that is either complete or absent."""
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hpr.errors import ConfigError
+from hpr.quantum import qasm
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+# ---- dense reference: qubit 0 is the LOW bit, so the operator is kron(M_{n-1}, ..., M_1, M_0)
+I2 = np.eye(2, dtype=complex)
+X = np.array([[0, 1], [1, 0]], complex)
+Y = np.array([[0, -1j], [1j, 0]], complex)
+Z = np.array([[1, 0], [0, -1]], complex)
+H = np.array([[1, 1], [1, -1]], complex) / np.sqrt(2)
+S = np.array([[1, 0], [0, 1j]], complex)
+TDG = np.array([[1, 0], [0, np.exp(-1j * np.pi / 4)]], complex)
+SX = np.array([[1 + 1j, 1 - 1j], [1 - 1j, 1 + 1j]], complex) / 2
+P0 = np.array([[1, 0], [0, 0]], complex)
+P1 = np.array([[0, 0], [0, 1]], complex)
+
+
+def RX(t):
+    return np.array([[np.cos(t / 2), -1j * np.sin(t / 2)], [-1j * np.sin(t / 2), np.cos(t / 2)]])
+
+
+def RY(t):
+    return np.array([[np.cos(t / 2), -np.sin(t / 2)], [np.sin(t / 2), np.cos(t / 2)]], complex)
+
+
+def RZ(t):
+    return np.array([[np.exp(-0.5j * t), 0], [0, np.exp(0.5j * t)]])
+
+
+def U1(lam):
+    return np.array([[1, 0], [0, np.exp(1j * lam)]])
+
+
+def U3(t, p, lam):
+    c, s = np.cos(t / 2), np.sin(t / 2)
+    return np.array([[c, -np.exp(1j * lam) * s], [np.exp(1j * p) * s, np.exp(1j * (p + lam)) * c]])
+
+
+def op(n, factors):
+    """kron over qubits n-1 .. 0 of factors.get(q, I)."""
+    m = np.eye(1, dtype=complex)
+    for q in range(n - 1, -1, -1):
+        m = np.kron(m, factors.get(q, I2))
+    return m
+
+
+def one(n, q, U):
+    return op(n, {q: U})
+
+
+def controlled(n, c, t, U):
+    return op(n, {c: P0}) + op(n, {c: P1, t: U})
+
+
+def ccx(n, a, b, t):
+    return np.eye(1 << n) - op(n, {a: P1, b: P1}) + op(n, {a: P1, b: P1, t: X})
+
+
+def swap(n, a, b):
+    return 0.5 * (np.eye(1 << n) + op(n, {a: X, b: X}) + op(n, {a: Y, b: Y}) + op(n, {a: Z, b: Z}))
+
+
+def rzz(n, a, b, t):
+    return np.cos(t / 2) * np.eye(1 << n) - 1j * np.sin(t / 2) * op(n, {a: Z, b: Z})
+
+
+def evolve(n, ops):
+    psi = np.zeros(1 << n, complex)
+    psi[0] = 1
+    for m in ops:
+        psi = m @ psi
+    return psi
+
+
+def ref_bell():
+    return evolve(2, [one(2, 0, H), controlled(2, 0, 1, X)])
+
+
+def ref_ghz():
+    n = 4
+    return evolve(n, [one(n, 0, H), controlled(n, 0, 1, X), controlled(n, 1, 2, X), controlled(n, 2, 3, X)])
+
+
+def ref_qft3():
+    n = 3
+    return evolve(n, [one(n, 0, X), one(n, 2, X), one(n, 2, H), controlled(n, 1, 2, U1(np.pi / 2)),
+                      controlled(n, 0, 2, U1(np.pi / 4)), one(n, 1, H), controlled(n, 0, 1, U1(np.pi / 2)),
+                      one(n, 0, H), swap(n, 0, 2)])
+
+
+def ref_rotations():
+    n = 3
+    ms = [one(n, 0, RX(0.3)), one(n, 1, RY(-1.1)), one(n, 2, RZ(np.pi / 3)),
+          one(n, 0, U3(0.5, 0.25 * np.pi, -0.75)), one(n, 2, U3(np.pi / 2, np.pi / 8, 0.5)),
+          one(n, 1, U1(0.15)), one(n, 2, U3(0.1, 0.2, 0.3)),
+          one(n, 0, H), one(n, 1, H), one(n, 2, H),
+          controlled(n, 1, 2, RZ(0.7)), controlled(n, 2, 0, RY(0.5)), rzz(n, 0, 2, -0.5),
+          one(n, 1, S), one(n, 0, TDG), one(n, 2, SX), controlled(n, 0, 1, H),
+          controlled(n, 1, 0, U3(0.3, 0.2, 0.1)), ccx(n, 0, 2, 1), controlled(n, 2, 0, X)]
+    return evolve(n, ms)
+
+
+def test_reference_conventions():
+    """The reference itself: X on qubit 0 of 2 flips the low bit; cx(0, 1) on |01> gives |11>."""
+    assert np.argmax(np.abs(evolve(2, [one(2, 0, X)]))) == 1
+    assert np.argmax(np.abs(evolve(2, [one(2, 0, X), controlled(2, 0, 1, X)]))) == 3
+
+
+@pytest.mark.parametrize("name,ref", [("bell", ref_bell), ("ghz", ref_ghz), ("qft3", ref_qft3),
+                                      ("rotations", ref_rotations)])
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+def test_files_match_dense_reference(name, ref, dtype):
+    prog = qasm.load(os.path.join(DATA, name + ".qasm"))
+    psi = ref()
+    assert prog.n_qubits == int(np.log2(psi.size))
+    sv = qasm.run(prog, dtype=dtype)
+    assert sv.amplitudes.dtype == dtype
+    tol = 1e-12 if dtype == np.complex128 else 2e-6
+    np.testing.assert_allclose(sv.amplitudes[0], psi, atol=tol, rtol=0)
+
+
+def test_qft3_is_the_fourier_transform():
+    sv = qasm.run(qasm.load(os.path.join(DATA, "qft3.qasm")))
+    k = np.arange(8)
+    np.testing.assert_allclose(sv.amplitudes[0], np.exp(2j * np.pi * 5 * k / 8) / np.sqrt(8), atol=1e-12)
+
+
+def test_program_contents():
+    prog = qasm.load(os.path.join(DATA, "ghz.qasm"))
+    assert prog.ops == [("h", (0,), ()), ("cx", (0, 1), ()), ("cx", (1, 2), ()), ("cx", (2, 3), ())]
+    assert prog.qregs == {"a": (0, 2), "b": (2, 2)}
+    assert prog.measurements == [(0, "c", 0), (1, "c", 1), (2, "c", 2), (3, "c", 3)]
+    assert prog.lines == [7, 8, 9, 10]
+    rot = qasm.load(os.path.join(DATA, "rotations.qasm"))
+    assert rot.ops[2] == ("rz", (2,), (pytest.approx(np.pi / 3),))
+    assert rot.ops[4][2] == (pytest.approx(np.pi / 8), 0.5)
+    assert rot.ops[6][0] == "u3"  # U
+    assert [o[1] for o in rot.ops[7:10]] == [(0,), (1,), (2,)]  # h q: broadcast over the register
+
+
+def test_text_and_broadcast():
+    prog = qasm.load('OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg a[2];\nqreg b[2];\ncx a, b;\n')
+    assert prog.ops == [("cx", (0, 2), ()), ("cx", (1, 3), ())]
+    prog = qasm.load("qreg a[2]; qreg b[1]; cx a, b[0];")
+    assert prog.ops == [("cx", (0, 2), ()), ("cx", (1, 2), ())]
+
+
+def test_pasted_qelib1_definitions_keep_builtins():
+    text = """OPENQASM 2.0;
+gate u3(theta,phi,lambda) q { U(theta,phi,lambda) q; }
+gate h a { u2(0,pi) a; }
+gate majority a,b,c { cx c,b; cx c,a; ccx a,b,c; }
+qreg q[3];
+h q[0];
+majority q[0], q[1], q[2];
+"""
+    prog = qasm.load(text)
+    assert prog.ops == [("h", (0,), ()), ("cx", (2, 1), ()), ("cx", (2, 0), ()), ("ccx", (0, 1, 2), ())]
+    assert prog.lines == [6, 7, 7, 7]
+
+
+BAD = [
+    ("unknown gate", 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\nh q[0];\nfoo q[1];\n', 5, "unsupported gate 'foo'"),
+    ("out of range", 'OPENQASM 2.0;\nqreg q[2];\n\nh q[0];\n// comment\ncx q[0],\n   q[2];\n', 7, "out of range"),
+    ("syntax: missing ;", 'OPENQASM 2.0;\nqreg q[2];\nh q[0]\ncx q[0], q[1];\n', 4, "syntax error"),
+    ("syntax: bad char", 'OPENQASM 2.0;\nqreg q[2];\nh q[0];\nrx(0.1 $ 2) q[0];\n', 4, "syntax error"),
+    ("syntax: unclosed paren", 'qreg q[1];\nrx((0.1) q[0];\n', 2, "syntax error"),
+    ("unsupported reset", 'qreg q[1];\nh q[0];\n\nreset q[0];\n', 4, "unsupported statement 'reset'"),
+    ("unsupported include", 'OPENQASM 2.0;\ninclude "mylib.inc";\n', 2, "only \"qelib1.inc\""),
+    ("undeclared register", 'qreg q[1];\nh r[0];\n', 2, "not a declared qreg"),
+    ("wrong arity", 'qreg q[2];\ncx q[0];\n', 2, "acts on 2 qubit(s)"),
+    ("wrong parameter count", 'qreg q[1];\nrx q[0];\n', 2, "takes 1 parameter"),
+    ("repeated qubit", 'qreg q[2];\n\ncx q[1], q[1];\n', 3, "appears twice"),
+    ("bad gate body", 'qreg q[1];\ngate g a {\n  h a;\n  nope a;\n}\n', 4, "unsupported gate 'nope'"),
+    ("no qubits", 'OPENQASM 2.0;\ncreg c[1];\n', 3, "no qreg"),
+    ("version 3", 'OPENQASM 3.0;\nqubit[2] q;\n', 1, "OpenQASM 2.0 only"),
+]
+
+
+@pytest.mark.parametrize("what,text,line,msg", BAD, ids=[b[0] for b in BAD])
+def test_bad_files_name_file_and_line(tmp_path, what, text, line, msg):
+    path = tmp_path / "bad.qasm"
+    path.write_text(text)
+    with pytest.raises(qasm.QasmError) as e:
+        qasm.load(str(path))
+    assert isinstance(e.value, ConfigError)
+    assert e.value.line == line, str(e.value)
+    assert e.value.file == str(path)
+    assert str(e.value).startswith(f"{path}:{line}: "), str(e.value)
+    assert msg in str(e.value)
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.qasm"
+    with pytest.raises(qasm.QasmError) as e:
+        qasm.load(str(path))
+    assert e.value.line is None and str(path) in str(e.value) and "not found" in str(e.value)
+
+
+# ---- the command line
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "hpr.quantum", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+
+
+def test_cli_writes_loadable_npy(tmp_path):
+    out = tmp_path / "state.npy"
+    r = _cli("run", os.path.join(DATA, "qft3.qasm"), "--out", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "3 qubits, 17 gates" in r.stdout
+    assert sorted(os.listdir(tmp_path)) == ["state.npy"]  # no temporary left behind
+    a = np.load(out)
+    assert a.shape == (8,) and a.dtype == np.complex128
+    np.testing.assert_allclose(a, ref_qft3(), atol=1e-12)
+    r = _cli("run", os.path.join(DATA, "bell.qasm"), "--out", str(out), "--dtype", "complex64", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    a = np.load(out)
+    assert a.dtype == np.complex64
+    np.testing.assert_allclose(a, ref_bell(), atol=1e-6)
+    lines = r.stdout.splitlines()
+    i = next(k for k, s in enumerate(lines) if "basis state" in s)
+    assert lines[i + 1].split()[:2] == ["00", "0"] and lines[i + 2].split()[:2] == ["11", "3"]
+
+
+def test_cli_error_leaves_no_file(tmp_path):
+    bad = tmp_path / "bad.qasm"
+    bad.write_text("qreg q[1];\nh q[0];\nbogus q[0];\n")
+    out = tmp_path / "state.npy"
+    r = _cli("run", str(bad), "--out", str(out), cwd=tmp_path)
+    assert r.returncode == 2
+    assert f"{bad}:3:" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["bad.qasm"]
+    r = _cli("run", str(tmp_path / "missing.qasm"), "--out", str(out), cwd=tmp_path)
+    assert r.returncode == 2 and "not found" in r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["bad.qasm"]
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    """A write that dies halfway leaves the previous file intact and no temporary behind."""
+    from hpr.quantum import __main__ as cli
+
+    out = tmp_path / "state.npy"
+    cli.save_atomic(str(out), np.arange(4, dtype=complex))
+
+    def dying_save(f, a):
+        f.write(b"\x93NUMPY partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.np, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        cli.save_atomic(str(out), np.zeros(1 << 10, complex))
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["state.npy"]
+    np.testing.assert_array_equal(np.load(out), np.arange(4, dtype=complex))
+
+
+def _mpiexec():
+    local = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return local if os.path.exists(local) else shutil.which("mpiexec")
+
+
+@pytest.mark.skipif(_mpiexec() is None, reason="no mpiexec")
+def test_cli_under_mpiexec(tmp_path):
+    out = tmp_path / "state.npy"
+    r = subprocess.run([_mpiexec(), "-n", "2", sys.executable, "-m", "hpr.quantum", "run",
+                        os.path.join(DATA, "ghz.qasm"), "--out", str(out)], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120, env=dict(os.environ, HPR_TIMEOUT="30"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("4 qubits, 4 gates") == 1  # rank 0 prints
+    assert "DistributedStateVector" in r.stdout  # used, or its absence stated
+    np.testing.assert_allclose(np.load(out), ref_ghz(), atol=1e-12)
