@@ -8,8 +8,10 @@ this installation has it, and gathered to rank 0 for the printout and --out; oth
 alone and says so."""
 import argparse
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -20,9 +22,13 @@ DTYPES = {"complex64": np.complex64, "complex128": np.complex128}
 
 
 def save_atomic(path, array):
-    """np.save to a temporary file beside path, then os.replace: path is either absent/old or complete."""
+    """np.save to a temporary file beside path, then os.replace: path is either absent/old or complete.
+    SIGTERM (mpiexec stopping a job) during the write removes the temporary too."""
     path = os.path.abspath(path)
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path))
+    old = None
+    if threading.current_thread() is threading.main_thread():
+        old = signal.signal(signal.SIGTERM, _raise_exit)
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, array)
@@ -35,6 +41,13 @@ def save_atomic(path, array):
         except OSError:
             pass
         raise
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _raise_exit(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def top_states(amps, n, k=8):
@@ -46,36 +59,25 @@ def top_states(amps, n, k=8):
     return [(int(i), format(int(i), f"0{n}b"), amps[i], float(p[i])) for i in idx]
 
 
-def _gather_distributed(dsv):
-    """The full amplitude vector of a DistributedStateVector on rank 0 (None elsewhere)."""
-    for name in ("gather", "gather_amplitudes", "to_numpy"):
-        fn = getattr(dsv, name, None)
-        if callable(fn):
-            try:
-                out = fn(root=0)
-            except TypeError:
-                out = fn()
-            return None if out is None else np.asarray(out).reshape(-1)
-    raise HprError("DistributedStateVector has no gather(); cannot collect the state on rank 0")
-
-
 def simulate(program, dtype, comm):
     """(amplitudes on rank 0 or None, mode string)."""
+    from ..errors import ConfigError
     from . import qasm
 
     if comm is not None and comm.size > 1:
         import hpr.quantum as hq
 
-        DSV = getattr(hq, "DistributedStateVector", None)
+        DSV = getattr(hq, "DistributedStateVector", None)  # checked at run time: it may be absent
+        why = "this hpr has no hpr.quantum.DistributedStateVector"
         if DSV is not None:
-            try:
-                dsv = DSV(program.n_qubits, dtype=dtype, comm=comm)
-            except TypeError:
-                dsv = DSV(program.n_qubits, dtype=dtype)
-            qasm.run(program, state=dsv)
-            return _gather_distributed(dsv), f"DistributedStateVector over {comm.size} ranks"
-        mode = (f"rank 0 alone: this hpr has no hpr.quantum.DistributedStateVector, so the other "
-                f"{comm.size - 1} rank(s) idle")
+            try:  # its checks (2**g ranks, >= 2 local qubits, memory) agree on every rank
+                dsv = DSV(program.n_qubits, comm, dtype=dtype)
+            except ConfigError as e:
+                why = f"DistributedStateVector cannot shard this circuit: {e}"
+            else:
+                qasm.run(program, state=dsv)
+                return dsv.gather(root=0), f"DistributedStateVector over {comm.size} ranks, gathered to rank 0"
+        mode = f"rank 0 alone, the other {comm.size - 1} rank(s) idle: {why}"
         amps = qasm.run(program, dtype).amplitudes[0].copy() if comm.rank == 0 else None
         return amps, mode
     return qasm.run(program, dtype).amplitudes[0].copy(), "one process"
