@@ -32,7 +32,8 @@ from ..kernels import statevec as K
 from . import gates as G
 from .statevec import DTYPES, StateVector, check_size
 
-CHUNK_ELEMS = 1 << 20  # amplitudes per message of an exchange (far below MPI's 2**31 count limit)
+CHUNK_ELEMS = 1 << 20  # amplitudes per message of an exchange or gather (far below MPI's 2**31 count limit)
+_GATHER_TAG = 1  # the exchanges use tag 0
 
 
 class DistributedStateVector:
@@ -215,11 +216,18 @@ class DistributedStateVector:
         root, None elsewhere. Collective; root must hold the whole state (small n)."""
         if isinstance(root, bool) or not isinstance(root, (int, np.integer)) or not 0 <= root < self.size:
             raise ConfigError(f"gather: root {root!r} is outside this communicator of {self.size} ranks")
-        n = self.n
-        recv = np.empty((self.size, 1 << self.n_local), self.dtype) if self.rank == root else None
-        self.comm.mpi.Gather(self.local.reshape(-1), recv, root=root)
-        if self.rank != root:
+        n, m, ch = self.n, 1 << self.n_local, max(1, int(self.chunk_elems))
+        mine = self.local.reshape(-1)
+        if self.rank != root:  # point to point through hpr (waits politely, under its deadline), in chunks
+            for c in range(0, m, ch):
+                self.comm.send(mine[c:c + ch], root, tag=_GATHER_TAG)
             return None
+        recv = np.empty((self.size, m), self.dtype)  # (P, 2**(n-g)): row r is rank r's slice
+        recv[root] = mine
+        for r in range(self.size):
+            if r != root:
+                for c in range(0, m, ch):
+                    self.comm.recv(recv[r, c:c + ch], r, tag=_GATHER_TAG)
         phys = recv.reshape((2,) * n)  # axis k: physical qubit n-1-k (rank bits on top)
         axes = [n - 1 - self._l2p[n - 1 - k] for k in range(n)]
         return np.ascontiguousarray(np.transpose(phys, axes)).reshape(-1)
