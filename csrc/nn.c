@@ -9,15 +9,8 @@
 #endif
 #include "nn.h"
 
-/* Each kernel is compiled three times, for AVX-512, AVX2+FMA and baseline x86-64, and the loader
- * picks the widest the CPU has (GCC's target_clones over glibc's ifunc): wheels stay portable and
- * the row loops still use the machine's full vector width. Other compilers and CPUs: one build. */
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && \
-    __GNUC__ >= 12 && !defined(HPR_NO_CLONES)
-#define HPR_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define HPR_KERNEL
-#endif
+#include "hpr_clones.h"
+
 #define HPR_NN_OMP_MIN (1 << 16)  /* elements: below this a thread team costs more than it saves */
 #define HPR_ATT_SCRATCH(T, D) (((T) + 15) / 16 * 16 * (D) + 4 * 128 + (T) * (T))  /* per thread */
 #define HPR_NN_CHUNK 4096         /* element-wise kernels: threads take blocks, each one SIMD loop */

@@ -15,13 +15,7 @@
 #endif
 #include "statevec.h"
 
-/* Same dispatch as nn.c: AVX-512, AVX2+FMA and baseline clones picked by the loader. */
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && \
-    __GNUC__ >= 12 && !defined(HPR_NO_CLONES)
-#define HPR_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define HPR_KERNEL
-#endif
+#include "hpr_clones.h"  /* HPR_KERNEL: AVX-512, AVX2+FMA and baseline clones */
 #define HPR_SV_OMP_MIN (1 << 15) /* amplitudes per call: below this a thread team costs more */
 #define SV_CHUNK 2048            /* groups per work item (a SIMD run) */
 #define SV_EZ_BITS 10            /* expval_z folds blocks of 2**10 probabilities */

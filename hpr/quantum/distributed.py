@@ -23,14 +23,13 @@ qubits the gate does not use, so the slice must hold at least two qubits.
 
 Usage: ``comm = hpr.init(); sv = DistributedStateVector(30, comm); sv.apply("h", [29]);
 sv.apply("cx", [29, 0]); z = sv.expval_z(); full = sv.gather()  # on rank 0, small n only``"""
-import os
 
 import numpy as np
 
 from ..errors import ConfigError
 from ..kernels import statevec as K
 from . import gates as G
-from .statevec import DTYPES, StateVector, check_size
+from .statevec import DTYPES, StateVector, check_matrix, check_size
 
 CHUNK_ELEMS = 1 << 20  # amplitudes per message of an exchange or gather (far below MPI's 2**31 count limit)
 _GATHER_TAG = 1  # the exchanges use tag 0
@@ -110,18 +109,8 @@ class DistributedStateVector:
     def apply_matrix(self, U, qubits):
         """A dense (2, 2) or (4, 4) unitary on 1 or 2 LOGICAL qubits (q1 the low bit of the 4x4 index).
         With HPR_CHECK=1 the matrix is checked to be unitary."""
-        U = np.asarray(U)
-        k = {2: 1, 4: 2}.get(U.shape[-1] if U.ndim >= 2 else 0)
-        if k is None or U.shape[-2:] != (1 << k, 1 << k) or U.ndim not in (2, 3) or \
-                (U.ndim == 3 and U.shape[0] != 1):
-            raise ConfigError(f"apply_matrix wants a (2, 2) or (4, 4) matrix (or (1, 2, 2) / (1, 4, 4)); "
-                              f"got shape {U.shape}")
+        U, k = check_matrix(U, 1)
         qs = self._qubits(qubits, k, "apply_matrix")
-        if os.environ.get("HPR_CHECK", "") not in ("", "0"):
-            m = U.reshape(-1, 1 << k, 1 << k)
-            err = np.abs(m @ np.conj(np.swapaxes(m, -1, -2)) - np.eye(1 << k)).max()
-            if err > 1e-6:
-                raise ConfigError(f"apply_matrix: the matrix is not unitary (|U U^H - I| = {err:.2e})")
         self._run("1q" if k == 1 else "2q", 0, qs, U)
         return self
 

@@ -40,6 +40,23 @@ def check_size(n_qubits, batch, dtype):
     return need
 
 
+def check_matrix(U, batch):
+    """(U as an array, its qubit count 1 or 2) for apply_matrix, or ConfigError: a (2, 2) / (4, 4)
+    matrix or one per state, unitary when HPR_CHECK=1."""
+    U = np.asarray(U)
+    k = {2: 1, 4: 2}.get(U.shape[-1] if U.ndim >= 2 else 0)
+    if k is None or U.shape[-2:] != (1 << k, 1 << k) or U.ndim not in (2, 3) or \
+            (U.ndim == 3 and U.shape[0] != batch):
+        raise ConfigError(f"apply_matrix wants a (2, 2) or (4, 4) matrix, or one per state ({batch}, 2, 2) "
+                          f"/ ({batch}, 4, 4); got shape {U.shape}")
+    if os.environ.get("HPR_CHECK", "") not in ("", "0"):
+        m = U.reshape(-1, 1 << k, 1 << k)
+        err = np.abs(m @ np.conj(np.swapaxes(m, -1, -2)) - np.eye(1 << k)).max()
+        if err > 1e-6:
+            raise ConfigError(f"apply_matrix: the matrix is not unitary (|U U^H - I| = {err:.2e})")
+    return U, k
+
+
 class StateVector:
     def __init__(self, n_qubits, batch=1, dtype=np.complex128):
         check_size(n_qubits, batch, dtype)
@@ -122,18 +139,8 @@ class StateVector:
     def apply_matrix(self, U, qubits):
         """A dense 1- or 2-qubit unitary, (2, 2) / (4, 4), or one per state (B, 2, 2) / (B, 4, 4).
         With HPR_CHECK=1 the matrix is checked to be unitary."""
-        U = np.asarray(U)
-        k = {2: 1, 4: 2}.get(U.shape[-1] if U.ndim >= 2 else 0)
-        if k is None or U.shape[-2:] != (1 << k, 1 << k) or U.ndim not in (2, 3) or \
-                (U.ndim == 3 and U.shape[0] != self.batch):
-            raise ConfigError(f"apply_matrix wants a (2, 2) or (4, 4) matrix, or one per state ({self.batch}, 2, 2) "
-                              f"/ ({self.batch}, 4, 4); got shape {U.shape}")
+        U, k = check_matrix(U, self.batch)
         qs = self._qubits(qubits, k, "apply_matrix")
-        if os.environ.get("HPR_CHECK", "") not in ("", "0"):
-            m = U.reshape(-1, 1 << k, 1 << k)
-            err = np.abs(m @ np.conj(np.swapaxes(m, -1, -2)) - np.eye(1 << k)).max()
-            if err > 1e-6:
-                raise ConfigError(f"apply_matrix: the matrix is not unitary (|U U^H - I| = {err:.2e})")
         if k == 1:
             K.apply_1q(self.state, qs[0], self._cast(U))
         else:
