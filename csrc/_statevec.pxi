@@ -27,6 +27,10 @@ cdef extern from "statevec.h" nogil:
     void hpr_sv_expval_z_f64(double *out, const double *psi, int64_t B, int N, int nthreads)
     void hpr_sv_probabilities_f32(float *out, const float *psi, int64_t B, int N, int nthreads)
     void hpr_sv_probabilities_f64(double *out, const double *psi, int64_t B, int N, int nthreads)
+    void hpr_sv_pauli_overlap_f32(double *out, const float *lam, const float *psi, int64_t B, int N,
+                                  int64_t xmask, int64_t zmask, int ny, int nthreads)
+    void hpr_sv_pauli_overlap_f64(double *out, const double *lam, const double *psi, int64_t B, int N,
+                                  int64_t xmask, int64_t zmask, int ny, int nthreads)
     void hpr_sv_expval_pauli_f32(double *out, const float *psi, int64_t B, int N, int64_t xmask,
                                  int64_t zmask, int ny, int nthreads)
     void hpr_sv_expval_pauli_f64(double *out, const double *psi, int64_t B, int N, int64_t xmask,
@@ -170,3 +174,21 @@ def sv_expval_pauli(out, state, int64_t B, int N, int64_t xmask, int64_t zmask, 
         else:
             hpr_sv_expval_pauli_f64(<double *>o.view.buf, <const double *>s.view.buf, B, N, xmask, zmask, ny,
                                     nthreads)
+
+
+def sv_pauli_overlap(out, lam, state, int64_t B, int N, int64_t xmask, int64_t zmask, int ny, int isz,
+                     int nthreads=1):
+    """out (B,) complex128 = <lam_b| P |psi_b>."""
+    _csz(isz, B, N, 1)
+    if xmask >> N or zmask >> N or xmask < 0 or zmask < 0:
+        raise ValueError("bad Pauli masks")
+    cdef int64_t n = B << N
+    cdef _View o = _buf(out, True, B, 16, "out")
+    cdef _View l = _buf(lam, False, n, isz, "lam"), s = _buf(state, False, n, isz, "state")
+    with nogil:
+        if isz == 8:
+            hpr_sv_pauli_overlap_f32(<double *>o.view.buf, <const float *>l.view.buf, <const float *>s.view.buf,
+                                     B, N, xmask, zmask, ny, nthreads)
+        else:
+            hpr_sv_pauli_overlap_f64(<double *>o.view.buf, <const double *>l.view.buf, <const double *>s.view.buf,
+                                     B, N, xmask, zmask, ny, nthreads)

@@ -36,7 +36,9 @@
     void hpr_sv_probabilities##SFX(REAL *out, const REAL *psi, int64_t B, int N, int nthreads);     \
     /* out[b] = Re <psi_b| P |psi_b> for P = i^ny X^xmask Z^zmask (ny = number of Y factors). */    \
     void hpr_sv_expval_pauli##SFX(double *out, const REAL *psi, int64_t B, int N, int64_t xmask,    \
-                                  int64_t zmask, int ny, int nthreads);
+                                  int64_t zmask, int ny, int nthreads);                                                                \
+    void hpr_sv_pauli_overlap##SFX(double *out, const REAL *lam, const REAL *psi, int64_t B, int N,   \
+                                   int64_t xmask, int64_t zmask, int ny, int nthreads);
 
 HPR_SV_DECLARE(float, _f32)
 HPR_SV_DECLARE(double, _f64)

@@ -311,3 +311,37 @@ HPR_KERNEL void FN(hpr_sv_expval_pauli)(double *out, const REAL *psi, int64_t B,
         out[b] = sv_phase_re(ny, re, im);
     }
 }
+
+
+/* sum over i in [i0, i1) of conj(l[i ^ x]) (-1)^popcount(i & z) a[i], into (*re, *im): the overlap form
+ * of sv_pauli_range, with two states (the adjoint gradients' <lambda| P |psi>) */
+static inline void FN(sv_pauli_overlap_range)(const REAL *l, const REAL *a, int64_t i0, int64_t i1, int64_t x,
+                                              int64_t z, double *re, double *im) {
+    double sr = 0, si = 0;
+    SIMD_SUM2(sr, si)
+    for (int64_t i = i0; i < i1; i++) {
+        int64_t j = i ^ x;
+        double sg = 1 - 2 * (__builtin_popcountll((unsigned long long)(i & z)) & 1);
+        double pr = l[2 * j], pi = l[2 * j + 1], vr = a[2 * i], vi = a[2 * i + 1];
+        sr += sg * (pr * vr + pi * vi);
+        si += sg * (pr * vi - pi * vr);
+    }
+    *re += sr;
+    *im += si;
+}
+
+/* out[b] = <lam_b| P |psi_b> as (re, im) pairs, P the Pauli string of (xmask, zmask, ny) */
+HPR_KERNEL void FN(hpr_sv_pauli_overlap)(double *out, const REAL *lam, const REAL *psi, int64_t B, int N,
+                                         int64_t xmask, int64_t zmask, int ny, int nthreads) {
+    int64_t M = INT64_C(1) << N;
+    int par = nthreads > 1 && (B << N) >= HPR_SV_OMP_MIN;
+    (void)par;
+    OMP_ITEMS
+    for (int64_t b = 0; b < B; b++) {
+        double re = 0, im = 0;
+        FN(sv_pauli_overlap_range)(lam + 2 * (b << N), psi + 2 * (b << N), 0, M, xmask, zmask, &re, &im);
+        double pr = sv_phase_re(ny, re, im), pi = sv_phase_re(ny, im, -re);  /* i^ny (re + i im) */
+        out[2 * b] = pr;
+        out[2 * b + 1] = pi;
+    }
+}

@@ -93,3 +93,20 @@ def test_bad_circuits_and_inputs():
         c.forward(np.zeros((3, 2)), np.zeros(1))
     with pytest.raises(hpr.ConfigError):
         c.backward(np.zeros((3, 2)))
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_pauli_overlap_kernel_against_dense(dtype):
+    """<lam| P |psi> for every 3-qubit Pauli string (pauli[i] on qubit i), two different states."""
+    import itertools
+
+    from hpr.kernels import statevec as K
+
+    r = np.random.default_rng(7)
+    lam = (r.standard_normal((2, 8)) + 1j * r.standard_normal((2, 8))).astype(dtype)
+    psi = (r.standard_normal((2, 8)) + 1j * r.standard_normal((2, 8))).astype(dtype)
+    P = {"I": np.eye(2), "X": np.array([[0, 1], [1, 0]]), "Y": np.array([[0, -1j], [1j, 0]]), "Z": np.diag([1, -1])}
+    for s in map("".join, itertools.product("IXYZ", repeat=3)):
+        m = np.kron(P[s[2]], np.kron(P[s[1]], P[s[0]]))  # qubit 0 is the low bit: rightmost factor
+        want = np.einsum("bi,ij,bj->b", np.conj(lam.astype(complex)), m, psi.astype(complex))
+        np.testing.assert_allclose(K.pauli_overlap(lam, psi, s), want, atol=1e-5 if dtype == np.complex64 else 1e-13)

@@ -197,3 +197,15 @@ def expval_pauli(state, pauli):
     out = np.empty(b, np.float64)  # (B,)
     cpu_kernels().sv_expval_pauli(out, state, b, n, x, z, ny, isz, num_threads())
     return out
+
+
+def pauli_overlap(lam, state, pauli):
+    """<lam_b| P |psi_b> for the Pauli string P (pauli[i] on qubit i, as expval_pauli): (B,) complex128,
+    one pass over the two states. The adjoint gradients read Im of it for each rotation's generator."""
+    b, n, isz = _state(state, writable=False)
+    if lam.shape != state.shape or lam.dtype != state.dtype or not lam.flags.c_contiguous:
+        raise ConfigError(f"lam must be a C-contiguous {state.dtype} array of shape {state.shape}")
+    x, z, ny = pauli_masks(pauli, n)
+    out = np.empty(b, np.complex128)  # (B,)
+    cpu_kernels().sv_pauli_overlap(out, lam, state, b, n, x, z, ny, isz, num_threads())
+    return out

@@ -140,21 +140,10 @@ class Circuit:
         return d_in, d_w
 
     def _generator_overlap(self, lam, psi, gen, qs):
-        """Im <lam| G |psi> per state, G a Pauli X, Y, Z on qs[0] or Z Z on qs[0], qs[1]."""
-        b = psi.shape[0]
-        if gen in ("Z", "ZZ"):
-            idx = np.arange(psi.shape[1])
-            sign = 1.0 - 2.0 * ((idx >> qs[0]) & 1)
-            if gen == "ZZ":
-                sign = sign * (1.0 - 2.0 * ((idx >> qs[1]) & 1))
-            return np.imag(np.sum(np.conj(lam) * psi * sign, axis=1))
-        q = qs[0]
-        hi = psi.shape[1] >> (q + 1)
-        p4 = psi.reshape(b, hi, 2, 1 << q)
-        l4 = lam.reshape(b, hi, 2, 1 << q)
-        if gen == "X":  # (X psi)[bit 0] = psi[bit 1] and the other way round
-            ov = np.sum(np.conj(l4[:, :, 0]) * p4[:, :, 1], axis=(1, 2)) + np.sum(np.conj(l4[:, :, 1]) * p4[:, :, 0], axis=(1, 2))
-        else:  # Y = [[0, -i], [i, 0]]: (Y psi)[0] = -i psi[1], (Y psi)[1] = i psi[0]
-            ov = -1j * np.sum(np.conj(l4[:, :, 0]) * p4[:, :, 1], axis=(1, 2)) + \
-                1j * np.sum(np.conj(l4[:, :, 1]) * p4[:, :, 0], axis=(1, 2))
-        return np.imag(ov)
+        """Im <lam| G |psi> per state, G a Pauli X, Y, Z on qs[0] or Z Z on qs[0], qs[1] (one kernel pass)."""
+        letters = ["I"] * self.n
+        if gen == "ZZ":
+            letters[qs[0]] = letters[qs[1]] = "Z"
+        else:
+            letters[qs[0]] = gen
+        return np.imag(K.pauli_overlap(lam, psi, "".join(letters)))
