@@ -2,7 +2,6 @@
 cupy arrays (DESIGN.md decision 5). Owns the import of hpr._kernels and the thread count the CPU kernels
 use; owns nothing else. Usage: ``from hpr.backend import cpu_kernels; cpu_kernels().info()``."""
 import os
-import threading
 
 from .errors import KernelsMissing
 
@@ -43,61 +42,13 @@ def _threads_from_env():
     return None
 
 
-_local = threading.local()
-
-
 def num_threads():
-    """Threads a CPU kernel may use: 1 inside a `serial_kernels()` block (a worker thread that already
-    owns one core), else set_num_threads's choice, else HPR_NUM_THREADS, else OMP_NUM_THREADS (read
-    once), else 1. hpr.init divides a node's cores among its ranks."""
+    """Threads a CPU kernel may use: set_num_threads's choice, else HPR_NUM_THREADS, else
+    OMP_NUM_THREADS (read once), else 1. hpr.init divides a node's cores among its ranks."""
     global _threads
-    if getattr(_local, "serial", False):
-        return 1
     if _threads is None:
         _threads = _threads_from_env() or 1
     return _threads
-
-
-class serial_kernels:
-    """Within this block (on this thread), hpr's kernels run on one thread: for work already split
-    over threads by the caller."""
-
-    def __enter__(self):
-        self._old = getattr(_local, "serial", False)
-        _local.serial = True
-
-    def __exit__(self, *exc):
-        _local.serial = self._old
-
-
-_blas_ctl = None
-
-
-def blas_set_threads(n):
-    """Set the BLAS thread count directly (a few microseconds; threadpoolctl's context manager takes
-    much longer): for short sections that split work over Python threads themselves."""
-    global _blas_ctl
-    if _blas_ctl is None:
-        from threadpoolctl import ThreadpoolController
-
-        _blas_ctl = ThreadpoolController().select(user_api="blas").lib_controllers
-    for c in _blas_ctl:
-        c.set_num_threads(n)
-
-
-_pool = None
-
-
-def thread_pool():
-    """A pool of worker threads (one per kernel thread) for work split by the caller; numpy's BLAS
-    and hpr's kernels release the GIL, so the workers run in parallel."""
-    global _pool
-    n = num_threads()
-    if _pool is None or _pool._max_workers < n:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="hpr-kernels")
-    return _pool
 
 
 _blas_limit = None

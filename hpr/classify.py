@@ -73,7 +73,7 @@ def _load(comm, a):
     suffixes = tuple(s if s.startswith(".") else "." + s for s in a.suffixes.split(",") if s)
 
     def load():
-        return LabeledWindows.load(a.data, rule=rule, window=a.window, suffixes=suffixes, seed=a.seed)
+        return LabeledWindows.load(a.data, rule=rule, window=a.window, suffixes=suffixes)
     err, data = None, None
     if comm.rank == 0:
         try:

@@ -404,15 +404,12 @@ class LabeledWindows:
                 "bytes (label 0 + label 1))")
 
     @classmethod
-    def load(cls, path=None, *, rule=is_test_module, window=256, suffixes=(".py",), val_permille=100, seed=0,
-             cache_dir=None):
+    def load(cls, path=None, *, rule=is_test_module, window=256, suffixes=(".py",), val_permille=100):
         """The files under the folder ``path`` ending in one of ``suffixes`` (hidden and site-packages
         folders skipped, as Corpus.load), or with no path the Python standard library's ``*.py`` files.
         File relpath gets label ``rule(relpath)`` and is validation when
         ``zlib.crc32(relpath) % 1000 < val_permille``, else train; files under ``window`` bytes are skipped.
-        ``seed`` is unused (the split is by path only; sampling seeds go to ``batches``) and ``cache_dir``
-        too: nothing is cached, since reading the standard library's ~30 MB takes well under a second."""
-        del seed, cache_dir  # kept so callers can pass Corpus.load's arguments unchanged
+        Nothing is cached: reading the standard library's ~30 MB takes well under a second."""
         window = _count(window, "window", minimum=2)
         if not callable(rule):
             raise DataError(f"rule must be a function of a file's relative path returning its label "

@@ -303,7 +303,7 @@ def run(args):
     local = args.batch // dp
     micro = local // m
     itemsize = model.params.itemsize
-    say(f"hpr {args.preset}: {_count(config):,} parameters "
+    say(f"hpr {args.preset}: {model.layout.full_size:,} parameters "
         f"({config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads, context {config.context}, "
         f"{config.dtype})")
     say(f"layout: dp {dp} x tp {tp_n} x pp {pp} = {world.size} rank(s), {threads} thread(s) each; {local} "
@@ -390,14 +390,6 @@ def run(args):
             print("--- sample ---")
             print(text.decode("utf-8", errors="replace"), flush=True)
     return 0
-
-
-def _count(config):
-    """Parameters of the whole model."""
-    c, v, t, layers = config.d_model, config.vocab_size, config.context, config.n_layers
-    q = config.n_qubits
-    quantum = (2 * c * q + q + 2 * q * config.q_depth) if q else 0
-    return v * c + t * c + layers * (12 * c * c + 13 * c) + 2 * c + quantum
 
 
 def _stage_ranges(config, pp):

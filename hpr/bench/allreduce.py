@@ -10,13 +10,13 @@ iterations) and bus bandwidth (bytes/time × 2(n-1)/n, as nccl-tests defines it)
 and the ratios hpr/MPI. ``--json FILE`` writes {"ranks", "mpi", "rows": [{"bytes", "algorithm",
 "hpr_us", "mpi_us", "hpr_busbw_gbps", "mpi_busbw_gbps", "hpr_numpy_us", "hpr_numpy_busbw_gbps"}]}."""
 import argparse
-import json
 import time
 
 import numpy as np
 from mpi4py import MPI
 
 import hpr
+from hpr.bench import write_json
 from hpr.errors import ConfigError
 
 
@@ -94,9 +94,5 @@ def main(argv=None):
         del x, sx
         n *= args.factor
     if comm.rank == 0 and args.json:
-        with open(args.json + ".tmp", "w") as f:
-            json.dump({"ranks": p, "mpi": lib, "rows": rows}, f, indent=1)
-        import os
-
-        os.replace(args.json + ".tmp", args.json)
+        write_json(args.json, {"ranks": p, "mpi": lib, "rows": rows})
     return 0

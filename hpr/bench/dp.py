@@ -24,7 +24,6 @@ JSON: {"preset", "ranks", "batch_per_rank", "threads", "steps", "warmup", "round
 (/proc/stat) beyond the k ranks' own CPU time during the timed steps — other processes, and the idle
 ranks' polite waiting; on a shared machine this says how far to trust a row (null without /proc/stat)."""
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -32,7 +31,7 @@ import time
 
 import numpy as np
 
-from . import torch_reference
+from . import torch_reference, write_json
 
 
 def rank_counts(n):
@@ -308,9 +307,7 @@ def main(argv=None):
                "warmup": warmup, "rounds": a.rounds, "bucket_mb": a.bucket_mb,
                "ddp_bucket_mb": a.ddp_bucket_mb, "torch": tv,
                "reference": {"hpr_tokens_per_s": base_h, "torch_tokens_per_s": k1_torch}, "rows": rows}
-        with open(a.json + ".tmp", "w") as f:
-            json.dump(out, f, indent=1)
-        os.replace(a.json + ".tmp", a.json)
+        write_json(a.json, out)
     return 0
 
 

@@ -44,13 +44,14 @@ JSON: {"preset", "ranks", "threads", "batch", "micro_batches", "steps", "context
 "pp_bytes_analytic", "pp_tied_bytes"}]} (bytes per step, summed over the ranks; bubble fields null
 without stages)."""
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
 
 import numpy as np
+
+from . import write_json
 
 DEFAULT_STEPS = {"M": 2, "S": 3, "tiny": 5}
 MIB = 2 ** 20
@@ -364,9 +365,7 @@ def main(argv=None):
                "steps": steps, "context": config.context,
                "reference": {"layout": (ref["dp"], 1, 1), "tokens_per_s": ref["tokens_per_s"]} if ref else None,
                "skipped": skipped, "rows": rows}
-        with open(a.json + ".tmp", "w") as f:
-            json.dump(out, f, indent=1)
-        os.replace(a.json + ".tmp", a.json)
+        write_json(a.json, out)
     return 0
 
 

@@ -11,13 +11,13 @@ Per-gate times of the other simulators are what each offers: qulacs applies one 
 place (timed like hpr); qiskit-aer and lightning run whole circuits, so their time per gate is (circuit
 of R copies - empty circuit) / R, which leaves out their per-run overhead."""
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
 
 import numpy as np
+
+from . import write_json
 
 
 def median_time(fn, budget=0.25, min_reps=5, max_reps=200):
@@ -230,10 +230,7 @@ def main(argv=None):
     if a.json:
         out = {"threads": a.threads, "dtype": "complex128", "rows": rows, "others": [k for k, _ in others],
                "batched": batched}
-        tmp = a.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(out, f, indent=1)
-        os.replace(tmp, a.json)
+        write_json(a.json, out)
     return 0
 
 

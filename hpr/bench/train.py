@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from . import torch_reference
+from . import torch_reference, write_json
 
 
 def hpr_step_times(config, batch, steps, warmup, seed=0, lr=1e-3):
@@ -114,8 +114,7 @@ def main(argv=None):
     else:
         print("\n(PyTorch is not installed: no side-by-side reference. pip install torch to get one.)")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
+        write_json(a.json, out)
     return 0
 
 

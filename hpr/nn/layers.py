@@ -61,16 +61,15 @@ class Linear:
         self.name = name
         self.ws = None
 
-    def forward(self, x, out=None):
-        """x: (N, in) -> (N, out). Adds the bias unless `out` is given with add_bias deferred (see MLP)."""
-        self.x = x
-        y = self.ws.get(self.name + ".y", (x.shape[0], self.W.shape[1])) if out is None else out
-        np.matmul(x, self.W.data, out=y)
+    def forward(self, x):
+        """x: (N, in) -> x W + b, (N, out)."""
+        y = self.forward_nobias(x)
         if self.b is not None:
             y += self.b.data
         return y
 
     def forward_nobias(self, x):
+        """x W without the bias, for callers that add it later (fused into GELU, or after g's sum)."""
         self.x = x
         y = self.ws.get(self.name + ".y", (x.shape[0], self.W.shape[1]))
         return np.matmul(x, self.W.data, out=y)

@@ -72,7 +72,13 @@ class ParamLayout:
 
     @property
     def size(self):
+        """Elements this rank holds."""
         return sum(p.size for p in self.entries)
+
+    @property
+    def full_size(self):
+        """Elements of the whole model: every registered tensor at its whole shape, held here or not."""
+        return sum(int(np.prod(p.full_shape)) for p in self._draws)
 
     def order(self):
         """Parameters in buffer order (reverse registration: backward's order)."""
