@@ -31,6 +31,22 @@ cdef extern from "statevec.h" nogil:
                                   int64_t xmask, int64_t zmask, int ny, int nthreads)
     void hpr_sv_pauli_overlap_f64(double *out, const double *lam, const double *psi, int64_t B, int N,
                                   int64_t xmask, int64_t zmask, int ny, int nthreads)
+    void hpr_sv_apply_kq_f32(float *psi, int64_t B, int N, int64_t qmask, const float *U, int nthreads)
+    void hpr_sv_apply_kq_f64(double *psi, int64_t B, int N, int64_t qmask, const double *U, int nthreads)
+    void hpr_sv_run_f32(float *psi, int64_t B, int N, const int64_t *ops, int64_t nops, const float *mats,
+                        const double *fixed, const double *inputs, int64_t nin, const double *weights,
+                        int nthreads)
+    void hpr_sv_run_f64(double *psi, int64_t B, int N, const int64_t *ops, int64_t nops, const double *mats,
+                        const double *fixed, const double *inputs, int64_t nin, const double *weights,
+                        int nthreads)
+    void hpr_sv_adjoint_f32(float *psi, float *lam, int64_t B, int N, const double *g, const int64_t *ops,
+                            int64_t nops, const float *imats, const double *fixed, const double *inputs,
+                            int64_t nin, const double *weights, int64_t nw, double *din, double *dw,
+                            int nthreads)
+    void hpr_sv_adjoint_f64(double *psi, double *lam, int64_t B, int N, const double *g, const int64_t *ops,
+                            int64_t nops, const double *imats, const double *fixed, const double *inputs,
+                            int64_t nin, const double *weights, int64_t nw, double *din, double *dw,
+                            int nthreads)
     void hpr_sv_expval_pauli_f32(double *out, const float *psi, int64_t B, int N, int64_t xmask,
                                  int64_t zmask, int ny, int nthreads)
     void hpr_sv_expval_pauli_f64(double *out, const double *psi, int64_t B, int N, int64_t xmask,
@@ -192,3 +208,92 @@ def sv_pauli_overlap(out, lam, state, int64_t B, int N, int64_t xmask, int64_t z
         else:
             hpr_sv_pauli_overlap_f64(<double *>o.view.buf, <const double *>l.view.buf, <const double *>s.view.buf,
                                      B, N, xmask, zmask, ny, nthreads)
+
+
+def sv_apply_kq(state, int64_t B, int N, int64_t qmask, U, int isz, int nthreads=1):
+    """state <- U (2**k x 2**k, shared) on the 2 <= k <= 5 qubits of qmask."""
+    _csz(isz, B, N, 1)
+    cdef int k = bin(qmask).count("1")
+    if qmask < 0 or qmask >> N or k < 2 or k > 5:
+        raise ValueError("qmask must name 2 to 5 qubits of the state")
+    cdef _View s = _buf(state, True, B << N, isz, "state"), u = _buf(U, False, 1 << (2 * k), isz, "U")
+    with nogil:
+        if isz == 8:
+            hpr_sv_apply_kq_f32(<float *>s.view.buf, B, N, qmask, <const float *>u.view.buf, nthreads)
+        else:
+            hpr_sv_apply_kq_f64(<double *>s.view.buf, B, N, qmask, <const double *>u.view.buf, nthreads)
+
+
+cdef int _program_ok(const int64_t *ops, int64_t nops, int N, int64_t nmats, int64_t nfixed, int64_t nin,
+                     int64_t nw) except -1:
+    """Every op of a program names valid qubits, a matrix inside mats and a parameter that exists: the C
+    trusts them."""
+    cdef int64_t k, kind, q0, q1, mask, src, idx, off, need
+    cdef int64_t full = (<int64_t>1 << N) - 1
+    for k in range(nops):
+        kind, q0, q1, mask, src, idx, off = ops[8 * k], ops[8 * k + 1], ops[8 * k + 2], ops[8 * k + 3], \
+            ops[8 * k + 4], ops[8 * k + 5], ops[8 * k + 6]
+        if kind < 0 or kind > 10 or q0 < 0 or q0 >= N or q1 < 0 or q1 >= N or mask < 0 or mask & ~full:
+            raise ValueError(f"op {k}: bad kind or qubits")
+        if kind in (1, 3, 5, 10) and q0 == q1:
+            raise ValueError(f"op {k}: q0 == q1")
+        if kind in (0, 4, 7, 8) and (mask >> q0) & 1:
+            raise ValueError(f"op {k}: the target is also a control")
+        need = {0: 8, 1: 32, 2: 4, 3: 8}.get(kind, 0)
+        if kind == 6:
+            need = bin(mask).count("1")
+            if need < 2 or need > 5:
+                raise ValueError(f"op {k}: a dense block takes 2 to 5 qubits")
+            need = 2 << (2 * need)
+        if need and (off < 0 or off + need > nmats):
+            raise ValueError(f"op {k}: matrix outside mats")
+        if kind >= 7:
+            lim = {1: nfixed, 2: nin, 3: nw}.get(src, -1)
+            if not 0 <= idx < lim:
+                raise ValueError(f"op {k}: parameter source {src} index {idx} out of range")
+    return 0
+
+
+def sv_run(state, int64_t B, int N, ops, int64_t nops, mats, fixed, inputs, int64_t nin, weights, int isz,
+           int nthreads=1):
+    """state <- the program (ops: (nops, 8) int64) on every state; inputs (B, nin) float64."""
+    _csz(isz, B, N, 1)
+    cdef _View s = _buf(state, True, B << N, isz, "state"), o = _buf(ops, False, 8 * nops, 8, "ops")
+    cdef _View m = _View(mats, False), f = _View(fixed, False), w = _View(weights, False)
+    cdef _View x = _buf(inputs, False, B * nin, 8, "inputs")
+    _program_ok(<const int64_t *>o.view.buf, nops, N, m.view.len // (isz // 2), f.view.len // 8, nin,
+                w.view.len // 8)
+    with nogil:
+        if isz == 8:
+            hpr_sv_run_f32(<float *>s.view.buf, B, N, <const int64_t *>o.view.buf, nops, <const float *>m.view.buf,
+                           <const double *>f.view.buf, <const double *>x.view.buf, nin, <const double *>w.view.buf,
+                           nthreads)
+        else:
+            hpr_sv_run_f64(<double *>s.view.buf, B, N, <const int64_t *>o.view.buf, nops,
+                           <const double *>m.view.buf, <const double *>f.view.buf, <const double *>x.view.buf, nin,
+                           <const double *>w.view.buf, nthreads)
+
+
+def sv_adjoint(state, lam, int64_t B, int N, g, ops, int64_t nops, imats, fixed, inputs, int64_t nin, weights,
+               int64_t nw, din, dw, int isz, int nthreads=1):
+    """The adjoint sweep of a program (see statevec.h): adds into din (B, nin) and dw (B, nw)."""
+    _csz(isz, B, N, 1)
+    cdef _View s = _buf(state, True, B << N, isz, "state"), l = _buf(lam, True, B << N, isz, "lam")
+    cdef _View o = _buf(ops, False, 8 * nops, 8, "ops"), gg = _buf(g, False, B * N, 8, "g")
+    cdef _View m = _View(imats, False), f = _View(fixed, False), w = _buf(weights, False, nw, 8, "weights")
+    cdef _View x = _buf(inputs, False, B * nin, 8, "inputs")
+    cdef _View di = _buf(din, True, B * nin, 8, "din"), dww = _buf(dw, True, B * nw, 8, "dw")
+    _program_ok(<const int64_t *>o.view.buf, nops, N, m.view.len // (isz // 2), f.view.len // 8, nin, nw)
+    with nogil:
+        if isz == 8:
+            hpr_sv_adjoint_f32(<float *>s.view.buf, <float *>l.view.buf, B, N, <const double *>gg.view.buf,
+                               <const int64_t *>o.view.buf, nops, <const float *>m.view.buf,
+                               <const double *>f.view.buf, <const double *>x.view.buf, nin,
+                               <const double *>w.view.buf, nw, <double *>di.view.buf, <double *>dww.view.buf,
+                               nthreads)
+        else:
+            hpr_sv_adjoint_f64(<double *>s.view.buf, <double *>l.view.buf, B, N, <const double *>gg.view.buf,
+                               <const int64_t *>o.view.buf, nops, <const double *>m.view.buf,
+                               <const double *>f.view.buf, <const double *>x.view.buf, nin,
+                               <const double *>w.view.buf, nw, <double *>di.view.buf, <double *>dww.view.buf,
+                               nthreads)

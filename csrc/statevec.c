@@ -8,6 +8,7 @@
  * amplitudes, so a work item of SV_CHUNK groups is walked as runs of min(2**p0, SV_CHUNK) groups, each
  * one "omp simd" loop; the (state, item) pairs are flattened into one OpenMP loop, so that one large state
  * and many small ones both split over threads. Qubit 0 (runs of length 1) has its own loops. */
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 #ifdef HPR_HAVE_OPENMP
@@ -22,6 +23,7 @@
 #define HPR_PRAGMA(x) _Pragma(#x)
 #define SIMD HPR_PRAGMA(omp simd)
 #define SIMD_SUM2(a, b) HPR_PRAGMA(omp simd reduction(+ : a, b))
+#define SIMD_SUM1(a) HPR_PRAGMA(omp simd reduction(+ : a))
 #ifdef HPR_HAVE_OPENMP
 #define OMP_ITEMS HPR_PRAGMA(omp parallel for schedule(static) num_threads(nthreads) if (par))
 #define OMP_ITEMS_SUM2(a, b) \
@@ -83,6 +85,53 @@ static inline double sv_phase_re(int ny, double re, double im) {
     default: return im;
     }
 }
+
+/* the generator's Pauli masks of a parameterised op: G = X, Y, Z on q0, or Z Z on (q0, q1) */
+static inline void sv_generator(const int64_t *op, int64_t *x, int64_t *z, int *ny) {
+    int64_t b0 = INT64_C(1) << op[1];
+    *x = *z = 0;
+    *ny = 0;
+    switch (op[0]) {
+    case SV_OP_RX: *x = b0; break;
+    case SV_OP_RY: *x = *z = b0; *ny = 1; break;
+    case SV_OP_RZ: *z = b0; break;
+    default: *z = b0 | (INT64_C(1) << op[2]); break;
+    }
+}
+
+/* One small state a (2**N amplitudes, in cache, one thread): BODY runs for every amplitude pair
+ * (i, i + h) of qubit q, h = 2**q, i with bit q clear. The runs of equal high bits have h pairs; the
+ * short ones (q = 0, 1, 2) get loops of constant length, which the compiler unrolls and vectorizes.
+ * RED: an omp simd clause (e.g. reduction) for the inner loops. */
+#define SV1_PAIRS(N, q, RED, ...)                                                                   \
+    do {                                                                                           \
+        const int64_t h = INT64_C(1) << (q), M_ = INT64_C(1) << (N);                               \
+        if (h == 1) {                                                                              \
+            HPR_PRAGMA(omp simd RED)                                                               \
+            for (int64_t i = 0; i < M_; i += 2) { __VA_ARGS__ }                                    \
+        } else if (h == 2) {                                                                       \
+            for (int64_t i0 = 0; i0 < M_; i0 += 4) {                                               \
+                HPR_PRAGMA(omp simd RED)                                                           \
+                for (int64_t i = i0; i < i0 + 2; i++) { __VA_ARGS__ }                              \
+            }                                                                                      \
+        } else if (h == 4) {                                                                       \
+            for (int64_t i0 = 0; i0 < M_; i0 += 8) {                                               \
+                HPR_PRAGMA(omp simd RED)                                                           \
+                for (int64_t i = i0; i < i0 + 4; i++) { __VA_ARGS__ }                              \
+            }                                                                                      \
+        } else {                                                                                   \
+            for (int64_t i0 = 0; i0 < M_; i0 += 2 * h) {                                           \
+                HPR_PRAGMA(omp simd RED)                                                           \
+                for (int64_t i = i0; i < i0 + h; i++) { __VA_ARGS__ }                              \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+#define SV1_NORED
+/* the compiled-program helpers are inlined into each target clone of their callers */
+#define SV_INLINE static inline __attribute__((always_inline))
+
+/* states of at most 2**SV1_MAX_N amplitudes take the one-state kernels inside compiled programs */
+#define SV1_MAX_N 14
 
 /* Qubit 0 with no controls: the pairs are adjacent amplitudes, psi = (B * 2**(N-1)) pairs of 4 REALs.
  * Items are runs of Lc pairs inside one state (its matrix at U + b * ustride). */

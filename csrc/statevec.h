@@ -13,6 +13,18 @@
 #define HPR_STATEVEC_H
 #include <stdint.h>
 
+/* A compiled program (hpr.quantum.Circuit): nops ops of SV_OP_WORDS int64 each,
+ *   {kind, q0, q1, mask, src, idx, off, 0}
+ * kind: SV_OP_*; mask: the controls (1Q, X, RX, RY) or, for KQ, the block's qubits (its lowest the low
+ * bit of the matrix index); off: where the op's matrix / diagonal starts in mats (REALs). A rotation
+ * (RX, RY, RZ, RZZ: exp(-i theta G / 2)) takes theta from src: SV_SRC_FIXED fixed[idx], SV_SRC_INPUT
+ * inputs[b * nin + idx] (one per state), SV_SRC_WEIGHT weights[idx]. Many small states run whole
+ * circuits one state per thread (the state stays in cache); a few large ones share each gate. */
+#define SV_OP_WORDS 8
+enum { SV_OP_1Q, SV_OP_2Q, SV_OP_D1, SV_OP_D2, SV_OP_X, SV_OP_SWAP, SV_OP_KQ, SV_OP_RX, SV_OP_RY, SV_OP_RZ,
+       SV_OP_RZZ };
+enum { SV_SRC_NONE, SV_SRC_FIXED, SV_SRC_INPUT, SV_SRC_WEIGHT };
+
 #define HPR_SV_DECLARE(REAL, SFX)                                                                    \
     /* psi <- U on qubit q where the qubits of cmask are 1 (U: 2x2). */                             \
     void hpr_sv_apply_1q##SFX(REAL *psi, int64_t B, int N, int q, int64_t cmask, const REAL *U,     \
@@ -38,7 +50,20 @@
     void hpr_sv_expval_pauli##SFX(double *out, const REAL *psi, int64_t B, int N, int64_t xmask,    \
                                   int64_t zmask, int ny, int nthreads);                                                                \
     void hpr_sv_pauli_overlap##SFX(double *out, const REAL *lam, const REAL *psi, int64_t B, int N,   \
-                                   int64_t xmask, int64_t zmask, int ny, int nthreads);
+                                   int64_t xmask, int64_t zmask, int ny, int nthreads);            \
+    /* psi <- U on the 2..5 qubits of qmask (U: 2**k x 2**k, lowest qubit the low bit). */           \
+    void hpr_sv_apply_kq##SFX(REAL *psi, int64_t B, int N, int64_t qmask, const REAL *U, int nthreads); \
+    /* psi <- the program applied to every state (inputs: (B, nin)). */                            \
+    void hpr_sv_run##SFX(REAL *psi, int64_t B, int N, const int64_t *ops, int64_t nops, const REAL *mats, \
+                         const double *fixed, const double *inputs, int64_t nin, const double *weights, \
+                         int nthreads);                                                              \
+    /* the adjoint sweep: psi holds the program's final states (undone in place), lam is scratch of  \
+     * the same size, g (B, N) the upstream gradient of <Z_q>; imats the inverses' matrices. Adds     \
+     * d/d inputs into din (B, nin) and each state's d/d weights into dw (B, nw). */                 \
+    void hpr_sv_adjoint##SFX(REAL *psi, REAL *lam, int64_t B, int N, const double *g, const int64_t *ops, \
+                             int64_t nops, const REAL *imats, const double *fixed, const double *inputs, \
+                             int64_t nin, const double *weights, int64_t nw, double *din, double *dw,   \
+                             int nthreads);
 
 HPR_SV_DECLARE(float, _f32)
 HPR_SV_DECLARE(double, _f64)

@@ -345,3 +345,316 @@ HPR_KERNEL void FN(hpr_sv_pauli_overlap)(double *out, const REAL *lam, const REA
         out[2 * b + 1] = pi;
     }
 }
+
+/* ---- dense k-qubit blocks (fused runs of gates) and compiled programs ------------------------- */
+
+/* one run of L groups of a k-qubit dense block: amplitude c of group j is x[off[c] + 2 j] (K a
+ * compile-time constant after inlining, so the group loop vectorizes with the block in registers) */
+static inline __attribute__((always_inline)) void FN(sv_run_kq)(REAL *restrict x, int64_t L,
+                                                                const int64_t *off, const REAL *U, const int K) {
+    const int D = 1 << K;
+    SIMD
+    for (int64_t j = 0; j < L; j++) {
+        REAL xr[32], xi[32];
+        for (int c = 0; c < D; c++) { xr[c] = x[off[c] + 2 * j]; xi[c] = x[off[c] + 2 * j + 1]; }
+        for (int r = 0; r < D; r++) {
+            REAL sr = 0, si = 0;
+            for (int c = 0; c < D; c++) {
+                REAL ur = U[2 * (r * D + c)], ui = U[2 * (r * D + c) + 1];
+                sr += ur * xr[c] - ui * xi[c];
+                si += ur * xi[c] + ui * xr[c];
+            }
+            x[off[r] + 2 * j] = sr;
+            x[off[r] + 2 * j + 1] = si;
+        }
+    }
+}
+
+/* psi <- U on the k = popcount(qmask) qubits of qmask (2 <= k <= 5), the lowest qubit the low bit of
+ * U's index; U is 2**k x 2**k, shared by the batch. */
+HPR_KERNEL void FN(hpr_sv_apply_kq)(REAL *psi, int64_t B, int N, int64_t qmask, const REAL *U, int nthreads) {
+    int par = nthreads > 1 && (B << N) >= HPR_SV_OMP_MIN;
+    (void)par;
+    sv_plan p;
+    sv_plan_make(&p, B, N, qmask);
+    int K = p.m, D = 1 << K;
+    int64_t off[32];
+    for (int c = 0; c < D; c++) {
+        off[c] = 0;
+        for (int t = 0; t < K; t++)
+            if ((c >> t) & 1) off[c] += 2 * (INT64_C(1) << p.pos[t]);
+    }
+    OMP_ITEMS
+    for (int64_t w = 0; w < p.W; w++) {
+        SV_RUNS(p, w, 0, {
+            switch (K) {
+            case 1: FN(sv_run_kq)(x, p.Lr, off, U, 1); break;
+            case 2: FN(sv_run_kq)(x, p.Lr, off, U, 2); break;
+            case 3: FN(sv_run_kq)(x, p.Lr, off, U, 3); break;
+            case 4: FN(sv_run_kq)(x, p.Lr, off, U, 4); break;
+            default: FN(sv_run_kq)(x, p.Lr, off, U, 5); break;
+            }
+        })
+    }
+}
+
+/* ---- one small state, one thread (compiled programs over many small circuits) ------------- */
+
+/* (x, y) <- (u00 x + u01 y, u10 x + u11 y) for the pairs of qubit q where the qubits of cmask are 1 */
+SV_INLINE void FN(sv1_1q)(REAL *a, int N, int q, int64_t cmask, const REAL *u) {
+    const REAL ar = u[0], ai = u[1], br = u[2], bi = u[3], cr = u[4], ci = u[5], dr = u[6], di = u[7];
+    if (cmask) {
+        SV1_PAIRS(N, q, SV1_NORED, {
+            int on = (i & cmask) == cmask;
+            REAL *x = a + 2 * i, *y = a + 2 * (i + h);
+            REAL xr = x[0], xi = x[1], yr = y[0], yi = y[1];
+            REAL ur = ar * xr - ai * xi + br * yr - bi * yi, ui = ar * xi + ai * xr + br * yi + bi * yr;
+            REAL vr = cr * xr - ci * xi + dr * yr - di * yi, vi = cr * xi + ci * xr + dr * yi + di * yr;
+            x[0] = on ? ur : xr; x[1] = on ? ui : xi;
+            y[0] = on ? vr : yr; y[1] = on ? vi : yi;
+        });
+        return;
+    }
+    SV1_PAIRS(N, q, SV1_NORED, {
+        REAL *x = a + 2 * i, *y = a + 2 * (i + h);
+        REAL xr = x[0], xi = x[1], yr = y[0], yi = y[1];
+        x[0] = ar * xr - ai * xi + br * yr - bi * yi;
+        x[1] = ar * xi + ai * xr + br * yi + bi * yr;
+        y[0] = cr * xr - ci * xi + dr * yr - di * yi;
+        y[1] = cr * xi + ci * xr + dr * yi + di * yr;
+    });
+}
+
+/* (x, y) <- (c x - s y, s x + c y): RY, a real rotation, half the arithmetic of sv1_1q */
+SV_INLINE void FN(sv1_ry)(REAL *a, int N, int q, REAL c, REAL s) {
+    SV1_PAIRS(N, q, SV1_NORED, {
+        REAL *x = a + 2 * i, *y = a + 2 * (i + h);
+        REAL xr = x[0], xi = x[1], yr = y[0], yi = y[1];
+        x[0] = c * xr - s * yr; x[1] = c * xi - s * yi;
+        y[0] = s * xr + c * yr; y[1] = s * xi + c * yi;
+    });
+}
+
+/* a[i] *= d[bit q of i] (m = 1) or d[b(q) + 2 b(q2)] (m = 2), walked as the pairs of qubit q */
+SV_INLINE void FN(sv1_diag)(REAL *a, int N, int q, int q2, int m, const REAL *d) {
+    const REAL d0r = d[0], d0i = d[1], d1r = d[2], d1i = d[3];
+    const REAL d2r = m == 2 ? d[4] : d0r, d2i = m == 2 ? d[5] : d0i, d3r = m == 2 ? d[6] : d1r,
+               d3i = m == 2 ? d[7] : d1i;
+    const int64_t b2 = m == 2 ? INT64_C(1) << q2 : 0;
+    SV1_PAIRS(N, q, SV1_NORED, {
+        int hi = (i & b2) != 0;
+        REAL er = hi ? d2r : d0r, ei = hi ? d2i : d0i, fr = hi ? d3r : d1r, fi = hi ? d3i : d1i;
+        REAL *x = a + 2 * i, *y = a + 2 * (i + h);
+        REAL xr = x[0], xi = x[1], yr = y[0], yi = y[1];
+        x[0] = er * xr - ei * xi; x[1] = er * xi + ei * xr;
+        y[0] = fr * yr - fi * yi; y[1] = fr * yi + fi * yr;
+    });
+}
+
+/* X on q where the qubits of cmask are 1 (every pair is rewritten: a select, no branch) */
+SV_INLINE void FN(sv1_x)(REAL *a, int N, int q, int64_t cmask) {
+    SV1_PAIRS(N, q, SV1_NORED, {
+        int on = (i & cmask) == cmask;
+        REAL *x = a + 2 * i, *y = a + 2 * (i + h);
+        REAL xr = x[0], xi = x[1], yr = y[0], yi = y[1];
+        x[0] = on ? yr : xr; x[1] = on ? yi : xi;
+        y[0] = on ? xr : yr; y[1] = on ? xi : yi;
+    });
+}
+
+/* The adjoint step of a rotation exp(-i theta G / 2) on one small state: returns Im <lam| G |psi>
+ * and undoes the rotation on psi and lam, in one pass over the pairs (RX, RY) or amplitudes (RZ, RZZ).
+ * (c, s) = (cos, sin)(theta / 2). */
+SV_INLINE double FN(sv1_rot_adjoint)(REAL *psi, REAL *lam, int N, const int64_t *op, double c_, double s_) {
+    const REAL c = (REAL)c_, s = (REAL)s_;
+    double acc = 0;
+    int q = (int)op[1];
+    if (op[0] == SV_OP_RY) { /* Im<l|Y|x> = Re(l1* x0) - Re(l0* x1); RY(-t) = [[c, s], [-s, c]] */
+        SV1_PAIRS(N, q, reduction(+ : acc), {
+            REAL *x = psi + 2 * i, *y = psi + 2 * (i + h), *l = lam + 2 * i, *m = lam + 2 * (i + h);
+            REAL xr = x[0], xi = x[1], yr = y[0], yi = y[1], lr = l[0], li = l[1], mr = m[0], mi = m[1];
+            acc += (double)(mr * xr + mi * xi) - (double)(lr * yr + li * yi);
+            x[0] = c * xr + s * yr; x[1] = c * xi + s * yi; y[0] = c * yr - s * xr; y[1] = c * yi - s * xi;
+            l[0] = c * lr + s * mr; l[1] = c * li + s * mi; m[0] = c * mr - s * lr; m[1] = c * mi - s * li;
+        });
+    } else if (op[0] == SV_OP_RX) { /* Im<l|X|x> = Im(l0* x1) + Im(l1* x0); RX(-t) = [[c, i s], [i s, c]] */
+        SV1_PAIRS(N, q, reduction(+ : acc), {
+            REAL *x = psi + 2 * i, *y = psi + 2 * (i + h), *l = lam + 2 * i, *m = lam + 2 * (i + h);
+            REAL xr = x[0], xi = x[1], yr = y[0], yi = y[1], lr = l[0], li = l[1], mr = m[0], mi = m[1];
+            acc += (double)(lr * yi - li * yr) + (double)(mr * xi - mi * xr);
+            x[0] = c * xr - s * yi; x[1] = c * xi + s * yr; y[0] = c * yr - s * xi; y[1] = c * yi + s * xr;
+            l[0] = c * lr - s * mi; l[1] = c * li + s * mr; m[0] = c * mr - s * li; m[1] = c * mi + s * lr;
+        });
+    } else { /* RZ, RZZ: G = z = +-1 (bit q, times the sign of bit q2 for RZZ); Im<l|G|x> = sum z Im(l* x);
+              * undo: times e^{+i z t/2} = c + i z s */
+        const int64_t b2 = op[0] == SV_OP_RZZ ? INT64_C(1) << op[2] : 0;
+        SV1_PAIRS(N, q, reduction(+ : acc), {
+            REAL z = (i & b2) ? -1 : 1, sz = z * s;
+            REAL *x = psi + 2 * i, *y = psi + 2 * (i + h), *l = lam + 2 * i, *m = lam + 2 * (i + h);
+            REAL xr = x[0], xi = x[1], yr = y[0], yi = y[1], lr = l[0], li = l[1], mr = m[0], mi = m[1];
+            acc += (double)(z * ((lr * xi - li * xr) - (mr * yi - mi * yr)));
+            x[0] = c * xr - sz * xi; x[1] = c * xi + sz * xr; y[0] = c * yr + sz * yi; y[1] = c * yi - sz * yr;
+            l[0] = c * lr - sz * li; l[1] = c * li + sz * lr; m[0] = c * mr + sz * mi; m[1] = c * mi - sz * mr;
+        });
+    }
+    return acc;
+}
+
+/* the angle of a parameterised op for state b (sign -1: the inverse) */
+SV_INLINE double FN(sv_op_angle)(const int64_t *op, const double *fixed, const double *in_b,
+                                     const double *w) {
+    switch (op[4]) {
+    case SV_SRC_INPUT: return in_b[op[5]];
+    case SV_SRC_WEIGHT: return w[op[5]];
+    default: return fixed[op[5]];
+    }
+}
+
+/* one op of a program (see statevec.h) on the B states at a; sign -1 applies its inverse (the caller
+ * passes the inverses' matrices in mats then) */
+SV_INLINE void FN(sv_op_apply)(REAL *a, int64_t B, int N, const int64_t *op, const REAL *mats, const double *fixed,
+                            const double *in_b, const double *w, int sign, int nthreads) {
+    int q0 = (int)op[1], q1 = (int)op[2];
+    const REAL *m = mats + op[6];
+    REAL u[8];
+    double c, s;
+    int small = B == 1 && nthreads == 1 && N <= SV1_MAX_N;
+    if (small) {
+        switch (op[0]) {
+        case SV_OP_1Q: FN(sv1_1q)(a, N, q0, op[3], m); return;
+        case SV_OP_D1: FN(sv1_diag)(a, N, q0, 0, 1, m); return;
+        case SV_OP_D2: FN(sv1_diag)(a, N, q0, q1, 2, m); return;
+        case SV_OP_X: FN(sv1_x)(a, N, q0, op[3]); return;
+        default: break;
+        }
+    }
+    switch (op[0]) {
+    case SV_OP_1Q: FN(hpr_sv_apply_1q)(a, B, N, q0, op[3], m, 0, nthreads); return;
+    case SV_OP_2Q: FN(hpr_sv_apply_2q)(a, B, N, q0, q1, m, 0, nthreads); return;
+    case SV_OP_D1: FN(hpr_sv_apply_diag_1q)(a, B, N, q0, m, 0, nthreads); return;
+    case SV_OP_D2: FN(hpr_sv_apply_diag_2q)(a, B, N, q0, q1, m, 0, nthreads); return;
+    case SV_OP_X: FN(hpr_sv_apply_x)(a, B, N, q0, op[3], nthreads); return;
+    case SV_OP_SWAP: FN(hpr_sv_apply_swap)(a, B, N, q0, q1, nthreads); return;
+    case SV_OP_KQ: FN(hpr_sv_apply_kq)(a, B, N, op[3], m, nthreads); return;
+    default: break;
+    }
+    double t = 0.5 * sign * FN(sv_op_angle)(op, fixed, in_b, w);
+    c = cos(t);
+    s = sin(t);
+    switch (op[0]) {
+    case SV_OP_RX: /* [[c, -i s], [-i s, c]] */
+        u[0] = c; u[1] = 0; u[2] = 0; u[3] = -s; u[4] = 0; u[5] = -s; u[6] = c; u[7] = 0;
+        if (small) FN(sv1_1q)(a, N, q0, op[3], u);
+        else FN(hpr_sv_apply_1q)(a, B, N, q0, op[3], u, 0, nthreads);
+        return;
+    case SV_OP_RY: /* [[c, -s], [s, c]] */
+        u[0] = c; u[1] = 0; u[2] = -s; u[3] = 0; u[4] = s; u[5] = 0; u[6] = c; u[7] = 0;
+        if (small && op[3] == 0) FN(sv1_ry)(a, N, q0, (REAL)c, (REAL)s);
+        else if (small) FN(sv1_1q)(a, N, q0, op[3], u);
+        else FN(hpr_sv_apply_1q)(a, B, N, q0, op[3], u, 0, nthreads);
+        return;
+    case SV_OP_RZ: /* diag(e^{-it}, e^{it}) */
+        u[0] = c; u[1] = -s; u[2] = c; u[3] = s;
+        if (small) FN(sv1_diag)(a, N, q0, 0, 1, u);
+        else FN(hpr_sv_apply_diag_1q)(a, B, N, q0, u, 0, nthreads);
+        return;
+    default: /* SV_OP_RZZ: e^{-it} where the parities of q0, q1 agree, e^{it} where they differ */
+        u[0] = c; u[1] = -s; u[2] = c; u[3] = s; u[4] = c; u[5] = s; u[6] = c; u[7] = -s;
+        if (small) FN(sv1_diag)(a, N, q0, q1, 2, u);
+        else FN(hpr_sv_apply_diag_2q)(a, B, N, q0, q1, u, 0, nthreads);
+        return;
+    }
+}
+
+HPR_KERNEL void FN(hpr_sv_run)(REAL *psi, int64_t B, int N, const int64_t *ops, int64_t nops, const REAL *mats,
+                    const double *fixed, const double *inputs, int64_t nin, const double *weights,
+                    int nthreads) {
+    if (B >= nthreads && B > 1) { /* states apart: each thread runs whole circuits on its own states */
+        int par = nthreads > 1;
+        (void)par;
+        OMP_ITEMS
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t k = 0; k < nops; k++)
+                FN(sv_op_apply)(psi + 2 * (b << N), 1, N, ops + SV_OP_WORDS * k, mats, fixed, inputs + b * nin,
+                                weights, 1, 1);
+        return;
+    }
+    for (int64_t b = 0; b < B; b++) /* few large states: the threads share each gate */
+        for (int64_t k = 0; k < nops; k++)
+            FN(sv_op_apply)(psi + 2 * (b << N), 1, N, ops + SV_OP_WORDS * k, mats, fixed, inputs + b * nin,
+                            weights, 1, nthreads);
+}
+
+/* lam <- (sum_q g_q Z_q) psi for one state: the diagonal is a 2**K table of the low bits' part plus
+ * the high bits' constant per block */
+SV_INLINE void FN(sv_observe)(REAL *lam, const REAL *psi, int N, const double *g) {
+    int K = N < SV_EZ_BITS ? N : SV_EZ_BITS;
+    double lo[1 << SV_EZ_BITS];
+    lo[0] = 0;
+    for (int q = 0; q < K; q++) lo[0] += g[q];
+    for (int64_t i = 1; i < (INT64_C(1) << K); i++) lo[i] = lo[i & (i - 1)] - 2 * g[__builtin_ctzll(i)];
+    for (int64_t h = 0; h < (INT64_C(1) << (N - K)); h++) {
+        double hi = 0;
+        for (int q = K; q < N; q++) hi += (((h << K) >> q) & 1) ? -g[q] : g[q];
+        const REAL *s = psi + 2 * (h << K);
+        REAL *l = lam + 2 * (h << K);
+        SIMD
+        for (int64_t i = 0; i < (INT64_C(1) << K); i++) {
+            REAL o = (REAL)(lo[i] + hi);
+            l[2 * i] = o * s[2 * i];
+            l[2 * i + 1] = o * s[2 * i + 1];
+        }
+    }
+}
+
+/* the adjoint sweep of one state: psi (final state, undone in place), lam (scratch), g (N,) */
+SV_INLINE void FN(sv_adjoint_one)(REAL *psi, REAL *lam, int N, const double *g, const int64_t *ops, int64_t nops,
+                               const REAL *imats, const double *fixed, const double *in_b, const double *w,
+                               double *din_b, double *dw_b, int nthreads) {
+    FN(sv_observe)(lam, psi, N, g);
+    int64_t last = -1; /* psi needs undoing only down to the first trainable op */
+    for (int64_t k = 0; k < nops; k++)
+        if (ops[SV_OP_WORDS * k + 4] == SV_SRC_INPUT || ops[SV_OP_WORDS * k + 4] == SV_SRC_WEIGHT) { last = k; break; }
+    for (int64_t k = nops - 1; k >= 0 && k >= last && last >= 0; k--) {
+        const int64_t *op = ops + SV_OP_WORDS * k;
+        int trainable = op[4] == SV_SRC_INPUT || op[4] == SV_SRC_WEIGHT;
+        if (trainable && nthreads == 1 && N <= SV1_MAX_N) { /* gradient and undo in one pass */
+            double t = 0.5 * FN(sv_op_angle)(op, fixed, in_b, w);
+            double d = FN(sv1_rot_adjoint)(psi, lam, N, op, cos(t), sin(t));
+            if (op[4] == SV_SRC_INPUT) din_b[op[5]] += d;
+            else dw_b[op[5]] += d;
+            if (k == last) break;
+            continue;
+        }
+        if (trainable) {
+            int64_t x, z;
+            int ny;
+            double re = 0, im = 0;
+            sv_generator(op, &x, &z, &ny);
+            FN(sv_pauli_overlap_range)(lam, psi, 0, INT64_C(1) << N, x, z, &re, &im);
+            double d = sv_phase_re(ny, im, -re); /* Im(i^ny (re + i im)) */
+            if (op[4] == SV_SRC_INPUT) din_b[op[5]] += d;
+            else dw_b[op[5]] += d;
+        }
+        if (k == last) break;
+        FN(sv_op_apply)(psi, 1, N, op, imats, fixed, in_b, w, -1, nthreads);
+        FN(sv_op_apply)(lam, 1, N, op, imats, fixed, in_b, w, -1, nthreads);
+    }
+}
+
+HPR_KERNEL void FN(hpr_sv_adjoint)(REAL *psi, REAL *lam, int64_t B, int N, const double *g, const int64_t *ops, int64_t nops,
+                        const REAL *imats, const double *fixed, const double *inputs, int64_t nin,
+                        const double *weights, int64_t nw, double *din, double *dw, int nthreads) {
+    if (B >= nthreads && B > 1) {
+        int par = nthreads > 1;
+        (void)par;
+        OMP_ITEMS
+        for (int64_t b = 0; b < B; b++)
+            FN(sv_adjoint_one)(psi + 2 * (b << N), lam + 2 * (b << N), N, g + b * N, ops, nops, imats, fixed,
+                               inputs + b * nin, weights, din + b * nin, dw + b * nw, 1);
+        return;
+    }
+    for (int64_t b = 0; b < B; b++)
+        FN(sv_adjoint_one)(psi + 2 * (b << N), lam + 2 * (b << N), N, g + b * N, ops, nops, imats, fixed,
+                           inputs + b * nin, weights, din + b * nin, dw + b * nw, nthreads);
+}

@@ -3,7 +3,7 @@ cupy arrays (DESIGN.md decision 5). Owns the import of hpr._kernels and the thre
 use; owns nothing else. Usage: ``from hpr.backend import cpu_kernels; cpu_kernels().info()``."""
 import os
 
-from .errors import KernelsMissing
+from .errors import ConfigError, KernelsMissing
 
 _kernels = None
 _threads = None
@@ -35,11 +35,14 @@ def cpu_kernels():
 
 
 def _threads_from_env():
-    for var in ("HPR_NUM_THREADS", "OMP_NUM_THREADS"):
-        v = os.environ.get(var, "").strip()
-        if v.isdigit() and int(v) > 0:
-            return int(v)
-    return None
+    v = os.environ.get("HPR_NUM_THREADS", "").strip()
+    if v:
+        if not v.isdigit() or int(v) < 1:
+            raise ConfigError(f"HPR_NUM_THREADS={v!r} must be a whole number of threads >= 1; unset it to "
+                              "share the node's cores among its ranks")
+        return int(v)
+    v = os.environ.get("OMP_NUM_THREADS", "").strip()  # OpenMP's own syntax ("4,2") stays lenient
+    return int(v) if v.isdigit() and int(v) > 0 else None
 
 
 def num_threads():

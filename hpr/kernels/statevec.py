@@ -209,3 +209,49 @@ def pauli_overlap(lam, state, pauli):
     out = np.empty(b, np.complex128)  # (B,)
     cpu_kernels().sv_pauli_overlap(out, lam, state, b, n, x, z, ny, isz, num_threads())
     return out
+
+
+def apply_kq(state, qubits, U):
+    """state <- U on 2 to 5 distinct qubits, qubits[0] the LOW bit of U's index (as apply_2q): U
+    (2**k, 2**k), shared by the batch. The kernel under fused gate blocks."""
+    b, n, isz = _state(state)
+    qs = _distinct(tuple(qubits), n, [f"qubits[{i}]" for i in range(len(qubits))])
+    k = len(qs)
+    if not 2 <= k <= 5:
+        raise ConfigError(f"apply_kq takes 2 to 5 qubits, got {k}")
+    u, _ = _params(U, b, (1 << k, 1 << k), state.dtype, "U")
+    order = sorted(range(k), key=lambda t: qs[t])  # the kernel wants ascending qubits
+    if order != list(range(k)):  # axis a of the (2,)*2k tensor is bit k-1-a of the row/column index
+        axes = [k - 1 - order[k - 1 - a] for a in range(k)]
+        u = np.ascontiguousarray(u.reshape((2,) * 2 * k).transpose(axes + [k + a for a in axes]).reshape(u.shape))
+    mask = sum(1 << q for q in qs)
+    cpu_kernels().sv_apply_kq(state, b, n, mask, u, isz, num_threads())
+    return state
+
+
+def run_program(state, ops, mats, fixed, inputs, weights):
+    """state <- a compiled program (hpr.quantum.Circuit.compile; layout in csrc/statevec.h) on every
+    state: ops (nops, 8) int64, mats the matrices in the state's complex dtype, fixed / weights float64
+    vectors, inputs (B, n_inputs) float64. One call for the whole batch."""
+    b, n, isz = _state(state)
+    try:
+        cpu_kernels().sv_run(state, b, n, ops, len(ops), mats, fixed, inputs, inputs.shape[1], weights, isz,
+                             num_threads())
+    except ValueError as e:  # checked before any state is touched
+        raise ConfigError(f"bad program: {e} (build programs with hpr.quantum.Circuit.compile)") from None
+    return state
+
+
+def adjoint_program(state, lam, g, ops, imats, fixed, inputs, weights):
+    """The adjoint sweep of a compiled program from its final states (undone in place; lam is scratch
+    of the same shape) for the upstream gradient g (B, N) of <Z_q>: (d_inputs (B, n_in), d_weights per
+    state (B, n_w)), both float64. One call for the whole batch."""
+    b, n, isz = _state(state)
+    din = np.zeros(inputs.shape, np.float64)
+    dw = np.zeros((b, len(weights)), np.float64)
+    try:
+        cpu_kernels().sv_adjoint(state, lam, b, n, g, ops, len(ops), imats, fixed, inputs, inputs.shape[1],
+                                 weights, len(weights), din, dw, isz, num_threads())
+    except ValueError as e:
+        raise ConfigError(f"bad program: {e} (build programs with hpr.quantum.Circuit.compile)") from None
+    return din, dw

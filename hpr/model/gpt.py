@@ -58,6 +58,11 @@ class GPTConfig:
         """A named size: 'tiny' (tests), 'S' or 'M'; keyword overrides (e.g. dtype='float64')."""
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        fields = [f.name for f in dataclasses.fields(cls)]
+        bad = sorted(set(overrides) - set(fields))
+        if bad:
+            raise ConfigError(f"unknown GPTConfig field(s) {', '.join(map(repr, bad))}; the fields are "
+                              f"{', '.join(fields)}")
         return cls(**{**PRESETS[name], **overrides})
 
     @property

@@ -92,6 +92,7 @@ def cmd_run(a):
 
         comm = hpr.init()
     rank0 = comm is None or comm.rank == 0
+    check_out(a.out)  # before any work: a bad --out fails now, not after the simulation
     program = qasm.load(a.circuit)  # every rank parses: a bad file fails everywhere, not only on rank 0
     t0 = time.perf_counter()
     amps, mode = simulate(program, DTYPES[a.dtype], comm)
@@ -112,6 +113,22 @@ def cmd_run(a):
         save_atomic(a.out, amps)
         print(f"amplitudes ({amps.size} x {amps.dtype}) written to {a.out}")
     return 0
+
+
+def check_out(out):
+    """ConfigError unless --out names a file that can be created in an existing folder."""
+    from ..errors import ConfigError
+
+    if out is None:
+        return
+    path = os.path.abspath(out)
+    folder = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise ConfigError(f"--out {out} is a folder; give a file name such as {os.path.join(out, 'state.npy')}")
+    if not os.path.isdir(folder):
+        raise ConfigError(f"--out {out}: folder {folder} does not exist; create it first or choose another path")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"--out {out}: folder {folder} is not writable; choose another path")
 
 
 def _under_mpi():

@@ -20,19 +20,32 @@ from . import gates as G
 GENERATORS = {"rx": "X", "ry": "Y", "rz": "Z", "rzz": "ZZ"}  # trainable: exp(-i theta G / 2)
 
 
+def _int(v, what):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise ConfigError(f"{what} must be an integer, got {v!r}")
+    return int(v)
+
+
 class Circuit:
     def __init__(self, n_qubits, n_inputs=0, n_weights=0):
-        if int(n_qubits) < 1 or int(n_inputs) < 0 or int(n_weights) < 0:
+        n_qubits, n_inputs = _int(n_qubits, "Circuit n_qubits"), _int(n_inputs, "Circuit n_inputs")
+        n_weights = _int(n_weights, "Circuit n_weights")
+        if n_qubits < 1 or n_inputs < 0 or n_weights < 0:
             raise ConfigError("Circuit wants n_qubits >= 1 and non-negative n_inputs, n_weights")
         self.n, self.n_inputs, self.n_weights = int(n_qubits), int(n_inputs), int(n_weights)
         self.ops = []  # (name, qubits, param) with param None, a float, ("in", j) or ("w", j)
         self._saved = None
+        self._programs = {}
 
     def add(self, name, qubits, param=None):
         gate = G.GATES.get(str(name).lower())
         if gate is None:
             G.build(name)  # the error listing the known gates
-        qs = [int(q) for q in np.atleast_1d(qubits)]
+        qs = []
+        for q in np.atleast_1d(np.asarray(qubits, dtype=object)):
+            if isinstance(q, (bool, np.bool_)) or not isinstance(q, (int, np.integer)):
+                raise ConfigError(f"{name}: qubit {q!r} is not an integer; give qubit indices 0..{self.n - 1}")
+            qs.append(int(q))
         if len(qs) != gate.n_qubits or len(set(qs)) != len(qs) or not all(0 <= q < self.n for q in qs):
             raise ConfigError(f"{name} on {qs}: needs {gate.n_qubits} distinct qubit(s) in 0..{self.n - 1}")
         ref = isinstance(param, tuple) and len(param) == 2 and isinstance(param[0], str)
@@ -51,39 +64,22 @@ class Circuit:
             if gate.name not in GENERATORS:
                 raise ConfigError(f"{name}: only {', '.join(GENERATORS)} can take inputs or weights")
         self.ops.append((gate.name, qs, param))
+        self._programs = {}
         return self
 
-    # -- applying one gate (or its inverse) to a (B, 2**n) array ---------------------------------
-    def _angle(self, param, inputs, weights):
-        """The gate's parameters: [] , [fixed numbers], or [an input column / a weight]."""
-        if isinstance(param, tuple):
-            return [inputs[:, param[1]] if param[0] == "in" else float(weights[param[1]])]
-        return [] if param is None else param
-
-    def _apply(self, s, name, qs, params, inverse=False):
-        gate = G.GATES[name]
-        if inverse and gate.name in GENERATORS:  # exp(-i theta G / 2)^-1 = the same gate at -theta
-            _, arr = G.build(name, [-params[0]])
-        else:
-            _, arr = G.build(name, params)
-            if inverse and arr is not None:
-                arr = np.conj(arr) if gate.kind.startswith("diag") else np.conj(np.swapaxes(arr, -1, -2))
-        arr = None if arr is None else np.ascontiguousarray(arr, s.dtype)
-        k = gate.kind
-        if k == "1q":
-            K.apply_1q(s, qs[0], arr)
-        elif k == "2q":
-            K.apply_2q(s, qs[0], qs[1], arr)
-        elif k == "diag1":
-            K.apply_diag_1q(s, qs[0], arr)
-        elif k == "diag2":
-            K.apply_diag_2q(s, qs[0], qs[1], arr)
-        elif k == "x":
-            K.apply_x(s, qs[-1], controls=tuple(qs[:-1]))
-        elif k == "swap":
-            K.apply_swap(s, qs[0], qs[1])
-        else:
-            K.apply_controlled(s, tuple(qs[:gate.n_controls]), qs[-1], arr)
+    # -- the packed program: what the kernels run in one call per batch --------------------------
+    def compile(self, fuse=None):
+        """The circuit as a Program (ops, matrices and their inverses; layout in csrc/statevec.h),
+        cached until the next add. fuse: merge runs of constant gates on at most that many qubits
+        (2..5) into one dense block; None picks 4 for states of >= 2**14 amplitudes (a pass over
+        memory costs more than the block's arithmetic) and no fusion below (the state is in cache)."""
+        if fuse is None:
+            fuse = 4 if self.n >= 14 else 0
+        fuse = min(int(fuse), self.n, 5)
+        key = fuse if fuse >= 2 else 0
+        if self._programs.get(key) is None:
+            self._programs[key] = Program.build(self.n, self.ops, key)
+        return self._programs[key]
 
     def _check(self, inputs, weights, dtype):
         inputs = np.zeros((1, 0)) if inputs is None else np.asarray(inputs, np.float64)
@@ -96,54 +92,156 @@ class Circuit:
             raise ConfigError(f"dtype {dtype}: use complex64 or complex128")
         return inputs, weights
 
-    def run(self, inputs=None, weights=None, dtype=np.complex128):
-        """The final states, (B, 2**n), from |0...0>."""
+    def run(self, inputs=None, weights=None, dtype=np.complex128, fuse=None):
+        """The final states, (B, 2**n), from |0...0>: one kernel call for the whole batch."""
         inputs, weights = self._check(inputs, weights, dtype)
         s = np.zeros((inputs.shape[0], 1 << self.n), dtype)
         s[:, 0] = 1
-        for name, qs, p in self.ops:
-            self._apply(s, name, qs, self._angle(p, inputs, weights))
+        self.compile(fuse).run(s, inputs, weights)
         return s
 
-    def forward(self, inputs=None, weights=None, dtype=np.complex128):
-        """<Z_i> of every qubit for every state, (B, n); keeps the final states for backward."""
+    def forward(self, inputs=None, weights=None, dtype=np.complex128, fuse=None):
+        """<Z_i> of every qubit for every state, (B, n); keeps the final states for backward. fuse: as
+        compile (backward undoes fused blocks with their inverses)."""
         inputs, weights = self._check(inputs, weights, dtype)
-        s = self.run(inputs, weights, dtype)
-        self._saved = (s, inputs, weights)
+        prog = self.compile(fuse)
+        s = np.zeros((inputs.shape[0], 1 << self.n), dtype)
+        s[:, 0] = 1
+        prog.run(s, inputs, weights)
+        self._saved = (prog, s, inputs, weights)  # backward undoes the same program
         return K.expval_z(s)
 
     def backward(self, d_expvals):
-        """(d_inputs (B, n_inputs), d_weights (n_weights,)) of sum(d_expvals * <Z>) by one adjoint sweep."""
+        """(d_inputs (B, n_inputs), d_weights (n_weights,)) of sum(d_expvals * <Z>) by one adjoint sweep
+        (one kernel call for the batch)."""
         if self._saved is None:
             raise ConfigError("backward needs a forward first")
-        psi, inputs, weights = self._saved
-        self._saved = None
+        prog, psi, inputs, weights = self._saved
         b = psi.shape[0]
         g = np.asarray(d_expvals, np.float64)
         if g.shape != (b, self.n):
             raise ConfigError(f"d_expvals must have shape ({b}, {self.n}), got {g.shape}")
-        idx = np.arange(1 << self.n)
-        zsign = 1.0 - 2.0 * ((idx[None, :] >> np.arange(self.n)[:, None]) & 1)  # (n, 2**n): z_i of each basis state
-        lam = psi * (g @ zsign).astype(psi.real.dtype)  # O psi, O = sum_i g_i Z_i (diagonal)
-        d_in = np.zeros((b, self.n_inputs))
-        d_w = np.zeros(self.n_weights)
-        for name, qs, p in reversed(self.ops):
-            theta = self._angle(p, inputs, weights)
-            if isinstance(p, tuple):
-                d = self._generator_overlap(lam, psi, GENERATORS[name], qs)  # (B,) Im <lam|G|psi>
-                if p[0] == "in":
-                    d_in[:, p[1]] += d
-                else:
-                    d_w[p[1]] += d.sum()
-            self._apply(psi, name, qs, theta, inverse=True)
-            self._apply(lam, name, qs, theta, inverse=True)
-        return d_in, d_w
+        self._saved = None
+        d_in, d_w = prog.adjoint(psi, np.ascontiguousarray(g), inputs, weights)
+        return d_in, d_w.sum(0)
 
-    def _generator_overlap(self, lam, psi, gen, qs):
-        """Im <lam| G |psi> per state, G a Pauli X, Y, Z on qs[0] or Z Z on qs[0], qs[1] (one kernel pass)."""
-        letters = ["I"] * self.n
-        if gen == "ZZ":
-            letters[qs[0]] = letters[qs[1]] = "Z"
+
+OPS = {"1q": 0, "2q": 1, "diag1": 2, "diag2": 3, "x": 4, "swap": 5, "kq": 6, "rx": 7, "ry": 8, "rz": 9, "rzz": 10}
+SRC = {None: 0, "fixed": 1, "in": 2, "w": 3}
+
+
+class Program:
+    """A circuit packed for the kernels: ops (nops, 8) int64 rows {kind, q0, q1, mask, src, idx, off, 0},
+    the constant matrices (complex128, flat) and their inverses at the same offsets, and the fixed
+    rotation angles. Rotations read their angle from fixed / inputs / weights at run time; every other
+    gate is a constant matrix (or a move). With fuse = k >= 2, runs of constant gates on at most k
+    qubits become one dense block (gates on other qubits commute past, so a gate may join an earlier
+    block that no later block touches)."""
+
+    def __init__(self, n, rows, mats, imats, fixed):
+        self.n = n
+        self.ops = np.array(rows, np.int64).reshape(-1, 8)
+        self.mats = np.array(mats, np.complex128)
+        self.imats = np.array(imats, np.complex128)
+        self.fixed = np.array(fixed if fixed else [0.0], np.float64)
+        self._cast = {}
+
+    @classmethod
+    def build(cls, n, ops, fuse=0):
+        rows, mats, imats, fixed = [], [], [], []
+
+        def put(kind, q0=0, q1=0, mask=0, src=None, idx=0, m=None, im=None):
+            off = 0
+            if m is not None:
+                off = 2 * len(mats)  # in REALs
+                mats.extend(np.ravel(m))
+                imats.extend(np.ravel(im))
+            rows.append([OPS[kind], q0, q1, mask, SRC[src], idx, off, 0])
+
+        for item in (_fuse(n, ops, fuse) if fuse >= 2 else ops):
+            if item[0] == "block":
+                _, qs, m = item
+                if len(qs) == 1:
+                    put("1q", qs[0], m=m, im=m.conj().T)
+                elif len(qs) == 2:
+                    put("2q", qs[0], qs[1], m=m, im=m.conj().T)
+                else:
+                    put("kq", qs[0], qs[1], sum(1 << q for q in qs), m=m, im=m.conj().T)
+                continue
+            name, qs, p = item
+            gate = G.GATES[name]
+            q1 = qs[1] if len(qs) > 1 else 0
+            if name in GENERATORS and p is not None:
+                if isinstance(p, tuple):
+                    put(name, qs[0], q1, src=p[0], idx=p[1])
+                else:
+                    fixed.append(p[0])
+                    put(name, qs[0], q1, src="fixed", idx=len(fixed) - 1)
+                continue
+            _, arr = G.build(name, [] if p is None else p)
+            k = gate.kind
+            if k in ("x", "controlled"):
+                mask = sum(1 << q for q in qs[:gate.n_controls])
+                if k == "x":
+                    put("x", qs[-1], 0, mask)
+                else:
+                    put("1q", qs[-1], 0, mask, m=arr, im=arr.conj().T)
+            elif k == "swap":
+                put("swap", qs[0], q1)
+            elif k.startswith("diag"):
+                put(k, qs[0], q1, m=arr, im=arr.conj())
+            else:
+                put(k, qs[0], q1, m=arr, im=arr.conj().T)
+        return cls(n, rows, mats, imats, fixed)
+
+    def _mats(self, dtype, inverse=False):
+        key = (np.dtype(dtype), inverse)
+        if key not in self._cast:
+            m = self.imats if inverse else self.mats
+            self._cast[key] = np.ascontiguousarray(m if m.size else np.zeros(1), dtype)
+        return self._cast[key]
+
+    def run(self, state, inputs, weights):
+        """state (B, 2**n) <- the program, in place."""
+        K.run_program(state, self.ops, self._mats(state.dtype), self.fixed, np.ascontiguousarray(inputs),
+                      np.ascontiguousarray(weights))
+        return state
+
+    def adjoint(self, psi, g, inputs, weights):
+        """(d_inputs (B, n_in), d_weights per state (B, n_w)) by one adjoint sweep from the final states
+        psi (undone in place)."""
+        lam = np.empty_like(psi)
+        return K.adjoint_program(psi, lam, g, self.ops, self._mats(psi.dtype, True), self.fixed,
+                                 np.ascontiguousarray(inputs), np.ascontiguousarray(weights))
+
+
+def _fuse(n, ops, kmax):
+    """ops regrouped into ("block", sorted qubits, dense matrix) items and trainable ops left alone."""
+    blocks = []  # [qubit set, [ops], open]
+    for op in ops:
+        name, qs, p = op
+        qset = set(qs)
+        if isinstance(p, tuple):  # a trainable rotation stays its own op
+            blocks.append([qset, [op], False])
+            continue
+        last = max((i for i, b in enumerate(blocks) if b[0] & qset), default=0)
+        for b in blocks[last:]:  # blocks[last] is the latest touching the gate's qubits; later ones commute
+            if b[2] and len(b[0] | qset) <= kmax:
+                b[0] |= qset
+                b[1].append(op)
+                break
         else:
-            letters[qs[0]] = gen
-        return np.imag(K.pauli_overlap(lam, psi, "".join(letters)))
+            blocks.append([qset, [op], True])
+    out = []
+    for qset, members, open_ in blocks:
+        if not open_ or len(members) == 1:
+            out.extend(members)
+            continue
+        qs = sorted(qset)
+        local = {q: i for i, q in enumerate(qs)}
+        k = len(qs)
+        sub = Program.build(k, [(nm, [local[q] for q in gq], p) for nm, gq, p in members])
+        basis = np.eye(1 << k, dtype=np.complex128)  # row c = |c>; after the gates row c = U|c>
+        sub.run(basis, np.zeros((1 << k, 0)), np.zeros(0))
+        out.append(("block", qs, np.ascontiguousarray(basis.T)))
+    return out

@@ -221,7 +221,8 @@ class _Parser:
         while self.tok.kind != "eof":
             self.statement()
         if self.prog.n_qubits == 0:
-            raise QasmError("no qreg declared: the circuit has no qubits", self.file, self.tok.line)
+            raise QasmError("no qreg declared: the circuit has no qubits; declare them first, e.g. qreg q[2];",
+                            self.file, self.tok.line)
         return self.prog
 
     def statement(self):
@@ -288,8 +289,11 @@ class _Parser:
         """A qarg as a list of global qubit indices (one, or the whole register)."""
         name, idx, tok = arg
         if name not in self.prog.qregs:
-            what = "a classical register" if name in self.prog.cregs else "not a declared qreg"
-            raise self.err(f"{name!r} is {what}", tok)
+            if name in self.prog.cregs:
+                raise self.err(f"{name!r} is a classical register; gates act on a qreg (declared qregs: "
+                               f"{', '.join(self.prog.qregs) or 'none'})", tok)
+            raise self.err(f"{name!r} is not a declared qreg; declare it before use (qreg {name}[n];) or use "
+                           f"one of the declared qregs: {', '.join(self.prog.qregs) or 'none'}", tok)
         off, size = self.prog.qregs[name]
         if idx is None:
             return list(range(off, off + size))
@@ -310,7 +314,7 @@ class _Parser:
         self.expect(";", "';'")
         qs = self.resolve(q)
         if c.text not in self.prog.cregs:
-            raise self.err(f"{c.text!r} is not a declared creg", c)
+            raise self.err(f"{c.text!r} is not a declared creg; declare it before use (creg {c.text}[n];)", c)
         csize = self.prog.cregs[c.text]
         bits = list(range(csize)) if cidx is None else [cidx]
         if cidx is not None and cidx >= csize:
@@ -437,9 +441,13 @@ def load(path_or_text):
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
-        raise QasmError("file not found", path) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise QasmError(f"cannot read: {e}", path) from None
+        raise QasmError("file not found; check the path (or pass the QASM source text itself)", path) from None
+    except IsADirectoryError:
+        raise QasmError("is a folder, not a .qasm file; pass the circuit's file", path) from None
+    except UnicodeDecodeError as e:
+        raise QasmError(f"is not UTF-8 text ({e}); pass an OpenQASM 2.0 text file", path) from None
+    except OSError as e:
+        raise QasmError(f"cannot read: {e.strerror or e}; check the file's permissions", path) from None
     return loads(text, path)
 
 

@@ -26,15 +26,20 @@ def check_size(n_qubits, batch, dtype):
     for what, v in (("n_qubits", n_qubits), ("batch", batch)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ConfigError(f"{what} must be a positive integer, got {v!r}")
-    if np.dtype(dtype) not in [np.dtype(d) for d in DTYPES]:
-        raise ConfigError(f"state dtype {np.dtype(dtype).name}: use complex64 or complex128")
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in [np.dtype(d) for d in DTYPES]:
+        raise ConfigError(f"state dtype {getattr(dt, 'name', dtype)!r}: use complex64 or complex128")
+    need = batch * (1 << int(n_qubits)) * dt.itemsize
     if n_qubits > 40:
-        raise ConfigError(f"{n_qubits} qubits is beyond one rank's memory (2**{n_qubits} amplitudes); use "
+        raise ConfigError(f"{n_qubits} qubits is beyond one rank's memory: {batch} state(s) of 2**{n_qubits} "
+                          f"amplitudes in {dt.name} need {need / 2**30:,.0f} GiB. Use fewer qubits, or "
                           "hpr.quantum.DistributedStateVector over many ranks")
-    need = batch * (1 << n_qubits) * np.dtype(dtype).itemsize
     avail = _memory_available()
     if avail is not None and need > avail:
-        raise ConfigError(f"{batch} state(s) of {n_qubits} qubits in {np.dtype(dtype).name} need "
+        raise ConfigError(f"{batch} state(s) of {n_qubits} qubits in {dt.name} need "
                           f"{need / 2**30:.2f} GiB; this machine has {avail / 2**30:.2f} GiB free. Use fewer "
                           "qubits, a smaller batch, complex64, or a sharded state over several ranks")
     return need
@@ -55,6 +60,17 @@ def check_matrix(U, batch):
         if err > 1e-6:
             raise ConfigError(f"apply_matrix: the matrix is not unitary (|U U^H - I| = {err:.2e})")
     return U, k
+
+
+def _gate(name):
+    """The Gate named `name` (any case), or ConfigError naming the gates hpr knows."""
+    if not isinstance(name, str):
+        raise ConfigError(f"a gate is named by a string such as 'h' or 'cx', not {name!r}; for a matrix use "
+                          "apply_matrix")
+    gate = G.GATES.get(name.lower())
+    if gate is None:
+        G.build(name)  # the error naming the gates hpr knows
+    return gate
 
 
 class StateVector:
@@ -98,7 +114,12 @@ class StateVector:
         return out
 
     def _qubits(self, qubits, k, what):
-        qs = [int(q) for q in np.atleast_1d(qubits)]
+        qs = []
+        for q in np.atleast_1d(np.asarray(qubits, dtype=object)):
+            if isinstance(q, (bool, np.bool_)) or not isinstance(q, (int, np.integer)):
+                raise ConfigError(f"{what}: qubit {q!r} is not an integer; give qubit indices from 0 to "
+                                  f"{self.n - 1}")
+            qs.append(int(q))
         if len(qs) != k:
             raise ConfigError(f"{what} acts on {k} qubit(s), got {len(qs)}: {qs}")
         for q in qs:
@@ -111,9 +132,7 @@ class StateVector:
     def apply(self, name, qubits, params=None):
         """A named gate (qelib1 spelling) on the given qubits (controls first); params: numbers or
         per-state arrays. Returns self."""
-        gate = G.GATES.get(name.lower()) if isinstance(name, str) else None
-        if gate is None:
-            G.build(name)  # the error naming the gates hpr knows
+        gate = _gate(name)
         qs = self._qubits(qubits, gate.n_qubits, name)
         _, arr = G.build(name, self._params(gate, params))
         s, k = self.state, gate.kind
