@@ -19,6 +19,7 @@
 #include "hpr_clones.h"  /* HPR_KERNEL: AVX-512, AVX2+FMA and baseline clones */
 #define HPR_SV_OMP_MIN (1 << 15) /* amplitudes per call: below this a thread team costs more */
 #define SV_CHUNK 2048            /* groups per work item (a SIMD run) */
+#define KQ_T 8                   /* groups per tile of a dense k-qubit block (the vector lanes) */
 #define SV_EZ_BITS 10            /* expval_z folds blocks of 2**10 probabilities */
 #define HPR_PRAGMA(x) _Pragma(#x)
 #define SIMD HPR_PRAGMA(omp simd)
@@ -130,8 +131,19 @@ static inline void sv_generator(const int64_t *op, int64_t *x, int64_t *z, int *
 /* the compiled-program helpers are inlined into each target clone of their callers */
 #define SV_INLINE static inline __attribute__((always_inline))
 
-/* states of at most 2**SV1_MAX_N amplitudes take the one-state kernels inside compiled programs */
+/* compiled programs: states of at most 2**SV1_SMALL_N amplitudes take the one-state kernels (no
+ * work plan to set up); the adjoint's fused rotation step takes states up to 2**SV1_MAX_N; a large
+ * state applies runs of gates on its low SV1_MAX_N qubits chunk by chunk */
+#define SV1_SMALL_N 10
 #define SV1_MAX_N 14
+
+/* the qubits a program op touches (targets, controls, a block's qubits) */
+static inline int64_t sv_op_qubits(const int64_t *op) {
+    int64_t m = (INT64_C(1) << op[1]) | op[3];
+    if (op[0] == SV_OP_2Q || op[0] == SV_OP_D2 || op[0] == SV_OP_SWAP || op[0] == SV_OP_RZZ)
+        m |= INT64_C(1) << op[2];
+    return m;
+}
 
 /* Qubit 0 with no controls: the pairs are adjacent amplitudes, psi = (B * 2**(N-1)) pairs of 4 REALs.
  * Items are runs of Lc pairs inside one state (its matrix at U + b * ustride). */

@@ -16,6 +16,17 @@ static inline void FN(sv_run_1q)(REAL *restrict x, REAL *restrict y, int64_t L, 
     }
 }
 
+/* the same for a real U (H, RY, X-like): half the arithmetic */
+static inline void FN(sv_run_1q_real)(REAL *restrict x, REAL *restrict y, int64_t L, const REAL *u) {
+    const REAL a = u[0], b = u[2], c = u[4], d = u[6];
+    SIMD
+    for (int64_t j = 0; j < 2 * L; j++) {
+        REAL xv = x[j], yv = y[j];
+        x[j] = a * xv + b * yv;
+        y[j] = c * xv + d * yv;
+    }
+}
+
 /* x[j] *= d for j < L */
 static inline void FN(sv_run_scale)(REAL *restrict x, int64_t L, REAL dr, REAL di) {
     SIMD
@@ -40,6 +51,22 @@ HPR_KERNEL void FN(hpr_sv_apply_1q)(REAL *psi, int64_t B, int N, int q, int64_t 
                                     int64_t ustride, int nthreads) {
     int par = nthreads > 1 && (B << N) >= HPR_SV_OMP_MIN;
     (void)par;
+    if (cmask == 0 && q == 0 && U[1] == 0 && U[3] == 0 && U[5] == 0 && U[7] == 0 && ustride == 0) {
+        const REAL ua = U[0], ub = U[2], uc = U[4], ud = U[6];
+        SV_PAIRS_Q0({
+            (void)b;
+            SIMD
+            for (int64_t j = 0; j < Lc; j++) {
+                REAL *s = x + 4 * j;
+                REAL xr = s[0], xi = s[1], yr = s[2], yi = s[3];
+                s[0] = ua * xr + ub * yr;
+                s[1] = ua * xi + ub * yi;
+                s[2] = uc * xr + ud * yr;
+                s[3] = uc * xi + ud * yi;
+            }
+        });
+        return;
+    }
     if (cmask == 0 && q == 0) {
         SV_PAIRS_Q0({
             const REAL *u = U + b * ustride;
@@ -63,7 +90,11 @@ HPR_KERNEL void FN(hpr_sv_apply_1q)(REAL *psi, int64_t B, int N, int q, int64_t 
     OMP_ITEMS
     for (int64_t w = 0; w < p.W; w++) {
         const REAL *u = U + (w / p.per) * ustride;
-        SV_RUNS(p, w, cmask, FN(sv_run_1q)(x, x + off, p.Lr, u);)
+        if (u[1] == 0 && u[3] == 0 && u[5] == 0 && u[7] == 0) {
+            SV_RUNS(p, w, cmask, FN(sv_run_1q_real)(x, x + off, p.Lr, u);)
+        } else {
+            SV_RUNS(p, w, cmask, FN(sv_run_1q)(x, x + off, p.Lr, u);)
+        }
     }
 }
 
@@ -348,56 +379,6 @@ HPR_KERNEL void FN(hpr_sv_pauli_overlap)(double *out, const REAL *lam, const REA
 
 /* ---- dense k-qubit blocks (fused runs of gates) and compiled programs ------------------------- */
 
-/* one run of L groups of a k-qubit dense block: amplitude c of group j is x[off[c] + 2 j] (K a
- * compile-time constant after inlining, so the group loop vectorizes with the block in registers) */
-static inline __attribute__((always_inline)) void FN(sv_run_kq)(REAL *restrict x, int64_t L,
-                                                                const int64_t *off, const REAL *U, const int K) {
-    const int D = 1 << K;
-    SIMD
-    for (int64_t j = 0; j < L; j++) {
-        REAL xr[32], xi[32];
-        for (int c = 0; c < D; c++) { xr[c] = x[off[c] + 2 * j]; xi[c] = x[off[c] + 2 * j + 1]; }
-        for (int r = 0; r < D; r++) {
-            REAL sr = 0, si = 0;
-            for (int c = 0; c < D; c++) {
-                REAL ur = U[2 * (r * D + c)], ui = U[2 * (r * D + c) + 1];
-                sr += ur * xr[c] - ui * xi[c];
-                si += ur * xi[c] + ui * xr[c];
-            }
-            x[off[r] + 2 * j] = sr;
-            x[off[r] + 2 * j + 1] = si;
-        }
-    }
-}
-
-/* psi <- U on the k = popcount(qmask) qubits of qmask (2 <= k <= 5), the lowest qubit the low bit of
- * U's index; U is 2**k x 2**k, shared by the batch. */
-HPR_KERNEL void FN(hpr_sv_apply_kq)(REAL *psi, int64_t B, int N, int64_t qmask, const REAL *U, int nthreads) {
-    int par = nthreads > 1 && (B << N) >= HPR_SV_OMP_MIN;
-    (void)par;
-    sv_plan p;
-    sv_plan_make(&p, B, N, qmask);
-    int K = p.m, D = 1 << K;
-    int64_t off[32];
-    for (int c = 0; c < D; c++) {
-        off[c] = 0;
-        for (int t = 0; t < K; t++)
-            if ((c >> t) & 1) off[c] += 2 * (INT64_C(1) << p.pos[t]);
-    }
-    OMP_ITEMS
-    for (int64_t w = 0; w < p.W; w++) {
-        SV_RUNS(p, w, 0, {
-            switch (K) {
-            case 1: FN(sv_run_kq)(x, p.Lr, off, U, 1); break;
-            case 2: FN(sv_run_kq)(x, p.Lr, off, U, 2); break;
-            case 3: FN(sv_run_kq)(x, p.Lr, off, U, 3); break;
-            case 4: FN(sv_run_kq)(x, p.Lr, off, U, 4); break;
-            default: FN(sv_run_kq)(x, p.Lr, off, U, 5); break;
-            }
-        })
-    }
-}
-
 /* ---- one small state, one thread (compiled programs over many small circuits) ------------- */
 
 /* (x, y) <- (u00 x + u01 y, u10 x + u11 y) for the pairs of qubit q where the qubits of cmask are 1 */
@@ -500,6 +481,72 @@ SV_INLINE double FN(sv1_rot_adjoint)(REAL *psi, REAL *lam, int N, const int64_t 
     return acc;
 }
 
+/* KQ_T groups of a k-qubit dense block (K a compile-time constant after inlining): the groups'
+ * amplitudes are gathered into split re/im tiles, multiplied by U with the KQ_T groups as the vector
+ * lanes, and scattered back. base: each group's first amplitude (in REALs); nt <= KQ_T groups are real,
+ * the rest of the tile repeats group 0 and is not stored. */
+SV_INLINE void FN(sv_kq_tile)(REAL *psi, const int64_t *base, int nt, const int64_t *off, const REAL *U,
+                              const int K) {
+    const int D = 1 << K;
+    REAL xr[32][KQ_T], xi[32][KQ_T];
+    for (int c = 0; c < D; c++)
+        for (int t = 0; t < KQ_T; t++) {
+            const REAL *v = psi + base[t < nt ? t : 0] + off[c];
+            xr[c][t] = v[0];
+            xi[c][t] = v[1];
+        }
+    for (int r = 0; r < D; r++) {
+        REAL sr[KQ_T] = {0}, si[KQ_T] = {0};
+        for (int c = 0; c < D; c++) {
+            const REAL ur = U[2 * (r * D + c)], ui = U[2 * (r * D + c) + 1];
+            SIMD
+            for (int t = 0; t < KQ_T; t++) {
+                sr[t] += ur * xr[c][t] - ui * xi[c][t];
+                si[t] += ur * xi[c][t] + ui * xr[c][t];
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            REAL *v = psi + base[t] + off[r];
+            v[0] = sr[t];
+            v[1] = si[t];
+        }
+    }
+}
+
+/* psi <- U on the k = popcount(qmask) qubits of qmask (2 <= k <= 5), the lowest qubit the low bit of
+ * U's index; U is 2**k x 2**k, shared by the batch. Arithmetic: 2**k complex multiply-adds per
+ * amplitude, so k = 3 costs about one pass over memory on a vector unit, k = 5 several. */
+HPR_KERNEL void FN(hpr_sv_apply_kq)(REAL *psi, int64_t B, int N, int64_t qmask, const REAL *U, int nthreads) {
+    int par = nthreads > 1 && (B << N) >= HPR_SV_OMP_MIN;
+    (void)par;
+    int pos[64], K = 0;
+    for (int q = 0; q < N; q++)
+        if ((qmask >> q) & 1) pos[K++] = q;
+    const int D = 1 << K, L = N - K;
+    int64_t off[32];
+    for (int c = 0; c < D; c++) {
+        off[c] = 0;
+        for (int t = 0; t < K; t++)
+            if ((c >> t) & 1) off[c] += 2 * (INT64_C(1) << pos[t]);
+    }
+    const int64_t G = B << L, ntiles = (G + KQ_T - 1) / KQ_T;
+    OMP_ITEMS
+    for (int64_t w = 0; w < ntiles; w++) {
+        int64_t base[KQ_T];
+        int nt = 0;
+        for (int64_t g = w * KQ_T; g < G && nt < KQ_T; g++, nt++) {
+            int64_t b = g >> L, loc = g & ((INT64_C(1) << L) - 1);
+            base[nt] = 2 * ((b << N) | sv_insert(loc, pos, K));
+        }
+        switch (K) {
+        case 2: FN(sv_kq_tile)(psi, base, nt, off, U, 2); break;
+        case 3: FN(sv_kq_tile)(psi, base, nt, off, U, 3); break;
+        case 4: FN(sv_kq_tile)(psi, base, nt, off, U, 4); break;
+        default: FN(sv_kq_tile)(psi, base, nt, off, U, 5); break;
+        }
+    }
+}
+
 /* the angle of a parameterised op for state b (sign -1: the inverse) */
 SV_INLINE double FN(sv_op_angle)(const int64_t *op, const double *fixed, const double *in_b,
                                      const double *w) {
@@ -518,7 +565,7 @@ SV_INLINE void FN(sv_op_apply)(REAL *a, int64_t B, int N, const int64_t *op, con
     const REAL *m = mats + op[6];
     REAL u[8];
     double c, s;
-    int small = B == 1 && nthreads == 1 && N <= SV1_MAX_N;
+    int small = B == 1 && nthreads == 1 && N <= SV1_SMALL_N;
     if (small) {
         switch (op[0]) {
         case SV_OP_1Q: FN(sv1_1q)(a, N, q0, op[3], m); return;
@@ -527,6 +574,10 @@ SV_INLINE void FN(sv_op_apply)(REAL *a, int64_t B, int N, const int64_t *op, con
         case SV_OP_X: FN(sv1_x)(a, N, q0, op[3]); return;
         default: break;
         }
+    }
+    if (op[0] == SV_OP_X && B == 1 && nthreads == 1 && N <= SV1_MAX_N && op[3] && __builtin_ctzll(op[3]) < 3) {
+        FN(sv1_x)(a, N, q0, op[3]); /* a low control: the pairs' select beats runs of 1..4 amplitudes */
+        return;
     }
     switch (op[0]) {
     case SV_OP_1Q: FN(hpr_sv_apply_1q)(a, B, N, q0, op[3], m, 0, nthreads); return;
@@ -566,23 +617,44 @@ SV_INLINE void FN(sv_op_apply)(REAL *a, int64_t B, int N, const int64_t *op, con
     }
 }
 
+/* one large state: a run of >= 2 consecutive ops on qubits below SV1_MAX_N is applied chunk by chunk
+ * (each chunk of 2**SV1_MAX_N amplitudes is a state of its own for them, and stays in cache for the
+ * whole run: one pass over memory instead of one per gate); other ops are one pass each, the threads
+ * sharing it */
+SV_INLINE void FN(sv_run_state)(REAL *a, int N, const int64_t *ops, int64_t nops, const REAL *mats,
+                                const double *fixed, const double *in_b, const double *w, int nthreads) {
+    const int CB = SV1_MAX_N;
+    for (int64_t k = 0; k < nops;) {
+        int64_t e = k;
+        while (N > CB && e < nops && (sv_op_qubits(ops + SV_OP_WORDS * e) >> CB) == 0) e++;
+        if (e - k >= 2) {
+            int par = nthreads > 1;
+            (void)par;
+            OMP_ITEMS
+            for (int64_t c = 0; c < (INT64_C(1) << (N - CB)); c++)
+                for (int64_t j = k; j < e; j++)
+                    FN(sv_op_apply)(a + 2 * (c << CB), 1, CB, ops + SV_OP_WORDS * j, mats, fixed, in_b, w, 1, 1);
+            k = e;
+        } else {
+            FN(sv_op_apply)(a, 1, N, ops + SV_OP_WORDS * k, mats, fixed, in_b, w, 1, nthreads);
+            k++;
+        }
+    }
+}
+
 HPR_KERNEL void FN(hpr_sv_run)(REAL *psi, int64_t B, int N, const int64_t *ops, int64_t nops, const REAL *mats,
-                    const double *fixed, const double *inputs, int64_t nin, const double *weights,
-                    int nthreads) {
+                               const double *fixed, const double *inputs, int64_t nin, const double *weights,
+                               int nthreads) {
     if (B >= nthreads && B > 1) { /* states apart: each thread runs whole circuits on its own states */
         int par = nthreads > 1;
         (void)par;
         OMP_ITEMS
         for (int64_t b = 0; b < B; b++)
-            for (int64_t k = 0; k < nops; k++)
-                FN(sv_op_apply)(psi + 2 * (b << N), 1, N, ops + SV_OP_WORDS * k, mats, fixed, inputs + b * nin,
-                                weights, 1, 1);
+            FN(sv_run_state)(psi + 2 * (b << N), N, ops, nops, mats, fixed, inputs + b * nin, weights, 1);
         return;
     }
     for (int64_t b = 0; b < B; b++) /* few large states: the threads share each gate */
-        for (int64_t k = 0; k < nops; k++)
-            FN(sv_op_apply)(psi + 2 * (b << N), 1, N, ops + SV_OP_WORDS * k, mats, fixed, inputs + b * nin,
-                            weights, 1, nthreads);
+        FN(sv_run_state)(psi + 2 * (b << N), N, ops, nops, mats, fixed, inputs + b * nin, weights, nthreads);
 }
 
 /* lam <- (sum_q g_q Z_q) psi for one state: the diagonal is a 2**K table of the low bits' part plus

@@ -171,3 +171,26 @@ def test_bad_programs_are_refused():
     assert s[0, 0] == 1 and np.count_nonzero(s) == 1  # untouched
     with pytest.raises(hpr.ConfigError, match="2 to 5"):
         K.apply_kq(s, [0], np.eye(2))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_chunked_runs_on_a_large_state(threads):
+    """n = 16 > 14: runs of gates on qubits below 14 go chunk by chunk, the others (a gate on 14 or 15, a
+    controlled gate reaching up) split the runs; per-state input angles on two states."""
+    n = 16
+    c = Circuit(n, n_inputs=1)
+    for q in range(10):
+        c.add("h", [q])
+    for q in range(10):
+        c.add("cx", [q, q + 1])
+    c.add("ry", [3], ("in", 0)).add("rz", [13], 0.4).add("h", [15]).add("cry", [0, 2], 0.9).add("cx", [14, 1])
+    c.add("ccx", [0, 1, 2]).add("swap", [4, 12]).add("u3", [7], (0.1, 0.2, 0.3)).add("rzz", [5, 6], 0.8)
+    x = np.array([[0.3], [-1.1]])
+    want = gate_by_gate(c, x, np.zeros(0), np.complex128)
+    old = hpr.backend.num_threads()
+    hpr.backend.set_num_threads(threads)
+    try:
+        got = c.run(x, fuse=0)
+    finally:
+        hpr.backend.set_num_threads(old)
+    np.testing.assert_allclose(got, want, atol=1e-12)

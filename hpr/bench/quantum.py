@@ -1,15 +1,24 @@
-"""``python -m hpr.bench quantum [--max-qubits N] [--threads K] [--json FILE]``: hpr's state-vector gate
-kernels on one state of n = 16, 18, 20, 22 qubits (complex128): the median time per gate for H on qubits
-0, n/2 and n-1, CNOT(0, n-1) and RZ on n/2, and the effective bandwidth 2 * 16 * 2**n bytes / time (the
-state read and written once), beside numpy's copy bandwidth (np.copyto of the same array) measured in the
-same run, and the ratio. When qulacs, qiskit-aer or pennylane-lightning happens to be importable (never a
-dependency) the same gates are timed there side by side. Then a batched workload: 4096 states of 6
-qubits, one RY layer with per-state angles, a CNOT ring and <Z_i>, per state, beside the same circuit in
-plain vectorised numpy (einsum over the batch), with the ratio.
+"""``python -m hpr.bench quantum [--max-qubits N] [--threads K] [--circuit-qubits N] [--batch B] [--json FILE]``:
+hpr's state-vector kernels, one thread by default, in three parts, each beside its references measured
+in the same run.
 
-Per-gate times of the other simulators are what each offers: qulacs applies one gate to a state in
-place (timed like hpr); qiskit-aer and lightning run whole circuits, so their time per gate is (circuit
-of R copies - empty circuit) / R, which leaves out their per-run overhead."""
+1. Single gates on one state of n = 16, 18, ... qubits (complex128): the median time per gate for H on
+   qubits 0, n/2 and n-1, CNOT(0, n-1) and RZ on n/2, and the effective bandwidth 2 * 16 * 2**n bytes /
+   time (the state read and written once), beside numpy's copy of the same array (np.copyto: the same
+   bytes read and written) and the ratio; qulacs, qiskit-aer and pennylane-lightning side by side when
+   importable (never dependencies).
+2. A 20-gate circuit at n = 24 (H on qubits 0..9, then CNOT(q, q+1) for q = 0..9): gate by gate, and
+   compiled (hpr.quantum.Circuit: one call; runs of gates on low qubits applied chunk by chunk in cache;
+   and with dense blocks of <= 4 qubits), beside lightning and qulacs running the same circuit.
+3. The batched workload: 1024 circuits of 8 qubits (RY encoding of per-circuit inputs, 4 layers of RY +
+   RZ on every qubit with shared weights and a CNOT ring, <Z_i> of every qubit): forward and forward +
+   gradient (adjoint, the vector-Jacobian product for a random upstream gradient), circuits/s, beside the
+   same computation in plain vectorised numpy (einsum over the batch, adjoint in numpy) and lightning's
+   adjoint (qml.grad with diff_method="adjoint", one circuit at a time, timed on a subset).
+
+The other simulators' per-gate times are what each offers: qulacs applies one gate to a state in place
+(timed like hpr); qiskit-aer and lightning run whole circuits, so their time per gate is (circuit of R
+copies - empty circuit) / R, which leaves out their per-run overhead."""
 import argparse
 import statistics
 import sys
@@ -111,72 +120,224 @@ def available_others():
     return [(name, fn) for name, mod, fn in OTHERS if importlib.util.find_spec(mod) is not None]
 
 
-# ---------------------------------------------------------------------------------- batched row
-def batched_hpr(angles):
-    from hpr.quantum import StateVector
-
-    B, n = angles.shape
-    sv = StateVector(n, batch=B)
-    for q in range(n):
-        sv.apply("ry", [q], angles[:, q])
-    for q in range(n):
-        sv.apply("cx", [q, (q + 1) % n])
-    return sv.expval_z()
+# ------------------------------------------------------------------------------ the 20-gate circuit
+def circuit20():
+    """(name, qubits) of the 20-gate circuit: H on 0..9, then CNOT(q, q+1) for q = 0..9."""
+    return [("h", (q,)) for q in range(10)] + [("cx", (q, q + 1)) for q in range(10)]
 
 
-def batched_numpy(angles):
-    """The same circuit in vectorised numpy: the state as (B, 2, ..., 2), axis 1 + (n-1-q) = qubit q."""
-    B, n = angles.shape
-    psi = np.zeros((B, 1 << n), np.complex128)
-    psi[:, 0] = 1
-    psi = psi.reshape((B,) + (2,) * n)
-    c, s = np.cos(angles / 2), np.sin(angles / 2)
+def circuit20_others(n, budget):
+    """{simulator: seconds for the 20 gates} for the installed simulators."""
+    import importlib.util
+
+    out = {}
+    if importlib.util.find_spec("qulacs") is not None:
+        import qulacs
+
+        st, qc = qulacs.QuantumState(n), qulacs.QuantumCircuit(n)
+        for name, qs in circuit20():
+            qc.add_H_gate(qs[0]) if name == "h" else qc.add_CNOT_gate(*qs)
+        out["qulacs"] = median_time(lambda: qc.update_quantum_state(st), budget, min_reps=3)
+    if importlib.util.find_spec("pennylane_lightning") is not None:
+        import pennylane as qml
+
+        dev = qml.device("lightning.qubit", wires=n)
+
+        def make(gates):
+            @qml.qnode(dev)
+            def c():
+                for name, qs in gates:
+                    qml.Hadamard(qs[0]) if name == "h" else qml.CNOT(wires=list(qs))
+                return qml.state()
+            return c
+        out["lightning"] = _circuit_diff(make([]), make(circuit20()), 1, budget)
+    return out
+
+
+# ---------------------------------------------------------------------------------- batched workload
+def workload(n=8, layers=4):
+    """The batched workload's circuit: RY(input q) on every qubit, then `layers` x (RY(w), RZ(w) on every
+    qubit, CNOT(q, q+1 mod n)); weights 2 n layers."""
+    from hpr.quantum.circuit import Circuit
+
+    c = Circuit(n, n_inputs=n, n_weights=2 * n * layers)
     for q in range(n):
-        ax = 1 + n - 1 - q
-        m = np.stack([np.stack([c[:, q], -s[:, q]], -1), np.stack([s[:, q], c[:, q]], -1)], -2)  # (B,2,2)
-        psi = np.moveaxis(np.einsum("bij,bj...->bi...", m, np.moveaxis(psi, ax, 1)), 1, ax)
-    for q in range(n):
-        t = (q + 1) % n
-        ac, at = 1 + n - 1 - q, 1 + n - 1 - t
-        sl = [slice(None)] * (n + 1)
-        sl[ac] = 1
-        sub = psi[tuple(sl)]  # control = 1; the target axis shifts down by one if it was after ac
-        tax = at - (1 if at > ac else 0)
-        psi = psi.copy()
-        psi[tuple(sl)] = np.flip(sub, axis=tax)
-    p = (np.abs(psi) ** 2).reshape(B, -1)
-    idx = np.arange(1 << n)
-    signs = 1 - 2 * ((idx[None, :] >> np.arange(n)[:, None]) & 1)  # (n, 2**n)
-    return p @ signs.T
+        c.add("ry", [q], ("in", q))
+    for l in range(layers):
+        for q in range(n):
+            c.add("ry", [q], ("w", 2 * n * l + q)).add("rz", [q], ("w", 2 * n * l + n + q))
+        for q in range(n):
+            c.add("cx", [q, (q + 1) % n])
+    return c
+
+
+class NumpyCircuit:
+    """The same circuits in plain vectorised numpy (the state as (B, 2, ..., 2), the axis of qubit q is
+    n - q), with the adjoint gradient written in numpy too: the reference hpr's kernels are measured
+    against."""
+
+    def __init__(self, circuit):
+        self.n, self.ops = circuit.n, circuit.ops
+
+    def _gate(self, name, theta):
+        c, s = np.cos(theta / 2), np.sin(theta / 2)
+        if name == "ry":
+            return np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2).astype(np.complex128)
+        z = np.zeros_like(c)
+        return np.stack([np.stack([c - 1j * s, z], -1), np.stack([z, c + 1j * s], -1)], -2)  # rz
+
+    def _apply(self, psi, name, qs, theta):
+        n = self.n
+        if name == "cx":
+            ac, at = n - qs[0], n - qs[1]
+            out = psi.copy()
+            sl = [slice(None)] * (n + 1)
+            sl[ac] = 1
+            out[tuple(sl)] = np.flip(psi[tuple(sl)], axis=at - (at > ac))
+            return out
+        m = self._gate(name, theta)  # (2, 2) or (B, 2, 2)
+        ax = n - qs[0]
+        spec = "bij,bj...->bi..." if m.ndim == 3 else "ij,bj...->bi..."
+        return np.moveaxis(np.einsum(spec, m, np.moveaxis(psi, ax, 1)), 1, ax)
+
+    def _theta(self, p, x, w):
+        return x[:, p[1]] if p[0] == "in" else w[p[1]]
+
+    def forward(self, x, w):
+        b, n = x.shape[0], self.n
+        psi = np.zeros((b, 1 << n), np.complex128)
+        psi[:, 0] = 1
+        psi = psi.reshape((b,) + (2,) * n)
+        for name, qs, p in self.ops:
+            psi = self._apply(psi, name, qs, None if p is None else self._theta(p, x, w))
+        self.psi, self.x, self.w = psi, x, w
+        return (np.abs(psi.reshape(b, -1)) ** 2) @ self._signs().T
+
+    def _signs(self):
+        idx = np.arange(1 << self.n)
+        return 1 - 2 * ((idx[None, :] >> np.arange(self.n)[:, None]) & 1)  # (n, 2**n)
+
+    def backward(self, g):
+        psi, x, w, n = self.psi, self.x, self.w, self.n
+        b = psi.shape[0]
+        lam = (psi.reshape(b, -1) * (g @ self._signs())).reshape(psi.shape)
+        dx, dw = np.zeros_like(x), np.zeros_like(w)
+        for name, qs, p in reversed(self.ops):
+            theta = None if p is None else self._theta(p, x, w)
+            if p is not None:  # Im <lam| G |psi>, G = Y (ry) or Z (rz) on qs[0]
+                gen = np.array([[0, -1j], [1j, 0]]) if name == "ry" else np.diag([1.0 + 0j, -1.0])
+                ax = n - qs[0]
+                gp = np.moveaxis(np.einsum("ij,bj...->bi...", gen, np.moveaxis(psi, ax, 1)), 1, ax)
+                d = np.imag(np.einsum("bi,bi->b", lam.reshape(b, -1).conj(), gp.reshape(b, -1)))
+                if p[0] == "in":
+                    dx[:, p[1]] += d
+                else:
+                    dw[p[1]] += d.sum()
+            if name == "cx":
+                psi, lam = self._apply(psi, name, qs, None), self._apply(lam, name, qs, None)
+            else:
+                psi, lam = self._apply(psi, name, qs, -theta), self._apply(lam, name, qs, -theta)
+        return dx, dw
+
+
+def lightning_adjoint(circuit, x, w, g, budget):
+    """Seconds per circuit of forward + gradient with lightning's adjoint method (qml.grad of
+    sum(g * <Z>)), over as many of the circuits as fit the budget (>= 3)."""
+    import pennylane as qml
+    from pennylane import numpy as pnp
+
+    n = circuit.n
+    dev = qml.device("lightning.qubit", wires=n)
+
+    @qml.qnode(dev, diff_method="adjoint")
+    def f(xb, wb):
+        for name, qs, p in circuit.ops:
+            if name == "cx":
+                qml.CNOT(wires=list(qs))
+            else:
+                th = xb[p[1]] if p[0] == "in" else wb[p[1]]
+                (qml.RY if name == "ry" else qml.RZ)(th, wires=qs[0])
+        return [qml.expval(qml.PauliZ(q)) for q in range(n)]
+
+    def cost(xb, wb, gb):
+        return pnp.sum(pnp.stack(f(xb, wb)) * gb)
+
+    try:
+        grad = qml.grad(cost, argnums=[0, 1])
+    except TypeError:  # PennyLane before 0.40 spells it argnum
+        grad = qml.grad(cost, argnum=[0, 1])
+    ts = []
+    t_end = time.perf_counter() + budget
+    for i in range(x.shape[0]):
+        t0 = time.perf_counter()
+        grad(pnp.array(x[i], requires_grad=True), pnp.array(w, requires_grad=True), g[i])
+        ts.append(time.perf_counter() - t0)
+        if len(ts) >= 3 and time.perf_counter() > t_end:
+            break
+    return statistics.median(ts[1:]) if len(ts) > 2 else ts[-1]
+
+
+def batched(B, budget, others):
+    """The batched workload's figures (circuits/s), hpr checked against numpy first."""
+    c = workload()
+    r = np.random.default_rng(0)
+    x, w, g = r.uniform(-np.pi, np.pi, (B, c.n)), r.uniform(-np.pi, np.pi, c.n_weights), r.standard_normal((B, c.n))
+    ref = NumpyCircuit(c)
+    zn = ref.forward(x, w)
+    dxn, dwn = ref.backward(g)
+    zh = c.forward(x, w)
+    dxh, dwh = c.backward(g)
+    err = max(float(np.abs(zh - zn).max()), float(np.abs(dxh - dxn).max()), float(np.abs(dwh - dwn).max()))
+
+    def fb(sim):
+        sim.forward(x, w)
+        sim.backward(g)
+    out = {"circuits": B, "qubits": c.n, "layers": 4, "gates": len(c.ops), "max_abs_diff": err,
+           "hpr_forward_cps": B / median_time(lambda: c.forward(x, w), budget, min_reps=3),
+           "hpr_forward_grad_cps": B / median_time(lambda: fb(c), budget, min_reps=3),
+           "numpy_forward_cps": B / median_time(lambda: ref.forward(x, w), budget, min_reps=3),
+           "numpy_forward_grad_cps": B / median_time(lambda: fb(ref), budget, min_reps=3)}
+    if "lightning" in others:
+        try:
+            out["lightning_forward_grad_cps"] = 1 / lightning_adjoint(c, x, w, g, budget)
+        except Exception as e:  # a broken optional install must not stop hpr's figures
+            print(f"(lightning adjoint: skipped, {type(e).__name__}: {e})")
+    return out
 
 
 # ------------------------------------------------------------------------------------------- main
 def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m hpr.bench quantum", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--max-qubits", type=int, default=24, help="largest n of the single gates, 16..26 in steps "
+                    "of 2 (default 24; 26 needs 1 GiB per state)")
+    ap.add_argument("--threads", type=int, default=1, help="threads for hpr and the other simulators (default 1; "
+                    "numpy's copy is single-threaded)")
+    ap.add_argument("--budget", type=float, default=0.25, help="seconds per timed item (default 0.25)")
+    ap.add_argument("--circuit-qubits", type=int, default=24, help="n of the 20-gate circuit (default 24; 0 skips)")
+    ap.add_argument("--batch", type=int, default=1024, help="circuits in the batched workload (default 1024; 0 skips)")
+    ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    a = ap.parse_args(argv)
+    sizes = [n for n in (16, 18, 20, 22, 24, 26) if n <= a.max_qubits]
+    if not sizes or a.threads < 1 or a.batch < 0 or not (a.circuit_qubits == 0 or 11 <= a.circuit_qubits <= 30):
+        print("need --max-qubits >= 16, --threads >= 1, --batch >= 0 and --circuit-qubits 0 or 11..30",
+              file=sys.stderr)
+        return 2
+    import os
+
+    os.environ["OMP_NUM_THREADS"] = str(a.threads)  # before any OpenMP runtime of another simulator loads
     from hpr import backend
     from hpr.quantum import StateVector
 
-    ap = argparse.ArgumentParser(prog="python -m hpr.bench quantum", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--max-qubits", type=int, default=22, help="largest n of 16, 18, 20, 22 (default 22)")
-    ap.add_argument("--threads", type=int, default=1, help="threads for hpr's kernels (default 1; numpy's "
-                    "copy is single-threaded)")
-    ap.add_argument("--budget", type=float, default=0.25, help="seconds per timed gate (default 0.25)")
-    ap.add_argument("--batch", type=int, default=4096, help="states in the batched workload (default 4096)")
-    ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
-    a = ap.parse_args(argv)
-    sizes = [n for n in (16, 18, 20, 22) if n <= a.max_qubits]
-    if not sizes:
-        print("--max-qubits must be at least 16", file=sys.stderr)
-        return 2
     backend.set_num_threads(a.threads)
     others = available_others()
-    print(f"hpr.bench quantum: one state, complex128, {a.threads} thread(s) for hpr's kernels; median time per "
-          "gate; GB/s = 2 * 16 * 2**n bytes / time")
-    print("reference: np.copyto of the same 2**n complex128 array, same run (read + write, single thread); "
+    print(f"hpr.bench quantum: complex128, {a.threads} thread(s) for hpr and the others (OMP_NUM_THREADS)")
+    print("1. single gates on one state: median time per gate; GB/s = 2 * 16 * 2**n bytes / time")
+    print("   reference: np.copyto of the same 2**n complex128 array, same run (read + write, single thread); "
           "x = hpr GB/s / copy GB/s")
     if others:
-        print("also timed: " + ", ".join(k for k, _ in others) + " (x_other = their time / hpr's time)")
+        print("   also timed: " + ", ".join(k for k, _ in others) + " (x_other = their time / hpr's time)")
     else:
-        print("none of qulacs, qiskit-aer, pennylane-lightning is installed: no side-by-side simulator")
+        print("   none of qulacs, qiskit-aer, pennylane-lightning is installed: no side-by-side simulator")
     hdr = f"{'n':>3} {'gate':<12}{'us/gate':>10}{'GB/s':>8} {'copy GB/s':>10}{'x':>6}"
     for k, _ in others:
         hdr += f" | {k + ' us':>14}{'x_' + k[:6]:>9}"
@@ -213,23 +374,62 @@ def main(argv=None):
             rows.append(row)
             print(line, flush=True)
         sv = src = dst = None  # freed before the next size is allocated
+    out = {"threads": a.threads, "dtype": "complex128", "rows": rows, "others": [k for k, _ in others]}
 
-    B, nq = a.batch, 6
-    angles = np.random.default_rng(0).uniform(-np.pi, np.pi, (B, nq))
-    zh, zn = batched_hpr(angles), batched_numpy(angles)
-    err = float(np.abs(zh - zn).max())
-    th = median_time(lambda: batched_hpr(angles), a.budget, min_reps=3)
-    tn = median_time(lambda: batched_numpy(angles), a.budget, min_reps=3)
-    batched = {"states": B, "qubits": nq, "hpr_us_per_state": th / B * 1e6, "numpy_us_per_state": tn / B * 1e6,
-               "ratio_numpy_over_hpr": tn / th, "max_abs_diff": err}
-    print(f"\nbatched workload: {B} states x {nq} qubits, RY layer (per-state angles) + CNOT ring + <Z_i>")
-    print(f"{'':<22}{'us/state':>10}{'total ms':>10}")
-    print(f"{'hpr StateVector':<22}{th / B * 1e6:>10.3f}{th * 1e3:>10.2f}")
-    print(f"{'numpy einsum (ref)':<22}{tn / B * 1e6:>10.3f}{tn * 1e3:>10.2f}")
-    print(f"numpy / hpr time: {tn / th:.2f}x   (results agree to {err:.1e})")
+    if a.circuit_qubits:
+        from hpr.quantum.circuit import Circuit
+
+        n = a.circuit_qubits
+        c = Circuit(n)
+        for name, qs in circuit20():
+            c.add(name, list(qs))
+        sv = StateVector(n, 1, np.complex128)
+        sv.apply("h", [n - 1])
+        zx, zw = np.zeros((1, 0)), np.zeros(0)
+        progs = {"compiled": c.compile(0), "fused": c.compile(4)}
+        s = np.zeros((1, 1 << n), np.complex128)
+        s[0, :] = 1 / np.sqrt(1 << n)
+        t_gbg = median_time(lambda: [sv.apply(name, list(qs)) for name, qs in circuit20()], a.budget, min_reps=3)
+        t_c = {k: median_time(lambda p=p: p.run(s, zx, zw), a.budget, min_reps=3) for k, p in progs.items()}
+        ot = {}
+        try:
+            ot = circuit20_others(n, a.budget)
+        except Exception as e:
+            print(f"(20-gate circuit in the other simulators: skipped, {type(e).__name__}: {e})")
+        print(f"\n2. the 20-gate circuit at n = {n} (H on 0..9, CNOT(q, q+1) for q = 0..9), one state, ms; "
+              "x_other = their time / hpr's")
+        print(f"   {'hpr gate by gate':<34}{t_gbg * 1e3:>9.2f}")
+        labels = {"compiled": "hpr compiled (chunked runs)", "fused": "hpr compiled, dense blocks <= 4q"}
+        for k, t in t_c.items():
+            line = f"   {labels[k]:<34}{t * 1e3:>9.2f}"
+            for o, to in ot.items():
+                line += f"   x_{o} {to / t:5.2f}"
+            print(line)
+        for o, to in ot.items():
+            print(f"   {o:<34}{to * 1e3:>9.2f}")
+        out["circuit20"] = {"n": n, "hpr_gate_by_gate_us": t_gbg * 1e6, "hpr_us": t_c["compiled"] * 1e6,
+                            "hpr_fused_us": t_c["fused"] * 1e6, "hpr_ops": len(progs["compiled"].ops),
+                            "hpr_fused_ops": len(progs["fused"].ops),
+                            **{f"{o}_us": to * 1e6 for o, to in ot.items()}}
+        sv = s = None
+
+    if a.batch:
+        bt = batched(a.batch, max(a.budget, 1.0), dict(others))
+        out["batched"] = bt
+        print(f"\n3. batched workload: {bt['circuits']} circuits x {bt['qubits']} qubits, {bt['gates']} gates "
+              f"(RY encoding, {bt['layers']} x (RY + RZ, CNOT ring)), <Z_i>; circuits/s (higher is better)")
+        print(f"   {'':<28}{'forward':>12}{'fwd + grad':>12}")
+        print(f"   {'hpr (one call per batch)':<28}{bt['hpr_forward_cps']:>12,.0f}{bt['hpr_forward_grad_cps']:>12,.0f}")
+        print(f"   {'numpy einsum (reference)':<28}{bt['numpy_forward_cps']:>12,.0f}{bt['numpy_forward_grad_cps']:>12,.0f}")
+        if "lightning_forward_grad_cps" in bt:
+            print(f"   {'lightning adjoint':<28}{'-':>12}{bt['lightning_forward_grad_cps']:>12,.1f}")
+        print(f"   hpr / numpy: forward {bt['hpr_forward_cps'] / bt['numpy_forward_cps']:.1f}x, fwd + grad "
+              f"{bt['hpr_forward_grad_cps'] / bt['numpy_forward_grad_cps']:.1f}x" +
+              (f"; hpr / lightning fwd + grad {bt['hpr_forward_grad_cps'] / bt['lightning_forward_grad_cps']:.0f}x"
+               if "lightning_forward_grad_cps" in bt else "") +
+              f"; backward / forward time {bt['hpr_forward_cps'] / bt['hpr_forward_grad_cps'] - 1:.2f}"
+              f" (results agree to {bt['max_abs_diff']:.1e})")
     if a.json:
-        out = {"threads": a.threads, "dtype": "complex128", "rows": rows, "others": [k for k, _ in others],
-               "batched": batched}
         write_json(a.json, out)
     return 0
 
