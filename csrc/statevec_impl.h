@@ -221,9 +221,44 @@ HPR_KERNEL void FN(hpr_sv_apply_x)(REAL *psi, int64_t B, int N, int q, int64_t c
         });
         return;
     }
+    const int64_t lowc = cmask ? __builtin_ctzll((unsigned long long)cmask) : 64, M1 = (INT64_C(1) << N) - 1;
+    if (cmask && q == 0) { /* adjacent pairs, swapped where the controls hold: a select, not runs of one */
+        SV_PAIRS_Q0({
+            const int64_t i0 = (x - psi) / 2;
+            (void)b;
+            SIMD
+            for (int64_t j = 0; j < Lc; j++) {
+                REAL *s = x + 4 * j;
+                int on = (((i0 + 2 * j) & M1) & cmask) == cmask;
+                REAL xr = s[0], xi = s[1], yr = s[2], yi = s[3];
+                s[0] = on ? yr : xr; s[1] = on ? yi : xi;
+                s[2] = on ? xr : yr; s[3] = on ? xi : yi;
+            }
+        });
+        return;
+    }
     sv_plan p;
-    sv_plan_make(&p, B, N, cmask | (INT64_C(1) << q));
     int64_t off = 2 * (INT64_C(1) << q);
+    if (cmask && lowc < 3) { /* a low control would cut the runs to 1..4 amplitudes: walk the target's
+                              * long runs and select where the controls hold */
+        sv_plan_make(&p, B, N, INT64_C(1) << q);
+        OMP_ITEMS
+        for (int64_t w = 0; w < p.W; w++) {
+            SV_RUNS(p, w, 0, {
+                const int64_t i0 = (x - psi) / 2;
+                REAL *y = x + off;
+                SIMD
+                for (int64_t j = 0; j < p.Lr; j++) {
+                    int on = (((i0 + j) & M1) & cmask) == cmask;
+                    REAL xr = x[2 * j], xi = x[2 * j + 1], yr = y[2 * j], yi = y[2 * j + 1];
+                    x[2 * j] = on ? yr : xr; x[2 * j + 1] = on ? yi : xi;
+                    y[2 * j] = on ? xr : yr; y[2 * j + 1] = on ? xi : yi;
+                }
+            })
+        }
+        return;
+    }
+    sv_plan_make(&p, B, N, cmask | (INT64_C(1) << q));
     OMP_ITEMS
     for (int64_t w = 0; w < p.W; w++) {
         SV_RUNS(p, w, cmask, FN(sv_run_swap)(x, x + off, p.Lr);)
