@@ -68,13 +68,13 @@ class Circuit:
         return self
 
     # -- the packed program: what the kernels run in one call per batch --------------------------
-    def compile(self, fuse=None):
+    def compile(self, fuse=0):
         """The circuit as a Program (ops, matrices and their inverses; layout in csrc/statevec.h),
-        cached until the next add. fuse: merge runs of constant gates on at most that many qubits
-        (2..5) into one dense block; None picks 4 for states of >= 2**14 amplitudes (a pass over
-        memory costs more than the block's arithmetic) and no fusion below (the state is in cache)."""
-        if fuse is None:
-            fuse = 4 if self.n >= 14 else 0
+        cached until the next add. fuse=k (2..5) merges runs of constant gates on at most k qubits into
+        one dense block each. Off by default: the kernels already apply a run of gates on low qubits
+        chunk by chunk in cache, which measured faster on this CPU than dense blocks (python -m
+        hpr.bench quantum prints both)."""
+        fuse = 0 if fuse is None else fuse
         fuse = min(int(fuse), self.n, 5)
         key = fuse if fuse >= 2 else 0
         if self._programs.get(key) is None:
@@ -92,7 +92,7 @@ class Circuit:
             raise ConfigError(f"dtype {dtype}: use complex64 or complex128")
         return inputs, weights
 
-    def run(self, inputs=None, weights=None, dtype=np.complex128, fuse=None):
+    def run(self, inputs=None, weights=None, dtype=np.complex128, fuse=0):
         """The final states, (B, 2**n), from |0...0>: one kernel call for the whole batch."""
         inputs, weights = self._check(inputs, weights, dtype)
         s = np.zeros((inputs.shape[0], 1 << self.n), dtype)
@@ -100,7 +100,7 @@ class Circuit:
         self.compile(fuse).run(s, inputs, weights)
         return s
 
-    def forward(self, inputs=None, weights=None, dtype=np.complex128, fuse=None):
+    def forward(self, inputs=None, weights=None, dtype=np.complex128, fuse=0):
         """<Z_i> of every qubit for every state, (B, n); keeps the final states for backward. fuse: as
         compile (backward undoes fused blocks with their inverses)."""
         inputs, weights = self._check(inputs, weights, dtype)
