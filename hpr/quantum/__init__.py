@@ -1,8 +1,10 @@
 """Quantum parallelism: batches of state vectors advanced by one vectorised kernel call per gate
-(StateVector), the qelib1 gate vocabulary (gates). Usage:
-``from hpr.quantum import StateVector; sv = StateVector(4, batch=1024)``"""
+(StateVector), parameterised circuits compiled to one kernel call per batch with adjoint gradients
+(Circuit), one large state sharded over ranks (DistributedStateVector), the qelib1 gate vocabulary
+(GATES). Usage: ``from hpr.quantum import StateVector; sv = StateVector(4, batch=1024)``"""
+from .circuit import Circuit
+from .distributed import DistributedStateVector
 from .gates import GATES
 from .statevec import StateVector
-from .distributed import DistributedStateVector
 
-__all__ = ["StateVector", "DistributedStateVector", "GATES"]
+__all__ = ["StateVector", "Circuit", "DistributedStateVector", "GATES"]
