@@ -10,6 +10,7 @@ Usage::
 """
 import os
 import sys
+import time
 
 
 def _defer_to_installed():
@@ -100,6 +101,7 @@ def _install_abort_hook(comm):
         sys.stderr.write(f"hpr: rank {comm.rank} of {comm.size} raised {kind.__name__}; aborting the job "
                          "so the other ranks do not wait for it\n")
         sys.stderr.flush()
+        time.sleep(0.3)  # the launcher tears the job down at Abort: let the traceback reach it first
         comm.mpi.Abort(1)
 
     def thread_hook(args):

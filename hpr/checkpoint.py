@@ -13,7 +13,10 @@ Saving (collective over the ranks): rank 0 makes `.tmp-step-...`, every writer p
 file there (written, fsynced, hashed), rank 0 gathers the hashes, writes meta.json, renames the folder
 to its final name, and only then moves `latest` (temporary file + rename). A kill at any moment leaves
 either the old state or the new one; leftovers of an interrupted save are `.tmp-*` folders, removed by
-the next save. Loading tries `latest`, then every other `step-*` folder newest first; a folder whose
+the next save. A save that fails (disk full, read-only folder, a rank that cannot write) removes its
+temporary folder and raises CheckpointError on every rank, saying which earlier checkpoint is intact.
+Every collective here carries hpr's deadline (HPR_TIMEOUT), so a rank that dies mid-save ends the
+others with CommTimeout instead of a hang. Loading tries `latest`, then every other `step-*` folder newest first; a folder whose
 meta.json is missing or unreadable, or whose files are missing or fail their hash, is named in a
 warning and skipped. Owns files; not what the arrays mean (hpr.train) or how they were sharded.
 
@@ -26,10 +29,12 @@ import warnings
 
 import numpy as np
 
-from .errors import CheckpointError
+from .errors import CheckpointError, CommError
 
 FORMAT = 2  # 2: whole named tensors (layout-independent); 1 (flat buffers) is not read
 
+
+_HINT = "; resume from an older checkpoint (--resume skips a damaged one by itself) or delete this folder"
 
 def _name(step):
     return f"step-{step:08d}"
@@ -72,20 +77,38 @@ def _collective(comm, fn):
             res = fn()
         except Exception as e:  # noqa: BLE001 - re-raised on every rank below
             err = f"{type(e).__name__}: {e}"
-    res, err = comm.mpi.bcast((res, err), root=0)
+    res, err = comm.bcast_obj((res, err), root=0)
     if err:
         raise CheckpointError(err)
     return res
 
 
-def save(comm, ckpt_dir, step, arrays, meta, keep=3):
+def save(comm, ckpt_dir, step, arrays, meta, keep=3, fault=None):
     """Collective. arrays: {file name: {array name: np.ndarray}} this rank writes (may be empty);
-    meta: JSON-able dict (rank 0's is written). Returns the checkpoint's final path."""
+    meta: JSON-able dict (rank 0's is written). Returns the checkpoint's final path. On failure,
+    CheckpointError on every rank naming the checkpoint that is still intact. fault(point, path): the
+    trainer's HPR_FAULT hook (tests), called at "mkdir", before each "write" and once "written"."""
+    try:
+        return _save(comm, ckpt_dir, step, arrays, meta, keep, fault or (lambda point, path: None))
+    except CommError as e:  # a rank died or hung mid-save: the last complete checkpoint is untouched
+        raise type(e)(f"saving checkpoint {_name(step)}: {e}") from None
+    except CheckpointError as e:
+        def intact():
+            path, _, _ = find(ckpt_dir)
+            return (f"The previous checkpoint, {path}, is intact: --resume continues from it." if path else
+                    f"There is no earlier complete checkpoint in {ckpt_dir}.")
+        raise CheckpointError(f"could not save checkpoint {_name(step)} in {ckpt_dir}: {e}. "
+                              f"{_collective(comm, intact)} Free space or make the folder writable (or "
+                              "choose another --ckpt-dir), then --resume.") from None
+
+
+def _save(comm, ckpt_dir, step, arrays, meta, keep, fault):
     from safetensors.numpy import save as st_save
 
     final = os.path.join(ckpt_dir, _name(step))
 
     def make_tmp():
+        fault("mkdir", ckpt_dir)
         os.makedirs(ckpt_dir, exist_ok=True)
         tmp = os.path.join(ckpt_dir, f".tmp-{_name(step)}-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -97,29 +120,37 @@ def save(comm, ckpt_dir, step, arrays, meta, keep=3):
     try:
         for fname, tensors in arrays.items():
             data = st_save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
+            fault("write", tmp)
             hashes[fname] = _write_file(os.path.join(tmp, fname), data)
     except OSError as e:
         err = f"rank {comm.rank} could not write {tmp}: {e}"
-    everyone = comm.mpi.gather((hashes, err), root=0)
+    fault("written", tmp)
+    everyone = comm.gather_obj((hashes, err), root=0)
+
+    ptr = os.path.join(ckpt_dir, f".latest.tmp-{os.getpid()}")
 
     def commit():
-        errs = [e for _, e in everyone if e]
-        if errs:
+        try:
+            errs = [e for _, e in everyone if e]
+            if errs:
+                raise OSError("; ".join(errs))
+            files = {}
+            for h, _ in everyone:
+                files.update(h)
+            body = dict(meta, format=FORMAT, step=step, files=files)
+            _write_file(os.path.join(tmp, "meta.json"), json.dumps(body, indent=1, sort_keys=True).encode())
+            _fsync_dir(tmp)
+            if os.path.exists(final):  # the same step saved again (e.g. a signal right after a save)
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+            _fsync_dir(ckpt_dir)
+            _write_file(ptr, (_name(step) + "\n").encode())
+            os.replace(ptr, os.path.join(ckpt_dir, "latest"))
+        except BaseException:  # nothing half-written stays behind; `latest` still names the old one
             shutil.rmtree(tmp, ignore_errors=True)
-            raise OSError("; ".join(errs))
-        files = {}
-        for h, _ in everyone:
-            files.update(h)
-        body = dict(meta, format=FORMAT, step=step, files=files)
-        _write_file(os.path.join(tmp, "meta.json"), json.dumps(body, indent=1, sort_keys=True).encode())
-        _fsync_dir(tmp)
-        if os.path.exists(final):  # the same step saved again (e.g. a signal right after a save)
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        _fsync_dir(ckpt_dir)
-        ptr = os.path.join(ckpt_dir, f".latest.tmp-{os.getpid()}")
-        _write_file(ptr, (_name(step) + "\n").encode())
-        os.replace(ptr, os.path.join(ckpt_dir, "latest"))
+            if os.path.exists(ptr):
+                os.remove(ptr)
+            raise
         _fsync_dir(ckpt_dir)
         _prune(ckpt_dir, keep, step)
         return final
@@ -154,15 +185,15 @@ def validate(path):
         with open(mp, "rb") as f:
             meta = json.loads(f.read().decode())
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: meta.json missing or unreadable ({e})") from None
+        raise CheckpointError(f"{path}: meta.json missing or unreadable ({e}){_HINT}") from None
     if meta.get("format") != FORMAT or "files" not in meta:
-        raise CheckpointError(f"{path}: meta.json is not an hpr checkpoint of format {FORMAT}")
+        raise CheckpointError(f"{path}: meta.json is not an hpr checkpoint of format {FORMAT}{_HINT}")
     for fname, want in meta["files"].items():
         fp = os.path.join(path, fname)
         if not os.path.exists(fp):
-            raise CheckpointError(f"{path}: {fname} is missing")
+            raise CheckpointError(f"{path}: {fname} is missing{_HINT}")
         if _sha256(fp) != want:
-            raise CheckpointError(f"{path}: {fname} fails its sha256 check (corrupted or partly written)")
+            raise CheckpointError(f"{path}: {fname} fails its sha256 check (corrupted or partly written){_HINT}")
     return meta
 
 

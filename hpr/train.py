@@ -3,8 +3,16 @@ bar, JSON logs and a generated sample at the end. `examples/train_lm.py` and `py
 thin wrappers over `main`. Owns the loop and the run's printing; not the math (hpr.model, hpr.optim)
 or the data (hpr.data).
 
+Failures: a step whose loss or gradient holds a NaN or Inf is skipped on every rank alike (no update,
+optimizer state untouched) and after --max-bad-steps in a row the run saves and stops (exit 2); the
+data-parallel replicas' parameter checksums are compared every --check-every steps; a peer that dies
+or hangs ends every rank with the CommTimeout that names it (exit 3, the whole job aborted); a save
+that fails leaves the previous checkpoint and says so (exit 2). HPR_FAULT (hpr.faults) injects each
+of these for the tests. --trace FILE (or HPR_TRACE) writes the job's timeline (hpr.trace).
+
 Usage: ``python -m hpr.train --preset S --steps 300 --batch 16 --lr 1e-3``"""
 import argparse
+import faulthandler
 import json
 import math
 import os
@@ -13,7 +21,9 @@ import time
 
 import numpy as np
 
-from .errors import ConfigError, HprError
+from . import trace
+from .errors import CommError, ConfigError, HprError
+from .faults import Faults, wrap_ready
 from .model import DTYPES, PRESETS, GPT, GPTConfig
 
 
@@ -56,6 +66,14 @@ def build_parser():
     g.add_argument("--bucket-mb", type=float, default=1.0, help="gradient bucket size in MiB (default 1)")
     g.add_argument("--grad-comm-dtype", default="float32", help="float32, bfloat16 or float16 (default float32)")
     g.add_argument("--zero", type=int, default=0, help="1: shard the optimizer state over ranks (ZeRO-1)")
+    g = ap.add_argument_group("failures and diagnostics")
+    g.add_argument("--max-bad-steps", type=int, default=5,
+                   help="a step whose loss or gradient is NaN/Inf is skipped (no update); after this many in a "
+                        "row the run saves a checkpoint and stops (default 5)")
+    g.add_argument("--check-every", type=int, default=100,
+                   help="compare the data-parallel replicas' parameter checksums every N steps; 0 = off (default 100)")
+    g.add_argument("--trace", default=None, metavar="FILE",
+                   help="write a Chrome-trace / Perfetto timeline of every rank to FILE (also: HPR_TRACE=FILE)")
     g = ap.add_argument_group("checkpoints")
     g.add_argument("--ckpt-dir", default=None, help="folder for checkpoints (default: none are written)")
     g.add_argument("--ckpt-every", type=int, default=0, help="save every N steps; 0 = at the end only")
@@ -88,18 +106,33 @@ def check_args(a):
         raise ConfigError(f"--threads must be at least 1, got {a.threads}")
     if a.temperature < 0 or a.top_k < 1:
         raise ConfigError("--temperature must be >= 0 and --top-k >= 1")
-    if a.accum < 1 or a.ckpt_every < 0 or a.ckpt_keep < 1:
-        raise ConfigError("--micro-batches and --ckpt-keep must be >= 1 and --ckpt-every >= 0")
+    if a.accum < 1:
+        raise ConfigError(f"--micro-batches must be at least 1, got {a.accum}")
+    if a.ckpt_every < 0:
+        raise ConfigError(f"--ckpt-every must be >= 0 (0 = at the end only), got {a.ckpt_every}")
+    if a.ckpt_keep < 1:
+        raise ConfigError(f"--ckpt-keep must be at least 1, got {a.ckpt_keep}")
+    from .parallel.data import COMM_DTYPES
+
+    if a.grad_comm_dtype not in COMM_DTYPES:
+        raise ConfigError(f"--grad-comm-dtype {a.grad_comm_dtype!r}: use one of {', '.join(COMM_DTYPES)}")
+    if not (a.bucket_mb > 0 and math.isfinite(a.bucket_mb)):
+        raise ConfigError(f"--bucket-mb must be positive, got {a.bucket_mb}")
+    if a.zero not in (0, 1):
+        raise ConfigError(f"--zero {a.zero} is not supported; use 0 (replicated optimizer) or 1 (sharded)")
     if a.tp < 1 or a.pp < 1 or (a.dp is not None and a.dp < 1):
         raise ConfigError(f"--dp, --tp and --pp must be at least 1 (got {a.dp}, {a.tp}, {a.pp})")
+    if a.max_bad_steps < 1 or a.check_every < 0:
+        raise ConfigError(f"--max-bad-steps must be >= 1 and --check-every >= 0 (got {a.max_bad_steps}, "
+                          f"{a.check_every})")
     if a.resume and not a.ckpt_dir:
         raise ConfigError("--resume needs --ckpt-dir (the folder the checkpoints are in)")
     if a.ckpt_dir and os.path.exists(a.ckpt_dir) and not os.path.isdir(a.ckpt_dir):
         raise ConfigError(f"--ckpt-dir {a.ckpt_dir} exists and is not a folder")
-    if a.log_json:
-        d = os.path.dirname(os.path.abspath(a.log_json))
-        if not os.path.isdir(d):
-            raise ConfigError(f"--log-json {a.log_json}: folder {d} does not exist; create it first")
+    for flag, path in (("--log-json", a.log_json), ("--trace", a.trace)):
+        d = os.path.dirname(os.path.abspath(path)) if path else None
+        if d and not os.path.isdir(d):
+            raise ConfigError(f"{flag} {path}: folder {d} does not exist; create it first")
 
 
 class Progress:
@@ -155,19 +188,37 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return run(args)
+    except CommError as e:  # a peer died or is stuck: the others may be anywhere, so end the whole job
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return _abort(3)
     except HprError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
 
-def train_step(model, opt, sync, schedule, batches, step, batch, accum=1, clip=1.0, pipe=None):
+def _abort(code):
+    """End every rank of the job with exit code `code` (a lone process just returns it)."""
+    from mpi4py import MPI
+
+    if MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1:
+        time.sleep(0.3)  # let the launcher forward this rank's message before it ends the others
+        MPI.COMM_WORLD.Abort(code)
+    return code
+
+
+def train_step(model, opt, sync, schedule, batches, step, batch, accum=1, clip=1.0, pipe=None, fault=None):
     """One optimizer step of data-parallel training over sync.comm; returns (global loss, lr, grad norm).
 
     This rank takes its share of the step's `batch` windows by global sample index (rank r of N takes
     samples (step-1)*batch + r*batch/N ...), in `accum` micro-steps; gradients are averaged over the
     ranks (bucket by bucket while the last backward runs), clipped by the global norm, and AdamW
     updates this rank's range (all of it, or its ZeRO-1 shard, then allgathered). The loss returned
-    is the mean over every rank's windows, L = sum_i L_i / N."""
+    is the mean over every rank's windows, L = sum_i L_i / N.
+
+    A NaN or Inf in the loss or anywhere in the gradient skips the update on every rank alike (the
+    loss and the norm are reduced over the whole job before the decision, with the reductions the step
+    makes anyway): the parameters and the optimizer state stay as they were, and the caller sees a
+    non-finite loss or norm. fault: the HPR_FAULT kinds firing at this step (tests), or None."""
     from .optim import clip_scale, grad_norm_sq
 
     comm = sync.comm
@@ -176,11 +227,17 @@ def train_step(model, opt, sync, schedule, batches, step, batch, accum=1, clip=1
     first = (step - 1) * batch + comm.rank * local
     model.zero_grad()
     loss = 0.0
+    ready = sync.ready
+    if fault:
+        ready = wrap_ready(fault, ready, model.grads)
     if pipe is not None:  # the accum micro-batches go through the pipeline stages on the 1F1B schedule
         data = [batches.get(first + k * micro, micro) for k in range(accum)]
         sync.begin()
         hold = pipe.tied_offset()  # wte's bucket waits until both of its stages' gradients are summed
-        ready = sync.ready if hold is None else (lambda k: sync.ready(min(k, hold)))
+        if fault:
+            ready(None)  # before the stages start: kill / stall
+        if hold is not None:
+            ready = (lambda k, r=ready: r(min(k, hold)))
         loss = pipe.run(data, scale=1.0 / accum, on_ready=ready) / accum
         pipe.sum_tied()
         if pipe.pp > 1:
@@ -188,18 +245,28 @@ def train_step(model, opt, sync, schedule, batches, step, batch, accum=1, clip=1
     else:
         for k in range(accum):
             x, y = batches.get(first + k * micro, micro)
-            loss += model.forward(x, y) / accum
+            with trace.span("forward", micro=k):
+                loss += model.forward(x, y) / accum
             last = k == accum - 1
             if last:
                 sync.begin()
-            model.backward(scale=1.0 / accum, on_ready=sync.ready if last else None)
-    sync.finish()
-    norm = float(np.sqrt(sync.grad_norm_sq(grad_norm_sq)))
+                if fault:
+                    ready(None)  # between forward and backward: kill / stall
+            with trace.span("backward", micro=k):
+                model.backward(scale=1.0 / accum, on_ready=ready if last else None)
+    with trace.span("sync grads"):
+        sync.finish()
+    with trace.span("grad norm"):
+        norm = float(np.sqrt(sync.grad_norm_sq(grad_norm_sq)))
+        if comm.size > 1:
+            loss = float(comm.allreduce(np.array([loss]), op="avg")[0])
     lr = schedule(step)
-    opt.step(lr, clip_scale(norm, clip))
-    sync.gather_params(model.params)
-    if comm.size > 1:
-        loss = float(comm.allreduce(np.array([loss]), op="avg")[0])
+    if math.isfinite(loss) and math.isfinite(norm):  # the same verdict on every rank (see above)
+        with trace.span("optimizer"):
+            opt.step(lr, clip_scale(norm, clip))
+            sync.gather_params(model.params)
+    if fault and "drift" in fault:
+        model.params[0] = np.nextafter(model.params[0], np.inf)
     return loss, lr, norm
 
 
@@ -216,7 +283,7 @@ def _load_corpus(comm, path):
             corpus = Corpus.load(path)
         except DataError as e:
             err = str(e)
-    err = comm.mpi.bcast(err, root=0)
+    err = comm.bcast_obj(err, root=0)
     if err:
         raise DataError(err)
     return corpus if comm.rank == 0 else Corpus.load(path)
@@ -248,11 +315,16 @@ def run(args):
     from . import backend, checkpoint
     from .data import Batches
     from .optim import AdamW, CosineSchedule
-    from .parallel import DataParallel, Pipeline, ProcessGrid, TensorParallel, check_same_params
+    from .parallel import DataParallel, Pipeline, ProcessGrid, TensorParallel, check_replicas, check_same_params
     from .parallel.schedule import bubble_fraction
 
     check_args(args)
     world = hpr.init(threads=args.threads)
+    if not faulthandler.is_enabled():
+        faulthandler.enable()  # a crashing rank (SIGSEGV, SIGBUS, SIGABRT ...) prints where it was
+    faults = Faults.from_env(world.rank)  # HPR_FAULT (tests only); None otherwise
+    if args.trace:
+        trace.start(args.trace)
     config = GPTConfig.preset(args.preset, dtype=args.dtype, n_qubits=args.qubits, q_depth=args.q_depth)
     grid = ProcessGrid(world, dp=args.dp, tp=args.tp, pp=args.pp, n_heads=config.n_heads, d_model=config.d_model,
                        n_layers=config.n_layers, batch=args.batch, micro_batches=args.accum,
@@ -315,6 +387,11 @@ def run(args):
             f"micro-batches; bubble in theory (pp-1)/(m+pp-1) = {bubble_fraction(pp, m):.1%}")
     if world.size > 1 and lead and args.log_every and (tp_n > 1 or pp > 1):
         print(grid.describe())
+    if 1 < world.size <= 64:  # the launcher names a dead rank by its pid: this line maps it to the rank
+        hosts = {}
+        for r, (host, pid) in enumerate(world.procs):
+            hosts.setdefault(host, []).append(f"rank {r} pid {pid}")
+        say("processes: " + "; ".join(f"on {h}: {', '.join(v)}" for h, v in hosts.items()))
     say(f"memory per rank (rank 0): parameters {model.params.nbytes / 2**20:.2f} MiB, gradients "
         f"{model.grads.nbytes / 2**20:.2f} MiB, optimizer state {(opt.m.nbytes + opt.v.nbytes) / 2**20:.2f} MiB"
         + (f" (1/{dp} of {2 * model.params.size * itemsize / 2**20:.2f})" if args.zero and dp > 1 else ""))
@@ -325,27 +402,48 @@ def run(args):
         f"{peak / 1e9:.1f} GFLOP/s", flush=True)
 
     stop = StopFlag()
-    log = open(args.log_json, "a") if (args.log_json and lead) else None
+    log = open(args.log_json, "a", buffering=1) if (args.log_json and lead) else None  # line by line: a killed job keeps its log
     bar = Progress(args.steps, args.log_every) if lead else None
     val_loss = None
+    if trace.on:
+        trace.align(world)  # a common zero for the ranks' clocks
     t_start = time.perf_counter()
     step = step0
+    bad = 0  # non-finite steps in a row
     try:
         for step in range(step0 + 1, args.steps + 1):
             t0 = time.perf_counter()
-            loss, lr, _ = train_step(model, opt, sync, schedule, train, step, args.batch, m, args.clip, pipe=pipe)
-            if not math.isfinite(loss):
-                raise HprError(f"the loss became {loss} at step {step}; lower --lr (now {args.lr:g}) or "
-                               "check the data")
+            fault = faults.at(step) if faults else None
+            with trace.span("step", step=step):
+                loss, lr, norm = train_step(model, opt, sync, schedule, train, step, args.batch, m, args.clip,
+                                            pipe=pipe, fault=fault)
             dt = time.perf_counter() - t0
             tps = tokens_step / dt
-            if lead:
+            bad = 0 if math.isfinite(loss) and math.isfinite(norm) else bad + 1
+            if bad and lead:
+                bar.write(f"step {step}: skipped: loss {loss:.4g}, gradient norm {norm:.4g} (not finite); no "
+                          f"update, optimizer state untouched ({bad} in a row, --max-bad-steps {args.max_bad_steps})")
+                if log:
+                    log.write(json.dumps({"step": step, "skipped": True, "loss": None, "grad_norm": None,
+                                          "lr": lr}) + "\n")
+            elif lead:
                 bar.update(step, loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}",
                            mfu=f"{tps * flops_tok / peak:.0%}")
                 if log:
                     log.write(json.dumps({"step": step, "loss": loss, "lr": lr, "tokens_per_s": tps}) + "\n")
+            if bad >= args.max_bad_steps:
+                where = _save(world, grid, args, config, model, opt, sync, step) if args.ckpt_dir else None
+                raise HprError(
+                    f"stopped at step {step}: {bad} steps in a row had a NaN or Inf in the loss or the gradients "
+                    f"(--max-bad-steps {args.max_bad_steps}). "
+                    + (f"Checkpoint {where} holds the parameters of the last good step. " if where else
+                       "No --ckpt-dir, so nothing was saved. ")
+                    + f"Lower --lr (now {args.lr:g}) or --clip, check the data, or use --dtype float64; then --resume.")
+            if args.check_every and dp > 1 and step % args.check_every == 0:
+                check_replicas(world, model.params, lambda r: grid.coords(r)[::2], step)
             if (args.eval_every and step % args.eval_every == 0) or step == args.steps:
-                val_loss = evaluate(model, val, args.eval_batches, args.batch, grid.dp, pipe)
+                with trace.span("eval"):
+                    val_loss = evaluate(model, val, args.eval_batches, args.batch, grid.dp, pipe)
                 if lead:
                     bar.write(f"step {step}: val_loss {val_loss:.4f} nats/byte (unigram entropy {entropy:.3f})")
                     if log:
@@ -355,7 +453,7 @@ def run(args):
             due = args.ckpt_dir and ((args.ckpt_every and step % args.ckpt_every == 0) or step == args.steps)
             if due or signum:
                 if args.ckpt_dir:
-                    where = _save(world, grid, args, config, model, opt, sync, step)
+                    where = _save(world, grid, args, config, model, opt, sync, step, faults)
                     if lead:
                         bar.write(f"step {step}: checkpoint {where}")
                 if signum:
@@ -363,7 +461,10 @@ def run(args):
                         bar.write(f"step {step}: signal {signum} received; "
                                   + ("checkpoint saved, " if args.ckpt_dir else "no --ckpt-dir, nothing saved; ")
                                   + "exiting")
+                    _write_trace(world, say)
                     return 0
+    except CommError as e:
+        raise type(e)(f"step {step}: {e}") from None
     finally:
         if bar:
             bar.close()
@@ -377,8 +478,9 @@ def run(args):
            else "") + ")"
         + (f"; final val_loss {val_loss:.4f} vs unigram entropy {entropy:.3f} nats/byte" if val_loss is not None
            else ""))
+    _write_trace(world, say)
     if pipe is not None:
-        idle = grid.pp.mpi.gather(pipe.idle_s, root=0)
+        idle = grid.pp.gather_obj(pipe.idle_s, root=0)
         if lead:
             print("pipeline idle (waiting for a neighbour) per stage: "
                   + ", ".join(f"stage {i} {100 * v / max(wall, 1e-9):.1f}%" for i, v in enumerate(idle))
@@ -390,6 +492,14 @@ def run(args):
             print("--- sample ---")
             print(text.decode("utf-8", errors="replace"), flush=True)
     return 0
+
+
+def _write_trace(world, say):
+    """--trace / HPR_TRACE: every rank's timeline, merged into one file by rank 0 (collective)."""
+    if trace.on:
+        n = trace.recorded()
+        path = trace.finish(world)
+        say(f"trace: {path} ({world.size} rank(s), {n:,} spans on rank 0; open it in https://ui.perfetto.dev)")
 
 
 def _stage_ranges(config, pp):
@@ -435,17 +545,20 @@ def _meta(args, config, grid, opt, step):
             "optimizer": {"t": opt.t, "betas": list(opt.betas), "eps": opt.eps, "weight_decay": opt.weight_decay}}
 
 
-def _save(world, grid, args, config, model, opt, sync, step):
+def _save(world, grid, args, config, model, opt, sync, step, faults=None):
     """A checkpoint in canonical form (layout-independent), written by world rank 0."""
     from . import checkpoint
 
-    full = _gather(world, grid, sync.tp, model, opt, zero=bool(args.zero))
-    files = {}
-    if world.rank == 0:
-        files["params.safetensors"] = full["params"]
-        files["optim.safetensors"] = {f"{k}.{n}": a for k in ("m", "v") for n, a in full[k].items()}
-    return checkpoint.save(world, args.ckpt_dir, step, files, _meta(args, config, grid, opt, step),
-                           keep=args.ckpt_keep)
+    with trace.span("checkpoint", step=step):
+        with trace.span("gather state"):
+            full = _gather(world, grid, sync.tp, model, opt, zero=bool(args.zero))
+        files = {}
+        if world.rank == 0:
+            files["params.safetensors"] = full["params"]
+            files["optim.safetensors"] = {f"{k}.{n}": a for k in ("m", "v") for n, a in full[k].items()}
+        with trace.span("write"):
+            return checkpoint.save(world, args.ckpt_dir, step, files, _meta(args, config, grid, opt, step),
+                                   keep=args.ckpt_keep, fault=faults.save_hook(step) if faults else None)
 
 
 def _restore(world, grid, args, config, model, opt, sync, path, meta):

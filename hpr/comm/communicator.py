@@ -12,9 +12,12 @@ computes. Usage::
     h = comm.iallreduce(bucket); ...; h.wait()
 """
 import os
+import pickle
 import queue
+import socket
 import threading
 import weakref
+from time import perf_counter_ns
 
 import numpy as np
 from mpi4py import MPI
@@ -54,6 +57,13 @@ def _flat(x, what, writable=True):
     return x.reshape(-1)
 
 
+def _op(op, dcode, what):
+    """(kernel op code, is_avg) of a reduction op given by name, or ConfigError naming the ops."""
+    if not isinstance(op, str):
+        raise ConfigError(f"{what}: op {op!r} is not a reduction name; use one of sum, max, min, avg")
+    return op_code(op, dcode)
+
+
 class Link:
     """Point-to-point messages of one collective context, waited on politely under its deadline."""
 
@@ -78,8 +88,9 @@ class Channel:
     """One context for collectives: its own MPI communicator, node split, shared window (made on first
     use) and sequence numbers. The Communicator has one for blocking calls and one for iallreduce."""
 
-    def __init__(self, mpi, timeout, world_ranks, allocs):
+    def __init__(self, mpi, timeout, world_ranks, allocs, procs=None):
         self.mpi = mpi
+        self.procs = procs  # [(host, pid)] per rank: a timeout tells a dead peer from a stuck one
         self.allocs = allocs  # the Communicator's shared allocations (SharedAlloc), for the direct path
         self.link = Link(mpi)
         self.rank, self.size = self.link.rank, self.link.size
@@ -115,7 +126,7 @@ class Channel:
     def begin(self, op, count=True):
         if count:
             self.seq += 1
-        ctx = OpContext(op, self.seq, self.rank, self.size, self.timeout, self._name)
+        ctx = OpContext(op, self.seq, self.rank, self.size, self.timeout, self._name, self.procs)
         self.link.ctx = ctx
         return ctx
 
@@ -294,6 +305,21 @@ class Channel:
             alg.binomial_broadcast(self.link, x, root)
         return x
 
+    def gather_bytes(self, data, root):
+        """Every rank's bytes, unpickled, in rank order on root (None elsewhere): a length, then the
+        bytes, from each rank to root, under the deadline."""
+        ctx = self.begin("gather")
+        if self.rank != root:
+            self.link.send(np.array([len(data)], np.int64), root)
+            self.link.send(np.frombuffer(data, np.uint8), root)
+            return None
+        others = [r for r in range(self.size) if r != root]
+        sizes = np.zeros(self.size, np.int64)
+        wait_all([self.mpi.Irecv(sizes[r:r + 1].view(np.uint8), r, alg.TAG) for r in others], others, ctx)
+        bufs = {r: np.empty(int(sizes[r]), np.uint8) for r in others}
+        wait_all([self.mpi.Irecv(bufs[r], r, alg.TAG) for r in others], others, ctx)
+        return [pickle.loads(data if r == root else bufs[r]) for r in range(self.size)]
+
     def barrier(self):
         ctx = self.begin("barrier")
         if self.size == 1:
@@ -336,12 +362,14 @@ class SharedAlloc:
 
 class Handle:
     """A background collective in flight: ``done()`` tests, ``wait()`` blocks (sleeping, not spinning)
-    and returns the array, or raises what the collective raised."""
+    and returns the array, or raises what the collective raised. t_start / t_done: when the background
+    thread began and ended it (perf_counter_ns; for timelines, hpr.trace)."""
 
-    __slots__ = ("_event", "_exc", "_x")
+    __slots__ = ("_event", "_exc", "_x", "t_start", "t_done")
 
     def __init__(self, x):
         self._event, self._exc, self._x = threading.Event(), None, x
+        self.t_start = self.t_done = 0
 
     def done(self):
         return self._event.is_set()
@@ -369,10 +397,12 @@ class _Progress:
             if item is None:
                 return
             h, x, dcode, ocode, avg = item
+            h.t_start = perf_counter_ns()
             try:
                 self.channel.allreduce(x, dcode, ocode, avg, "iallreduce")
             except BaseException as e:  # handed to the waiter
                 h._exc = e
+            h.t_done = perf_counter_ns()
             h._event.set()
 
     def stop(self):
@@ -407,7 +437,8 @@ class Communicator:
         self.world_ranks = MPI.Group.Translate_ranks(mpi.Get_group(), list(range(self.size)),
                                                      MPI.COMM_WORLD.Get_group())
         self._allocs = []
-        self._main = Channel(mpi.Dup(), self.timeout, self.world_ranks, self._allocs)
+        self.procs = mpi.allgather((socket.gethostname(), os.getpid()))  # setup only: names the dead
+        self._main = Channel(mpi.Dup(), self.timeout, self.world_ranks, self._allocs, self.procs)
         self._bg = None
         self._p2p_seq = 0
         _live.add(self)
@@ -451,7 +482,7 @@ class Communicator:
     # -- point to point --------------------------------------------------------------------------
     def _p2p_ctx(self, op):
         self._p2p_seq += 1
-        return OpContext(op, self._p2p_seq, self.rank, self.size, self.timeout, self._main._name)
+        return OpContext(op, self._p2p_seq, self.rank, self.size, self.timeout, self._main._name, self.procs)
 
     def _peer(self, r, what):
         if not (0 <= r < self.size):
@@ -489,7 +520,7 @@ class Communicator:
         """In place: x becomes the element-wise op over every rank's x; returns x."""
         flat = _flat(x, "allreduce")
         d = dtype_code(x.dtype)
-        o, avg = op_code(op, d)
+        o, avg = _op(op, d, "allreduce")
         self._main.allreduce(flat, d, o, avg)
         return x
 
@@ -497,12 +528,13 @@ class Communicator:
         """Start an in-place allreduce that progresses in the background; returns a Handle."""
         flat = _flat(x, "iallreduce")
         d = dtype_code(x.dtype)
-        o, avg = op_code(op, d)
+        o, avg = _op(op, d, "iallreduce")
         if self._bg is None:
             if MPI.Query_thread() < MPI.THREAD_MULTIPLE:
                 raise ConfigError("iallreduce needs MPI initialised with MPI_THREAD_MULTIPLE; "
                                   "do not lower mpi4py.rc.thread_level")
-            self._bg = _Progress(Channel(self._main.mpi.Dup(), self.timeout, self.world_ranks, self._allocs))
+            self._bg = _Progress(Channel(self._main.mpi.Dup(), self.timeout, self.world_ranks, self._allocs,
+                                         self.procs))
         h = Handle(x)
         self._bg.queue.put((h, flat, d, o, avg))
         return h
@@ -512,7 +544,7 @@ class Communicator:
         numpy.array_split makes them. x is not changed."""
         flat = _flat(x, "reduce_scatter", writable=False)
         d = dtype_code(x.dtype)
-        o, avg = op_code(op, d)
+        o, avg = _op(op, d, "reduce_scatter")
         row = int(np.prod(x.shape[1:], dtype=np.int64)) if x.ndim > 1 else 1
         mine, rb = self._main.reduce_scatter(flat, d, o, avg, row)
         return mine.reshape((rb[self.rank + 1] - rb[self.rank],) + x.shape[1:])
@@ -531,6 +563,26 @@ class Communicator:
         self._peer(root, "broadcast root")
         self._main.broadcast(flat, root, dtype_code(x.dtype))
         return x
+
+    # -- small Python objects (metadata, checkpoint pieces), with the deadline mpi4py's bcast lacks ----
+    def bcast_obj(self, obj, root=0):
+        """root's picklable obj, on every rank."""
+        self._peer(root, "bcast_obj root")
+        if self.size == 1:
+            return obj
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL) if self.rank == root else b""
+        n = np.array([len(data)], np.int64)
+        self._main.broadcast(n, root, dtype_code(n.dtype))
+        buf = np.frombuffer(data, np.uint8).copy() if self.rank == root else np.empty(int(n[0]), np.uint8)
+        self._main.broadcast(buf, root, -1)
+        return obj if self.rank == root else pickle.loads(buf)
+
+    def gather_obj(self, obj, root=0):
+        """[every rank's picklable obj] in rank order on root, None elsewhere."""
+        self._peer(root, "gather_obj root")
+        if self.size == 1:
+            return [obj]
+        return self._main.gather_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), root)
 
     def free(self):
         """Release the duplicated communicators, windows and background thread (collective). Arrays from

@@ -8,6 +8,7 @@ wait. Past the deadline it raises CommTimeout naming the operation and the peers
 
 Usage: ``wait_all([req1, req2], [peer1, peer2], ctx)`` where ctx describes the operation."""
 import os
+import socket
 import time
 
 from mpi4py import MPI
@@ -72,22 +73,64 @@ def short_sleeps():
     cpu_kernels().set_timer_slack(1000)
 
 
+def process_state(host, pid):
+    """'dead' or 'alive' for process pid on host when host is this machine (a zombie is dead: it has
+    exited and awaits its parent); None when it runs elsewhere and hpr cannot tell."""
+    if host != socket.gethostname():
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        return "dead" if stat[stat.rindex(")") + 2] in "ZXx" else "alive"
+    except FileNotFoundError:
+        return "dead"
+    except (OSError, ValueError, IndexError):  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return "dead"
+        except OSError:
+            pass
+        return "alive"
+
+
 class OpContext:
     """What a wait is part of, for the timeout message: operation, sequence number, rank, size."""
 
-    __slots__ = ("op", "seq", "rank", "size", "timeout", "peer_names")
+    __slots__ = ("op", "seq", "rank", "size", "timeout", "peer_names", "peer_procs")
 
-    def __init__(self, op, seq, rank, size, timeout, peer_names=None):
+    def __init__(self, op, seq, rank, size, timeout, peer_names=None, peer_procs=None):
         self.op, self.seq, self.rank, self.size, self.timeout = op, seq, rank, size, timeout
         self.peer_names = peer_names  # maps a peer index in this comm to a name, e.g. world rank
+        self.peer_procs = peer_procs  # [(host, pid)] of every rank of this comm, to tell dead from stuck
 
     def timeout_error(self, peers):
+        """CommTimeout naming the operation and the missing peers, and whether they are dead (their
+        process has exited, seen for ranks on this node) or alive and stuck; a dead rank of the group
+        that this wait did not name (the peer is waiting for it in turn) is named too."""
         who = ", ".join(self.name(p) for p in peers) or "?"
-        return CommTimeout(
-            f"{self.op} #{self.seq} on rank {self.rank} of {self.size} timed out after {self.timeout:g} s "
-            f"waiting for rank {who}. That rank has died, is stuck, or called a different collective. "
-            f"Check its output; raise HPR_TIMEOUT if it is only slow; HPR_CHECK=1 finds mismatched calls."
-        )
+        head = (f"{self.op} #{self.seq} on rank {self.rank} of {self.size} timed out after {self.timeout:g} s "
+                f"waiting for rank {who}. ")
+        state = {p: process_state(*self.peer_procs[p]) for p in range(self.size)} if self.peer_procs else {}
+        missing = {state.get(p) for p in peers}
+        others = [p for p in range(self.size) if p != self.rank and p not in peers and state.get(p) == "dead"]
+        restart = ("The job cannot go on: restart it (the trainer's --resume continues from the last complete "
+                   "checkpoint).")
+        if peers and missing == {"dead"}:
+            pids = ", ".join(str(self.peer_procs[p][1]) for p in peers)
+            return CommTimeout(head + f"It is dead: its process (pid {pids}, on this node) has exited - killed, "
+                               f"crashed or out of memory; its own output or the launcher's says why. {restart}")
+        if others:
+            dead = ", ".join(f"{self.name(p)} (pid {self.peer_procs[p][1]})" for p in others)
+            return CommTimeout(head + f"Rank {dead} of this group is dead (its process has exited - killed, "
+                               f"crashed or out of memory), and rank {who} is likely waiting for it. {restart}")
+        if peers and missing == {"alive"}:
+            return CommTimeout(head + "It is alive but did not arrive: stuck, slower than HPR_TIMEOUT allows, or "
+                               "in a different collective. Check its output; raise HPR_TIMEOUT if it is only slow; "
+                               "HPR_CHECK=1 finds mismatched calls.")
+        return CommTimeout(head + "That rank has likely died, or is stuck, or called a different collective. "
+                           "Check its output; raise HPR_TIMEOUT if it is only slow; HPR_CHECK=1 finds "
+                           "mismatched calls.")
 
     def name(self, p):
         return str(p) if self.peer_names is None else self.peer_names(p)

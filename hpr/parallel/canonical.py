@@ -52,7 +52,7 @@ def gather(world, tp, layout, flats, dp=None, ranges=None, first_stage=True, con
     mine = {kind: {p.name: (k, tp_rank, np.array(a[p.offset:p.offset + p.size]).reshape(p.shape))
                    for p, k in (_mine(layout, tp_rank, first_stage) if contribute else [])}
             for kind, a in full.items()}
-    everyone = world.mpi.gather(mine, root=0)
+    everyone = world.gather_obj(mine, root=0)
     if world.rank != 0:
         return None
     out = {}
@@ -71,7 +71,7 @@ def scatter(world, layout, tensors, flats, lo=0, hi=None):
     """tensors: {kind: {name: whole tensor}} on world rank 0 (ignored elsewhere); flats: {kind: this
     rank's flat array to fill, over [lo, hi) of the buffer (a ZeRO-1 shard) or all of it}. Every
     parameter this rank holds is written from its part of the whole tensor. Collective over world."""
-    tensors = world.mpi.bcast(tensors if world.rank == 0 else None, root=0)
+    tensors = world.bcast_obj(tensors if world.rank == 0 else None, root=0)
     hi = layout.size if hi is None else hi
     for kind, flat in flats.items():
         whole = np.empty(layout.size, flat.dtype)

@@ -13,6 +13,10 @@ ZeRO-1 (zero=1): the optimizer state is split into dp contiguous shards of the f
 array_split bounds of comm.reduce_scatter). After backward the gradients are reduce-scattered, each
 rank updates its own shard of the parameters, and the shards are allgathered.
 
+With hpr.trace on, each bucket gets a track of the timeline: "queued" (launched, waiting for the
+background thread), "reduce" (being reduced), and the main thread's "wait bucket k" where finish()
+waited for it.
+
 Usage::
 
     dp = DataParallel(comm, model.layout, bucket_mb=4)
@@ -22,7 +26,8 @@ import zlib
 
 import numpy as np
 
-from ..errors import ConfigError
+from .. import trace
+from ..errors import ConfigError, HprError
 from ..kernels import reduce as R
 
 COMM_DTYPES = ("float32", "bfloat16", "float16")
@@ -89,7 +94,7 @@ class DataParallel:
             return
         while self._next < len(self.buckets) and self.buckets[self._next][1] <= k:
             lo, hi = self.buckets[self._next]
-            self._handles.append(self._launch(lo, hi))
+            self._handles.append(self._launch(lo, hi) + (self._next, trace.now() if trace.on else 0))
             self._next += 1
 
     def _launch(self, lo, hi):
@@ -109,12 +114,19 @@ class DataParallel:
             return
         t0 = time.perf_counter()
         if self.zero:
-            mine = self.comm.reduce_scatter(self.grads, op="avg")
+            with trace.span("reduce_scatter grads"):
+                mine = self.comm.reduce_scatter(self.grads, op="avg")
             self.grads[self.lo:self.hi] = mine
         else:
             self.ready(self.grads.size)
-            for h, pair in self._handles:
+            for h, pair, k, queued in self._handles:
+                w0 = trace.now() if trace.on else 0
                 h.wait()
+                if trace.on:
+                    track, (lo, hi) = f"grad bucket {k}", self.buckets[k]
+                    trace.add("queued", track, queued, h.t_start)
+                    trace.add("reduce", track, h.t_start, h.t_done, elements=hi - lo)
+                    trace.add(f"wait bucket {k}", "compute", w0, trace.now())
                 if pair is not None:
                     R.convert(pair[1], pair[0])
             self._handles = []
@@ -124,12 +136,18 @@ class DataParallel:
     def gather_params(self, params):
         """After the optimizer updated params[lo:hi] on every rank: everyone gets every shard."""
         if self.zero and self.size > 1:
-            params[...] = self.comm.allgather(params[self.lo:self.hi])
+            with trace.span("allgather params"):
+                params[...] = self.comm.allgather(params[self.lo:self.hi])
 
     def grad_norm_sq(self, sumsq):
         """Global squared gradient norm of the whole model: over this rank's range (everything, or its
         ZeRO-1 shard, then summed over the dp group); with tensor parallelism the tp parts are summed
-        over the tp group and replicated parameters counted once."""
+        over the tp group and replicated parameters counted once.
+
+        A NaN or Inf anywhere in the model's gradient makes the result non-finite on every rank of the
+        job, with no collective of its own: replicated (dp-averaged) gradients carry it to every dp
+        rank, the sums over dp (ZeRO-1), tp and pp carry it along those groups, and a replicated
+        tensor's NaN on one tp rank is moved into the part that is summed over tp."""
         lo, hi = self.opt_range()
         parts, repl = self.layout.segments_by_sharding(lo, hi)
         if self.tp is None:
@@ -145,6 +163,8 @@ class DataParallel:
                         out -= sumsq(self.grads[a_:b_])
             return out
         a = np.array([total(repl), total(parts)])
+        if not np.isfinite(a[0]):
+            a[1] = np.nan
         if self.zero and self.size > 1:
             self.comm.allreduce(a, op="sum")
         if self.tp is not None:
@@ -161,6 +181,28 @@ class DataParallel:
 def param_checksum(params):
     """A crc32 of the parameter bytes: equal on every rank exactly when the parameters are."""
     return zlib.crc32(memoryview(np.ascontiguousarray(params)).cast("B"))
+
+
+def check_replicas(world, params, replica_group, step):
+    """HprError on every rank of world when data-parallel replicas no longer hold bit-identical
+    parameters (the periodic --check-every test). replica_group(r): the key of world rank r's dp group
+    (its tp and pp coordinates); ranks with the same key must agree. One small allgather over world,
+    so every rank reaches the same verdict."""
+    sums = world.allgather(np.array([param_checksum(params)], np.int64)).tolist()
+    groups = {}
+    for r, v in enumerate(sums):
+        groups.setdefault(replica_group(r), []).append(r)
+    odd = []
+    for ranks in groups.values():
+        vals = [sums[r] for r in ranks]
+        ref = max(vals, key=vals.count)  # the majority's (on a tie, the lowest rank's)
+        odd += [(r, ranks[vals.index(ref)]) for r in ranks if sums[r] != ref]
+    if odd:
+        which = "; ".join(f"world rank {r} differs from world rank {q}" for r, q in odd)
+        raise HprError(f"data-parallel replicas drifted apart by step {step}: parameter checksums (crc32) "
+                       f"differ ({which}). Their updates were not identical (faulty memory or hardware, or "
+                       "a nondeterministic kernel); the run cannot go on consistently. Resume from the last "
+                       "checkpoint with --resume; if it recurs, exclude the node of the rank that differs.")
 
 
 def check_same_params(comm, params):

@@ -7,13 +7,16 @@ between them after backward (`sum_tied`). A stage keeps at most min(pp - stage, 
 activations alive: that many replicas of the stage share the parameter and gradient buffers, each
 with its own activation buffers, and micro-batch i uses replica i mod that number. Sends are Isend
 (every stage may be sending while its neighbour sends the other way), receives wait politely.
-Owns the schedule's execution; not the schedule (schedule.py) or the layers.
+Owns the schedule's execution; not the schedule (schedule.py) or the layers. With hpr.trace on: the
+micro-batches' "forward" / "backward" spans on the compute track, and on the pipeline track every
+receive (its span is the stage's idle time, waiting for the neighbour) and send.
 
 Usage: ``pipe = Pipeline(grid.pp, make_stage, m); loss = pipe.run(micro_batches, scale=1/m)``"""
 import time
 
 import numpy as np
 
+from .. import trace
 from .schedule import one_f_one_b
 
 
@@ -33,10 +36,19 @@ class Pipeline:
 
     def _recv(self, shape, dtype, src, tag):
         buf = np.empty(shape, dtype)
-        t0 = time.perf_counter()
+        t0 = time.perf_counter_ns()
         self.comm.recv(buf, src, tag)
-        self.idle_s += time.perf_counter() - t0
+        t1 = time.perf_counter_ns()
+        self.idle_s += (t1 - t0) * 1e-9
+        if trace.on:
+            trace.add("recv " + ("gradients" if tag % 2 else "activations"), "pipeline", t0, t1, stage=src,
+                      micro=tag // 2)
         return buf
+
+    def _send(self, x, dest, tag):
+        with trace.span("send " + ("gradients" if tag % 2 else "activations"), "pipeline", stage=dest,
+                        micro=tag // 2):
+            return self.comm.isend(x.copy(), dest, tag)
 
     def run(self, micro, scale=1.0, on_ready=None, grad=True):
         """micro: [(tokens, targets)] of the m micro-batches (every stage gets them; the first uses the
@@ -54,19 +66,22 @@ class Pipeline:
             x, y = micro[a.micro]
             if a.kind == "F":
                 inp = x if s == 0 else self._recv((b * t, c), dtype, s - 1, 2 * a.micro)
-                out = model.stage_forward(inp, b, t, targets=y, grad=grad)
+                with trace.span("forward", micro=a.micro):
+                    out = model.stage_forward(inp, b, t, targets=y, grad=grad)
                 if s == pp - 1:
                     total += out
                 else:
-                    sends.append(self.comm.isend(out.copy(), s + 1, 2 * a.micro))
+                    sends.append(self._send(out, s + 1, 2 * a.micro))
             else:
                 dout = None if s == pp - 1 else self._recv((b * t, c), dtype, s + 1, 2 * a.micro + 1)
                 last = a.micro == self.m - 1
-                dx = model.stage_backward(dout, scale, on_ready if last else None)
+                with trace.span("backward", micro=a.micro):
+                    dx = model.stage_backward(dout, scale, on_ready if last else None)
                 if s > 0:
-                    sends.append(self.comm.isend(dx.copy(), s - 1, 2 * a.micro + 1))
-        for r in sends:
-            r.wait()
+                    sends.append(self._send(dx, s - 1, 2 * a.micro + 1))
+        with trace.span("wait sends", "pipeline"):
+            for r in sends:
+                r.wait()
         return total
 
     def sum_tied(self):
