@@ -36,6 +36,7 @@ def config():
     lines.append(f"threads: hpr kernels {num_threads()} per rank; cores {os.cpu_count()}; "
                  f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}")
     lines.append(f"CuPy: {_cupy_status()}")
+    lines.append(f"optional: {_optional()}")
     lines.append(f"world: {comm.size} ranks on {comm.layout.nodes} node(s)")
     env = {k: os.environ.get(k, "(default)") for k in
            ("HPR_TIMEOUT", "HPR_ALLREDUCE", "HPR_CHECK", "HPR_SPIN_US", "HPR_SHM_SLOT_KB", "HPR_NODE_SIZE")}
@@ -60,6 +61,21 @@ def _fmt(th):
         return f"{n} B"
 
     return ", ".join(f"{algo} from {human(n)}" for n, algo in th)
+
+
+def _optional():
+    """The optional packages hpr uses when present, with their versions."""
+    from importlib import metadata
+
+    out = []
+    for pkg, why in (("matplotlib", "bench all charts"), ("ml_dtypes", "bfloat16 checks"),
+                     ("torch", "benchmark reference"), ("qulacs", "quantum reference"),
+                     ("pennylane_lightning", "quantum reference")):
+        try:
+            out.append(f"{pkg} {metadata.version(pkg.replace('_', '-'))} ({why})")
+        except metadata.PackageNotFoundError:
+            out.append(f"{pkg} no")
+    return ", ".join(out)
 
 
 def _cupy_status():

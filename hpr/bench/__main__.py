@@ -9,6 +9,7 @@ BENCHES = {
     "oversubscribe": ("hpr.bench.oversubscribe", "a computing rank beside ranks waiting in hpr's vs MPI's barrier"),
     "quantum": ("hpr.bench.quantum", "state-vector gates at 16-22 qubits: time, GB/s beside numpy's copy; a batched workload"),
     "train": ("hpr.bench.train", "one GPT training step: tokens/s and MFU, beside PyTorch eager when installed"),
+    "all": ("hpr.bench.report", "all of the above at sizes for this machine: a Markdown report and charts (--out DIR)"),
 }
 
 
