@@ -112,7 +112,8 @@ def main(argv=None):
         print(f"\nhpr / torch tokens/s: {ratio:.2f}x   (torch's own matmul: {torch_peak / 1e9:.1f} GFLOP/s; MFU of "
               "both is against numpy's)")
     else:
-        print("\n(PyTorch is not installed: no side-by-side reference. pip install torch to get one.)")
+        print("\n(no side-by-side reference: " + ("--no-torch was given)" if a.no_torch else
+                                                "PyTorch is not installed; pip install torch to get one)"))
     if a.json:
         write_json(a.json, out)
     return 0
