@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..kernels import statevec as K
 from . import gates as G
-from .statevec import DTYPES, StateVector, _gate, check_matrix, check_size
+from .statevec import StateVector, _gate, check_dtype, check_matrix, check_size
 
 CHUNK_ELEMS = 1 << 20  # amplitudes per message of an exchange or gather (far below MPI's 2**31 count limit)
 _GATHER_TAG = 1  # the exchanges use tag 0
@@ -49,12 +49,7 @@ class DistributedStateVector:
                               f"{type(comm).__name__}")
         if isinstance(n_qubits, bool) or not isinstance(n_qubits, (int, np.integer)) or n_qubits < 1:
             raise ConfigError(f"n_qubits must be a positive integer, got {n_qubits!r}")
-        try:
-            dt = np.dtype(dtype)
-        except TypeError:
-            dt = None
-        if dt not in [np.dtype(d) for d in DTYPES]:
-            raise ConfigError(f"state dtype {getattr(dt, 'name', dtype)!r}: use complex64 or complex128")
+        check_dtype(dtype)
         p = comm.size
         if p & (p - 1):
             raise ConfigError(f"DistributedStateVector needs 2**g ranks (1, 2, 4, 8, ...); this communicator "

@@ -21,17 +21,23 @@ def _memory_available():
         return None
 
 
-def check_size(n_qubits, batch, dtype):
-    """ConfigError, before anything is allocated, for sizes that cannot be held."""
-    for what, v in (("n_qubits", n_qubits), ("batch", batch)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ConfigError(f"{what} must be a positive integer, got {v!r}")
+def check_dtype(dtype):
+    """The numpy dtype of a state: complex64 or complex128, else ConfigError."""
     try:
         dt = np.dtype(dtype)
     except TypeError:
         dt = None
     if dt not in [np.dtype(d) for d in DTYPES]:
         raise ConfigError(f"state dtype {getattr(dt, 'name', dtype)!r}: use complex64 or complex128")
+    return dt
+
+
+def check_size(n_qubits, batch, dtype):
+    """ConfigError, before anything is allocated, for sizes that cannot be held."""
+    for what, v in (("n_qubits", n_qubits), ("batch", batch)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ConfigError(f"{what} must be a positive integer, got {v!r}")
+    dt = check_dtype(dtype)
     need = batch * (1 << int(n_qubits)) * dt.itemsize
     if n_qubits > 40:
         raise ConfigError(f"{n_qubits} qubits is beyond one rank's memory: {batch} state(s) of 2**{n_qubits} "
