@@ -47,7 +47,7 @@ class BuildExt(build_ext):
 
 setup(
     packages=find_packages(include=["hpr", "hpr.*"]),
-    package_data={"hpr": ["kernels/cuda/*.cu"]},
+    package_data={"hpr": ["kernels/cuda/*.cu", "kernels/cuda/*.cuh"]},
     ext_modules=[Extension("hpr._kernels", read_sources(), include_dirs=["csrc"])],
     cmdclass={"build_ext": BuildExt},
 )

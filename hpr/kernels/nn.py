@@ -7,8 +7,24 @@ Dimensions: N rows (= B*T), C channels, V vocabulary, B batch, T time, H heads.
 Usage: ``nn.layernorm_forward(x, w, b, out, mean, rstd)``."""
 import numpy as np
 
+import functools
+
 from ..backend import cpu_kernels, num_threads
 from ..errors import ConfigError
+from . import gpu
+
+
+def _devices(fn):
+    """A face whose first array is a CuPy array hands the call to the GPU twin of the same name
+    (hpr/kernels/gpu.py, same arguments); numpy arrays take the compiled CPU kernel."""
+    twin = fn.__name__
+
+    @functools.wraps(fn)
+    def face(*args, **kwargs):
+        if gpu.is_device(args[0]):
+            return getattr(gpu, twin)(*args, **kwargs)
+        return fn(*args, **kwargs)
+    return face
 
 _scratch = {}
 
@@ -30,6 +46,7 @@ def _rows(x):
     return x.size // c if c else 0, c
 
 
+@_devices
 def layernorm_forward(x, w, b, out, mean, rstd, eps=1e-5):
     """out = (x - mean) / sqrt(var + eps) * w + b over the last axis; mean, rstd (N) for backward."""
     n, c = _rows(x)
@@ -37,6 +54,7 @@ def layernorm_forward(x, w, b, out, mean, rstd, eps=1e-5):
     return out
 
 
+@_devices
 def layernorm_backward(dout, x, w, mean, rstd, dx, dw, db):
     """dx += dL/dx, dw += dL/dw, db += dL/db."""
     n, c = _rows(x)
@@ -49,6 +67,7 @@ def layernorm_backward(dout, x, w, mean, rstd, dx, dw, db):
     return dx
 
 
+@_devices
 def softmax_causal_forward(pre, scale, out):
     """out[..., i, j] = softmax over j <= i of scale * pre[..., i, j]; 0 above the diagonal.
     pre and out: (..., T, T); out may be pre."""
@@ -58,6 +77,7 @@ def softmax_causal_forward(pre, scale, out):
     return out
 
 
+@_devices
 def softmax_causal_backward(datt, att, scale, out):
     """out = dL/dpre given dL/datt and the forward's att; out may be datt."""
     t = att.shape[-1]
@@ -66,6 +86,7 @@ def softmax_causal_backward(datt, att, scale, out):
     return out
 
 
+@_devices
 def gelu_forward(x, out, bias=None):
     """x += bias (in place, when given); out = gelu_tanh(x)."""
     n, c = _rows(x)
@@ -74,12 +95,14 @@ def gelu_forward(x, out, bias=None):
     return out
 
 
+@_devices
 def gelu_backward(dout, x, out):
     """out = dout * gelu_tanh'(x); out may be dout."""
     cpu_kernels().gelu_backward(out, x, dout, x.size, _isz(x, dout, out), num_threads())
     return out
 
 
+@_devices
 def crossentropy(logits, targets, losses, dlogits=None, dscale=1.0):
     """losses[n] = -log softmax(logits[n])[targets[n]]; if dlogits is given (it may be logits),
     dlogits = (softmax - onehot) * dscale. targets: int32 (N). Returns losses."""
@@ -91,6 +114,7 @@ def crossentropy(logits, targets, losses, dlogits=None, dscale=1.0):
     return losses
 
 
+@_devices
 def embedding_forward(tokens, wte, wpe, out):
     """out[b, t] = wte[tokens[b, t]] + wpe[t]. tokens: int32 (B, T); wpe has at least T rows."""
     b, t = tokens.shape
@@ -103,6 +127,7 @@ def embedding_forward(tokens, wte, wpe, out):
     return out
 
 
+@_devices
 def embedding_backward(dout, tokens, dwte, dwpe):
     """dwte[tokens[b, t]] += dout[b, t]; dwpe[t] += sum over b of dout[b, t]."""
     b, t = tokens.shape
@@ -110,12 +135,14 @@ def embedding_backward(dout, tokens, dwte, dwpe):
     cpu_kernels().embedding_backward(dwte, dwpe, dout, tokens, b, t, c, v, _isz(dwte, dwpe, dout))
 
 
+@_devices
 def bias_backward(dout, db):
     """db += dout summed over every axis but the last."""
     n, c = _rows(dout)
     cpu_kernels().bias_backward(db, dout, n, c, _isz(dout, db))
 
 
+@_devices
 def adamw(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, gscale=1.0):
     """One AdamW step (t = step >= 1) on flat slices: g is scaled by gscale (clipping) first;
     p = p * (1 - lr wd) - lr * mhat / (sqrt(vhat) + eps), as PyTorch's AdamW."""
@@ -123,6 +150,7 @@ def adamw(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, gscale=1.0):
                         1.0 - beta2 ** step, gscale, _isz(p, g, m, v), num_threads())
 
 
+@_devices
 def sumsq(x):
     """sum(x**2), accumulated in float64."""
     return cpu_kernels().sumsq(x, _isz(x), num_threads())

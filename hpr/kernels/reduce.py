@@ -6,6 +6,7 @@ import numpy as np
 
 from ..backend import cpu_kernels, num_threads
 from ..errors import ConfigError
+from . import gpu
 
 # dtype and op codes shared with csrc/reduce.h
 DTYPE_CODES = {"float16": 0, "bfloat16": 1, "float32": 2, "float64": 3, "int32": 4, "int64": 5}
@@ -46,7 +47,9 @@ def _check_pair(a, b):
 
 
 def reduce_into(a, b, op="sum", nthreads=None):
-    """a = a (op) b, in place; returns a."""
+    """a = a (op) b, in place; returns a. CuPy arrays are reduced on their GPU (sum, max, min, avg)."""
+    if gpu.is_device(a):
+        return gpu.reduce_into(a, b, "sum" if op == "avg" else op)
     _check_pair(a, b)
     d = dtype_code(a.dtype)
     o, _ = op_code(op if op != "avg" else "sum", d)
@@ -66,6 +69,8 @@ def reduce_many(out, ins, op="sum", scale=1.0, nthreads=None):
 
 def scale(x, s, nthreads=None):
     """x *= s, in place, for floating x; returns x."""
+    if gpu.is_device(x):
+        return gpu.scale(x, s)
     cpu_kernels().scale(x, dtype_code(x.dtype), float(s), nthreads or num_threads())
     return x
 

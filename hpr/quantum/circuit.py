@@ -14,6 +14,7 @@ Usage: ``c = Circuit(4, n_inputs=4, n_weights=8); c.add("ry", [0], ("in", 0)); z
 import numpy as np
 
 from ..errors import ConfigError
+from ..kernels import gpu
 from ..kernels import statevec as K
 from . import gates as G
 
@@ -202,7 +203,13 @@ class Program:
         return self._cast[key]
 
     def run(self, state, inputs, weights):
-        """state (B, 2**n) <- the program, in place."""
+        """state (B, 2**n) <- the program, in place (on the GPU when state is a CuPy array: one launch,
+        a block per state in shared memory)."""
+        if gpu.is_device(state):
+            cp = gpu.cupy()
+            return gpu.run_program(state, cp.asarray(self.ops), cp.asarray(self._mats(state.dtype)),
+                                   cp.asarray(self.fixed), cp.asarray(inputs, cp.float64),
+                                   cp.asarray(weights, cp.float64))
         K.run_program(state, self.ops, self._mats(state.dtype), self.fixed, np.ascontiguousarray(inputs),
                       np.ascontiguousarray(weights))
         return state

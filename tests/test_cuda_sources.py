@@ -1,0 +1,74 @@
+"""The CUDA sources of the GPU path (hpr/kernels/cuda/*.cu) without a GPU: each compiles with nvcc, every
+kernel the launchers in hpr/kernels/gpu.py ask for is defined in its source for float and double, and
+importing hpr (and hpr.kernels.gpu) never imports CuPy. The GPU's own parity tests are test_gpu.py."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from hpr.kernels import gpu
+
+NVCC = shutil.which("nvcc")
+
+
+def defined(src):
+    with open(os.path.join(gpu.HERE, src)) as f:
+        text = f.read()
+    names = set(re.findall(r'extern "C" __global__ void (hpr_\w+?)##SFX', text))  # inside the macros
+    sfx = set(re.findall(r"^HPR_\w+_KERNELS\((?:float|double), (_f\d\d)\)", text, re.M))
+    return {n + s for n in names for s in sfx}
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH (the CUDA toolkit is not installed)")
+@pytest.mark.parametrize("src", gpu.SOURCES)
+def test_each_source_compiles_with_nvcc(src, tmp_path):
+    p = subprocess.run([NVCC, "-std=c++17", "-arch=sm_80", f"-I{gpu.HERE}", "-c", os.path.join(gpu.HERE, src),
+                        "-o", str(tmp_path / "k.o")], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    syms = subprocess.run(["nm", str(tmp_path / "k.o")], capture_output=True, text=True).stdout
+    for name in defined(src):
+        assert name in syms, f"{name} missing from {src}'s object"
+
+
+def test_every_launched_kernel_is_defined():
+    with open(gpu.__file__) as f:
+        text = f.read()
+    asked = re.findall(r'kernel\("(\w+\.cu)", "(\w+)"', text)
+    asked += [("reduce.cu", f"reduce_{op}") for op in ("sum", "max", "min")]  # kernel(..., f"reduce_{op}")
+    assert len(asked) >= 24  # 12 nn, 8 state-vector, 4 reduce
+    for src, name in asked:
+        have = defined(src)
+        for sfx in ("_f32", "_f64"):
+            assert f"hpr_{name}{sfx}" in have, f"gpu.py launches hpr_{name}{sfx}, which {src} does not define"
+
+
+def test_sources_are_installed_with_the_package():
+    for src in gpu.SOURCES + ("common.cuh",):
+        assert os.path.exists(os.path.join(gpu.HERE, src)), src
+
+
+def test_importing_hpr_never_imports_cupy():
+    code = "import sys, hpr, hpr.kernels.gpu, hpr.quantum; print('cupy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.path.dirname(__file__))
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_without_cupy_the_gpu_path_says_what_to_install(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_cupy(name, *a, **k):
+        if name == "cupy" or name.startswith("cupy."):
+            raise ImportError("No module named 'cupy'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_cupy)
+    import hpr
+
+    with pytest.raises(hpr.KernelsMissing, match="pip install cupy"):
+        gpu.cupy()
+    assert not gpu.is_device([1.0]) and not gpu.is_device(None)
