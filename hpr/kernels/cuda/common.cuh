@@ -5,28 +5,26 @@
 
 typedef long long i64;
 
-template <typename T> __device__ __forceinline__ T hpr_warp_sum(T v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+struct HprSum {
+    template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
+};
+struct HprMax {
+    template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return b > a ? b : a; }
+};
+
+template <typename T, typename Op> __device__ __forceinline__ T hpr_warp_reduce(T v, Op op) {
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
 
-template <typename T> __device__ __forceinline__ T hpr_warp_max(T v) {
-    for (int o = 16; o > 0; o >>= 1) {
-        T w = __shfl_xor_sync(0xffffffffu, v, o);
-        v = w > v ? w : v;
-    }
-    return v;
-}
-
-// the sum over the block, returned to every thread; sh: 32 Ts of shared memory
-template <typename T> __device__ T hpr_block_sum(T v, T *sh) {
+// op over the block, returned to every thread; sh: 32 Ts of shared memory; identity: op's neutral value
+template <typename T, typename Op> __device__ T hpr_block_reduce(T v, T *sh, Op op, T identity) {
     const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-    v = hpr_warp_sum(v);
+    v = hpr_warp_reduce(v, op);
     if (lane == 0) sh[wid] = v;
     __syncthreads();
     if (wid == 0) {
-        T u = lane < nw ? sh[lane] : T(0);
-        u = hpr_warp_sum(u);
+        T u = hpr_warp_reduce(lane < nw ? sh[lane] : identity, op);
         if (lane == 0) sh[0] = u;
     }
     __syncthreads();
@@ -35,18 +33,7 @@ template <typename T> __device__ T hpr_block_sum(T v, T *sh) {
     return v;
 }
 
-template <typename T> __device__ T hpr_block_max(T v, T *sh) {
-    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-    v = hpr_warp_max(v);
-    if (lane == 0) sh[wid] = v;
-    __syncthreads();
-    if (wid == 0) {
-        T u = lane < nw ? sh[lane] : sh[0];
-        u = hpr_warp_max(u);
-        if (lane == 0) sh[0] = u;
-    }
-    __syncthreads();
-    v = sh[0];
-    __syncthreads();
-    return v;
+template <typename T> __device__ __forceinline__ T hpr_block_sum(T v, T *sh) { return hpr_block_reduce(v, sh, HprSum(), T(0)); }
+template <typename T> __device__ __forceinline__ T hpr_block_max(T v, T *sh) {
+    return hpr_block_reduce(v, sh, HprMax(), T(-3.0e38));  // below any logit the kernels see
 }
