@@ -239,6 +239,24 @@ HPR_KERNEL void FN(hpr_sv_apply_x)(REAL *psi, int64_t B, int N, int q, int64_t c
     }
     sv_plan p;
     int64_t off = 2 * (INT64_C(1) << q);
+    if (cmask == (INT64_C(1) << lowc) && lowc < 3 && q >= 3) { /* CNOT with a low control: in the target's
+        * long runs (aligned to 8 amplitudes), swap the upper 2**c of every 2**(c+1) amplitudes */
+        sv_plan_make(&p, B, N, INT64_C(1) << q);
+        OMP_ITEMS
+        for (int64_t w = 0; w < p.W; w++) {
+            SV_RUNS(p, w, 0, {
+                REAL *y = x + off;
+                SIMD
+                for (int64_t r = 0; r < 2 * p.Lr; r++) { /* REAL r is in the upper half of its block */
+                    int up = (int)((r >> (lowc + 1)) & 1);
+                    REAL xv = x[r], yv = y[r];
+                    x[r] = up ? yv : xv;
+                    y[r] = up ? xv : yv;
+                }
+            })
+        }
+        return;
+    }
     if (cmask && lowc < 3) { /* a low control would cut the runs to 1..4 amplitudes: walk the target's
                               * long runs and select where the controls hold */
         sv_plan_make(&p, B, N, INT64_C(1) << q);
