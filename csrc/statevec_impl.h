@@ -47,10 +47,49 @@ static inline void FN(sv_run_swap)(REAL *restrict x, REAL *restrict y, int64_t L
     }
 }
 
+/* (x, y) <- (a x + b y, c x + d y) for a real U on low qubit Q (1 or 2, a compile-time constant after
+ * inlining) over n amplitudes: blocks of 2**(Q+1) amplitudes, x the lower half, y the upper */
+static inline __attribute__((always_inline)) void FN(sv_low_real)(REAL *psi, int64_t n, const REAL *U, const int Q) {
+    const REAL a = U[0], b = U[2], c = U[4], d = U[6];
+    const int64_t H = INT64_C(2) << Q; /* REALs in a half block */
+    for (int64_t k = 0; k < 2 * n; k += 2 * H) {
+        REAL *x = psi + k, *y = x + H;
+        SIMD
+        for (int64_t j = 0; j < H; j++) {
+            REAL xv = x[j], yv = y[j];
+            x[j] = a * xv + b * yv;
+            y[j] = c * xv + d * yv;
+        }
+    }
+}
+
+/* X on target t < 3 where the single control c < 3 is 1, over n amplitudes: in every block of 8
+ * amplitudes the same fixed permutation (a table of 8) */
+static inline void FN(sv_low_x)(REAL *psi, int64_t n, int t, int c) {
+    int perm[8];
+    for (int i = 0; i < 8; i++) perm[i] = ((i >> c) & 1) ? i ^ (1 << t) : i;
+    for (int64_t k = 0; k < 2 * n; k += 16) {
+        REAL v[16];
+        for (int j = 0; j < 16; j++) v[j] = psi[k + j];
+        for (int i = 0; i < 8; i++) {
+            psi[k + 2 * i] = v[2 * perm[i]];
+            psi[k + 2 * i + 1] = v[2 * perm[i] + 1];
+        }
+    }
+}
+
 HPR_KERNEL void FN(hpr_sv_apply_1q)(REAL *psi, int64_t B, int N, int q, int64_t cmask, const REAL *U,
                                     int64_t ustride, int nthreads) {
     int par = nthreads > 1 && (B << N) >= HPR_SV_OMP_MIN;
     (void)par;
+    if (cmask == 0 && (q == 1 || q == 2) && U[1] == 0 && U[3] == 0 && U[5] == 0 && U[7] == 0 && ustride == 0) {
+        /* a real U on qubit 1 or 2: runs of 2 or 4 amplitudes would cost a run set-up each; walk blocks of
+         * 2**(q+1) amplitudes with loops of constant length instead (re and im take the same coefficients) */
+        if (q == 1) FN(sv_low_real)(psi, B << N, U, 1);
+        else FN(sv_low_real)(psi, B << N, U, 2);
+        (void)par;
+        return;
+    }
     if (cmask == 0 && q == 0 && U[1] == 0 && U[3] == 0 && U[5] == 0 && U[7] == 0 && ustride == 0) {
         const REAL ua = U[0], ub = U[2], uc = U[4], ud = U[6];
         SV_PAIRS_Q0({
@@ -222,6 +261,11 @@ HPR_KERNEL void FN(hpr_sv_apply_x)(REAL *psi, int64_t B, int N, int q, int64_t c
         return;
     }
     const int64_t lowc = cmask ? __builtin_ctzll((unsigned long long)cmask) : 64, M1 = (INT64_C(1) << N) - 1;
+    if (cmask == (INT64_C(1) << lowc) && lowc < 3 && q < 3 && N >= 3 && !par) { /* target and control both
+        * among the 3 low qubits: the same permutation in every block of 8 amplitudes */
+        FN(sv_low_x)(psi, B << N, q, (int)lowc);
+        return;
+    }
     if (cmask && q == 0) { /* adjacent pairs, swapped where the controls hold: a select, not runs of one */
         SV_PAIRS_Q0({
             const int64_t i0 = (x - psi) / 2;

@@ -194,3 +194,28 @@ def test_chunked_runs_on_a_large_state(threads):
     finally:
         hpr.backend.set_num_threads(old)
     np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_real_gates_and_low_cnots_take_their_fast_paths_correctly(dtype, threads):
+    """Real 2x2 (shared: the real-matrix paths, qubits 1 and 2 by blocks) on every qubit, and X with one
+    control on every ordered pair (low controls and targets: the blend and the 8-amplitude permutation),
+    on a batch, against dense matrices; 2 threads take the run paths."""
+    n = 6
+    s = rand_states(3, n, dtype, 7)
+    old = hpr.backend.num_threads()
+    hpr.backend.set_num_threads(threads)
+    try:
+        for q in range(n):
+            th = 0.3 + q
+            u = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+            np.testing.assert_allclose(K.apply_1q(s.copy(), q, u), _ref.sv_apply(s, u, [q]), **tol(dtype))
+        x = np.array([[0, 1], [1, 0]])
+        for c in range(n):
+            for t in range(n):
+                if c != t:
+                    np.testing.assert_allclose(K.apply_x(s.copy(), t, controls=(c,)),
+                                               _ref.sv_apply(s, _ref.sv_controlled_op(x, 1), [c, t]), **tol(dtype))
+    finally:
+        hpr.backend.set_num_threads(old)
