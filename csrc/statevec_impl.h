@@ -673,7 +673,8 @@ SV_INLINE void FN(sv_op_apply)(REAL *a, int64_t B, int N, const int64_t *op, con
         }
     }
     if (op[0] == SV_OP_X && B == 1 && nthreads == 1 && N <= SV1_MAX_N && op[3] && __builtin_ctzll(op[3]) < 3) {
-        FN(sv1_x)(a, N, q0, op[3]); /* a low control: the pairs' select beats runs of 1..4 amplitudes */
+        FN(sv1_x)(a, N, q0, op[3]); /* a low control on one in-cache chunk: sv1_x's select needs no work
+                                     * plan, measured ~3% faster here than hpr_sv_apply_x's low paths */
         return;
     }
     switch (op[0]) {

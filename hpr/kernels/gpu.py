@@ -11,6 +11,8 @@ block of ROW_THREADS per row, element kernels a grid-stride loop of ELEM_BLOCKS 
 Usage: ``from hpr.kernels import gpu; gpu.layernorm_forward(x, w, b, out, mean, rstd)`` (cupy arrays)."""
 import os
 
+import numpy as np
+
 from ..errors import ConfigError, KernelsMissing
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda")
@@ -55,22 +57,8 @@ def kernel(src, name, dtype):
     return module(src).get_function(f"hpr_{name}{sfx}")
 
 
-def _i(v):
-    import numpy as np
-
-    return np.int64(v)
-
-
-def _f(v):
-    import numpy as np
-
-    return np.float64(v)
-
-
-def _i32(v):  # a C int argument (CuPy would pass a Python int as 64 bits)
-    import numpy as np
-
-    return np.int32(v)
+_i, _f = np.int64, np.float64  # kernel arguments: i64 and double
+_i32 = np.int32  # a C int (CuPy would pass a Python int as 64 bits)
 
 
 def _rows(x):

@@ -75,8 +75,7 @@ class Circuit:
         one dense block each. Off by default: the kernels already apply a run of gates on low qubits
         chunk by chunk in cache, which measured faster on this CPU than dense blocks (python -m
         hpr.bench quantum prints both)."""
-        fuse = 0 if fuse is None else fuse
-        fuse = min(int(fuse), self.n, 5)
+        fuse = min(int(fuse or 0), self.n, 5)
         key = fuse if fuse >= 2 else 0
         if self._programs.get(key) is None:
             self._programs[key] = Program.build(self.n, self.ops, key)
@@ -93,24 +92,24 @@ class Circuit:
             raise ConfigError(f"dtype {dtype}: use complex64 or complex128")
         return inputs, weights
 
-    def run(self, inputs=None, weights=None, dtype=np.complex128, fuse=0):
-        """The final states, (B, 2**n), from |0...0>: one kernel call for the whole batch."""
-        inputs, weights = self._check(inputs, weights, dtype)
-        s = np.zeros((inputs.shape[0], 1 << self.n), dtype)
-        s[:, 0] = 1
-        self.compile(fuse).run(s, inputs, weights)
-        return s
-
-    def forward(self, inputs=None, weights=None, dtype=np.complex128, fuse=0):
-        """<Z_i> of every qubit for every state, (B, n); keeps the final states for backward. fuse: as
-        compile (backward undoes fused blocks with their inverses)."""
+    def _final(self, inputs, weights, dtype, fuse):
+        """(program, final states (B, 2**n)) from |0...0>: one kernel call for the whole batch."""
         inputs, weights = self._check(inputs, weights, dtype)
         prog = self.compile(fuse)
         s = np.zeros((inputs.shape[0], 1 << self.n), dtype)
         s[:, 0] = 1
         prog.run(s, inputs, weights)
-        self._saved = (prog, s, inputs, weights)  # backward undoes the same program
-        return K.expval_z(s)
+        return prog, s, inputs, weights
+
+    def run(self, inputs=None, weights=None, dtype=np.complex128, fuse=0):
+        """The final states, (B, 2**n), from |0...0>: one kernel call for the whole batch."""
+        return self._final(inputs, weights, dtype, fuse)[1]
+
+    def forward(self, inputs=None, weights=None, dtype=np.complex128, fuse=0):
+        """<Z_i> of every qubit for every state, (B, n); keeps the final states for backward. fuse: as
+        compile (backward undoes fused blocks with their inverses)."""
+        self._saved = self._final(inputs, weights, dtype, fuse)  # backward undoes the same program
+        return K.expval_z(self._saved[1])
 
     def backward(self, d_expvals):
         """(d_inputs (B, n_inputs), d_weights (n_weights,)) of sum(d_expvals * <Z>) by one adjoint sweep
@@ -159,7 +158,7 @@ class Program:
                 imats.extend(np.ravel(im))
             rows.append([OPS[kind], q0, q1, mask, SRC[src], idx, off, 0])
 
-        for item in (_fuse(n, ops, fuse) if fuse >= 2 else ops):
+        for item in (_fuse(ops, fuse) if fuse >= 2 else ops):
             if item[0] == "block":
                 _, qs, m = item
                 if len(qs) == 1:
@@ -222,7 +221,7 @@ class Program:
                                  np.ascontiguousarray(inputs), np.ascontiguousarray(weights))
 
 
-def _fuse(n, ops, kmax):
+def _fuse(ops, kmax):
     """ops regrouped into ("block", sorted qubits, dense matrix) items and trainable ops left alone."""
     blocks = []  # [qubit set, [ops], open]
     for op in ops:
