@@ -38,6 +38,7 @@ _defer_to_installed()
 
 from .errors import (CheckpointError, CommError, CommMismatch, CommTimeout, ConfigError, DataError, HprError,
                      KernelsMissing)
+from . import device  # noqa: E402  (hpr.device.select: where a rank's arrays live)
 
 __version__ = "0.1.0"
 __all__ = ["init", "world", "HprError", "ConfigError", "CommError", "CommTimeout", "CommMismatch",

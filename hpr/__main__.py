@@ -1,5 +1,5 @@
 """``python -m hpr config``: what this installation has — version, compiled kernels and OpenMP, the MPI
-library, mpi4py, thread counts, CuPy — and how allreduce picks its algorithm. Under mpiexec, rank 0
+library, mpi4py, thread counts, CuPy, GPUs and CUDA-aware MPI — and how allreduce picks its algorithm. Under mpiexec, rank 0
 prints it for the real world size."""
 import os
 import sys
@@ -36,6 +36,11 @@ def config():
     lines.append(f"threads: hpr kernels {num_threads()} per rank; cores {os.cpu_count()}; "
                  f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}")
     lines.append(f"CuPy: {_cupy_status()}")
+    aware, how = hpr.device.cuda_aware()
+    n_gpu = hpr.device.gpu_count()
+    lines.append(f"CUDA-aware MPI: {'yes' if aware else 'no'} ({how}); --device gpu "
+                 + ("passes device buffers to MPI" if aware else "stages them through pinned host memory")
+                 + (f"; rank 0 would use GPU {comm.local_rank % n_gpu} of {n_gpu}" if n_gpu else ""))
     lines.append(f"optional: {_optional()}")
     lines.append(f"world: {comm.size} ranks on {comm.layout.nodes} node(s)")
     env = {k: os.environ.get(k, "(default)") for k in

@@ -3,6 +3,7 @@ cupy arrays (DESIGN.md decision 5). Owns the import of hpr._kernels and the thre
 use; owns nothing else. Usage: ``from hpr.backend import cpu_kernels; cpu_kernels().info()``."""
 import os
 
+from .device import is_device_array  # noqa: F401  (re-exported: the dispatch test)
 from .errors import ConfigError, KernelsMissing
 
 _kernels = None
@@ -75,23 +76,30 @@ def blas_info():
     return [(i.get("internal_api"), i.get("num_threads")) for i in threadpool_info() if i.get("user_api") == "blas"]
 
 
-def matmul_flops(dtype="float32", n=1024, repeats=7):
+def matmul_flops(dtype="float32", n=1024, repeats=7, device=None):
     """The machine's matmul FLOP/s as this process sees it now: the best of `repeats` n x n x n
-    products through numpy's BLAS (with the current thread limit), after one warm-up. The reference
-    MFU is measured against (best, not median: a peak, and robust to a neighbour's burst)."""
+    products through numpy's BLAS (with the current thread limit), or cuBLAS through CuPy on a GPU
+    device (n raised to 8192 there: a GPU needs a large product to reach its peak), after one warm-up.
+    The reference MFU is measured against (best, not median: a peak, and robust to a neighbour's burst)."""
     import time
 
     import numpy as np
 
+    gpu = device is not None and device.is_gpu
+    xp = device.xp if gpu else np
+    n = max(n, 8192) if gpu else n
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n)).astype(dtype)
-    b = rng.standard_normal((n, n)).astype(dtype)
-    c = np.empty((n, n), dtype)
-    np.matmul(a, b, out=c)
+    a = xp.asarray(rng.standard_normal((n, n)).astype(dtype))
+    b = xp.asarray(rng.standard_normal((n, n)).astype(dtype))
+    c = xp.empty((n, n), dtype)
+    xp.matmul(a, b, out=c)
+    sync = device.synchronize if gpu else (lambda: None)
     ts = []
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
-        np.matmul(a, b, out=c)
+        xp.matmul(a, b, out=c)
+        sync()
         ts.append(time.perf_counter() - t0)
     return 2.0 * n ** 3 / min(ts)
 
@@ -103,7 +111,3 @@ def cpu_count():
     except (AttributeError, OSError):
         return os.cpu_count() or 1
 
-
-def is_device_array(x):
-    """True for a CuPy array (decided by type, without importing cupy)."""
-    return type(x).__module__.split(".")[0] == "cupy"

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from .device import to_host, xp_of
 from .errors import ConfigError
 from .kernels import nn as K
 
@@ -26,8 +27,9 @@ class AdamW:
         self.lo, self.hi = lo, hi
         self.segments = layout.segments(lo, hi)
         self.betas, self.eps, self.weight_decay = (float(b1), float(b2)), float(eps), float(weight_decay)
-        self.m = np.zeros(hi - lo, params.dtype)
-        self.v = np.zeros(hi - lo, params.dtype)
+        xp = xp_of(params)  # the moments live where the parameters do
+        self.m = xp.zeros(hi - lo, params.dtype)
+        self.v = xp.zeros(hi - lo, params.dtype)
         self.t = 0
 
     def step(self, lr, gscale=1.0):
@@ -40,14 +42,16 @@ class AdamW:
                     self.weight_decay if decay else 0.0, self.t, gscale)
 
     def state_dict(self):
-        return {"m": self.m, "v": self.v, "t": self.t, "lo": self.lo, "hi": self.hi}
+        """The moments as numpy arrays (copied off a GPU), the step count and the range."""
+        return {"m": to_host(self.m), "v": to_host(self.v), "t": self.t, "lo": self.lo, "hi": self.hi}
 
     def load_state_dict(self, state):
         if (int(state["lo"]), int(state["hi"])) != (self.lo, self.hi) or state["m"].shape != self.m.shape:
             raise ConfigError(f"optimizer state covers [{state['lo']}, {state['hi']}), this optimizer "
                               f"[{self.lo}, {self.hi}): resume with the layout that saved it")
-        self.m[...] = state["m"]
-        self.v[...] = state["v"]
+        xp = xp_of(self.m)
+        self.m[...] = xp.asarray(state["m"])
+        self.v[...] = xp.asarray(state["v"])
         self.t = int(state["t"])
 
 

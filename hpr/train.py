@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from . import trace
+from .device import KINDS, to_host
 from .errors import CommError, ConfigError, HprError
 from .faults import Faults, wrap_ready
 from .model import DTYPES, PRESETS, GPT, GPTConfig
@@ -47,6 +48,8 @@ def build_parser():
     ap.add_argument("--eval-batches", type=int, default=8, help="batches of --batch windows per validation (default 8)")
     ap.add_argument("--threads", type=int, default=None, help="BLAS/OpenMP threads per process (default: all cores)")
     ap.add_argument("--dtype", default="float32", help="float32 or float64 (default float32)")
+    ap.add_argument("--device", default="cpu", help="cpu, or gpu: each rank takes the GPU of its node-local "
+                    "rank (CuPy; see python -m hpr config) (default cpu)")
     ap.add_argument("--qubits", type=int, default=0,
                     help="add a QuantumLayer of this many qubits after the last block (default 0: none)")
     ap.add_argument("--q-depth", type=int, default=1, help="the QuantumLayer's rotation + entangling layers (default 1)")
@@ -89,6 +92,11 @@ def check_args(a):
         raise ConfigError(f"unknown --preset {a.preset!r}; choose one of {', '.join(PRESETS)}")
     if a.dtype not in DTYPES:
         raise ConfigError(f"unknown --dtype {a.dtype!r}; use one of {', '.join(DTYPES)}")
+    if a.device not in KINDS:
+        raise ConfigError(f"unknown --device {a.device!r}; use one of {', '.join(KINDS)}")
+    if a.device == "gpu" and a.grad_comm_dtype != "float32":
+        raise ConfigError(f"--grad-comm-dtype {a.grad_comm_dtype} rounds gradients with the CPU kernels; with "
+                          "--device gpu use --grad-comm-dtype float32")
     for name in ("steps", "batch", "eval_batches", "log_every"):
         if getattr(a, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(a, name)}")
@@ -266,7 +274,7 @@ def train_step(model, opt, sync, schedule, batches, step, batch, accum=1, clip=1
             opt.step(lr, clip_scale(norm, clip))
             sync.gather_params(model.params)
     if fault and "drift" in fault:
-        model.params[0] = np.nextafter(model.params[0], np.inf)
+        model.params[:1] = model.xp.nextafter(model.params[:1], np.inf)
     return loss, lr, norm
 
 
@@ -320,6 +328,7 @@ def run(args):
 
     check_args(args)
     world = hpr.init(threads=args.threads)
+    device = hpr.device.select(args.device, world)
     if not faulthandler.is_enabled():
         faulthandler.enable()  # a crashing rank (SIGSEGV, SIGBUS, SIGABRT ...) prints where it was
     faults = Faults.from_env(world.rank)  # HPR_FAULT (tests only); None otherwise
@@ -341,9 +350,9 @@ def run(args):
     tp = TensorParallel(grid.tp)
 
     def make_stage(params, grads):
-        alloc = grid.dp.alloc if (dp > 1 and grads is None) else None
+        alloc = grid.dp.alloc if (dp > 1 and grads is None and not device.is_gpu) else None
         return GPT(config, seed=args.seed, tp=tp, stage=(grid.pp_rank, pp), params=params, grads=grads,
-                   alloc=alloc)
+                   alloc=alloc, device=device)
 
     pipe = Pipeline(grid.pp, make_stage, m, tied=grid.tied) if pp > 1 else None
     model = pipe.model if pipe else make_stage(None, None)
@@ -369,7 +378,7 @@ def run(args):
     val = Batches(corpus.val, config.context, args.seed + 1)
     entropy = corpus.unigram_entropy()
     world.barrier()
-    peak = float(world.allreduce(np.array([backend.matmul_flops(config.dtype)]), op="sum")[0])  # whole job
+    peak = float(world.allreduce(np.array([backend.matmul_flops(config.dtype, device=device)]), op="sum")[0])  # job
     flops_tok = config.flops_per_token()
     tokens_step = args.batch * config.context
     local = args.batch // dp
@@ -378,6 +387,11 @@ def run(args):
     say(f"hpr {args.preset}: {model.layout.full_size:,} parameters "
         f"({config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads, context {config.context}, "
         f"{config.dtype})")
+    if device.is_gpu:
+        where = world.gather_obj((device.index, device.name()), root=0)
+        aware = world.cuda_aware  # collective (every rank agrees)
+        say("devices: " + ", ".join(f"rank {r} GPU {i} ({nm})" for r, (i, nm) in enumerate(where or []))
+            + f"; MPI {'takes device buffers (CUDA-aware)' if aware else 'stages through pinned host memory'}")
     say(f"layout: dp {dp} x tp {tp_n} x pp {pp} = {world.size} rank(s), {threads} thread(s) each; {local} "
         f"sequences per data-parallel rank per step" + (f" in {m} micro-batches of {micro}" if m > 1 else "")
         + (f"; gradient buckets of {args.bucket_mb:g} MiB ({len(sync.buckets)}), communication in "
@@ -512,9 +526,9 @@ def _gather(world, grid, tp, model, opt=None, zero=False):
     """The state in canonical form (whole named tensors) on world rank 0."""
     from .parallel import canonical
 
-    flats = {"params": model.params}
+    flats = {"params": to_host(model.params)}  # copies off a GPU
     if opt is not None:
-        flats.update(m=opt.m, v=opt.v)
+        flats.update(m=to_host(opt.m), v=to_host(opt.v))
     return canonical.gather(world, tp, model.layout, flats, dp=grid.dp,
                             ranges={"m": zero, "v": zero} if opt is not None else None,
                             first_stage=model.first, contribute=grid.dp_rank == 0)
@@ -591,9 +605,14 @@ def _restore(world, grid, args, config, model, opt, sync, path, meta):
                    "m": {k[2:]: v for k, v in opt_t.items() if k.startswith("m.")},
                    "v": {k[2:]: v for k, v in opt_t.items() if k.startswith("v.")}}
     try:
-        canonical.scatter(world, model.layout, tensors, {"params": model.params})
+        live = {"params": model.params, "m": opt.m, "v": opt.v}
+        host = {k: to_host(a) for k, a in live.items()}  # the arrays themselves on the CPU
+        canonical.scatter(world, model.layout, tensors, {"params": host["params"]})
         lo, hi = sync.opt_range()
-        canonical.scatter(world, model.layout, tensors, {"m": opt.m, "v": opt.v}, lo, hi)
+        canonical.scatter(world, model.layout, tensors, {"m": host["m"], "v": host["v"]}, lo, hi)
+        for k, a in live.items():
+            if a is not host[k]:
+                a[...] = model.xp.asarray(host[k])
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{path} does not fit this model: {e}") from None
     opt.t = int(meta["optimizer"]["t"])

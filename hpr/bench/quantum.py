@@ -308,15 +308,31 @@ def batched(B, budget, others):
 # ------------------------------------------------------------------------------------------- main
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m hpr.bench quantum", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--max-qubits", type=int, default=24, help="largest n of the single gates, 16..26 in steps "
-                    "of 2 (default 24; 26 needs 1 GiB per state)")
+    ap.add_argument("--max-qubits", type=int, default=None, help="largest n of the single gates, 16..26 in steps "
+                    "of 2 (default 24; 26 needs 1 GiB per state; on the GPU 20..30, default 28)")
     ap.add_argument("--threads", type=int, default=1, help="threads for hpr and the other simulators (default 1; "
                     "numpy's copy is single-threaded)")
     ap.add_argument("--budget", type=float, default=0.25, help="seconds per timed item (default 0.25)")
     ap.add_argument("--circuit-qubits", type=int, default=24, help="n of the 20-gate circuit (default 24; 0 skips)")
-    ap.add_argument("--batch", type=int, default=1024, help="circuits in the batched workload (default 1024; 0 skips)")
+    ap.add_argument("--batch", type=int, default=None, help="circuits in the batched workload (default 1024; on "
+                    "the GPU the largest of 1024, 65536, 1048576 to run, default 1048576; 0 skips)")
     ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"),
+                    help="gpu: the GPU kernels (CuPy) against the device's copy bandwidth; see quantum_gpu.py")
+    ap.add_argument("--dtype", default="complex128", choices=("complex64", "complex128"),
+                    help="state dtype on the GPU (default complex128; the CPU part is complex128)")
     a = ap.parse_args(argv)
+    if a.max_qubits is None:
+        a.max_qubits = 28 if a.device == "gpu" else 24
+    if a.batch is None:
+        a.batch = (1 << 20) if a.device == "gpu" else 1024
+    if a.device == "gpu":
+        from . import quantum_gpu
+
+        if a.max_qubits < 20 or a.batch < 0:
+            print("with --device gpu: --max-qubits >= 20 (default 28 there) and --batch >= 0", file=sys.stderr)
+            return 2
+        return quantum_gpu.main(a)
     sizes = [n for n in (16, 18, 20, 22, 24, 26) if n <= a.max_qubits]
     if not sizes or a.threads < 1 or a.batch < 0 or not (a.circuit_qubits == 0 or 11 <= a.circuit_qubits <= 30):
         print("need --max-qubits >= 16, --threads >= 1, --batch >= 0 and --circuit-qubits 0 or 11..30",

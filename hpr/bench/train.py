@@ -1,9 +1,13 @@
-"""``python -m hpr.bench train --preset S|M [--threads K] [--json FILE]``: one full training step of hpr's
+"""``python -m hpr.bench train --preset S|M [--threads K] [--device gpu] [--json FILE]``: one full training step of hpr's
 GPT (forward, backward, gradient norm, AdamW) timed over several steps, with tokens/s and model FLOPs
 utilisation (achieved FLOP/s over the float32 matmul FLOP/s numpy's BLAS reaches in this same run),
 and, when PyTorch happens to be installed, the same model and recipe in PyTorch eager with the same
 thread count, side by side, with the ratio. hpr and torch alternate in rounds so drift on a noisy
-machine hits both; medians of all timed steps are compared."""
+machine hits both; medians of all timed steps are compared.
+
+With --device gpu the step runs on one GPU (CuPy; parameters, activations and optimizer state there) and
+MFU is against the float32 and float16 matmul FLOP/s cuBLAS reaches on that GPU in this same run (the
+tensor-core peak is the float16 one); no torch reference there."""
 import argparse
 import json
 import statistics
@@ -15,11 +19,12 @@ import numpy as np
 from . import torch_reference, write_json
 
 
-def hpr_step_times(config, batch, steps, warmup, seed=0, lr=1e-3):
+def hpr_step_times(config, batch, steps, warmup, seed=0, lr=1e-3, device=None):
     from hpr.model import GPT
     from hpr.optim import AdamW, clip_scale, grad_norm_sq
 
-    model = GPT(config, seed=seed)
+    model = GPT(config, seed=seed, device=device)
+    sync = device.synchronize if device is not None else (lambda: None)
     opt = AdamW(model.layout, model.params, model.grads)
     rng = np.random.default_rng(seed)
     times, losses = [], []
@@ -31,6 +36,7 @@ def hpr_step_times(config, batch, steps, warmup, seed=0, lr=1e-3):
         loss = model.forward(x, y)
         model.backward()
         opt.step(lr, clip_scale(float(np.sqrt(grad_norm_sq(model.grads))), 1.0))
+        sync()
         dt = time.perf_counter() - t0
         losses.append(loss)
         if i >= warmup:
@@ -69,7 +75,10 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=2, help="hpr/torch alternations (default 2)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference even if installed")
     ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="cpu (default) or gpu (CuPy)")
     a = ap.parse_args(argv)
+    if a.device == "gpu":
+        return gpu_main(a, config_for=GPTConfig.preset)
     config = GPTConfig.preset(a.preset)
     batch = a.batch or (8 if a.preset == "M" else 16)
     steps = a.steps or (3 if a.preset == "M" else 6)
@@ -114,6 +123,40 @@ def main(argv=None):
     else:
         print("\n(no side-by-side reference: " + ("--no-torch was given)" if a.no_torch else
                                                 "PyTorch is not installed; pip install torch to get one)"))
+    if a.json:
+        write_json(a.json, out)
+    return 0
+
+
+def gpu_main(a, config_for):
+    import hpr
+    from hpr import backend
+
+    dev = hpr.device.select("gpu", local_rank=0)
+    config = config_for(a.preset)
+    batch = a.batch or 64
+    steps = a.steps or 10
+    peak32 = backend.matmul_flops("float32", device=dev)
+    peak16 = backend.matmul_flops("float16", device=dev)
+    ftok = config.flops_per_token()
+    tokens = batch * config.context
+    print(f"hpr.bench train --device gpu: {dev.name()}, preset {a.preset} ({config.n_layers} layers, d_model "
+          f"{config.d_model}, context {config.context}), batch {batch} = {tokens:,} tokens/step, "
+          f"{ftok / 1e6:.2f} MFLOP/token")
+    print(f"reference: cuBLAS matmul (8192^3) float32 {peak32 / 1e12:.1f} TFLOP/s, float16 {peak16 / 1e12:.1f} TFLOP/s")
+    times = []
+    for r in range(a.rounds):
+        t, losses = hpr_step_times(config, batch, steps, warmup=2, seed=r, device=dev)
+        times += t
+    med = statistics.median(times)
+    tps = tokens / med
+    print(f"
+{'':<18}{'step ms':>10}{'tokens/s':>12}{'MFU fp32':>10}{'MFU fp16':>10}")
+    print(f"{'hpr (GPU)':<18}{med * 1e3:>10.2f}{tps:>12,.0f}{tps * ftok / peak32:>10.1%}{tps * ftok / peak16:>10.1%}")
+    out = {"preset": a.preset, "batch": batch, "device": dev.name(), "matmul_fp32_tflops": peak32 / 1e12,
+           "matmul_fp16_tflops": peak16 / 1e12, "rows": [{"name": "hpr gpu", "step_ms": med * 1e3,
+                                                          "tokens_per_s": tps, "mfu": tps * ftok / peak32,
+                                                          "mfu_fp16": tps * ftok / peak16, "steps": len(times)}]}
     if a.json:
         write_json(a.json, out)
     return 0

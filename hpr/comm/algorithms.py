@@ -121,7 +121,7 @@ def ring_reduce_scatter(link, x, red, b=None):
     if p == 1:
         return b
     right, left = (r + 1) % p, (r - 1) % p
-    tmp = np.empty(max(b[i + 1] - b[i] for i in range(p)), x.dtype)
+    tmp = np.empty_like(x, shape=(max(b[i + 1] - b[i] for i in range(p)),))  # on x's device
     for s in range(p - 1):
         send_blk, recv_blk = (r - s - 1) % p, (r - s - 2) % p
         n = b[recv_blk + 1] - b[recv_blk]

@@ -36,6 +36,8 @@ DIRECT_MIN_BYTES = 512 << 10  # shared buffers at least this large are reduced i
 _KINDS = {"allreduce": 1, "reduce_scatter": 2, "allgather": 3, "broadcast": 4, "barrier": 5, "iallreduce": 6}
 _DTYPE_NAMES = {0: "float16", 1: "bfloat16", 2: "float32", 3: "float64", 4: "int32", 5: "int64", -1: "-"}
 _OP_NAMES = {0: "sum", 1: "max", 2: "min", 3: "avg", -1: "-"}
+_P2P = {"recursive_doubling": alg.recursive_doubling_allreduce, "rabenseifner": alg.rabenseifner_allreduce,
+        "ring": alg.ring_allreduce}
 
 
 def _bytes(x):
@@ -43,11 +45,9 @@ def _bytes(x):
 
 
 def _flat(x, what, writable=True):
-    """A 1-D view of a C-contiguous numpy array, or a ConfigError saying what to pass instead."""
+    """A 1-D view of a C-contiguous numpy array, or a ConfigError saying what to pass instead (CuPy arrays
+    take Communicator._device)."""
     if not isinstance(x, np.ndarray):
-        if is_device_array(x):
-            raise ConfigError(f"{what}: CuPy arrays are not supported by this build's collectives yet; "
-                              "copy to the host with cupy.asnumpy(x)")
         raise ConfigError(f"{what} takes a numpy array, not {type(x).__name__}; wrap it with numpy.asarray")
     if not x.flags.c_contiguous:
         raise ConfigError(f"{what} needs a C-contiguous array; pass numpy.ascontiguousarray(x) "
@@ -183,7 +183,9 @@ class Channel:
             self.choices[nbytes] = algo
         return algo
 
-    def allreduce(self, x, dcode, ocode, avg, op_name="allreduce"):
+    def allreduce(self, x, dcode, ocode, avg, op_name="allreduce", gpu=None):
+        """gpu: the device index when x is a CuPy array and MPI takes device buffers: then a
+        point-to-point algorithm runs on the device buffer, reducing with the GPU kernels."""
         self.seq += 1
         if self.check:
             self.verify(self.begin(op_name, False), "allreduce", dcode, ocode + (3 if avg else 0) * (ocode == 0), x.size)
@@ -191,6 +193,9 @@ class Channel:
         if p == 1 or x.size == 0:
             return x
         n = x.nbytes
+        if gpu is not None:
+            self.begin(op_name, False)
+            return self._allreduce_device(x, ocode, avg, gpu)
         algo = self.choices.get(n) or self.choose(n)
         if algo == "shm":
             sc = 1.0 / p if avg else 1.0
@@ -223,6 +228,29 @@ class Channel:
         fn = {"recursive_doubling": alg.recursive_doubling_allreduce,
               "rabenseifner": alg.rabenseifner_allreduce, "ring": alg.ring_allreduce}[algo]
         fn(self.link, x, red, scale if avg else None)
+        return x
+
+    def _allreduce_device(self, x, ocode, avg, index):
+        """The point-to-point algorithms on a device buffer (CUDA-aware MPI): the shared-memory engines
+        work on host memory only. Each reduction finishes before the next message reads its result."""
+        from ..device import cupy
+        from ..kernels import reduce as R
+
+        cp = cupy()
+        op = _OP_NAMES[ocode]
+        algo = self.forced if self.forced in _P2P else self.cost.choose(x.nbytes, self.size, None)
+
+        def red(a, b):
+            with cp.cuda.Device(index):
+                R.reduce_into(a, b, op)
+                cp.cuda.get_current_stream().synchronize()
+
+        def scale(v):
+            with cp.cuda.Device(index):
+                R.scale(v, 1.0 / self.size)
+                cp.cuda.get_current_stream().synchronize()
+
+        _P2P[algo](self.link, x, red, scale if avg else None)
         return x
 
     def _hierarchical(self, ctx, x, dcode, ocode, avg, nt):
@@ -381,6 +409,28 @@ class Handle:
         return self._x
 
 
+class _StagedHandle(Handle):
+    """An iallreduce of a device array through a pinned host buffer: wait() copies the result back to
+    the device (in the waiting thread, which owns the device) and returns the buffer to the pool."""
+
+    __slots__ = ("_dev", "_host", "_pool")
+
+    def __init__(self, x, flat, host, pool):
+        super().__init__(x)
+        self._dev, self._host, self._pool = flat, host, pool
+
+    def wait(self):
+        try:
+            super().wait()
+        finally:
+            if self._host is not None:
+                host, self._host = self._host, None
+                if self._exc is None:
+                    self._dev.set(host)
+                self._pool.give(host)
+        return self._x
+
+
 class _Progress:
     """The background thread that runs iallreduce calls in submission order on its own Channel."""
 
@@ -396,10 +446,10 @@ class _Progress:
             item = self.queue.get()
             if item is None:
                 return
-            h, x, dcode, ocode, avg = item
+            h, x, dcode, ocode, avg, gpu = item
             h.t_start = perf_counter_ns()
             try:
-                self.channel.allreduce(x, dcode, ocode, avg, "iallreduce")
+                self.channel.allreduce(x, dcode, ocode, avg, "iallreduce", gpu)
             except BaseException as e:  # handed to the waiter
                 h._exc = e
             h.t_done = perf_counter_ns()
@@ -411,18 +461,23 @@ class _Progress:
 
 
 class Request:
-    """A point-to-point operation in flight; ``wait()`` is polite and has the deadline."""
+    """A point-to-point operation in flight; ``wait()`` is polite and has the deadline. A receive into
+    a device array staged through host memory copies it to the device when waited on."""
 
-    __slots__ = ("_req", "_peer", "_ctx")
+    __slots__ = ("_req", "_peer", "_ctx", "_dev", "_host")
 
-    def __init__(self, req, peer, ctx):
+    def __init__(self, req, peer, ctx, dev=None, host=None):
         self._req, self._peer, self._ctx = req, peer, ctx
+        self._dev, self._host = dev, host
 
     def done(self):
         return bool(self._req.Test())
 
     def wait(self):
         wait_all([self._req], [self._peer], self._ctx)
+        if self._dev is not None:
+            dev, self._dev = self._dev, None
+            dev.set(self._host)
 
 
 class Communicator:
@@ -441,6 +496,7 @@ class Communicator:
         self._main = Channel(mpi.Dup(), self.timeout, self.world_ranks, self._allocs, self.procs)
         self._bg = None
         self._p2p_seq = 0
+        self._cuda_aware = self._staging = None
         _live.add(self)
 
     def __repr__(self):
@@ -489,13 +545,54 @@ class Communicator:
             raise ConfigError(f"{what}: rank {r} is outside this communicator of {self.size} ranks")
         return r
 
+    # -- device (CuPy) arrays: straight to MPI when it takes device buffers, else via host memory ----
+    @property
+    def local_rank(self):
+        """This rank's index among the ranks on its node (picks its GPU)."""
+        return self._main.node_comm.Get_rank()
+
+    @property
+    def cuda_aware(self):
+        """Whether device arrays go to MPI as they are (hpr.device.cuda_aware, agreed by every rank of
+        this communicator at the first device call: one rank staging while another does not would run
+        different algorithms)."""
+        if self._cuda_aware is None:
+            from ..device import cuda_aware
+
+            self._cuda_aware = bool(self.mpi.allreduce(int(cuda_aware()[0]), op=MPI.MIN))  # setup only
+        return self._cuda_aware
+
+    def _device(self, x, what):
+        """(flat view, direct?) of a device array whose queued kernels have finished."""
+        from ..device import Staging, cupy
+
+        if not x.flags.c_contiguous:
+            raise ConfigError(f"{what} needs a C-contiguous array; pass cupy.ascontiguousarray(x) "
+                              "(and copy the result back)")
+        cupy().cuda.get_current_stream().synchronize()  # MPI and the staging copy read it next
+        if self._staging is None:
+            self._staging = Staging()
+        return x.reshape(-1), self.cuda_aware
+
     def isend(self, x, dest, tag=0):
-        buf = _flat(x, "isend", writable=False)
+        if is_device_array(x):
+            buf, direct = self._device(x, "isend")
+            buf = buf if direct else buf.get()  # a host copy the request keeps alive
+        else:
+            buf = _flat(x, "isend", writable=False)
         return Request(self.mpi.Isend(_bytes(buf), self._peer(dest, "isend"), tag), dest, self._p2p_ctx("isend"))
 
     def irecv(self, x, source, tag=0):
-        buf = _flat(x, "irecv")
-        return Request(self.mpi.Irecv(_bytes(buf), self._peer(source, "irecv"), tag), source, self._p2p_ctx("irecv"))
+        dev = host = None
+        if is_device_array(x):
+            buf, direct = self._device(x, "irecv")
+            if not direct:
+                dev, host = buf, np.empty(buf.shape, buf.dtype)
+                buf = host
+        else:
+            buf = _flat(x, "irecv")
+        return Request(self.mpi.Irecv(_bytes(buf), self._peer(source, "irecv"), tag), source,
+                       self._p2p_ctx("irecv"), dev, host)
 
     def send(self, x, dest, tag=0):
         self.isend(x, dest, tag).wait()
@@ -505,6 +602,12 @@ class Communicator:
         return x
 
     def sendrecv(self, sendbuf, dest, recvbuf, source, sendtag=0, recvtag=0):
+        if is_device_array(sendbuf) or is_device_array(recvbuf):
+            r = self.irecv(recvbuf, source, recvtag)
+            s = self.isend(sendbuf, dest, sendtag)
+            s.wait()
+            r.wait()
+            return recvbuf
         ctx = self._p2p_ctx("sendrecv")
         rr = self.mpi.Irecv(_bytes(_flat(recvbuf, "sendrecv")), self._peer(source, "sendrecv"), recvtag)
         rs = self.mpi.Isend(_bytes(_flat(sendbuf, "sendrecv", writable=False)), self._peer(dest, "sendrecv"), sendtag)
@@ -518,6 +621,17 @@ class Communicator:
 
     def allreduce(self, x, op="sum"):
         """In place: x becomes the element-wise op over every rank's x; returns x."""
+        if is_device_array(x):
+            flat, direct = self._device(x, "allreduce")
+            d = dtype_code(x.dtype)
+            o, avg = _op(op, d, "allreduce")
+            if direct:
+                self._main.allreduce(flat, d, o, avg, gpu=x.device.id)
+            else:
+                host = self._staging.down(flat)
+                self._main.allreduce(host, d, o, avg)
+                flat.set(host)
+            return x
         flat = _flat(x, "allreduce")
         d = dtype_code(x.dtype)
         o, avg = _op(op, d, "allreduce")
@@ -525,8 +639,10 @@ class Communicator:
         return x
 
     def iallreduce(self, x, op="sum"):
-        """Start an in-place allreduce that progresses in the background; returns a Handle."""
-        flat = _flat(x, "iallreduce")
+        """Start an in-place allreduce that progresses in the background; returns a Handle. A device
+        array is copied to pinned host memory now and back in wait(), unless MPI is CUDA-aware."""
+        dev = self._device(x, "iallreduce") if is_device_array(x) else None
+        flat = dev[0] if dev else _flat(x, "iallreduce")
         d = dtype_code(x.dtype)
         o, avg = _op(op, d, "iallreduce")
         if self._bg is None:
@@ -535,13 +651,24 @@ class Communicator:
                                   "do not lower mpi4py.rc.thread_level")
             self._bg = _Progress(Channel(self._main.mpi.Dup(), self.timeout, self.world_ranks, self._allocs,
                                          self.procs))
-        h = Handle(x)
-        self._bg.queue.put((h, flat, d, o, avg))
+        if dev is None:
+            h = Handle(x)
+            self._bg.queue.put((h, flat, d, o, avg, None))
+        elif dev[1]:
+            h = Handle(x)
+            self._bg.queue.put((h, flat, d, o, avg, x.device.id))
+        else:
+            host = self._staging.take(flat)
+            flat.get(out=host)
+            h = _StagedHandle(x, flat, host, self._staging)
+            self._bg.queue.put((h, host, d, o, avg, None))
         return h
 
     def reduce_scatter(self, x, op="sum"):
         """This rank's block of the element-wise op over every rank's x, blocks along axis 0 as
         numpy.array_split makes them. x is not changed."""
+        if is_device_array(x):
+            return self._staged(x, "reduce_scatter", lambda h: self.reduce_scatter(h, op))
         flat = _flat(x, "reduce_scatter", writable=False)
         d = dtype_code(x.dtype)
         o, avg = _op(op, d, "reduce_scatter")
@@ -551,6 +678,8 @@ class Communicator:
 
     def allgather(self, x):
         """Every rank's x concatenated along axis 0 (lengths along axis 0 may differ)."""
+        if is_device_array(x):
+            return self._staged(x, "allgather", self.allgather)
         flat = _flat(x, "allgather", writable=False)
         d = dtype_code(x.dtype)
         row = int(np.prod(x.shape[1:], dtype=np.int64)) if x.ndim > 1 else 1
@@ -559,10 +688,28 @@ class Communicator:
 
     def broadcast(self, x, root=0):
         """In place: every rank's x becomes root's x; returns x."""
+        if is_device_array(x):
+            self._staged(x, "broadcast", lambda h: self.broadcast(h, root), back=True)
+            return x
         flat = _flat(x, "broadcast")
         self._peer(root, "broadcast root")
         self._main.broadcast(flat, root, dtype_code(x.dtype))
         return x
+
+    def _staged(self, x, what, fn, back=False):
+        """reduce_scatter / allgather / broadcast of a device array: always through host memory (the
+        hot paths, allreduce and point-to-point, take device buffers directly when MPI can). back:
+        copy the host result into x; else return the result on x's device."""
+        flat, _ = self._device(x, what)
+        host = self._staging.down(flat).reshape(x.shape)
+        out = fn(host)
+        if back:
+            flat.set(host.reshape(-1))
+            return x
+        from ..device import cupy
+
+        with cupy().cuda.Device(x.device.id):
+            return cupy().asarray(out)
 
     # -- small Python objects (metadata, checkpoint pieces), with the deadline mpi4py's bcast lacks ----
     def bcast_obj(self, obj, root=0):

@@ -13,28 +13,14 @@ import os
 
 import numpy as np
 
-from ..errors import ConfigError, KernelsMissing
+from ..device import cupy, is_device_array as is_device  # noqa: F401  (used by the faces)
+from ..errors import ConfigError
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda")
 SOURCES = ("nn.cu", "statevec.cu", "reduce.cu")
 ROW_THREADS = 256
 ELEM_BLOCKS = 1024
 _modules = {}
-
-
-def is_device(x):
-    """True for a CuPy array, found without importing CuPy."""
-    return type(x).__module__.split(".")[0] == "cupy"
-
-
-def cupy():
-    """The cupy module, or KernelsMissing saying how to get it."""
-    try:
-        import cupy as cp
-    except ImportError:
-        raise KernelsMissing("hpr's GPU path needs CuPy: pip install cupy-cuda12x (or the wheel that matches "
-                             "your CUDA), then pass cupy arrays") from None
-    return cp
 
 
 def module(name):

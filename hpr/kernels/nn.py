@@ -5,11 +5,12 @@ gradients. Shapes are read from the arrays. The numpy twin of each is in _ref.py
 
 Dimensions: N rows (= B*T), C channels, V vocabulary, B batch, T time, H heads.
 Usage: ``nn.layernorm_forward(x, w, b, out, mean, rstd)``."""
-import numpy as np
-
 import functools
 
+import numpy as np
+
 from ..backend import cpu_kernels, num_threads
+from ..device import xp_of
 from ..errors import ConfigError
 from . import gpu
 
@@ -172,7 +173,10 @@ def _attn_scratch(t, d, dtype):
 
 def attention_forward(qkv, b, t, h, att, y):
     """Causal multi-head attention: qkv (B*T, 3C) rows [q | k | v] with heads side by side, into
-    y (B*T, C) and the kept probabilities att (B, H, T, T). Scores are q.k / sqrt(D)."""
+    y (B*T, C) and the kept probabilities att (B, H, T, T). Scores are q.k / sqrt(D). CuPy arrays take
+    attention_bmm_forward (cuBLAS batched matmuls around the causal softmax kernel)."""
+    if gpu.is_device(qkv):
+        return attention_bmm_forward(qkv, b, t, h, att, y)
     c = qkv.shape[1] // 3
     d = c // h
     s, nt = _attn_scratch(t, d, qkv.dtype)
@@ -182,11 +186,45 @@ def attention_forward(qkv, b, t, h, att, y):
 
 def attention_backward(dy, att, qkv, b, t, h, dqkv):
     """dqkv (B*T, 3C), written whole, from dy (B*T, C), the forward's att and qkv."""
+    if gpu.is_device(qkv):
+        return attention_bmm_backward(dy, att, qkv, b, t, h, dqkv)
     c = qkv.shape[1] // 3
     d = c // h
     s, nt = _attn_scratch(t, d, qkv.dtype)
     cpu_kernels().attention_backward(dqkv, dy, att, qkv, s, b, t, h, d, 1.0 / np.sqrt(d),
                                      _isz(qkv, att, dy, dqkv), nt)
+    return dqkv
+
+
+def _heads(a, b, t, parts, h):
+    """Views (B, H, T, D) of the `parts` head groups side by side in the rows of a (B*T, parts*H*D)."""
+    d = a.shape[1] // (parts * h)
+    a5 = a.reshape(b, t, parts, h, d)
+    return [a5[:, :, i].transpose(0, 2, 1, 3) for i in range(parts)]
+
+
+def attention_bmm_forward(qkv, b, t, h, att, y):
+    """attention_forward as batched matmuls (the GPU's way: one cuBLAS call per product, the whole
+    (T, T) score block, its upper half zeroed by the causal softmax kernel). Any array module."""
+    xp = xp_of(qkv)
+    q, k, v = _heads(qkv, b, t, 3, h)
+    xp.matmul(q, k.swapaxes(-1, -2), out=att)  # raw scores; the kernel scales, masks and normalises
+    softmax_causal_forward(att, 1.0 / np.sqrt(q.shape[-1]), att)
+    _heads(y, b, t, 1, h)[0][...] = xp.matmul(att, v)
+    return y
+
+
+def attention_bmm_backward(dy, att, qkv, b, t, h, dqkv):
+    """attention_backward as batched matmuls; dqkv written whole. Any array module."""
+    xp = xp_of(qkv)
+    q, k, v = _heads(qkv, b, t, 3, h)
+    g = _heads(dy, b, t, 1, h)[0]
+    dq, dk, dv = _heads(dqkv, b, t, 3, h)
+    dv[...] = xp.matmul(att.swapaxes(-1, -2), g)
+    dpre = xp.matmul(g, v.swapaxes(-1, -2))  # dL/datt, then in place dL/dscores
+    softmax_causal_backward(dpre, att, 1.0 / np.sqrt(q.shape[-1]), dpre)
+    dq[...] = xp.matmul(dpre, k)
+    dk[...] = xp.matmul(dpre.swapaxes(-1, -2), q)
     return dqkv
 
 

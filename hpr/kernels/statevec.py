@@ -23,11 +23,13 @@ import numpy as np
 
 from ..backend import cpu_kernels, num_threads
 from ..errors import ConfigError
+from . import gpu
 
 
 def _state(state, writable=True):
-    """(B, N, itemsize) of a valid state array."""
-    if not isinstance(state, np.ndarray):
+    """(B, N, itemsize) of a valid state array (numpy, or CuPy: the face then runs the GPU kernel)."""
+    dev = gpu.is_device(state)
+    if not (dev or isinstance(state, np.ndarray)):
         raise ConfigError(f"state must be a numpy array of shape (B, 2**N), not {type(state).__name__}")
     if state.dtype not in (np.complex64, np.complex128):
         raise ConfigError(f"state must be complex64 or complex128, not {state.dtype}")
@@ -38,9 +40,15 @@ def _state(state, writable=True):
         raise ConfigError(f"state's second axis must be a power of two (2**N amplitudes), got {m}")
     if not state.flags.c_contiguous:
         raise ConfigError("state must be C-contiguous (np.ascontiguousarray, then apply in place)")
-    if writable and not state.flags.writeable:
+    if writable and not dev and not state.flags.writeable:
         raise ConfigError("state is read-only; gates work in place")
     return state.shape[0], m.bit_length() - 1, state.dtype.itemsize
+
+
+def _host_only(state, what):
+    if gpu.is_device(state):
+        raise ConfigError(f"{what} has no GPU kernel: pass a numpy state (cupy.asnumpy), or use "
+                          "hpr.quantum.Circuit (its programs run on the GPU)")
 
 
 def _qubit(q, n, name="qubit"):
@@ -62,8 +70,12 @@ def _distinct(qs, n, names):
     return qs
 
 
-def _params(u, b, shape, dtype, name):
-    """u cast to the state's dtype, C-contiguous, and how many blocks it holds (1 shared or b)."""
+def _params(u, b, shape, dtype, name, state=None):
+    """u cast to the state's dtype, C-contiguous (on the state's GPU for a CuPy state), and how many
+    blocks it holds (1 shared or b)."""
+    if state is not None and gpu.is_device(state):
+        a, nu = _params(u.get() if gpu.is_device(u) else u, b, shape, dtype, name)
+        return gpu.cupy().asarray(a), nu
     a = np.asarray(u)
     if a.dtype.kind not in "biufc":
         raise ConfigError(f"{name} must be numeric, not {a.dtype}")
@@ -94,7 +106,9 @@ def apply_1q(state, q, U):
     """state <- U on qubit q. U: (2, 2) for all states or (B, 2, 2) one per state. Returns state."""
     b, n, isz = _state(state)
     q = _qubit(q, n)
-    u, nu = _params(U, b, (2, 2), state.dtype, "U")
+    u, nu = _params(U, b, (2, 2), state.dtype, "U", state)
+    if gpu.is_device(state):
+        return gpu.apply_1q(state, q, u, nu)
     cpu_kernels().sv_apply_1q(state, b, n, q, 0, u, nu, isz, num_threads())
     return state
 
@@ -103,7 +117,9 @@ def apply_2q(state, q1, q2, U):
     """state <- U on (q1, q2), q1 the low bit of U's index b(q1) + 2 b(q2). U: (4, 4) or (B, 4, 4)."""
     b, n, isz = _state(state)
     q1, q2 = _distinct((q1, q2), n, ("q1", "q2"))
-    u, nu = _params(U, b, (4, 4), state.dtype, "U")
+    u, nu = _params(U, b, (4, 4), state.dtype, "U", state)
+    if gpu.is_device(state):
+        return gpu.apply_2q(state, q1, q2, u, nu)
     cpu_kernels().sv_apply_2q(state, b, n, q1, q2, u, nu, isz, num_threads())
     return state
 
@@ -115,7 +131,9 @@ def apply_controlled(state, controls, target, U):
     mask, target = _controls(controls, n, target)
     if mask == 0:
         raise ConfigError("apply_controlled needs at least one control qubit; use apply_1q")
-    u, nu = _params(U, b, (2, 2), state.dtype, "U")
+    u, nu = _params(U, b, (2, 2), state.dtype, "U", state)
+    if gpu.is_device(state):
+        return gpu.apply_1q(state, target, u, nu, mask)
     cpu_kernels().sv_apply_1q(state, b, n, target, mask, u, nu, isz, num_threads())
     return state
 
@@ -124,7 +142,9 @@ def apply_diag_1q(state, q, d):
     """amplitude *= d[bit q] (RZ, phase, Z, S, T): d (2,) or (B, 2). Entries equal to 1 are skipped."""
     b, n, isz = _state(state)
     q = _qubit(q, n)
-    dd, nu = _params(d, b, (2,), state.dtype, "d")
+    dd, nu = _params(d, b, (2,), state.dtype, "d", state)
+    if gpu.is_device(state):
+        return gpu.apply_diag(state, q, 0, 1, dd, nu)
     cpu_kernels().sv_apply_diag_1q(state, b, n, q, dd, nu, isz, num_threads())
     return state
 
@@ -133,7 +153,9 @@ def apply_diag_2q(state, q1, q2, d):
     """amplitude *= d[b(q1) + 2 b(q2)] (CZ, RZZ, controlled phase): d (4,) or (B, 4)."""
     b, n, isz = _state(state)
     q1, q2 = _distinct((q1, q2), n, ("q1", "q2"))
-    dd, nu = _params(d, b, (4,), state.dtype, "d")
+    dd, nu = _params(d, b, (4,), state.dtype, "d", state)
+    if gpu.is_device(state):
+        return gpu.apply_diag(state, q1, q2, 2, dd, nu)
     cpu_kernels().sv_apply_diag_2q(state, b, n, q1, q2, dd, nu, isz, num_threads())
     return state
 
@@ -142,6 +164,8 @@ def apply_x(state, q, controls=()):
     """X on qubit q where all `controls` are 1 (X, CNOT, Toffoli): a swap of amplitude pairs."""
     b, n, isz = _state(state)
     mask, q = _controls(controls, n, q)
+    if gpu.is_device(state):
+        return gpu.apply_x(state, q, mask)
     cpu_kernels().sv_apply_x(state, b, n, q, mask, isz, num_threads())
     return state
 
@@ -150,6 +174,8 @@ def apply_swap(state, q1, q2):
     """Exchange qubits q1 and q2."""
     b, n, isz = _state(state)
     q1, q2 = _distinct((q1, q2), n, ("q1", "q2"))
+    if gpu.is_device(state):
+        return gpu.apply_swap(state, q1, q2)
     cpu_kernels().sv_apply_swap(state, b, n, q1, q2, isz, num_threads())
     return state
 
@@ -158,6 +184,8 @@ def expval_z(state):
     """<psi_b| Z_q |psi_b> for every state b and qubit q in one pass: (B, N) float64. Not divided by
     the norm: an unnormalised state gives sum_i |psi_i|^2 (1 - 2 bit_q(i))."""
     b, n, isz = _state(state, writable=False)
+    if gpu.is_device(state):
+        return gpu.expval_z(state)
     out = np.empty((b, n), np.float64)  # (B, N)
     cpu_kernels().sv_expval_z(out, state, b, n, isz, num_threads())
     return out
@@ -166,6 +194,8 @@ def expval_z(state):
 def probabilities(state):
     """|psi_b[i]|^2: (B, 2**N), float32 for complex64 states, float64 for complex128."""
     b, n, isz = _state(state, writable=False)
+    if gpu.is_device(state):
+        return abs(state) ** 2
     out = np.empty(state.shape, state.real.dtype)  # (B, 2**N)
     cpu_kernels().sv_probabilities(out, state, b, n, isz, num_threads())
     return out
@@ -192,6 +222,7 @@ def pauli_masks(pauli, n):
 def expval_pauli(state, pauli):
     """Re <psi_b| P |psi_b> for the Pauli string P, pauli[i] acting on qubit i (qubit 0 FIRST, the
     reverse of Qiskit's labels): (B,) float64, one pass. Not divided by the norm."""
+    _host_only(state, "expval_pauli")
     b, n, isz = _state(state, writable=False)
     x, z, ny = pauli_masks(pauli, n)
     out = np.empty(b, np.float64)  # (B,)
@@ -202,6 +233,7 @@ def expval_pauli(state, pauli):
 def pauli_overlap(lam, state, pauli):
     """<lam_b| P |psi_b> for the Pauli string P (pauli[i] on qubit i, as expval_pauli): (B,) complex128,
     one pass over the two states. The adjoint gradients read Im of it for each rotation's generator."""
+    _host_only(state, "pauli_overlap")
     b, n, isz = _state(state, writable=False)
     if lam.shape != state.shape or lam.dtype != state.dtype or not lam.flags.c_contiguous:
         raise ConfigError(f"lam must be a C-contiguous {state.dtype} array of shape {state.shape}")
@@ -214,6 +246,7 @@ def pauli_overlap(lam, state, pauli):
 def apply_kq(state, qubits, U):
     """state <- U on 2 to 5 distinct qubits, qubits[0] the LOW bit of U's index (as apply_2q): U
     (2**k, 2**k), shared by the batch. The kernel under fused gate blocks."""
+    _host_only(state, "apply_kq")
     b, n, isz = _state(state)
     qs = _distinct(tuple(qubits), n, [f"qubits[{i}]" for i in range(len(qubits))])
     k = len(qs)
@@ -233,6 +266,7 @@ def run_program(state, ops, mats, fixed, inputs, weights):
     """state <- a compiled program (hpr.quantum.Circuit.compile; layout in csrc/statevec.h) on every
     state: ops (nops, 8) int64, mats the matrices in the state's complex dtype, fixed / weights float64
     vectors, inputs (B, n_inputs) float64. One call for the whole batch."""
+    _host_only(state, "run_program")
     b, n, isz = _state(state)
     try:
         cpu_kernels().sv_run(state, b, n, ops, len(ops), mats, fixed, inputs, inputs.shape[1], weights, isz,
@@ -246,6 +280,7 @@ def adjoint_program(state, lam, g, ops, imats, fixed, inputs, weights):
     """The adjoint sweep of a compiled program from its final states (undone in place; lam is scratch
     of the same shape) for the upstream gradient g (B, N) of <Z_q>: (d_inputs (B, n_in), d_weights per
     state (B, n_w)), both float64. One call for the whole batch."""
+    _host_only(state, "adjoint_program")
     b, n, isz = _state(state)
     din = np.zeros(inputs.shape, np.float64)
     dw = np.zeros((b, len(weights)), np.float64)

@@ -10,6 +10,7 @@ import dataclasses
 
 import numpy as np
 
+from ..device import CPU, to_host
 from ..errors import ConfigError
 from ..kernels import nn as K
 from ..nn import Block, Embedding, LayerNorm, ParamLayout, Workspace
@@ -96,7 +97,7 @@ def stage_blocks(n_layers, pp):
 
 
 class GPT:
-    def __init__(self, config, seed=0, params=None, grads=None, alloc=None, tp=None, stage=(0, 1)):
+    def __init__(self, config, seed=0, params=None, grads=None, alloc=None, tp=None, stage=(0, 1), device=None):
         """Parameters initialised from `seed`: normal(0, config.init_std) for embeddings and matmul
         weights, init_std/sqrt(2L) for the residual projections, biases 0, LayerNorm 1.
         params/grads: optional caller-owned flat arrays; alloc(n, dtype): where to allocate the
@@ -104,6 +105,8 @@ class GPT:
         reduces it in place); tp: a hpr.parallel.TensorParallel to split heads, MLP columns and the
         vocabulary over its group; stage = (pipeline stage, stages): hold only that stage's layers
         (the first has the embedding, the last the final norm and the tied head, so both hold wte).
+        device: an hpr.device.Device; a GPU holds parameters, gradients and activations there (the same
+        initial numbers), and tokens may be passed from the host.
         Every layout draws the same initial numbers for the same parameter."""
         if not isinstance(config, GPTConfig):
             raise ConfigError(f"GPT wants a GPTConfig, got {type(config).__name__}")
@@ -139,8 +142,10 @@ class GPT:
         lay.owning = True
         if grads is None and alloc is not None:
             grads = alloc(lay.size, self.dtype)
-        self.params, self.grads = lay.build(self.dtype, seed, params, grads)
-        self.ws = Workspace(self.dtype)
+        self.device = device if device is not None else CPU
+        self.xp = self.device.xp
+        self.params, self.grads = lay.build(self.dtype, seed, params, grads, self.device)
+        self.ws = Workspace(self.dtype, self.xp)
         self.emb.ws = self.ln_f.ws = self.ws
         if self.qlayer is not None:
             self.qlayer.ws = self.ws
@@ -153,7 +158,7 @@ class GPT:
         return self.params.size
 
     def _check_tokens(self, tokens, what):
-        a = np.asarray(tokens)
+        a = to_host(tokens)
         if a.ndim != 2 or a.dtype.kind not in "iu":
             raise ConfigError(f"{what} must be an integer array of shape (batch, time), got "
                               f"{a.dtype} {a.shape}")
@@ -163,7 +168,7 @@ class GPT:
         if a.size and (a.min() < 0 or a.max() >= self.config.vocab_size):
             raise ConfigError(f"{what} holds ids outside the vocabulary [0, {self.config.vocab_size}) "
                               f"(min {a.min()}, max {a.max()}); check the tokenizer or the data")
-        return np.ascontiguousarray(a, dtype=np.int32)
+        return self.device.asarray(np.ascontiguousarray(a, dtype=np.int32))
 
     def _whole(self, what):
         if self.n_stages > 1:
@@ -204,7 +209,10 @@ class GPT:
         stage's output (N, C). Returns the loss on the last stage (targets (B, T) needed there), else
         this stage's output activation (N, C), a buffer the stage owns (copy it before sending)."""
         self._ready = None
-        x = self.emb.forward(inp) if self.first else inp
+        dev = self.device
+        if targets is not None:
+            targets = dev.asarray(targets)  # host batches move to the GPU here (no-op on the CPU)
+        x = self.emb.forward(dev.asarray(inp)) if self.first else inp
         for blk in self.blocks:
             x = blk.forward(x, b, t)
         if not self.last:
@@ -217,7 +225,7 @@ class GPT:
         n = xf.shape[0]
         wte = self.emb.wte.data  # (V, C), or this rank's vocabulary rows (V/tp, C)
         logits = self.ws.get("logits", (n, wte.shape[0]))
-        np.matmul(xf, wte.T, out=logits)  # tied head: x @ wte^T
+        self.xp.matmul(xf, wte.T, out=logits)  # tied head: x @ wte^T
         losses = self.ws.get("losses", (n,))
         tg = targets.reshape(-1)
         if self.tp:
@@ -232,18 +240,18 @@ class GPT:
         """Cross-entropy with the vocabulary split over tp, never gathering the logits: the row max,
         the sum of exponentials and the target's logit are reduced over the group instead. logits
         (N, V/tp) becomes dlogits when grad."""
-        tp, (lo, hi) = self.tp, (self.emb.lo, self.emb.hi)
+        tp, (lo, hi), xp = self.tp, (self.emb.lo, self.emb.hi), self.xp
         m = tp.allreduce_max(logits.max(1).astype(np.float64))  # (N,) the global row max
-        e = np.exp(logits - m[:, None].astype(logits.dtype))
+        e = xp.exp(logits - m[:, None].astype(logits.dtype))
         s = tp.allreduce_sum(e.sum(1, dtype=np.float64))
         mine = (targets >= lo) & (targets < hi)
-        rows = np.nonzero(mine)[0]
-        tl = np.zeros(len(targets), np.float64)
+        rows = xp.nonzero(mine)[0]
+        tl = xp.zeros(len(targets), np.float64)
         tl[rows] = logits[rows, targets[rows] - lo]
         tp.allreduce_sum(tl)
-        losses[...] = np.log(s) + m - tl
+        losses[...] = xp.log(s) + m - tl
         if grad:
-            np.multiply(e, (dscale / s)[:, None].astype(logits.dtype), out=logits)
+            xp.multiply(e, (dscale / s)[:, None].astype(logits.dtype), out=logits)
             logits[rows, targets[rows] - lo] -= logits.dtype.type(dscale)
 
     def backward(self, scale=1.0, on_ready=None):
@@ -266,11 +274,11 @@ class GPT:
             wte = self.emb.wte
             dx = self.ws.get("dx", xf.shape, zero=True)  # the residual stream's gradient, (N, C)
             dxf = self.ws.get("dxf", xf.shape)
-            np.matmul(dlogits, wte.data, out=dxf)
+            self.xp.matmul(dlogits, wte.data, out=dxf)
             if self.tp:
                 self.tp.f_backward(dxf)  # the head is column-parallel over the vocabulary: sum the parts
             tmp = self.ws.get("dwte", wte.shape)
-            np.matmul(dlogits.T, xf, out=tmp)
+            self.xp.matmul(dlogits.T, xf, out=tmp)
             wte.grad += tmp
             self.ln_f.backward(dxf, dx)
             if on_ready:
@@ -296,7 +304,7 @@ class GPT:
         self.grads[:] = 0
 
     def logits_last(self, tokens):
-        """Logits of the last position of each row: (B, V)."""
+        """Logits of the last position of each row: (B, V), a numpy array wherever the model lives."""
         tokens = self._check_tokens(tokens, "tokens")
         self._ready = None  # the layers' caches now hold this call, not the last forward
         xf = self.hidden(tokens)
@@ -304,8 +312,8 @@ class GPT:
         last = xf.reshape(b, t, -1)[:, -1]
         z = last @ self.emb.wte.data.T  # (B, V) or this rank's (B, V/tp)
         if self.tp:  # generation only: gather the vocabulary parts
-            z = self.tp.comm.allgather(np.ascontiguousarray(z.T)).T
-        return z
+            z = self.tp.comm.allgather(self.xp.ascontiguousarray(z.T)).T
+        return to_host(z)
 
     def generate(self, prompt, n_tokens, temperature=1.0, top_k=None, seed=0):
         """Sample n_tokens bytes after `prompt` (bytes, str, or int sequence); returns bytes of prompt +

@@ -9,20 +9,23 @@ Dimensions: B batch, T time, C channels (d_model), H heads, D = C / H head size,
 Usage: ``ln = LayerNorm(layout, "ln_f", C); y = ln.forward(x); dx += ...; ln.backward(dy, dx)``"""
 import numpy as np
 
+from ..device import xp_of
 from ..kernels import nn as K
 
 
 class Workspace:
-    """Named activation buffers, kept between calls while the shape stays the same."""
+    """Named activation buffers, kept between calls while the shape stays the same; xp is the array
+    module they come from (numpy, or cupy on a GPU)."""
 
-    def __init__(self, dtype):
+    def __init__(self, dtype, xp=np):
         self.dtype = np.dtype(dtype)
+        self.xp = xp
         self._bufs = {}
 
     def get(self, name, shape, zero=False):
         a = self._bufs.get(name)
         if a is None or a.shape != shape:
-            a = self._bufs[name] = np.empty(shape, self.dtype)
+            a = self._bufs[name] = self.xp.empty(shape, self.dtype)
         if zero:
             a[...] = 0
         return a
@@ -72,18 +75,18 @@ class Linear:
         """x W without the bias, for callers that add it later (fused into GELU, or after g's sum)."""
         self.x = x
         y = self.ws.get(self.name + ".y", (x.shape[0], self.W.shape[1]))
-        return np.matmul(x, self.W.data, out=y)
+        return xp_of(x).matmul(x, self.W.data, out=y)
 
     def backward(self, dy, dx=None):
         """dW += x^T dy, db += sum(dy); returns dx = dy W^T (into `dx` if given)."""
         self.backward_params(dy)
         if dx is None:
             dx = self.ws.get(self.name + ".dx", self.x.shape)
-        return np.matmul(dy, self.W.data.T, out=dx)
+        return xp_of(dy).matmul(dy, self.W.data.T, out=dx)
 
     def backward_params(self, dy):
         tmp = self.ws.get(self.name + ".dw", self.W.shape)
-        np.matmul(self.x.T, dy, out=tmp)
+        xp_of(dy).matmul(self.x.T, dy, out=tmp)
         self.W.grad += tmp
         if self.b is not None:
             K.bias_backward(dy, self.b.grad)
@@ -125,7 +128,12 @@ class Embedding:
         d = self.tp.g_backward(dx.reshape(b, t, -1))
         self.wpe.grad[:t] += d.sum(0)
         mine = (self.tokens >= self.lo) & (self.tokens < self.hi)
-        np.add.at(self.wte.grad, self.tokens[mine] - self.lo, d[mine])
+        if xp_of(d) is np:
+            np.add.at(self.wte.grad, self.tokens[mine] - self.lo, d[mine])
+        else:
+            import cupyx
+
+            cupyx.scatter_add(self.wte.grad, self.tokens[mine] - self.lo, d[mine])
 
 
 class CausalSelfAttention:
@@ -241,10 +249,10 @@ class Block:
         """x: (N, C) -> (N, C); x must stay untouched until backward (ln1 keeps it)."""
         a = self.attn.forward(self.ln1.forward(x), b, t)
         x1 = self.ws.get(self.name + ".x1", x.shape)
-        np.add(x, a, out=x1)
+        xp_of(x).add(x, a, out=x1)
         m = self.mlp.forward(self.ln2.forward(x1))
         x2 = self.ws.get(self.name + ".x2", x.shape)
-        np.add(x1, m, out=x2)
+        xp_of(x).add(x1, m, out=x2)
         return x2
 
     def backward(self, dx):

@@ -84,16 +84,21 @@ class ParamLayout:
         """Parameters in buffer order (reverse registration: backward's order)."""
         return list(reversed(self.entries))
 
-    def build(self, dtype, seed, params=None, grads=None):
+    def build(self, dtype, seed, params=None, grads=None, device=None):
         """Assign offsets, allocate (or adopt) the flat params and grads, point every Param at its
         slice, and initialise params from `seed` (drawn in registration order, so the values do not
         depend on the buffer order). Pass `params`/`grads` to place them in memory the caller owns
-        (e.g. a node-shared buffer from comm.alloc)."""
+        (e.g. a node-shared buffer from comm.alloc). device: a GPU hpr.device.Device puts both there
+        (initialised on the host, the same numbers, then copied)."""
         off = 0
         for p in self.order():
             p.offset = off
             off += p.size
         n = off
+        on_gpu = device is not None and device.is_gpu
+        given = (params, grads) if on_gpu else (None, None)  # a GPU's are filled after the host init
+        if on_gpu:
+            params = grads = None
         self.params = np.empty(n, dtype) if params is None else params
         self.grads = np.zeros(n, dtype) if grads is None else grads
         for a, what in ((self.params, "params"), (self.grads, "grads")):
@@ -111,7 +116,24 @@ class ParamLayout:
                 p.data[...] = p.shard(full) if p.sharded else full
             else:
                 p.data[...] = p.fill
+        if on_gpu:
+            self._to(device, *given)
         return self.params, self.grads
+
+    def _to(self, device, params=None, grads=None):
+        """Copy the initialised flat arrays to the device (into the given device buffers, if any) and
+        point every Param's views at the copies."""
+        host = self.params
+        self.params = device.xp.empty(host.shape, host.dtype) if params is None else params
+        self.grads = device.xp.empty(host.shape, host.dtype) if grads is None else grads
+        for a, what in ((self.params, "params"), (self.grads, "grads")):
+            if not device.is_array(a) or a.shape != host.shape or a.dtype != host.dtype:
+                raise ConfigError(f"{what} must be a ({host.size},) {host.dtype.name} array on {device}")
+        self.params[...] = device.asarray(host)
+        self.grads[...] = 0
+        for p in self.entries:
+            p.data = self.params[p.offset:p.offset + p.size].reshape(p.shape)
+            p.grad = self.grads[p.offset:p.offset + p.size].reshape(p.shape)
 
     def segments(self, lo=0, hi=None):
         """[(start, stop, decay)] covering [lo, hi) of the flat buffer, neighbours with the same decay

@@ -27,6 +27,7 @@ import zlib
 import numpy as np
 
 from .. import trace
+from ..device import is_device_array, to_host
 from ..errors import ConfigError, HprError
 from ..kernels import reduce as R
 
@@ -67,6 +68,9 @@ class DataParallel:
         self.comm_dtype = comm_dtype
         self.half = None
         if comm_dtype != "float32" and self.size > 1:
+            if is_device_array(grads):
+                raise ConfigError(f"--grad-comm-dtype {comm_dtype} rounds gradients with the CPU kernels; "
+                                  "on a GPU use --grad-comm-dtype float32")
             if grads.dtype != np.float32:
                 raise ConfigError(f"--grad-comm-dtype {comm_dtype} rounds float32 gradients; this model is "
                                   f"{grads.dtype}: use --grad-comm-dtype float32")
@@ -180,7 +184,7 @@ class DataParallel:
 
 def param_checksum(params):
     """A crc32 of the parameter bytes: equal on every rank exactly when the parameters are."""
-    return zlib.crc32(memoryview(np.ascontiguousarray(params)).cast("B"))
+    return zlib.crc32(memoryview(np.ascontiguousarray(to_host(params))).cast("B"))
 
 
 def check_replicas(world, params, replica_group, step):

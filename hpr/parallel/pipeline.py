@@ -35,7 +35,7 @@ class Pipeline:
         self.idle_s = 0.0  # time this stage spent waiting for a neighbour (its share of the bubble)
 
     def _recv(self, shape, dtype, src, tag):
-        buf = np.empty(shape, dtype)
+        buf = self.model.xp.empty(shape, dtype)  # on the stage's device
         t0 = time.perf_counter_ns()
         self.comm.recv(buf, src, tag)
         t1 = time.perf_counter_ns()

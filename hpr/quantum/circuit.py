@@ -13,6 +13,7 @@ batch for weights.
 Usage: ``c = Circuit(4, n_inputs=4, n_weights=8); c.add("ry", [0], ("in", 0)); z = c.forward(x, w)``"""
 import numpy as np
 
+from ..device import xp_of
 from ..errors import ConfigError
 from ..kernels import gpu
 from ..kernels import statevec as K
@@ -82,8 +83,11 @@ class Circuit:
         return self._programs[key]
 
     def _check(self, inputs, weights, dtype):
-        inputs = np.zeros((1, 0)) if inputs is None else np.asarray(inputs, np.float64)
-        weights = np.zeros(0) if weights is None else np.asarray(weights, np.float64)
+        """(inputs, weights) as float64 arrays, on the GPU when either came as a CuPy array (the states
+        then live and run there)."""
+        xp = gpu.cupy() if gpu.is_device(inputs) or gpu.is_device(weights) else np
+        inputs = xp.zeros((1, 0)) if inputs is None else xp.asarray(inputs, np.float64)
+        weights = xp.zeros(0) if weights is None else xp.asarray(weights, np.float64)
         if inputs.ndim != 2 or inputs.shape[1] != self.n_inputs or inputs.shape[0] < 1:
             raise ConfigError(f"inputs must have shape (batch, {self.n_inputs}), got {inputs.shape}")
         if weights.shape != (self.n_weights,):
@@ -96,7 +100,7 @@ class Circuit:
         """(program, final states (B, 2**n)) from |0...0>: one kernel call for the whole batch."""
         inputs, weights = self._check(inputs, weights, dtype)
         prog = self.compile(fuse)
-        s = np.zeros((inputs.shape[0], 1 << self.n), dtype)
+        s = xp_of(inputs).zeros((inputs.shape[0], 1 << self.n), dtype)
         s[:, 0] = 1
         prog.run(s, inputs, weights)
         return prog, s, inputs, weights
@@ -118,11 +122,12 @@ class Circuit:
             raise ConfigError("backward needs a forward first")
         prog, psi, inputs, weights = self._saved
         b = psi.shape[0]
-        g = np.asarray(d_expvals, np.float64)
+        xp = xp_of(psi)
+        g = xp.asarray(d_expvals if xp is np or gpu.is_device(d_expvals) else np.asarray(d_expvals), np.float64)
         if g.shape != (b, self.n):
             raise ConfigError(f"d_expvals must have shape ({b}, {self.n}), got {g.shape}")
         self._saved = None
-        d_in, d_w = prog.adjoint(psi, np.ascontiguousarray(g), inputs, weights)
+        d_in, d_w = prog.adjoint(psi, xp.ascontiguousarray(g), inputs, weights)
         return d_in, d_w.sum(0)
 
 
@@ -201,13 +206,21 @@ class Program:
             self._cast[key] = np.ascontiguousarray(m if m.size else np.zeros(1), dtype)
         return self._cast[key]
 
+    def _on_device(self, dtype, inverse=False):
+        """(ops, matrices, fixed angles) as CuPy arrays on the current GPU, copied once per dtype."""
+        cp = gpu.cupy()
+        key = ("gpu", cp.cuda.Device().id, np.dtype(dtype), inverse)
+        if key not in self._cast:
+            self._cast[key] = (cp.asarray(self.ops), cp.asarray(self._mats(dtype, inverse)), cp.asarray(self.fixed))
+        return self._cast[key]
+
     def run(self, state, inputs, weights):
         """state (B, 2**n) <- the program, in place (on the GPU when state is a CuPy array: one launch,
         a block per state in shared memory)."""
         if gpu.is_device(state):
             cp = gpu.cupy()
-            return gpu.run_program(state, cp.asarray(self.ops), cp.asarray(self._mats(state.dtype)),
-                                   cp.asarray(self.fixed), cp.asarray(inputs, cp.float64),
+            ops, mats, fixed = self._on_device(state.dtype)
+            return gpu.run_program(state, ops, mats, fixed, cp.asarray(inputs, cp.float64),
                                    cp.asarray(weights, cp.float64))
         K.run_program(state, self.ops, self._mats(state.dtype), self.fixed, np.ascontiguousarray(inputs),
                       np.ascontiguousarray(weights))
@@ -216,6 +229,11 @@ class Program:
     def adjoint(self, psi, g, inputs, weights):
         """(d_inputs (B, n_in), d_weights per state (B, n_w)) by one adjoint sweep from the final states
         psi (undone in place)."""
+        if gpu.is_device(psi):
+            cp = gpu.cupy()
+            ops, imats, fixed = self._on_device(psi.dtype, True)
+            return gpu.adjoint_program(psi, g, ops, imats, fixed, cp.asarray(inputs, cp.float64),
+                                       cp.asarray(weights, cp.float64))
         lam = np.empty_like(psi)
         return K.adjoint_program(psi, lam, g, self.ops, self._mats(psi.dtype, True), self.fixed,
                                  np.ascontiguousarray(inputs), np.ascontiguousarray(weights))

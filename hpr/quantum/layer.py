@@ -12,6 +12,7 @@ of the tokens' circuits and the results are gathered (the layer's parameters are
 Usage: ``q = QuantumLayer(layout, "q", C, n_qubits=4, depth=2); y = q.forward(x); dx = q.backward(dy)``"""
 import numpy as np
 
+from ..device import xp_of
 from .circuit import Circuit
 
 
@@ -46,7 +47,7 @@ class QuantumLayer:
         return r * n_rows // p, (r + 1) * n_rows // p
 
     def _gather(self, part):
-        return part if self.tp is None else self.tp.comm.allgather(np.ascontiguousarray(part))
+        return part if self.tp is None else self.tp.comm.allgather(xp_of(part).ascontiguousarray(part))
 
     def forward(self, x):
         """x: (N, C) -> x + quantum(x), (N, C), a new buffer the layer owns."""
@@ -57,7 +58,7 @@ class QuantumLayer:
         z = self._gather(self.circuit.forward(angles[lo:hi], self.theta.data, cdt))  # (N, n)
         self.z = z.astype(x.dtype)
         y = self.ws.get(self.name + ".y", x.shape)
-        np.matmul(self.z, self.W_out.data, out=y)
+        xp_of(x).matmul(self.z, self.W_out.data, out=y)
         y += x
         return y
 

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from ..device import CPU, to_host
 from ..errors import ConfigError
 from ..kernels import statevec as K
 from . import gates as G
@@ -32,8 +33,9 @@ def check_dtype(dtype):
     return dt
 
 
-def check_size(n_qubits, batch, dtype):
-    """ConfigError, before anything is allocated, for sizes that cannot be held."""
+def check_size(n_qubits, batch, dtype, avail=None):
+    """ConfigError, before anything is allocated, for sizes that cannot be held in `avail` bytes
+    (default: the host's free memory)."""
     for what, v in (("n_qubits", n_qubits), ("batch", batch)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ConfigError(f"{what} must be a positive integer, got {v!r}")
@@ -43,10 +45,11 @@ def check_size(n_qubits, batch, dtype):
         raise ConfigError(f"{n_qubits} qubits is beyond one rank's memory: {batch} state(s) of 2**{n_qubits} "
                           f"amplitudes in {dt.name} need {need / 2**30:,.0f} GiB. Use fewer qubits, or "
                           "hpr.quantum.DistributedStateVector over many ranks")
-    avail = _memory_available()
+    where = "this machine has" if avail is None else "the GPU has"
+    avail = _memory_available() if avail is None else avail
     if avail is not None and need > avail:
         raise ConfigError(f"{batch} state(s) of {n_qubits} qubits in {dt.name} need "
-                          f"{need / 2**30:.2f} GiB; this machine has {avail / 2**30:.2f} GiB free. Use fewer "
+                          f"{need / 2**30:.2f} GiB; {where} {avail / 2**30:.2f} GiB free. Use fewer "
                           "qubits, a smaller batch, complex64, or a sharded state over several ranks")
     return need
 
@@ -80,10 +83,14 @@ def _gate(name):
 
 
 class StateVector:
-    def __init__(self, n_qubits, batch=1, dtype=np.complex128):
-        check_size(n_qubits, batch, dtype)
+    def __init__(self, n_qubits, batch=1, dtype=np.complex128, device=None):
+        """device: an hpr.device.Device; a GPU holds the state there (a CuPy array) and every gate,
+        expectation and probability runs on it."""
+        device = CPU if device is None else device
+        check_size(n_qubits, batch, dtype, device.memory_bytes() if device.is_gpu else None)
         self.n, self.batch, self.dtype = int(n_qubits), int(batch), np.dtype(dtype)
-        self.state = np.zeros((self.batch, 1 << self.n), self.dtype)  # (B, 2**n)
+        self.device = device
+        self.state = device.xp.zeros((self.batch, 1 << self.n), self.dtype)  # (B, 2**n)
         self.state[:, 0] = 1  # |0...0>
 
     @property
@@ -189,7 +196,7 @@ class StateVector:
         """(B, shots) basis-state indices drawn from each state's probabilities."""
         if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
             raise ConfigError(f"shots must be a positive integer, got {shots!r}")
-        p = self.probabilities()
+        p = to_host(self.probabilities())
         rng = np.random.default_rng(seed)
         cdf = np.cumsum(p, axis=1)
         cdf /= cdf[:, -1:]
