@@ -69,6 +69,9 @@ def build_parser():
     g.add_argument("--bucket-mb", type=float, default=1.0, help="gradient bucket size in MiB (default 1)")
     g.add_argument("--grad-comm-dtype", default="float32", help="float32, bfloat16 or float16 (default float32)")
     g.add_argument("--zero", type=int, default=0, help="1: shard the optimizer state over ranks (ZeRO-1)")
+    ap.add_argument("--peak-tflops", type=float, default=None, metavar="T",
+                    help="MFU against T TFLOP/s per rank (a datasheet peak) instead of the matmul FLOP/s "
+                    "measured at start (numpy's BLAS, or cuBLAS at 8192^3 on a GPU)")
     g = ap.add_argument_group("failures and diagnostics")
     g.add_argument("--max-bad-steps", type=int, default=5,
                    help="a step whose loss or gradient is NaN/Inf is skipped (no update); after this many in a "
@@ -130,6 +133,8 @@ def check_args(a):
         raise ConfigError(f"--zero {a.zero} is not supported; use 0 (replicated optimizer) or 1 (sharded)")
     if a.tp < 1 or a.pp < 1 or (a.dp is not None and a.dp < 1):
         raise ConfigError(f"--dp, --tp and --pp must be at least 1 (got {a.dp}, {a.tp}, {a.pp})")
+    if a.peak_tflops is not None and not (a.peak_tflops > 0 and math.isfinite(a.peak_tflops)):
+        raise ConfigError(f"--peak-tflops must be a positive number, got {a.peak_tflops}")
     if a.max_bad_steps < 1 or a.check_every < 0:
         raise ConfigError(f"--max-bad-steps must be >= 1 and --check-every >= 0 (got {a.max_bad_steps}, "
                           f"{a.check_every})")
@@ -378,7 +383,8 @@ def run(args):
     val = Batches(corpus.val, config.context, args.seed + 1)
     entropy = corpus.unigram_entropy()
     world.barrier()
-    peak = float(world.allreduce(np.array([backend.matmul_flops(config.dtype, device=device)]), op="sum")[0])  # job
+    mine = args.peak_tflops * 1e12 if args.peak_tflops else backend.matmul_flops(config.dtype, device=device)
+    peak = float(world.allreduce(np.array([mine]), op="sum")[0])  # the whole job's
     flops_tok = config.flops_per_token()
     tokens_step = args.batch * config.context
     local = args.batch // dp
@@ -412,7 +418,8 @@ def run(args):
     say(f"data: {corpus.source}: {corpus.train.size:,} train bytes, {corpus.val.size:,} validation bytes; "
         f"unigram entropy {entropy:.3f} nats/byte")
     say(f"steps {args.steps}, batch {args.batch} x {config.context} = {tokens_step:,} tokens/step, lr {args.lr:g} "
-        f"(warmup {warmup}, cosine to {args.lr * args.min_lr_ratio:g}); matmul peak of the job "
+        f"(warmup {warmup}, cosine to {args.lr * args.min_lr_ratio:g}); "
+        f"{'given' if args.peak_tflops else ('cuBLAS' if device.is_gpu else 'BLAS') + ' matmul'} peak of the job "
         f"{peak / 1e9:.1f} GFLOP/s", flush=True)
 
     stop = StopFlag()

@@ -150,8 +150,7 @@ def gpu_main(a, config_for):
         times += t
     med = statistics.median(times)
     tps = tokens / med
-    print(f"
-{'':<18}{'step ms':>10}{'tokens/s':>12}{'MFU fp32':>10}{'MFU fp16':>10}")
+    print(f"\n{'':<18}{'step ms':>10}{'tokens/s':>12}{'MFU fp32':>10}{'MFU fp16':>10}")
     print(f"{'hpr (GPU)':<18}{med * 1e3:>10.2f}{tps:>12,.0f}{tps * ftok / peak32:>10.1%}{tps * ftok / peak16:>10.1%}")
     out = {"preset": a.preset, "batch": batch, "device": dev.name(), "matmul_fp32_tflops": peak32 / 1e12,
            "matmul_fp16_tflops": peak16 / 1e12, "rows": [{"name": "hpr gpu", "step_ms": med * 1e3,

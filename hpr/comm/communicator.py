@@ -232,25 +232,27 @@ class Channel:
 
     def _allreduce_device(self, x, ocode, avg, index):
         """The point-to-point algorithms on a device buffer (CUDA-aware MPI): the shared-memory engines
-        work on host memory only. Each reduction finishes before the next message reads its result."""
+        work on host memory only. Runs with x's GPU current (iallreduce calls it from the progress
+        thread, and CUDA's current device is per thread); each reduction finishes before the next
+        message reads its result."""
         from ..device import cupy
         from ..kernels import reduce as R
 
         cp = cupy()
         op = _OP_NAMES[ocode]
         algo = self.forced if self.forced in _P2P else self.cost.choose(x.nbytes, self.size, None)
+        stream = cp.cuda.get_current_stream
 
         def red(a, b):
-            with cp.cuda.Device(index):
-                R.reduce_into(a, b, op)
-                cp.cuda.get_current_stream().synchronize()
+            R.reduce_into(a, b, op)
+            stream().synchronize()
 
         def scale(v):
-            with cp.cuda.Device(index):
-                R.scale(v, 1.0 / self.size)
-                cp.cuda.get_current_stream().synchronize()
+            R.scale(v, 1.0 / self.size)
+            stream().synchronize()
 
-        _P2P[algo](self.link, x, red, scale if avg else None)
+        with cp.cuda.Device(index):
+            _P2P[algo](self.link, x, red, scale if avg else None)
         return x
 
     def _hierarchical(self, ctx, x, dcode, ocode, avg, nt):
