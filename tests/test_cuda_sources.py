@@ -33,6 +33,40 @@ def test_each_source_compiles_with_nvcc(src, tmp_path):
         assert name in syms, f"{name} missing from {src}'s object"
 
 
+def _nvrtc():
+    """libnvrtc from PyPI's nvidia-cuda-nvrtc-cu12 (what CuPy's RawModule compiles with), or None."""
+    try:
+        import nvidia.cuda_nvrtc as pkg
+    except ImportError:
+        return None
+    import ctypes
+    import glob
+
+    found = sorted(glob.glob(os.path.join(list(pkg.__path__)[0], "lib", "libnvrtc.so*")))
+    return ctypes.CDLL(found[0]) if found else None
+
+
+@pytest.mark.skipif(_nvrtc() is None, reason="NVRTC is not installed (pip install nvidia-cuda-nvrtc-cu12)")
+@pytest.mark.parametrize("src", gpu.SOURCES)
+def test_each_source_compiles_with_nvrtc(src):
+    """The compiler CuPy's RawModule uses, with the options gpu.module passes: no system headers."""
+    import ctypes
+
+    lib = _nvrtc()
+    with open(os.path.join(gpu.HERE, src), "rb") as f:
+        code = f.read()
+    prog = ctypes.c_void_p()
+    assert lib.nvrtcCreateProgram(ctypes.byref(prog), code, src.encode(), 0, None, None) == 0
+    opts = [b"-std=c++17", f"-I{gpu.HERE}".encode(), b"--gpu-architecture=compute_80"]
+    rc = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
+    n = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(n))
+    log = ctypes.create_string_buffer(n.value)
+    lib.nvrtcGetProgramLog(prog, log)
+    lib.nvrtcDestroyProgram(ctypes.byref(prog))
+    assert rc == 0, log.value.decode(errors="replace")
+
+
 def test_every_launched_kernel_is_defined():
     with open(gpu.__file__) as f:
         text = f.read()

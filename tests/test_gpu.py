@@ -196,3 +196,52 @@ def test_compiled_program_and_adjoint_equal_the_cpu(dt):
     np.testing.assert_allclose(h(gdx), dx, **t)
     np.testing.assert_allclose(h(gdw).sum(0), dw, **t)
     assert K is not None
+
+
+# ---- end to end on the GPU, against the same work on the CPU -------------------------------------
+def test_gpt_step_on_the_gpu_equals_the_cpu():
+    """A tiny GPT (float64, with a QuantumLayer): loss, gradients, an AdamW step and the next loss on the
+    GPU (cuBLAS matmuls, the CUDA kernels, attention as batched matmuls) against the CPU."""
+    import hpr
+    from hpr.model import GPT, GPTConfig
+    from hpr.optim import AdamW, grad_norm_sq
+
+    dev = hpr.device.select("gpu", local_rank=0)
+    cfg = GPTConfig.preset("tiny", dtype="float64", n_qubits=3)
+    tok = np.random.default_rng(0).integers(0, cfg.vocab_size, (3, cfg.context + 1)).astype(np.int32)
+    x, y = tok[:, :-1], tok[:, 1:]
+    out = []
+    for device in (None, dev):
+        m = GPT(cfg, seed=5, device=device)
+        opt = AdamW(m.layout, m.params, m.grads)
+        loss = m.forward(x, y)
+        m.backward()
+        norm = grad_norm_sq(m.grads)
+        g = hpr.device.to_host(m.grads).copy()
+        opt.step(1e-2)
+        out.append((loss, norm, g, hpr.device.to_host(m.params).copy(), m.loss(x, y)))
+    (l0, n0, g0, p0, m0), (l1, n1, g1, p1, m1) = out
+    assert l1 == pytest.approx(l0, rel=1e-10) and m1 == pytest.approx(m0, rel=1e-10) and n1 == pytest.approx(n0, rel=1e-8)
+    np.testing.assert_allclose(g1, g0, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(p1, p0, rtol=1e-8, atol=1e-9)
+
+
+@pytest.mark.parametrize("dt", [np.complex64, np.complex128])
+def test_statevector_on_the_gpu_equals_the_cpu(dt):
+    import hpr
+    from hpr.quantum import StateVector
+
+    dev = hpr.device.select("gpu", local_rank=0)
+    th = np.random.default_rng(2).uniform(-3, 3, 4)
+    a, b = StateVector(5, 4, dt), StateVector(5, 4, dt, device=dev)
+    for name, qs, p in [("h", [0], None), ("ry", [1], th), ("cx", [0, 4], None), ("rz", [2], 0.7),
+                        ("swap", [1, 3], None), ("cz", [0, 1], None), ("ccx", [0, 1, 2], None),
+                        ("u3", [4], (0.1, 0.2, 0.3)), ("rzz", [0, 2], th), ("crx", [3, 1], 0.4)]:
+        a.apply(name, qs, p)
+        b.apply(name, qs, p)
+    r = np.random.default_rng(3)
+    u, _ = np.linalg.qr(r.standard_normal((4, 4)) + 1j * r.standard_normal((4, 4)))
+    a.apply_matrix(u, [4, 1])
+    b.apply_matrix(u, [4, 1])
+    np.testing.assert_allclose(h(b.state), a.state, **tol(dt))
+    np.testing.assert_allclose(h(b.expval_z()), a.expval_z(), **tol(dt))
