@@ -88,6 +88,14 @@ class Device:
             return None
         return int(self.xp.cuda.runtime.getDeviceProperties(self.index)["totalGlobalMem"])
 
+    def free_bytes(self):
+        """The GPU's free memory now (CUDA's count plus what CuPy's pool holds unused), or None."""
+        if not self.is_gpu:
+            return None
+        with self.xp.cuda.Device(self.index):
+            pool = self.xp.get_default_memory_pool()
+            return int(self.xp.cuda.runtime.memGetInfo()[0]) + int(pool.total_bytes() - pool.used_bytes())
+
 
 CPU = Device("cpu")
 
@@ -150,6 +158,8 @@ def cuda_aware():
         lib = _mpi_library()
     except OSError as e:
         return False, f"MPI library not inspectable ({e})"
+    if not hasattr(lib, "MPIX_GPU_query_support") and not hasattr(lib, "MPIX_Query_cuda_support"):
+        lib = ctypes.CDLL(None)  # an mpi4py that dlopens its MPI: search everything loaded
     f = getattr(lib, "MPIX_GPU_query_support", None)
     if f is not None:  # MPICH >= 4: (gpu type, *supported); type 0 is CUDA
         f.argtypes, f.restype = [ctypes.c_int, ctypes.POINTER(ctypes.c_int)], ctypes.c_int

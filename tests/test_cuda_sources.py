@@ -72,7 +72,7 @@ def test_every_launched_kernel_is_defined():
         text = f.read()
     asked = re.findall(r'kernel\("(\w+\.cu)", "(\w+)"', text)
     asked += [("reduce.cu", f"reduce_{op}") for op in ("sum", "max", "min")]  # kernel(..., f"reduce_{op}")
-    assert len(asked) >= 24  # 12 nn, 8 state-vector, 4 reduce
+    assert len(asked) >= 23  # 11 nn (the bias gradient is CuPy's own sum), 8 state-vector, 4 reduce
     for src, name in asked:
         have = defined(src)
         for sfx in ("_f32", "_f64"):

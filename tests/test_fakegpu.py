@@ -103,6 +103,8 @@ def test_gpt_on_device_tokens_from_device_and_bad_tokens(dev):
     assert m.loss(cupy.asarray(x), cupy.asarray(x)) == pytest.approx(GPT(cfg, seed=1).loss(x, x), rel=1e-12)
     with pytest.raises(hpr.ConfigError, match="vocabulary"):
         m.loss(x + cfg.vocab_size, x)
+    x64 = np.arange(8, dtype=np.int64).reshape(2, 4)  # a pipeline stage gets batches as they come
+    assert m.stage_forward(x64, 2, 4, targets=x64, grad=False) == pytest.approx(m.loss(x64, x64), rel=1e-12)
 
 
 def test_statevector_on_device(dev, fake):
@@ -149,6 +151,9 @@ def test_circuit_on_device(dev, fake):
     np.testing.assert_allclose(dxg.get(), dxc, atol=1e-12)
     np.testing.assert_allclose(dwg.get(), dwc, atol=1e-12)
     assert fake.calls["run_program"] == 1 and fake.calls["adjoint_program"] == 1
+    wide = cupy.asarray(np.concatenate([x, x], axis=1))[:, ::2]  # a strided view: the kernel needs it packed
+    np.testing.assert_allclose(c.forward(wide, cupy.asarray(w)).get(),
+                               c.forward(np.concatenate([x, x], axis=1)[:, ::2], w), atol=1e-13)
 
 
 def test_attention_bmm_matches_fused_kernel(rng):

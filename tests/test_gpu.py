@@ -245,3 +245,9 @@ def test_statevector_on_the_gpu_equals_the_cpu(dt):
     b.apply_matrix(u, [4, 1])
     np.testing.assert_allclose(h(b.state), a.state, **tol(dt))
     np.testing.assert_allclose(h(b.expval_z()), a.expval_z(), **tol(dt))
+
+
+@pytest.mark.parametrize("b,n", [(2, 13), (200, 6)])  # a few large states (CuPy reductions), many small (kernel)
+def test_expval_z_both_paths(b, n):
+    s = rnd(b, 1 << n, seed=4) + 1j * rnd(b, 1 << n, seed=5)
+    np.testing.assert_allclose(h(gpu.expval_z(d(s))), _ref.sv_expval_z(s), rtol=1e-10, atol=1e-9)

@@ -574,7 +574,8 @@ class Communicator:
         cupy().cuda.get_current_stream().synchronize()  # MPI and the staging copy read it next
         if self._staging is None:
             self._staging = Staging()
-        return x.reshape(-1), self.cuda_aware
+        # the GPU reduce kernels are float32 / float64: other dtypes stage even with a CUDA-aware MPI
+        return x.reshape(-1), self.cuda_aware and x.dtype in (np.float32, np.float64)
 
     def isend(self, x, dest, tag=0):
         if is_device_array(x):

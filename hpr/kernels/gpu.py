@@ -21,6 +21,7 @@ SOURCES = ("nn.cu", "statevec.cu", "reduce.cu")
 ROW_THREADS = 256
 ELEM_BLOCKS = 1024
 _modules = {}
+_functions = {}
 
 
 def module(name):
@@ -34,13 +35,18 @@ def module(name):
 
 
 def kernel(src, name, dtype):
-    """The kernel hpr_<name>_f32 / _f64 of a source for float32 / float64 (complex64 / complex128) data."""
+    """The kernel hpr_<name>_f32 / _f64 of a source for float32 / float64 (complex64 / complex128) data
+    (looked up once per process and GPU)."""
     cp = cupy()
     d = cp.dtype(dtype)
     sfx = {"float32": "_f32", "complex64": "_f32", "float64": "_f64", "complex128": "_f64"}.get(d.name)
     if sfx is None:
         raise ConfigError(f"GPU kernels take float32/float64 (complex64/complex128) arrays, not {d.name}")
-    return module(src).get_function(f"hpr_{name}{sfx}")
+    key = (src, name, sfx, cp.cuda.Device().id)
+    f = _functions.get(key)
+    if f is None:
+        f = _functions[key] = module(src).get_function(f"hpr_{name}{sfx}")
+    return f
 
 
 _i, _f = np.int64, np.float64  # kernel arguments: i64 and double
@@ -130,8 +136,9 @@ def embedding_backward(dout, tokens, dwte, dwpe):
 
 
 def bias_backward(dout, db):
+    """db += dout summed over the rows: CuPy's own column reduction (every SM busy, deterministic)."""
     n, c = _rows(dout)
-    kernel("nn.cu", "bias_backward", dout.dtype)(((c + 255) // 256,), (256,), (db, dout, _i(n), _i(c)))
+    db += dout.reshape(n, c).sum(axis=0)
     return db
 
 
@@ -211,11 +218,20 @@ def apply_swap(state, q1, q2):
 
 
 def expval_z(state):
+    """(B, n) float64. Many states: one block per state (the kernel); a few large ones: per qubit, a
+    reduction over all the GPU's SMs of the probabilities with that qubit 0 minus with it 1."""
     cp = cupy()
     b, n = _sv(state)
-    out = cp.empty((b, n), cp.float64)
-    kernel("statevec.cu", "sv_expval_z", state.dtype)((b,), (ROW_THREADS,), (out, state, _i(b), _i32(n)))
-    return out
+    if b >= 128 or n < 12:
+        out = cp.empty((b, n), cp.float64)
+        kernel("statevec.cu", "sv_expval_z", state.dtype)((b,), (ROW_THREADS,), (out, state, _i(b), _i32(n)))
+        return out
+    p = (state.real.astype(cp.float64) ** 2 + state.imag.astype(cp.float64) ** 2)
+    cols = []
+    for q in range(n):
+        v = p.reshape(b, 1 << (n - 1 - q), 2, 1 << q)
+        cols.append(v[:, :, 0].sum(axis=(1, 2)) - v[:, :, 1].sum(axis=(1, 2)))
+    return cp.stack(cols, axis=1)
 
 
 def _shared_limit(n, itemsize, copies):

@@ -210,9 +210,9 @@ class GPT:
         this stage's output activation (N, C), a buffer the stage owns (copy it before sending)."""
         self._ready = None
         dev = self.device
-        if targets is not None:
-            targets = dev.asarray(targets)  # host batches move to the GPU here (no-op on the CPU)
-        x = self.emb.forward(dev.asarray(inp)) if self.first else inp
+        if targets is not None:  # host batches move to the GPU here (no-op on the CPU)
+            targets = dev.xp.ascontiguousarray(dev.asarray(targets), dtype=np.int32)
+        x = self.emb.forward(dev.xp.ascontiguousarray(dev.asarray(inp), dtype=np.int32)) if self.first else inp
         for blk in self.blocks:
             x = blk.forward(x, b, t)
         if not self.last:

@@ -220,8 +220,8 @@ class Program:
         if gpu.is_device(state):
             cp = gpu.cupy()
             ops, mats, fixed = self._on_device(state.dtype)
-            return gpu.run_program(state, ops, mats, fixed, cp.asarray(inputs, cp.float64),
-                                   cp.asarray(weights, cp.float64))
+            return gpu.run_program(state, ops, mats, fixed, cp.ascontiguousarray(inputs, dtype=cp.float64),
+                                   cp.ascontiguousarray(weights, dtype=cp.float64))
         K.run_program(state, self.ops, self._mats(state.dtype), self.fixed, np.ascontiguousarray(inputs),
                       np.ascontiguousarray(weights))
         return state
@@ -232,8 +232,8 @@ class Program:
         if gpu.is_device(psi):
             cp = gpu.cupy()
             ops, imats, fixed = self._on_device(psi.dtype, True)
-            return gpu.adjoint_program(psi, g, ops, imats, fixed, cp.asarray(inputs, cp.float64),
-                                       cp.asarray(weights, cp.float64))
+            return gpu.adjoint_program(psi, g, ops, imats, fixed, cp.ascontiguousarray(inputs, dtype=cp.float64),
+                                       cp.ascontiguousarray(weights, dtype=cp.float64))
         lam = np.empty_like(psi)
         return K.adjoint_program(psi, lam, g, self.ops, self._mats(psi.dtype, True), self.fixed,
                                  np.ascontiguousarray(inputs), np.ascontiguousarray(weights))

@@ -57,7 +57,7 @@ def check_size(n_qubits, batch, dtype, avail=None):
 def check_matrix(U, batch):
     """(U as an array, its qubit count 1 or 2) for apply_matrix, or ConfigError: a (2, 2) / (4, 4)
     matrix or one per state, unitary when HPR_CHECK=1."""
-    U = np.asarray(U)
+    U = to_host(U)
     k = {2: 1, 4: 2}.get(U.shape[-1] if U.ndim >= 2 else 0)
     if k is None or U.shape[-2:] != (1 << k, 1 << k) or U.ndim not in (2, 3) or \
             (U.ndim == 3 and U.shape[0] != batch):
@@ -87,7 +87,7 @@ class StateVector:
         """device: an hpr.device.Device; a GPU holds the state there (a CuPy array) and every gate,
         expectation and probability runs on it."""
         device = CPU if device is None else device
-        check_size(n_qubits, batch, dtype, device.memory_bytes() if device.is_gpu else None)
+        check_size(n_qubits, batch, dtype, device.free_bytes() if device.is_gpu else None)
         self.n, self.batch, self.dtype = int(n_qubits), int(batch), np.dtype(dtype)
         self.device = device
         self.state = device.xp.zeros((self.batch, 1 << self.n), self.dtype)  # (B, 2**n)
@@ -116,7 +116,7 @@ class StateVector:
             raise ConfigError(f"gate {gate.name} takes {gate.n_params} parameter(s), got {len(items)}")
         out = []
         for p in items:
-            a = np.asarray(p, np.float64)
+            a = np.asarray(to_host(p), np.float64)
             if a.ndim == 0:
                 out.append(float(a))
             elif a.shape == (self.batch,):

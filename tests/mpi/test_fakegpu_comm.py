@@ -127,6 +127,16 @@ def test_point_to_point_device(cp, mode):
     np.testing.assert_array_equal(buf.get(), np.arange(20.0).reshape(4, 5) + left)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_integer_device_allreduce(cp, mode):
+    """The GPU reduce kernels are float-only: integer device arrays stage even with a CUDA-aware MPI."""
+    comm = comm_for(mode)
+    x = np.arange(1000, dtype=np.int64) * (WORLD.rank + 1)
+    d = cp.asarray(x)
+    comm.allreduce(d, "max")
+    np.testing.assert_array_equal(d.get(), np.arange(1000) * WORLD.size)
+
+
 def test_non_contiguous_device_array_is_refused(cp):
     comm = comm_for("staged")
     x = cp.zeros((4, 6), np.float32)[:, ::2]

@@ -171,15 +171,6 @@ __device__ void embedding_backward(T *dwte, T *dwpe, const T *dout, const int *t
     }
 }
 
-// db[c] += sum_n dout[n, c]: one thread per column, rows walked in order (coalesced across threads)
-template <typename T> __device__ void bias_backward(T *db, const T *dout, i64 N, i64 C) {
-    const i64 c = blockIdx.x * (i64)blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    T s = 0;
-    for (i64 n = 0; n < N; n++) s += dout[n * C + c];
-    db[c] += s;
-}
-
 // AdamW as csrc/nn_impl.h: g scaled by gscale; bc1 = 1 - beta1^t, bc2 = 1 - beta2^t
 template <typename T>
 __device__ void adamw(T *p, const T *g, T *m, T *v, i64 n, double lr, double beta1, double beta2, double eps, double wd,
@@ -240,9 +231,6 @@ template <typename T> __device__ void sumsq(double *out, const T *x, i64 n) {
     extern "C" __global__ void hpr_embedding_backward##SFX(T *dwte, T *dwpe, const T *dout, const int *tokens, \
                                                            i64 B, i64 Tn, i64 C) {                            \
         embedding_backward<T>(dwte, dwpe, dout, tokens, B, Tn, C);                                             \
-    }                                                                                                          \
-    extern "C" __global__ void hpr_bias_backward##SFX(T *db, const T *dout, i64 N, i64 C) {                  \
-        bias_backward<T>(db, dout, N, C);                                                                      \
     }                                                                                                          \
     extern "C" __global__ void hpr_adamw##SFX(T *p, const T *g, T *m, T *v, i64 n, double lr, double beta1,    \
                                               double beta2, double eps, double wd, double bc1, double bc2,    \

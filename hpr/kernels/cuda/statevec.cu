@@ -211,7 +211,7 @@ __device__ void block_op(T *a, int N, const i64 *op, const T *mats, const double
 template <typename T>
 __device__ void run_program(T *psi, i64 B, int N, const i64 *ops, i64 nops, const T *mats, const double *fixed,
                             const double *inputs, i64 nin, const double *weights) {
-    extern __shared__ unsigned char smem[];
+    extern __shared__ __align__(16) unsigned char smem[];
     T *a = (T *)smem;
     const i64 b = blockIdx.x, M = 1ll << N;
     if (b >= B) return;
@@ -248,7 +248,7 @@ template <typename T>
 __device__ void adjoint(T *psi, i64 B, int N, const double *g, const i64 *ops, i64 nops, const T *imats,
                         const double *fixed, const double *inputs, i64 nin, const double *weights, i64 nw, double *din,
                         double *dw) {
-    extern __shared__ unsigned char smem[];
+    extern __shared__ __align__(16) unsigned char smem[];
     __shared__ double sh[32];
     const i64 b = blockIdx.x, M = 1ll << N;
     if (b >= B) return;
