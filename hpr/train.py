@@ -398,6 +398,14 @@ def run(args):
         aware = world.cuda_aware  # collective (every rank agrees)
         say("devices: " + ", ".join(f"rank {r} GPU {i} ({nm})" for r, (i, nm) in enumerate(where or []))
             + f"; MPI {'takes device buffers (CUDA-aware)' if aware else 'stages through pinned host memory'}")
+        if lead:
+            shared = {}
+            for r, (i, _) in enumerate(where):
+                shared.setdefault((world.procs[r][0], i), []).append(r)
+            for (host, i), ranks in shared.items():
+                if len(ranks) > 1:
+                    say(f"note: ranks {ranks} share GPU {i} on {host} (more ranks than GPUs there): they take "
+                        "turns on it; one rank per GPU is the fast layout")
     say(f"layout: dp {dp} x tp {tp_n} x pp {pp} = {world.size} rank(s), {threads} thread(s) each; {local} "
         f"sequences per data-parallel rank per step" + (f" in {m} micro-batches of {micro}" if m > 1 else "")
         + (f"; gradient buckets of {args.bucket_mb:g} MiB ({len(sync.buckets)}), communication in "

@@ -127,8 +127,12 @@ def test_statevector_on_device(dev, fake):
     assert (b.sample(16, seed=3) == a.sample(16, seed=3)).all()
     for k in ("apply_1q", "apply_2q", "apply_diag", "apply_x", "apply_swap", "expval_z"):
         assert fake.calls[k] > 0, k
+    for pauli in ("ZZI", "XYZ", "YIY", "III"):  # array operations on the device, against the C kernel
+        np.testing.assert_allclose(b.expval(pauli).get(), a.expval(pauli), atol=1e-13)
     with pytest.raises(hpr.ConfigError, match="no GPU kernel"):
-        b.expval("ZZI")
+        from hpr.kernels.statevec import pauli_overlap
+
+        pauli_overlap(b.state, b.state, "ZZI")
 
 
 def test_circuit_on_device(dev, fake):

@@ -24,7 +24,7 @@ def train(corpus, env, cwd, name, *flags, n=2, extra_env=None, limit=120):  # no
     log = cwd / f"{name}.json"
     cmd = [mpiexec(), "-n", str(n), sys.executable, RUN, TRAIN, "--data", str(corpus), *BASE,
            "--log-json", str(log), *map(str, flags)]
-    e = dict(env, FAKECUPY_DEVICES="2", **(extra_env or {}))
+    e = dict(env, **{"FAKECUPY_DEVICES": "2", **(extra_env or {})})
     r = subprocess.run(cmd, capture_output=True, text=True, env=e, cwd=cwd, timeout=limit)
     assert r.returncode == 0, f"{name}: exit {r.returncode}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}"
     rows = [json.loads(line) for line in open(log)]
@@ -43,8 +43,15 @@ def test_gpu_run_matches_cpu_run(corpus, env, tmp_path, layout, aware):  # noqa:
     for k in cpu:
         assert gpu[k] == pytest.approx(cpu[k], rel=1e-12, abs=1e-12), f"{k}: gpu {gpu[k]} cpu {cpu[k]}"
     assert "devices: rank 0 GPU 0 (Fake GPU), rank 1 GPU 1 (Fake GPU)" in out_g, out_g  # node-local ranks
+    assert "share GPU" not in out_g
     how = "takes device buffers (CUDA-aware)" if aware == "1" else "stages through pinned host memory"
     assert how in out_g and "--- sample ---" in out_g
+
+
+def test_more_ranks_than_gpus_share_and_say_so(corpus, env, tmp_path):  # noqa: F811
+    out, _ = train(corpus, env, tmp_path, "shared", "--device", "gpu", extra_env={"FAKECUPY_DEVICES": "1"})
+    assert "devices: rank 0 GPU 0 (Fake GPU), rank 1 GPU 0 (Fake GPU)" in out
+    assert "note: ranks [0, 1] share GPU 0" in out, out
 
 
 def test_gpu_resume_continues_bit_for_bit(corpus, env, tmp_path):  # noqa: F811

@@ -245,6 +245,8 @@ def test_statevector_on_the_gpu_equals_the_cpu(dt):
     b.apply_matrix(u, [4, 1])
     np.testing.assert_allclose(h(b.state), a.state, **tol(dt))
     np.testing.assert_allclose(h(b.expval_z()), a.expval_z(), **tol(dt))
+    for pauli in ("ZZIXY", "YYYYY", "IIIII"):
+        np.testing.assert_allclose(h(b.expval(pauli)), a.expval(pauli), **tol(dt))
 
 
 @pytest.mark.parametrize("b,n", [(2, 13), (200, 6)])  # a few large states (CuPy reductions), many small (kernel)

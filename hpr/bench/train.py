@@ -136,14 +136,15 @@ def gpu_main(a, config_for):
     config = config_for(a.preset)
     batch = a.batch or 64
     steps = a.steps or 10
-    peak32 = backend.matmul_flops("float32", device=dev)
-    peak16 = backend.matmul_flops("float16", device=dev)
     ftok = config.flops_per_token()
     tokens = batch * config.context
     print(f"hpr.bench train --device gpu: {dev.name()}, preset {a.preset} ({config.n_layers} layers, d_model "
           f"{config.d_model}, context {config.context}), batch {batch} = {tokens:,} tokens/step, "
-          f"{ftok / 1e6:.2f} MFLOP/token")
-    print(f"reference: cuBLAS matmul (8192^3) float32 {peak32 / 1e12:.1f} TFLOP/s, float16 {peak16 / 1e12:.1f} TFLOP/s")
+          f"{ftok / 1e6:.2f} MFLOP/token", flush=True)
+    peak32 = backend.matmul_flops("float32", device=dev)
+    peak16 = backend.matmul_flops("float16", device=dev)
+    print(f"reference: cuBLAS matmul (8192^3) float32 {peak32 / 1e12:.1f} TFLOP/s, float16 {peak16 / 1e12:.1f} TFLOP/s",
+          flush=True)
     times = []
     for r in range(a.rounds):
         t, losses = hpr_step_times(config, batch, steps, warmup=2, seed=r, device=dev)
