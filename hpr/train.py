@@ -97,9 +97,9 @@ def check_args(a):
         raise ConfigError(f"unknown --dtype {a.dtype!r}; use one of {', '.join(DTYPES)}")
     if a.device not in KINDS:
         raise ConfigError(f"unknown --device {a.device!r}; use one of {', '.join(KINDS)}")
-    if a.device == "gpu" and a.grad_comm_dtype != "float32":
-        raise ConfigError(f"--grad-comm-dtype {a.grad_comm_dtype} rounds gradients with the CPU kernels; with "
-                          "--device gpu use --grad-comm-dtype float32")
+    if a.device == "gpu" and a.grad_comm_dtype == "bfloat16":
+        raise ConfigError("--grad-comm-dtype bfloat16: CuPy has no bfloat16 arrays; with --device gpu use float16 "
+                          "or float32")
     for name in ("steps", "batch", "eval_batches", "log_every"):
         if getattr(a, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(a, name)}")

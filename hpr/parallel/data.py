@@ -27,7 +27,7 @@ import zlib
 import numpy as np
 
 from .. import trace
-from ..device import is_device_array, to_host
+from ..device import is_device_array, to_host, xp_of as _xp
 from ..errors import ConfigError, HprError
 from ..kernels import reduce as R
 
@@ -67,14 +67,18 @@ class DataParallel:
         self.buckets = [(lo, min(n, lo + per)) for lo in range(0, n, per)]
         self.comm_dtype = comm_dtype
         self.half = None
+        self.on_device = is_device_array(grads)
         if comm_dtype != "float32" and self.size > 1:
-            if is_device_array(grads):
-                raise ConfigError(f"--grad-comm-dtype {comm_dtype} rounds gradients with the CPU kernels; "
-                                  "on a GPU use --grad-comm-dtype float32")
+            if self.on_device and comm_dtype == "bfloat16":
+                raise ConfigError("--grad-comm-dtype bfloat16: CuPy has no bfloat16 arrays; on a GPU use float16 "
+                                  "or float32")
             if grads.dtype != np.float32:
                 raise ConfigError(f"--grad-comm-dtype {comm_dtype} rounds float32 gradients; this model is "
                                   f"{grads.dtype}: use --grad-comm-dtype float32")
-            self.half = comm.alloc(n, _half_dtype(comm_dtype))
+            if self.on_device:  # rounded by CuPy's cast (nearest-even, as R.convert), reduced staged
+                self.half = _xp(grads).zeros(n, np.float16)
+            else:
+                self.half = comm.alloc(n, _half_dtype(comm_dtype))
         # ZeRO-1 shards: the same bounds comm.reduce_scatter uses (numpy.array_split of n elements)
         q, r = divmod(n, self.size)
         self.bounds = [i * q + min(i, r) for i in range(self.size + 1)]
@@ -106,7 +110,10 @@ class DataParallel:
         if self.half is None:
             return (self.comm.iallreduce(g, op="avg"), None)
         h = self.half[lo:hi]
-        R.convert(g, h)  # round to half (nearest-even), reduce with float32 accumulation, widen back
+        if self.on_device:
+            h[...] = g  # round to half on the GPU (nearest-even)
+        else:
+            R.convert(g, h)  # round to half (nearest-even), reduce with float32 accumulation, widen back
         return (self.comm.iallreduce(h, op="avg"), (g, h))
 
     def finish(self):
@@ -132,7 +139,10 @@ class DataParallel:
                     trace.add("reduce", track, h.t_start, h.t_done, elements=hi - lo)
                     trace.add(f"wait bucket {k}", "compute", w0, trace.now())
                 if pair is not None:
-                    R.convert(pair[1], pair[0])
+                    if self.on_device:
+                        pair[0][...] = pair[1]
+                    else:
+                        R.convert(pair[1], pair[0])
             self._handles = []
         self.wait_s += time.perf_counter() - t0
 
