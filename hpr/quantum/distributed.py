@@ -21,11 +21,16 @@ state (about 1.0x the state plus 2 * 2**20 amplitudes by default).
 Why at least 2 local qubits: a dense two-qubit gate on two global qubits needs both moved onto local
 qubits the gate does not use, so the slice must hold at least two qubits.
 
+On GPUs (device=hpr.device.select("gpu", comm)) each rank's slice lives on its GPU, the gates are the
+GPU kernels, and the exchanges go through hpr's point-to-point on device buffers (straight to a
+CUDA-aware MPI, else through host memory).
+
 Usage: ``comm = hpr.init(); sv = DistributedStateVector(30, comm); sv.apply("h", [29]);
 sv.apply("cx", [29, 0]); z = sv.expval_z(); full = sv.gather()  # on rank 0, small n only``"""
 
 import numpy as np
 
+from ..device import CPU, to_host
 from ..errors import ConfigError
 from ..kernels import statevec as K
 from . import gates as G
@@ -41,7 +46,7 @@ class DistributedStateVector:
 
     chunk_elems = CHUNK_ELEMS
 
-    def __init__(self, n_qubits, comm, dtype=np.complex128):
+    def __init__(self, n_qubits, comm, dtype=np.complex128, device=None):
         from ..comm import Communicator
 
         if not isinstance(comm, Communicator):
@@ -62,8 +67,9 @@ class DistributedStateVector:
                               f"Use >= {g + 2} qubits or fewer ranks")
         # memory per rank: agreed collectively so that every rank raises, or none
         err = None
+        device = CPU if device is None else device
         try:
-            check_size(n - g, 1, dtype)
+            check_size(n - g, 1, dtype, device.free_bytes() if device.is_gpu else None)
         except ConfigError as e:
             err = e
         flag = comm.allreduce(np.array([0 if err is None else 1], np.int64), "max")
@@ -75,7 +81,8 @@ class DistributedStateVector:
         self.dtype = np.dtype(dtype)
         self.batch = 1  # for StateVector's parameter checks
         self._l2p = list(range(n))  # logical qubit -> physical qubit
-        self.local = np.zeros((1, 1 << self.n_local), self.dtype)  # (1, 2**(n-g)): this rank's slice
+        self.device, self.xp = device, device.xp
+        self.local = self.xp.zeros((1, 1 << self.n_local), self.dtype)  # (1, 2**(n-g)): this rank's slice
         if self.rank == 0:
             self.local[0, 0] = 1  # |0...0>
 
@@ -123,7 +130,7 @@ class DistributedStateVector:
             if p < L:
                 K.apply_diag_1q(s, p, self._cast(arr))
             else:
-                s *= self._cast(arr[..., self._bit(p)])
+                s *= self.dtype.type(arr[..., self._bit(p)])  # a scalar: host or device state alike
             return
         if kind == "diag2":
             p1, p2 = ph
@@ -131,7 +138,7 @@ class DistributedStateVector:
             if p1 < L and p2 < L:
                 K.apply_diag_2q(s, p1, p2, self._cast(a))
             elif p1 >= L and p2 >= L:
-                s *= self._cast(a[..., self._bit(p1) + 2 * self._bit(p2)])
+                s *= self.dtype.type(a[..., self._bit(p1) + 2 * self._bit(p2)])
             elif p1 >= L:  # d[b1 + 2 b2] with b1 fixed: a diagonal on the local p2
                 b1 = self._bit(p1)
                 K.apply_diag_1q(s, p2, self._cast(np.stack([a[..., b1], a[..., b1 + 2]], -1)))
@@ -183,7 +190,7 @@ class DistributedStateVector:
         hi, lo = half.shape
         ch = max(1, int(self.chunk_elems))
         m = min(ch, hi * lo)
-        sbuf, rbuf = np.empty(m, self.dtype), np.empty(m, self.dtype)
+        sbuf, rbuf = self.xp.empty(m, self.dtype), self.xp.empty(m, self.dtype)  # on the state's device
         if lo <= ch:  # whole rows per message
             rows = ch // lo
             blocks = (half[r:r + rows] for r in range(0, hi, rows))
@@ -192,7 +199,7 @@ class DistributedStateVector:
         for blk in blocks:
             k = blk.size
             sb, rv = sbuf[:k].reshape(blk.shape), rbuf[:k]
-            np.copyto(sb, blk)
+            self.xp.copyto(sb, blk)
             self.comm.sendrecv(sb, partner, rv, partner)
             blk[...] = rv.reshape(blk.shape)
 
@@ -209,7 +216,7 @@ class DistributedStateVector:
                 self.comm.send(mine[c:c + ch], root, tag=_GATHER_TAG)
             return None
         recv = np.empty((self.size, m), self.dtype)  # (P, 2**(n-g)): row r is rank r's slice
-        recv[root] = mine
+        recv[root] = to_host(mine)
         for r in range(self.size):
             if r != root:
                 for c in range(0, m, ch):
@@ -229,8 +236,8 @@ class DistributedStateVector:
         divided by the norm, like StateVector's."""
         L = self.n_local
         part = np.empty(self.n, np.float64)
-        part[:L] = K.expval_z(self.local)[0]
-        nrm2 = float(np.vdot(self.local, self.local).real)
+        part[:L] = to_host(K.expval_z(self.local))[0]
+        nrm2 = float(self.xp.vdot(self.local, self.local).real)
         for p in range(L, self.n):
             part[p] = nrm2 * (1 - 2 * self._bit(p))
         self.comm.allreduce(part, "sum")
@@ -238,6 +245,6 @@ class DistributedStateVector:
 
     def norm(self):
         """The 2-norm of the whole state (sqrt of the sum of |amplitude|^2), the same on every rank."""
-        s = np.array([np.vdot(self.local, self.local).real], np.float64)
+        s = np.array([float(self.xp.vdot(self.local, self.local).real)], np.float64)
         self.comm.allreduce(s, "sum")
         return float(np.sqrt(s[0]))

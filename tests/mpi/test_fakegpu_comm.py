@@ -137,6 +137,35 @@ def test_integer_device_allreduce(cp, mode):
     np.testing.assert_array_equal(d.get(), np.arange(1000) * WORLD.size)
 
 
+@pytest.mark.skipif(WORLD.size & (WORLD.size - 1), reason="a sharded state needs 2**g ranks")
+@pytest.mark.parametrize("aware", ["0", "1"])
+def test_sharded_state_on_devices(cp, aware, monkeypatch):
+    """DistributedStateVector with its slices on the (stand-in) GPUs, against the same circuit on the CPU:
+    global-qubit exchanges through device buffers, staged or CUDA-aware."""
+    import hpr
+    from hpr.quantum import DistributedStateVector
+
+    monkeypatch.setenv("HPR_CUDA_AWARE", aware)
+    comm = Communicator(WORLD)
+    n = WORLD.size.bit_length() - 1 + 4
+    dev = hpr.device.select("gpu", comm)
+    a = DistributedStateVector(n, comm, np.complex128)
+    b = DistributedStateVector(n, comm, np.complex128, device=dev)
+    b.chunk_elems = a.chunk_elems = 4  # several messages per exchange
+    assert isinstance(b.local, cp.ndarray)
+    top = n - 1
+    for name, qs, p in [("h", [top], None), ("h", [0], None), ("cx", [top, 1], None), ("rz", [top], 0.4),
+                        ("ry", [top - 1], 0.9), ("cz", [top, top - 1], None), ("u3", [top], (0.3, 0.2, 0.1)),
+                        ("swap", [0, top], None), ("crx", [2, top], 0.5), ("rzz", [top, 0], 0.7)]:
+        a.apply(name, qs, p)
+        b.apply(name, qs, p)
+    np.testing.assert_allclose(b.expval_z(), a.expval_z(), atol=1e-12)
+    assert b.norm() == pytest.approx(a.norm(), rel=1e-12)
+    ga, gb = a.gather(0), b.gather(0)
+    if WORLD.rank == 0:
+        np.testing.assert_allclose(gb, ga, atol=1e-12)
+
+
 def test_non_contiguous_device_array_is_refused(cp):
     comm = comm_for("staged")
     x = cp.zeros((4, 6), np.float32)[:, ::2]
