@@ -70,3 +70,18 @@ def test_gpu_resume_continues_bit_for_bit(corpus, env, tmp_path):  # noqa: F811
     for f in os.listdir(full / "step-00000004"):
         if f.endswith(".safetensors"):
             assert (full / "step-00000004" / f).read_bytes() == (part / "step-00000004" / f).read_bytes(), f
+
+
+@pytest.mark.parametrize("aware", ["0", "1"])
+def test_allreduce_benchmark_on_devices(env, tmp_path, aware):  # noqa: F811
+    """python -m hpr.bench allreduce --device gpu under mpiexec: a row per size, beside its reference."""
+    out = tmp_path / "ar.json"
+    cmd = [mpiexec(), "-n", "2", sys.executable, RUN, "-m", "hpr.bench", "allreduce", "--device", "gpu",
+           "--max-bytes", "4K", "--budget", "0.01", "--json", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(env, HPR_CUDA_AWARE=aware), cwd=tmp_path,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads(out.read_text())
+    assert res["cuda_aware"] == (aware == "1") and [row["bytes"] for row in res["rows"]] == [8, 32, 128, 512, 2048]
+    assert ("on the device buffer" if aware == "1" else "copy to host") in res["reference"]
+    assert all(row["hpr_us"] > 0 and row["ref_us"] > 0 for row in res["rows"])

@@ -7,7 +7,10 @@ iterations) and bus bandwidth (bytes/time × 2(n-1)/n, as nccl-tests defines it)
                hpr keeps its gradient buffers — reduced straight from the neighbours' copies
   hpr(numpy)   comm.allreduce on a plain numpy array (staged through the shared window)
 
-and the ratios hpr/MPI. ``--json FILE`` writes {"ranks", "mpi", "rows": [{"bytes", "algorithm",
+and the ratios hpr/MPI. With ``--device gpu`` the buffers are CuPy arrays on each rank's GPU: hpr's
+allreduce of the device buffer against MPI_Allreduce of the same device buffer when the MPI is
+CUDA-aware, else against what a user writes without hpr (copy to the host, MPI_Allreduce, copy back).
+``--json FILE`` writes {"ranks", "mpi", "rows": [{"bytes", "algorithm",
 "hpr_us", "mpi_us", "hpr_busbw_gbps", "mpi_busbw_gbps", "hpr_numpy_us", "hpr_numpy_busbw_gbps"}]}."""
 import argparse
 import time
@@ -51,12 +54,15 @@ def main(argv=None):
     ap.add_argument("--factor", type=int, default=4, help="size step (default 4)")
     ap.add_argument("--budget", type=float, default=0.4, help="seconds per size and library (default 0.4)")
     ap.add_argument("--json", metavar="FILE", help="write the rows as JSON")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="cpu (default) or gpu: CuPy buffers")
     args = ap.parse_args(argv)
     lo, hi = parse_size(args.min_bytes), parse_size(args.max_bytes)
     if lo < 4 or hi < lo or args.factor < 2:
         raise ConfigError("need 4 <= --min-bytes <= --max-bytes and --factor >= 2")
 
     comm = hpr.init()
+    if args.device == "gpu":
+        return _gpu(args, comm, lo, hi)
     mpi = comm.mpi
     p = comm.size
     lib = MPI.Get_library_version().splitlines()[0].strip()
@@ -95,4 +101,52 @@ def main(argv=None):
         n *= args.factor
     if comm.rank == 0 and args.json:
         write_json(args.json, {"ranks": p, "mpi": lib, "rows": rows})
+    return 0
+
+
+def _gpu(args, comm, lo, hi):
+    """The --device gpu table: device buffers, hpr against MPI on the same buffer (CUDA-aware) or
+    against staging by hand."""
+    dev = hpr.device.select("gpu", comm)
+    cp, sync, mpi, p = dev.xp, dev.synchronize, comm.mpi, comm.size
+    aware = comm.cuda_aware
+    ref = "MPI_Allreduce on the device buffer" if aware else "copy to host + MPI_Allreduce + copy back"
+    if comm.rank == 0:
+        print(f"# hpr allreduce of CuPy arrays: {p} ranks, {dev.name()}, float32 sum in place; MPI "
+              f"{'is' if aware else 'is not'} CUDA-aware (hpr {'passes the buffer' if aware else 'stages it'})")
+        print(f"# reference: {ref}; median; busbw = bytes/time * 2(n-1)/n in GB/s; x = hpr busbw / reference's")
+        print(f"{'bytes':>10} {'ref us':>9} {'busbw':>7} | {'hpr us':>9} {'busbw':>7} {'x':>5}")
+    rows = []
+    n = lo
+    while n <= hi:
+        count = max(1, n // 4)
+        x = cp.ones(count, cp.float32)
+        host = np.empty(count, np.float32)
+        bw = lambda t: count * 4 / t * 2 * (p - 1) / p / 1e9 if p > 1 else count * 4 / t / 1e9
+
+        def mpi_ref():
+            if aware:
+                sync()
+                mpi.Allreduce(MPI.IN_PLACE, x)
+            else:
+                x.get(out=host)
+                mpi.Allreduce(MPI.IN_PLACE, host)
+                x.set(host)
+            sync()
+
+        fns = {"ref": mpi_ref, "hpr": lambda: (comm.allreduce(x), sync())}
+        for f in fns.values():
+            f()
+            f()
+        t1 = max(time_op(f, 1, mpi) for f in fns.values())
+        iters = mpi.bcast(int(max(3, min(2000, args.budget / max(t1, 1e-7)))), root=0)
+        t = {k: time_op(f, iters, mpi) for k, f in fns.items()}
+        rows.append({"bytes": count * 4, "ref_us": t["ref"] * 1e6, "hpr_us": t["hpr"] * 1e6,
+                     "ref_busbw_gbps": bw(t["ref"]), "hpr_busbw_gbps": bw(t["hpr"])})
+        if comm.rank == 0:
+            print(f"{count * 4:>10} {t['ref'] * 1e6:>9.1f} {bw(t['ref']):>7.3f} | {t['hpr'] * 1e6:>9.1f} "
+                  f"{bw(t['hpr']):>7.3f} {t['ref'] / t['hpr']:>5.2f}", flush=True)
+        n *= args.factor
+    if comm.rank == 0 and args.json:
+        write_json(args.json, {"ranks": p, "device": dev.name(), "cuda_aware": aware, "reference": ref, "rows": rows})
     return 0

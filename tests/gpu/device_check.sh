@@ -8,9 +8,10 @@
 #      circuits on the GPU against the CPU);
 #   2. python -m hpr.bench quantum --device gpu (gate bandwidth vs the GPU's copy; batched workload);
 #   3. python -m hpr.bench train --device gpu (tokens/s, MFU vs cuBLAS fp32 / fp16 matmul);
-#   4. when mpi4py finds an MPI library: python -m hpr config (CuPy, GPUs, CUDA-aware MPI) and the
-#      trainer on the GPU on the built-in corpus (1 rank; 2 ranks sharing the GPU if mpiexec exists).
-# Step limits add up to about 400 s, under the device tool's 600 s per command with the build.
+#   4. when mpi4py finds an MPI library: python -m hpr config (CuPy, GPUs, CUDA-aware MPI), the trainer
+#      on the GPU on the built-in corpus (1 rank), and, if mpiexec exists, the device allreduce benchmark
+#      and the trainer on 2 ranks sharing the GPU.
+# Step limits add up to about 420 s, under the device tool's 600 s per command with the build.
 # Logs and JSON go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/hpr-gpu-out}; mkdir -p "$OUT"
@@ -41,8 +42,10 @@ if python3 -c "from mpi4py import MPI" > "$OUT/mpi_probe.log" 2>&1; then
     step config 20 python3 -m hpr config
     step train_1rank 75 python3 -m hpr.train --device gpu --preset S --steps 60 --batch 64 --eval-every 0 \
         --eval-batches 4 --sample-tokens 60 --log-json "$OUT/train_1rank.json"
-    if command -v mpiexec > /dev/null; then
-        step train_2ranks 60 mpiexec -n 2 python3 -m hpr.train --device gpu --preset S --steps 30 --batch 64 \
+    if command -v mpiexec > /dev/null; then  # 2 ranks share the one GPU
+        step bench_allreduce 40 mpiexec -n 2 python3 -m hpr.bench allreduce --device gpu --max-bytes 64M \
+            --budget 0.1 --json "$OUT/allreduce_gpu.json"
+        step train_2ranks 45 mpiexec -n 2 python3 -m hpr.train --device gpu --preset S --steps 30 --batch 64 \
             --eval-every 0 --eval-batches 4 --sample-tokens 0
     fi
 else
