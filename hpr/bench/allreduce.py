@@ -47,6 +47,30 @@ def time_op(fn, iters, comm):
     return float(np.median(ts))
 
 
+def sizes(lo, hi, factor):
+    """Message sizes in bytes, lo, lo * factor, ... up to hi, as float32 element counts (at least 1)."""
+    n = lo
+    while n <= hi:
+        yield max(1, n // 4)
+        n *= factor
+
+
+def busbw(count, t, p):
+    """Bus bandwidth (GB/s) of an allreduce of count float32 taking t seconds on p ranks."""
+    return count * 4 / t * 2 * (p - 1) / p / 1e9 if p > 1 else count * 4 / t / 1e9
+
+
+def time_all(fns, budget, comm):
+    """{name: median seconds} of each fn: two warm-up calls, then as many timed calls as fit the budget
+    for the slowest (at least 3), the same count on every rank."""
+    for f in fns.values():
+        f()
+        f()
+    t1 = max(time_op(f, 1, comm) for f in fns.values())
+    iters = comm.bcast(int(max(3, min(2000, budget / max(t1, 1e-7)))), root=0)
+    return {k: time_op(f, iters, comm) for k, f in fns.items()}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m hpr.bench allreduce", description=__doc__.split("\n\n")[0])
     ap.add_argument("--min-bytes", default="8", help="smallest message (default 8)")
@@ -73,21 +97,13 @@ def main(argv=None):
         print(f"{'bytes':>10} {'algorithm':>18} {'MPI us':>9} {'busbw':>7} | {'hpr us':>9} {'busbw':>7} "
               f"{'x':>5} | {'hpr(numpy) us':>13} {'busbw':>7} {'x':>5}")
     rows = []
-    n = lo
-    while n <= hi:
-        count = max(1, n // 4)
+    for count in sizes(lo, hi, args.factor):
         x = np.ones(count, np.float32)
         sx = comm.alloc(count, np.float32)
         sx[:] = 1
-        bw = lambda t: count * 4 / t * 2 * (p - 1) / p / 1e9 if p > 1 else count * 4 / t / 1e9
-        fns = {"mpi": lambda: mpi.Allreduce(MPI.IN_PLACE, x), "hpr": lambda: comm.allreduce(sx),
-               "numpy": lambda: comm.allreduce(x)}
-        for f in fns.values():  # warm up, then as many calls as fit the budget (at least 3)
-            f()
-            f()
-        t1 = max(time_op(f, 1, mpi) for f in fns.values())
-        iters = mpi.bcast(int(max(3, min(2000, args.budget / max(t1, 1e-7)))), root=0)
-        t = {k: time_op(f, iters, mpi) for k, f in fns.items()}
+        bw = lambda t: busbw(count, t, p)  # noqa: E731
+        t = time_all({"mpi": lambda: mpi.Allreduce(MPI.IN_PLACE, x), "hpr": lambda: comm.allreduce(sx),
+                      "numpy": lambda: comm.allreduce(x)}, args.budget, mpi)
         row = {"bytes": count * 4, "algorithm": comm.algorithm_for(count * 4),
                "hpr_us": t["hpr"] * 1e6, "mpi_us": t["mpi"] * 1e6,
                "hpr_busbw_gbps": bw(t["hpr"]), "mpi_busbw_gbps": bw(t["mpi"]),
@@ -98,7 +114,6 @@ def main(argv=None):
                   f"{t['hpr'] * 1e6:>9.1f} {bw(t['hpr']):>7.3f} {t['mpi'] / t['hpr']:>5.2f} | "
                   f"{t['numpy'] * 1e6:>13.1f} {bw(t['numpy']):>7.3f} {t['mpi'] / t['numpy']:>5.2f}", flush=True)
         del x, sx
-        n *= args.factor
     if comm.rank == 0 and args.json:
         write_json(args.json, {"ranks": p, "mpi": lib, "rows": rows})
     return 0
@@ -117,12 +132,10 @@ def _gpu(args, comm, lo, hi):
         print(f"# reference: {ref}; median; busbw = bytes/time * 2(n-1)/n in GB/s; x = hpr busbw / reference's")
         print(f"{'bytes':>10} {'ref us':>9} {'busbw':>7} | {'hpr us':>9} {'busbw':>7} {'x':>5}")
     rows = []
-    n = lo
-    while n <= hi:
-        count = max(1, n // 4)
+    for count in sizes(lo, hi, args.factor):
         x = cp.ones(count, cp.float32)
         host = np.empty(count, np.float32)
-        bw = lambda t: count * 4 / t * 2 * (p - 1) / p / 1e9 if p > 1 else count * 4 / t / 1e9
+        bw = lambda t: busbw(count, t, p)  # noqa: E731
 
         def mpi_ref():
             if aware:
@@ -134,19 +147,12 @@ def _gpu(args, comm, lo, hi):
                 x.set(host)
             sync()
 
-        fns = {"ref": mpi_ref, "hpr": lambda: (comm.allreduce(x), sync())}
-        for f in fns.values():
-            f()
-            f()
-        t1 = max(time_op(f, 1, mpi) for f in fns.values())
-        iters = mpi.bcast(int(max(3, min(2000, args.budget / max(t1, 1e-7)))), root=0)
-        t = {k: time_op(f, iters, mpi) for k, f in fns.items()}
+        t = time_all({"ref": mpi_ref, "hpr": lambda: (comm.allreduce(x), sync())}, args.budget, mpi)
         rows.append({"bytes": count * 4, "ref_us": t["ref"] * 1e6, "hpr_us": t["hpr"] * 1e6,
                      "ref_busbw_gbps": bw(t["ref"]), "hpr_busbw_gbps": bw(t["hpr"])})
         if comm.rank == 0:
             print(f"{count * 4:>10} {t['ref'] * 1e6:>9.1f} {bw(t['ref']):>7.3f} | {t['hpr'] * 1e6:>9.1f} "
                   f"{bw(t['hpr']):>7.3f} {t['ref'] / t['hpr']:>5.2f}", flush=True)
-        n *= args.factor
     if comm.rank == 0 and args.json:
         write_json(args.json, {"ranks": p, "device": dev.name(), "cuda_aware": aware, "reference": ref, "rows": rows})
     return 0
