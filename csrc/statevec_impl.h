@@ -399,15 +399,16 @@ HPR_KERNEL void FN(hpr_sv_probabilities)(REAL *out, const REAL *psi, int64_t B, 
     }
 }
 
-/* sum over i in [i0, i1) of conj(a[i ^ x]) (-1)^popcount(i & z) a[i], into (*re, *im) */
-static inline void FN(sv_pauli_range)(const REAL *a, int64_t i0, int64_t i1, int64_t x, int64_t z,
-                                      double *re, double *im) {
+/* sum over i in [i0, i1) of conj(l[i ^ x]) (-1)^popcount(i & z) a[i], into (*re, *im): <l| P |a> up to
+ * P's phase; l = a gives the expectation, two states the adjoint gradients' <lambda| P |psi> */
+static inline void FN(sv_pauli_overlap_range)(const REAL *l, const REAL *a, int64_t i0, int64_t i1, int64_t x,
+                                              int64_t z, double *re, double *im) {
     double sr = 0, si = 0;
     SIMD_SUM2(sr, si)
     for (int64_t i = i0; i < i1; i++) {
         int64_t j = i ^ x;
         double sg = 1 - 2 * (__builtin_popcountll((unsigned long long)(i & z)) & 1);
-        double pr = a[2 * j], pi = a[2 * j + 1], vr = a[2 * i], vi = a[2 * i + 1];
+        double pr = l[2 * j], pi = l[2 * j + 1], vr = a[2 * i], vi = a[2 * i + 1];
         sr += sg * (pr * vr + pi * vi);
         si += sg * (pr * vi - pi * vr);
     }
@@ -423,7 +424,7 @@ HPR_KERNEL void FN(hpr_sv_expval_pauli)(double *out, const REAL *psi, int64_t B,
         OMP_ITEMS
         for (int64_t b = 0; b < B; b++) {
             double re = 0, im = 0;
-            FN(sv_pauli_range)(psi + 2 * (b << N), 0, M, xmask, zmask, &re, &im);
+            FN(sv_pauli_overlap_range)(psi + 2 * (b << N), psi + 2 * (b << N), 0, M, xmask, zmask, &re, &im);
             out[b] = sv_phase_re(ny, re, im);
         }
         return;
@@ -434,29 +435,13 @@ HPR_KERNEL void FN(hpr_sv_expval_pauli)(double *out, const REAL *psi, int64_t B,
         const REAL *a = psi + 2 * (b << N);
         OMP_ITEMS_SUM2(re, im)
         for (int64_t c = 0; c < nc; c++)
-            FN(sv_pauli_range)(a, c * SV_CHUNK, (c + 1) * SV_CHUNK < M ? (c + 1) * SV_CHUNK : M, xmask, zmask,
-                               &re, &im);
+            FN(sv_pauli_overlap_range)(a, a, c * SV_CHUNK, (c + 1) * SV_CHUNK < M ? (c + 1) * SV_CHUNK : M, xmask,
+                                       zmask, &re, &im);
         out[b] = sv_phase_re(ny, re, im);
     }
 }
 
 
-/* sum over i in [i0, i1) of conj(l[i ^ x]) (-1)^popcount(i & z) a[i], into (*re, *im): the overlap form
- * of sv_pauli_range, with two states (the adjoint gradients' <lambda| P |psi>) */
-static inline void FN(sv_pauli_overlap_range)(const REAL *l, const REAL *a, int64_t i0, int64_t i1, int64_t x,
-                                              int64_t z, double *re, double *im) {
-    double sr = 0, si = 0;
-    SIMD_SUM2(sr, si)
-    for (int64_t i = i0; i < i1; i++) {
-        int64_t j = i ^ x;
-        double sg = 1 - 2 * (__builtin_popcountll((unsigned long long)(i & z)) & 1);
-        double pr = l[2 * j], pi = l[2 * j + 1], vr = a[2 * i], vi = a[2 * i + 1];
-        sr += sg * (pr * vr + pi * vi);
-        si += sg * (pr * vi - pi * vr);
-    }
-    *re += sr;
-    *im += si;
-}
 
 /* out[b] = <lam_b| P |psi_b> as (re, im) pairs, P the Pauli string of (xmask, zmask, ny) */
 HPR_KERNEL void FN(hpr_sv_pauli_overlap)(double *out, const REAL *lam, const REAL *psi, int64_t B, int N,

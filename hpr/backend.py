@@ -3,7 +3,6 @@ cupy arrays (DESIGN.md decision 5). Owns the import of hpr._kernels and the thre
 use; owns nothing else. Usage: ``from hpr.backend import cpu_kernels; cpu_kernels().info()``."""
 import os
 
-from .device import is_device_array  # noqa: F401  (re-exported: the dispatch test)
 from .errors import ConfigError, KernelsMissing
 
 _kernels = None

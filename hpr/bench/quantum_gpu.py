@@ -10,24 +10,20 @@ hpr's state-vector kernels on one GPU (CuPy), each beside its reference measured
    1024, 65536 and 1048576 circuits: forward and forward + adjoint gradient, circuits/s, one launch per
    pass with each state in shared memory; checked against the CPU kernels first. Target: >= 1e6
    circuits/s. The CPU kernels' figure for 1024 circuits is printed beside it."""
-import statistics
-import time
-
 import numpy as np
 
 from . import write_json
+from .quantum import median_time
 
 
-def _timed(fn, sync, budget, min_reps=5, max_reps=200):
-    fn()
-    sync()
-    ts, t_end = [], time.perf_counter() + budget
-    while len(ts) < min_reps or (time.perf_counter() < t_end and len(ts) < max_reps):
-        t0 = time.perf_counter()
+def _timed(fn, sync, budget, min_reps=5):
+    """quantum.median_time of fn with the device synchronised after each call, after one extra warm-up
+    (a first call compiles its kernels, which would set the repetition count)."""
+    def call():
         fn()
         sync()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    call()
+    return median_time(call, budget, min_reps)
 
 
 def _theoretical_bandwidth(dev):

@@ -78,7 +78,7 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="cpu (default) or gpu (CuPy)")
     a = ap.parse_args(argv)
     if a.device == "gpu":
-        return gpu_main(a, config_for=GPTConfig.preset)
+        return gpu_main(a)
     config = GPTConfig.preset(a.preset)
     batch = a.batch or (8 if a.preset == "M" else 16)
     steps = a.steps or (3 if a.preset == "M" else 6)
@@ -128,12 +128,13 @@ def main(argv=None):
     return 0
 
 
-def gpu_main(a, config_for):
+def gpu_main(a):
     import hpr
     from hpr import backend
+    from hpr.model import GPTConfig
 
     dev = hpr.device.select("gpu", local_rank=0)
-    config = config_for(a.preset)
+    config = GPTConfig.preset(a.preset)
     batch = a.batch or 64
     steps = a.steps or 10
     ftok = config.flops_per_token()

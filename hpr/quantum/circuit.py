@@ -123,7 +123,7 @@ class Circuit:
         prog, psi, inputs, weights = self._saved
         b = psi.shape[0]
         xp = xp_of(psi)
-        g = xp.asarray(d_expvals if xp is np or gpu.is_device(d_expvals) else np.asarray(d_expvals), np.float64)
+        g = xp.asarray(d_expvals, np.float64)
         if g.shape != (b, self.n):
             raise ConfigError(f"d_expvals must have shape ({b}, {self.n}), got {g.shape}")
         self._saved = None
