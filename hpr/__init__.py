@@ -38,7 +38,7 @@ _defer_to_installed()
 
 from .errors import (CheckpointError, CommError, CommMismatch, CommTimeout, ConfigError, DataError, HprError,
                      KernelsMissing)
-from . import device  # noqa: E402  (hpr.device.select: where a rank's arrays live)
+from . import config, device  # noqa: E402  (hpr.device.select: where a rank's arrays live)
 
 __version__ = "0.1.0"
 __all__ = ["init", "world", "HprError", "ConfigError", "CommError", "CommTimeout", "CommMismatch",
@@ -48,16 +48,19 @@ _world = None
 _hook_installed = False
 
 
-def init(comm=None, *, abort_on_exception=True, threads=None):
+def init(comm=None, *, abort_on_exception=True, threads=None, settings=None):
     """The Communicator for ``comm`` (default MPI.COMM_WORLD), made once and remembered as hpr's world.
 
     comm: an mpi4py intracommunicator (e.g. a sub-communicator of a larger job) or a Communicator.
     abort_on_exception: an uncaught exception on any rank prints its traceback and aborts the job, so
       the other ranks do not wait for it until their deadline.
     threads: CPU threads per rank for hpr's kernels; default HPR_NUM_THREADS / OMP_NUM_THREADS, else
-      the node's cores divided among the node's ranks."""
+      the node's cores divided among the node's ranks.
+    settings: an hpr.config.Config to use instead of reading the environment (HPR_*), which init
+      otherwise reads here, once, and makes current for everything below."""
     global _world
-    from .backend import _threads_from_env, cpu_count, set_num_threads
+    config.set_current(settings if settings is not None else config.from_env())
+    from .cpu import cpu_count, set_num_threads
     from .comm import Communicator
 
     if isinstance(comm, Communicator):
@@ -71,11 +74,11 @@ def init(comm=None, *, abort_on_exception=True, threads=None):
         _world = Communicator(mpi)
     if threads is not None:
         set_num_threads(threads)
-    elif _threads_from_env() is None:
+    elif config.current().num_threads is None:
         per_node = max(1, _world._main.node_comm.Get_size())
         set_num_threads(max(1, cpu_count() // per_node))
     else:
-        set_num_threads(_threads_from_env())  # also caps BLAS at the same count
+        set_num_threads(config.current().num_threads)  # also caps BLAS at the same count
     if abort_on_exception and _world.size > 1:
         _install_abort_hook(_world)
     return _world

@@ -10,7 +10,7 @@ def config():
 
     lines = [f"hpr {hpr.__version__} ({os.path.dirname(os.path.abspath(hpr.__file__))})"]
     try:
-        from hpr.backend import cpu_kernels
+        from hpr.cpu import cpu_kernels
 
         info = cpu_kernels().info()
         lines.append(f"compiled kernels: yes (hpr._kernels), OpenMP: {'yes' if info['openmp'] else 'no'}"
@@ -31,7 +31,7 @@ def config():
                  f"thread level: {levels.get(MPI.Query_thread(), '?')}")
     lines.append(f"mpi4py: {mpi4py.__version__}")
     comm = hpr.init()
-    from hpr.backend import num_threads
+    from hpr.cpu import num_threads
 
     lines.append(f"threads: hpr kernels {num_threads()} per rank; cores {os.cpu_count()}; "
                  f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}")

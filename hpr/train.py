@@ -325,7 +325,7 @@ class StopFlag:
 def run(args):
     import hpr
 
-    from . import backend, checkpoint
+    from . import cpu, checkpoint
     from .data import Batches
     from .optim import AdamW, CosineSchedule
     from .parallel import DataParallel, Pipeline, ProcessGrid, TensorParallel, check_replicas, check_same_params
@@ -348,7 +348,7 @@ def run(args):
     say = print if lead else (lambda *a, **k: None)
     corpus = _load_corpus(world, args.data)
     corpus.check_context(config.context)
-    threads = backend.num_threads()
+    threads = cpu.num_threads()
     warmup = args.warmup if args.warmup is not None else min(100, args.steps // 10)
     schedule = CosineSchedule(args.lr, args.steps, warmup, args.min_lr_ratio)
 
@@ -383,7 +383,7 @@ def run(args):
     val = Batches(corpus.val, config.context, args.seed + 1)
     entropy = corpus.unigram_entropy()
     world.barrier()
-    mine = args.peak_tflops * 1e12 if args.peak_tflops else backend.matmul_flops(config.dtype, device=device)
+    mine = args.peak_tflops * 1e12 if args.peak_tflops else cpu.matmul_flops(config.dtype, device=device)
     peak = float(world.allreduce(np.array([mine]), op="sum")[0])  # the whole job's
     flops_tok = config.flops_per_token()
     tokens_step = args.batch * config.context

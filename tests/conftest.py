@@ -8,7 +8,7 @@ def pytest_configure(config):
     import hpr
 
     try:
-        from hpr.backend import cpu_kernels
+        from hpr.cpu import cpu_kernels
 
         cpu_kernels()
     except hpr.KernelsMissing as e:

@@ -83,11 +83,11 @@ def trained(corpus, tmp_path_factory):
 @pytest.fixture(scope="module", autouse=True)
 def keep_thread_count():
     """The trainer cases run with --threads 1 in this process; give later test modules the count back."""
-    from hpr import backend
+    from hpr import cpu
 
-    before = backend.num_threads()
+    before = cpu.num_threads()
     yield
-    backend.set_num_threads(before)
+    cpu.set_num_threads(before)
 
 
 class Ctx:

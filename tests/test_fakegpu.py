@@ -249,10 +249,10 @@ def test_bench_quantum_gpu_runs(fake, capsys):
 
 
 def test_bench_train_gpu_runs(fake, capsys, monkeypatch):
-    from hpr import backend
+    from hpr import cpu
     from hpr.bench import train
 
-    monkeypatch.setattr(backend, "matmul_flops", lambda dtype="float32", n=1024, repeats=7, device=None: 1e12)
+    monkeypatch.setattr(cpu, "matmul_flops", lambda dtype="float32", n=1024, repeats=7, device=None: 1e12)
     assert train.main(["--device", "gpu", "--preset", "tiny", "--batch", "2", "--steps", "2", "--rounds", "1"]) == 0
     out = capsys.readouterr().out
     assert "hpr (GPU)" in out and "MFU fp16" in out

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import hpr
-from hpr.backend import set_num_threads, num_threads
+from hpr.cpu import set_num_threads, num_threads
 from hpr.kernels import _ref, nn
 
 DTYPES = [np.float32, np.float64]

@@ -3,7 +3,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from hpr.backend import cpu_kernels
+from hpr.cpu import cpu_kernels
 from hpr.errors import ConfigError
 from hpr.kernels import _ref, reduce
 

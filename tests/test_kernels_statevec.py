@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from hpr.backend import num_threads, set_num_threads
+from hpr.cpu import num_threads, set_num_threads
 from hpr.errors import ConfigError
 from hpr.kernels import _ref
 from hpr.kernels import statevec as sv

@@ -86,12 +86,12 @@ def test_program_equals_gate_by_gate(dtype, fuse):
 def test_program_one_large_state_with_threads():
     c = random_circuit(15, 40, seed=3, trainable=False)
     want = gate_by_gate(c, np.zeros((1, 2)), np.zeros(3), np.complex128)
-    old = hpr.backend.num_threads()
-    hpr.backend.set_num_threads(2)
+    old = hpr.cpu.num_threads()
+    hpr.cpu.set_num_threads(2)
     try:
         got = c.run(np.zeros((1, 2)), np.zeros(3), fuse=4)
     finally:
-        hpr.backend.set_num_threads(old)
+        hpr.cpu.set_num_threads(old)
     np.testing.assert_allclose(got, want, atol=1e-12)
 
 
@@ -138,15 +138,15 @@ def test_adjoint_threads_and_precision_agree():
     x, w, g = r.uniform(-2, 2, (64, 2)), r.uniform(-2, 2, 3), r.standard_normal((64, n))
     c.forward(x, w)
     ref = c.backward(g)
-    old = hpr.backend.num_threads()
-    hpr.backend.set_num_threads(2)
+    old = hpr.cpu.num_threads()
+    hpr.cpu.set_num_threads(2)
     try:
         c.forward(x, w)
         two = c.backward(g)
         z32 = c.forward(x, w, np.complex64)
         lo = c.backward(g)
     finally:
-        hpr.backend.set_num_threads(old)
+        hpr.cpu.set_num_threads(old)
     for a, b in zip(ref, two):
         np.testing.assert_allclose(a, b, atol=1e-12)
     for a, b in zip(ref, lo):
@@ -187,12 +187,12 @@ def test_chunked_runs_on_a_large_state(threads):
     c.add("ccx", [0, 1, 2]).add("swap", [4, 12]).add("u3", [7], (0.1, 0.2, 0.3)).add("rzz", [5, 6], 0.8)
     x = np.array([[0.3], [-1.1]])
     want = gate_by_gate(c, x, np.zeros(0), np.complex128)
-    old = hpr.backend.num_threads()
-    hpr.backend.set_num_threads(threads)
+    old = hpr.cpu.num_threads()
+    hpr.cpu.set_num_threads(threads)
     try:
         got = c.run(x, fuse=0)
     finally:
-        hpr.backend.set_num_threads(old)
+        hpr.cpu.set_num_threads(old)
     np.testing.assert_allclose(got, want, atol=1e-12)
 
 
@@ -204,8 +204,8 @@ def test_real_gates_and_low_cnots_take_their_fast_paths_correctly(dtype, threads
     on a batch, against dense matrices; 2 threads take the run paths."""
     n = 6
     s = rand_states(3, n, dtype, 7)
-    old = hpr.backend.num_threads()
-    hpr.backend.set_num_threads(threads)
+    old = hpr.cpu.num_threads()
+    hpr.cpu.set_num_threads(threads)
     try:
         for q in range(n):
             th = 0.3 + q
@@ -218,4 +218,4 @@ def test_real_gates_and_low_cnots_take_their_fast_paths_correctly(dtype, threads
                     np.testing.assert_allclose(K.apply_x(s.copy(), t, controls=(c,)),
                                                _ref.sv_apply(s, _ref.sv_controlled_op(x, 1), [c, t]), **tol(dtype))
     finally:
-        hpr.backend.set_num_threads(old)
+        hpr.cpu.set_num_threads(old)

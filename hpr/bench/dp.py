@@ -172,7 +172,7 @@ def torch_ddp_step_times(sub, cfg, batch, threads, steps, warmup, bucket_mb=None
 def main(argv=None):
     os.environ.setdefault("HPR_TIMEOUT", "3600")  # idle ranks wait in a barrier through whole sweeps
     import hpr
-    from hpr import backend
+    from hpr import cpu
     from hpr.errors import ConfigError
     from hpr.model import GPTConfig
 
@@ -200,7 +200,7 @@ def main(argv=None):
         raise ConfigError("--batch-per-rank, --steps, --threads and --rounds must be >= 1, --warmup >= 0")
 
     comm = hpr.init(threads=a.threads)
-    backend.set_num_threads(a.threads)
+    cpu.set_num_threads(a.threads)
     comm.barrier()  # the world's node engine exists before any sub-communicator changes the spin setting
     rank, n = comm.rank, comm.size
     lead = rank == 0

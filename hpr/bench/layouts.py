@@ -296,7 +296,7 @@ def print_notes(rows, m):
 def main(argv=None):
     os.environ.setdefault("HPR_TIMEOUT", "1800")  # slow presets on few cores: long waits between stages
     import hpr
-    from hpr import backend
+    from hpr import cpu
     from hpr.errors import ConfigError
     from hpr.model import GPTConfig
     from hpr.parallel import valid_layouts
@@ -331,7 +331,7 @@ def main(argv=None):
                 skipped.append({"layout": (n // (tp * pp), tp, pp), "why": why})
     if not layouts:
         raise ConfigError(f"no layout of {n} rank(s) fits preset {a.preset} with batch {batch} and m={m}")
-    threads = backend.num_threads()
+    threads = cpu.num_threads()
     tokens = np.random.default_rng(1234).integers(0, config.vocab_size, 1 << 20).astype(np.uint8)
     if lead:
         print(f"hpr.bench layouts: preset {a.preset} ({config.n_layers} layers, d_model {config.d_model}, "

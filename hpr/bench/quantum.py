@@ -341,10 +341,10 @@ def main(argv=None):
     import os
 
     os.environ["OMP_NUM_THREADS"] = str(a.threads)  # before any OpenMP runtime of another simulator loads
-    from hpr import backend
+    from hpr import cpu
     from hpr.quantum import StateVector
 
-    backend.set_num_threads(a.threads)
+    cpu.set_num_threads(a.threads)
     others = available_others()
     print(f"hpr.bench quantum: complex128, {a.threads} thread(s) for hpr and the others (OMP_NUM_THREADS)")
     print("1. single gates on one state: median time per gate; GB/s = 2 * 16 * 2**n bytes / time")

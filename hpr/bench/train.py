@@ -54,9 +54,9 @@ def torch_in_subprocess(preset, batch, threads, steps, seed):
         cmd = [sys.executable, "-m", "hpr.bench.torch_reference", "--preset", preset, "--batch", str(batch),
                "--threads", str(threads), "--steps", str(steps), "--warmup", "2", "--seed", str(seed), "--json", out]
         env = dict(os.environ)
-        from hpr import backend
+        from hpr import cpu
 
-        if backend.set_wait_policy:  # hpr's choice for its own OpenMP, not torch's
+        if cpu.set_wait_policy:  # hpr's choice for its own OpenMP, not torch's
             env.pop("OMP_WAIT_POLICY", None)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
         with open(out) as f:
@@ -64,7 +64,7 @@ def torch_in_subprocess(preset, batch, threads, steps, seed):
 
 
 def main(argv=None):
-    from hpr import backend
+    from hpr import cpu
     from hpr.model import GPTConfig
 
     ap = argparse.ArgumentParser(prog="python -m hpr.bench train", description=__doc__.split("\n\n")[0])
@@ -82,16 +82,16 @@ def main(argv=None):
     config = GPTConfig.preset(a.preset)
     batch = a.batch or (8 if a.preset == "M" else 16)
     steps = a.steps or (3 if a.preset == "M" else 6)
-    backend.set_num_threads(a.threads)
+    cpu.set_num_threads(a.threads)
     tv = None if a.no_torch else torch_reference.available()
 
-    peak = backend.matmul_flops("float32")
+    peak = cpu.matmul_flops("float32")
     ftok = config.flops_per_token()
     tokens = batch * config.context
     print(f"hpr.bench train: preset {a.preset} ({config.n_layers} layers, d_model {config.d_model}, context "
           f"{config.context}), batch {batch} = {tokens:,} tokens/step, {a.threads} thread(s), "
           f"{ftok / 1e6:.2f} MFLOP/token")
-    print(f"reference: numpy float32 matmul (1024^3, {backend.blas_info()}) {peak / 1e9:.1f} GFLOP/s")
+    print(f"reference: numpy float32 matmul (1024^3, {cpu.blas_info()}) {peak / 1e9:.1f} GFLOP/s")
     ht, tt, torch_peak = [], [], None
     for r in range(a.rounds):
         t, losses = hpr_step_times(config, batch, steps, warmup=1, seed=r)
@@ -130,7 +130,7 @@ def main(argv=None):
 
 def gpu_main(a):
     import hpr
-    from hpr import backend
+    from hpr import cpu
     from hpr.model import GPTConfig
 
     dev = hpr.device.select("gpu", local_rank=0)
@@ -142,8 +142,8 @@ def gpu_main(a):
     print(f"hpr.bench train --device gpu: {dev.name()}, preset {a.preset} ({config.n_layers} layers, d_model "
           f"{config.d_model}, context {config.context}), batch {batch} = {tokens:,} tokens/step, "
           f"{ftok / 1e6:.2f} MFLOP/token", flush=True)
-    peak32 = backend.matmul_flops("float32", device=dev)
-    peak16 = backend.matmul_flops("float16", device=dev)
+    peak32 = cpu.matmul_flops("float32", device=dev)
+    peak16 = cpu.matmul_flops("float16", device=dev)
     print(f"reference: cuBLAS matmul (8192^3) float32 {peak32 / 1e12:.1f} TFLOP/s, float16 {peak16 / 1e12:.1f} TFLOP/s",
           flush=True)
     times = []

@@ -22,7 +22,7 @@ from time import perf_counter_ns
 import numpy as np
 from mpi4py import MPI
 
-from ..backend import cpu_kernels, num_threads
+from ..cpu import cpu_kernels, num_threads
 from ..device import is_device_array
 from ..errors import CommMismatch, ConfigError
 from ..kernels.reduce import dtype_code, op_code

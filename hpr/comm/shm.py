@@ -9,7 +9,7 @@ import os
 import numpy as np
 from mpi4py import MPI
 
-from ..backend import cpu_kernels
+from ..cpu import cpu_kernels
 from ..errors import ConfigError
 from .cost import NodeLayout
 from . import wait

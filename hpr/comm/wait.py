@@ -68,7 +68,7 @@ def set_spin(seconds):
 
 def short_sleeps():
     """Let this thread's sleeps be as short as asked (Linux timer slack 1 µs instead of 50 µs)."""
-    from ..backend import cpu_kernels
+    from ..cpu import cpu_kernels
 
     cpu_kernels().set_timer_slack(1000)
 

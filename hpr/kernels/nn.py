@@ -9,7 +9,7 @@ import functools
 
 import numpy as np
 
-from ..backend import cpu_kernels, num_threads
+from ..cpu import cpu_kernels, num_threads
 from ..device import xp_of
 from ..errors import ConfigError
 from . import gpu

@@ -4,7 +4,7 @@ bfloat16 (ml_dtypes), float32, float64, int32 or int64. float16/bfloat16 are acc
 rounded once per call. Usage: ``reduce_into(acc, incoming, "sum")``."""
 import numpy as np
 
-from ..backend import cpu_kernels, num_threads
+from ..cpu import cpu_kernels, num_threads
 from ..errors import ConfigError
 from . import gpu
 

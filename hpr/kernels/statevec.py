@@ -21,7 +21,7 @@ import operator
 
 import numpy as np
 
-from ..backend import cpu_kernels, num_threads
+from ..cpu import cpu_kernels, num_threads
 from ..errors import ConfigError
 from . import gpu
 

@@ -1,9 +1,15 @@
-"""Which implementation serves an array: the compiled CPU kernels for numpy arrays, CuPy kernels for
-cupy arrays (DESIGN.md decision 5). Owns the import of hpr._kernels and the thread count the CPU kernels
-use; owns nothing else. Usage: ``from hpr.backend import cpu_kernels; cpu_kernels().info()``."""
+"""The CPU side of a rank: the compiled extension (hpr._kernels), how many threads its kernels and
+numpy's BLAS may use, how many cores this process has, and the matmul rate MFU is measured against.
+Which kernel serves an array (numpy or CuPy) is decided in hpr.kernels (the seam is hpr.kernels.gpu's
+``is_device``), not here. Usage: ``from hpr.cpu import cpu_kernels; cpu_kernels().info()``."""
 import os
+import time
 
-from .errors import ConfigError, KernelsMissing
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from . import config
+from .errors import KernelsMissing
 
 _kernels = None
 _threads = None
@@ -14,13 +20,8 @@ def cpu_kernels():
     """The compiled extension, or KernelsMissing with what to do about it."""
     global _kernels
     if _kernels is None:
-        # OpenMP threads that spin after a parallel region (libgomp's default) take the cores BLAS's
-        # threads need next: measured 2.2x slower training steps at 2 threads. Sleep instead, unless the
-        # user chose otherwise. Read by the OpenMP runtime when the extension loads it, so set here.
         global set_wait_policy
-        if "OMP_WAIT_POLICY" not in os.environ:
-            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-            set_wait_policy = True
+        set_wait_policy = config.prepare_openmp() or set_wait_policy
         try:
             from . import _kernels as k
         except ImportError as e:  # source tree on sys.path, or a broken build
@@ -34,23 +35,12 @@ def cpu_kernels():
     return _kernels
 
 
-def _threads_from_env():
-    v = os.environ.get("HPR_NUM_THREADS", "").strip()
-    if v:
-        if not v.isdigit() or int(v) < 1:
-            raise ConfigError(f"HPR_NUM_THREADS={v!r} must be a whole number of threads >= 1; unset it to "
-                              "share the node's cores among its ranks")
-        return int(v)
-    v = os.environ.get("OMP_NUM_THREADS", "").strip()  # OpenMP's own syntax ("4,2") stays lenient
-    return int(v) if v.isdigit() and int(v) > 0 else None
-
-
 def num_threads():
-    """Threads a CPU kernel may use: set_num_threads's choice, else HPR_NUM_THREADS, else
-    OMP_NUM_THREADS (read once), else 1. hpr.init divides a node's cores among its ranks."""
+    """Threads a CPU kernel may use: set_num_threads's choice, else the configured HPR_NUM_THREADS /
+    OMP_NUM_THREADS (hpr.config), else 1. hpr.init divides a node's cores among its ranks."""
     global _threads
     if _threads is None:
-        _threads = _threads_from_env() or 1
+        _threads = config.current().num_threads or 1
     return _threads
 
 
@@ -63,15 +53,11 @@ def set_num_threads(n, blas=True):
     global _threads, _blas_limit
     _threads = max(1, int(n))
     if blas:
-        from threadpoolctl import threadpool_limits
-
         _blas_limit = threadpool_limits(limits=_threads, user_api="blas")  # stays applied
 
 
 def blas_info():
     """[(library, threads)] of the BLAS libraries numpy has loaded."""
-    from threadpoolctl import threadpool_info
-
     return [(i.get("internal_api"), i.get("num_threads")) for i in threadpool_info() if i.get("user_api") == "blas"]
 
 
@@ -80,10 +66,6 @@ def matmul_flops(dtype="float32", n=1024, repeats=7, device=None):
     products through numpy's BLAS (with the current thread limit), or cuBLAS through CuPy on a GPU
     device (n raised to 8192 there: a GPU needs a large product to reach its peak), after one warm-up.
     The reference MFU is measured against (best, not median: a peak, and robust to a neighbour's burst)."""
-    import time
-
-    import numpy as np
-
     gpu = device is not None and device.is_gpu
     xp = device.xp if gpu else np
     n = max(n, 8192) if gpu else n
