@@ -12,8 +12,11 @@ on; no rank: every rank), kind one of:
   read_only     creating the checkpoint folder fails with EROFS
   drift         nudge one parameter by one ulp after the step (replicas drift apart)
 
+The setting is read once with the others (hpr.config's ``fault``); a run that has it says so on rank 0
+("HPR_FAULT=... is set: faults will be injected (tests only)").
+
 Usage: ``HPR_FAULT='nan_grad@step=3,rank=1;kill_in_save@step=6,rank=0' mpiexec -n 2 python
-examples/train_lm.py ...``; in code ``faults = Faults.from_env(rank); kinds = faults.at(step)``."""
+examples/train_lm.py ...``; in code ``faults = Faults.from_config(rank); kinds = faults.at(step)``."""
 import errno
 import os
 import signal
@@ -22,6 +25,7 @@ import time
 
 import numpy as np
 
+from . import config
 from .errors import ConfigError
 
 
@@ -31,7 +35,7 @@ class Faults:
     KINDS = ("nan_grad", "kill", "segfault", "stall", "kill_in_save", "disk_full", "read_only", "drift")
 
     def __init__(self, spec, rank):
-        self.rank, self.rules = rank, []
+        self.spec, self.rank, self.rules = spec, rank, []
         form = f"HPR_FAULT={spec!r}: write kind@step=N[,rank=R] (step=N+ for N on), kinds {', '.join(self.KINDS)}"
         for item in filter(None, (x.strip() for x in spec.split(";"))):
             kind, _, rest = item.partition("@")
@@ -47,8 +51,10 @@ class Faults:
             self.rules.append(rule)
 
     @classmethod
-    def from_env(cls, rank):
-        spec = os.environ.get("HPR_FAULT", "").strip()
+    def from_config(cls, rank, settings=None):
+        """This rank's rules from the fault setting (HPR_FAULT) of settings (an hpr.config.Config, default
+        the current one), or None when it is unset: always, outside tests."""
+        spec = (settings if settings is not None else config.current()).fault
         return cls(spec, rank) if spec else None
 
     def at(self, step):
