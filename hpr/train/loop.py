@@ -209,8 +209,8 @@ class Run:
         if self.device.is_gpu:
             self.describe_devices()
         say(f"layout: dp {dp} x tp {tp_n} x pp {pp} = {world.size} rank(s), {cpu.num_threads()} thread(s) each; "
-            f"{local} sequences per data-parallel rank per step" + (f" in {m} micro-batches of {local // m}"
-                                                                     if m > 1 else "")
+            f"{local} sequences per data-parallel rank per step"
+            + (f" in {m} micro-batches of {local // m}" if m > 1 else "")
             + (f"; gradient buckets of {a.bucket_mb:g} MiB ({len(self.sync.buckets)}), communication in "
                f"{a.grad_comm_dtype}" if dp > 1 else "") + ("; ZeRO-1" if a.zero else ""))
         if pp > 1:
@@ -259,7 +259,8 @@ class Run:
         there is a --ckpt-dir), else 0. A CommError is raised again with the step it happened in."""
         a = self.args
         stop = StopFlag()
-        self.log = open(a.log_json, "a", buffering=1) if (a.log_json and self.lead) else None  # line by line: a killed job keeps its log
+        # line by line: a killed job keeps its log
+        self.log = open(a.log_json, "a", buffering=1) if (a.log_json and self.lead) else None
         self.bar = Progress(a.steps, a.log_every) if self.lead else None
         if trace.on:
             trace.align(self.world)  # a common zero for the ranks' clocks
