@@ -1,7 +1,7 @@
 """``mpiexec -n N python -m hpr.bench layouts --preset M|S|tiny [--batch B] [--micro-batches m] [--steps N]
 [--threads K] [--json FILE]``: every dp x tp x pp layout of the world, side by side. For each layout that
 hpr.parallel.valid_layouts allows for N ranks, this model, the batch and m, it builds the grid, the
-tensor-parallel group, the 1F1B pipeline, DataParallel and AdamW exactly as hpr.train.run does, runs one
+tensor-parallel group, the 1F1B pipeline, DataParallel and AdamW exactly as hpr.train.Run.build does, runs one
 untimed step and then --steps timed optimizer steps of hpr.train.train_step (the same global batch of
 random-corpus windows for every layout, m micro-batches per data-parallel rank: 1F1B micro-batches with
 stages, plain gradient accumulation without), and prints one row per layout:
