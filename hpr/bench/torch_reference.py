@@ -2,11 +2,12 @@
 ``python -m hpr.bench train``, used only when torch happens to be installed. torch is never a dependency
 of hpr (not in pyproject, not in CI): it is imported inside the functions, so importing this module
 needs only the standard library, and ``available()`` says whether the reference can run.
-``python -m hpr.bench dp`` wraps the same model (build_model) and optimizer (adamw) in DDP.
 
     python -m hpr.bench.torch_reference --preset S --threads 1 --batch 16 --steps 10
 
 Dimensions: B batch, T context, C d_model, V vocab, L layers, H heads.
+
+``python -m hpr.bench dp`` wraps the same model (build_model) and optimizer (adamw) in DDP.
 """
 import argparse
 import importlib.metadata
