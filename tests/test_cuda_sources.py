@@ -105,4 +105,5 @@ def test_without_cupy_the_gpu_path_says_what_to_install(monkeypatch):
 
     with pytest.raises(hpr.KernelsMissing, match="pip install cupy"):
         gpu.cupy()
-    assert not gpu.is_device([1.0]) and not gpu.is_device(None)
+    assert hpr.device.cupy_status() == "not installed (the GPU path needs cupy)"  # python -m hpr config
+    assert not hpr.device.is_device_array([1.0]) and not hpr.device.is_device_array(None)
