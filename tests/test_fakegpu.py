@@ -175,6 +175,37 @@ def test_circuit_on_device(dev, fake):
                                c.forward(np.concatenate([x, x], axis=1)[:, ::2], w), atol=1e-13)
 
 
+def test_reductions_and_scatter_on_device(dev, fake):
+    """The reduce family and scatter_add on device arrays, against the CPU, with the CPU's own arguments
+    (avg adds, nthreads is taken and ignored); CPU-only kernels refuse device arrays by name."""
+    import cupy
+
+    from hpr.kernels import nn as K
+    from hpr.kernels import reduce as R
+
+    r = np.random.default_rng(7)
+    a, b = r.standard_normal(1000), r.standard_normal(1000)
+    for op in ("sum", "max", "min", "avg"):
+        da = cupy.asarray(a)
+        assert R.reduce_into(da, cupy.asarray(b), op, nthreads=2) is da
+        np.testing.assert_array_equal(da.get(), R.reduce_into(a.copy(), b, op))
+    x = cupy.asarray(a)
+    np.testing.assert_array_equal(R.scale(x, 0.25, nthreads=1).get(), a * 0.25)
+    assert fake.calls["reduce_into"] == 4 and fake.calls["scale"] == 1
+    idx = np.array([3, 0, 3, 3, 1])  # repeated rows each add
+    rows = r.standard_normal((5, 4))
+    want = np.zeros((6, 4))
+    np.add.at(want, idx, rows)
+    got = K.scatter_add(cupy.zeros((6, 4)), cupy.asarray(idx), cupy.asarray(rows))
+    np.testing.assert_array_equal(got.get(), want)
+    np.testing.assert_array_equal(K.scatter_add(np.zeros((6, 4)), idx, rows), want)
+    h, f32 = cupy.zeros((2, 3)), cupy.zeros(4, np.float32)
+    for call in (lambda: R.reduce_many(x, [x, x]), lambda: R.convert(f32, np.zeros(4, np.float16)),
+                 lambda: K.lstm_cell_forward(cupy.zeros((2, 12)), h, h, h, h)):
+        with pytest.raises(hpr.ConfigError, match="has no GPU kernel: pass numpy arrays"):
+            call()
+
+
 def test_attention_bmm_matches_fused_kernel(rng):
     """The GPU's attention (batched matmuls around the softmax kernel) on numpy arrays, against the CPU's
     fused kernel, forward and backward, both precisions."""

@@ -1,14 +1,16 @@
 """hpr's kernels on the GPU: CuPy launchers for the CUDA sources in hpr/kernels/cuda/ (nn.cu,
 statevec.cu, reduce.cu), with the same arguments and semantics as the CPU functions in nn.py,
 statevec.py and reduce.py that hand a call here when its first argument is a CuPy array
-(hpr.kernels.dispatch, DESIGN.md decision 5). The few things CuPy already does well are CuPy's own:
+(hpr.kernels.dispatch, DESIGN.md decision 5); hpr.quantum.Circuit calls run_program and adjoint_program
+itself, with its program moved to the GPU. The few things CuPy already does well are CuPy's own:
 matmuls (`@`, cuBLAS), column sums, scatter_add (cupyx), probabilities. CuPy is optional: importing
 this module never imports it; the first launch does, and a missing CuPy or device is a KernelsMissing
 saying what to install. With hpr/device.py, the only module that imports cupy or cupyx.
 
 Each .cu is compiled once per process by NVRTC (CuPy's RawModule, cached on disk by CuPy) with the
 folder on the include path; kernels are named hpr_<kernel>_f32 / _f64. Launch shapes: row kernels one
-block of ROW_THREADS per row, element kernels a grid-stride loop of ELEM_BLOCKS x 256 threads.
+block of ROW_THREADS per row, element kernels a grid-stride loop over at most ELEM_BLOCKS blocks of 256
+threads.
 
 Usage: ``from hpr.kernels import gpu; gpu.layernorm_forward(x, w, b, out, mean, rstd)`` (cupy arrays)."""
 import os
