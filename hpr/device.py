@@ -147,7 +147,7 @@ def select(kind, comm=None, local_rank=None, settings=None):
     if n < 1:
         raise ConfigError("--device gpu: no GPU is visible to this process (CUDA_VISIBLE_DEVICES?); "
                           "run with --device cpu")
-    forced = (settings or config.current()).gpu
+    forced = (config.current() if settings is None else settings).gpu
     if forced is not None:
         if not 0 <= forced < n:
             raise ConfigError(f"HPR_GPU={forced} must be a GPU index below {n}; unset it to pick by local rank")
@@ -171,7 +171,7 @@ def cuda_aware(comm_settings=None):
     (comm_settings.cuda_aware; comm_settings: an hpr.config.CommConfig, by default
     hpr.config.current().comm) overrides when set; else MPICH's MPIX_GPU_query_support, or Open MPI's
     MPIX_Query_cuda_support; else no. Without it hpr stages device buffers through pinned host memory."""
-    forced = (comm_settings or config.current().comm).cuda_aware
+    forced = (config.current().comm if comm_settings is None else comm_settings).cuda_aware
     if forced is not None:
         return bool(forced), f"HPR_CUDA_AWARE={int(forced)}"
     try:
