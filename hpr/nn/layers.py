@@ -30,6 +30,11 @@ class Workspace:
             a[...] = 0
         return a
 
+    @property
+    def nbytes(self):
+        """Bytes of activation memory the workspace holds now (what the layout benchmark reports)."""
+        return sum(a.nbytes for a in self._bufs.values())
+
 
 class LayerNorm:
     def __init__(self, layout, name, C, eps=1e-5):
