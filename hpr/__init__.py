@@ -1,7 +1,9 @@
 """hpr: a small hybrid-parallel runtime for training compact language models on MPI.
 
 ``comm = hpr.init()`` gives the world Communicator (or wraps a communicator you pass, so hpr can run
-embedded in a larger MPI program). Kernels live in hpr.kernels, collectives in hpr.comm.
+embedded in a larger MPI program). Kernels live in hpr.kernels, collectives in hpr.comm. ``import hpr``
+does not start MPI (init does), and imports only the floor (errors, config, trace, device, cpu); the
+layers are drawn in docs/architecture.md and checked by tests/test_layering.py.
 Usage::
 
     import hpr, numpy as np
