@@ -18,7 +18,8 @@ within the same rank, never up:
   7           hpr.bench hpr.__main__
 
 ``hpr`` itself (hpr/__init__.py, the public face) imports only the floor and hpr.comm; it sits just
-above hpr.comm, so ``import hpr`` is an import from rank 3 or higher.
+above hpr.comm, so ``import hpr`` is an import from rank 3 or higher. Nothing imports a ``__main__``
+module (an entry point): what others need lives in its package (hpr.bench.BENCHES).
 
 The compiled extension hpr._kernels imports nothing of hpr (a leaf). hpr.cpu, on the floor, is the one
 module that loads it (``cpu_kernels()``, which the kernel faces call), so the test places it on the
@@ -204,6 +205,10 @@ def check_upward(mods):
             continue
         for i in hpr_imports(imports):
             theirs = rank(i.target)
+            if i.target.endswith(".__main__") and i.target != name:
+                out.append(Violation(path, i.line, "upward", f"imports the entry point {i.target}; what other "
+                                     "modules need belongs in the package (its __init__ or a module)"))
+                continue
             if i.target == name or group(i.target) == group(name) and name != FACE:
                 continue
             if theirs is None:
@@ -492,6 +497,7 @@ def test_more_breaks_each_rule_sees():
     assert found("hpr/__init__.py", "from . import train\n", "upward")
     assert found("hpr/nn/extra.py", "x = 1\n", "upward") == []  # hpr.nn.* is placed by its package
     assert found("hpr/tokenizer.py", "x = 1\n", "upward")  # a module the table does not place
+    assert found("hpr/bench/report.py", "from hpr.bench.__main__ import BENCHES\n", "upward")  # an entry point
     assert found("hpr/train.py", "from .comm.communicator import _spin\n", "private")
     assert found("hpr/train.py", "def n():\n    return hpr._world\n", "private")
     assert found("hpr/nn/params.py", "from .. import _kernels\n", "private")  # only hpr.cpu loads it
