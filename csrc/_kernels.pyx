@@ -162,8 +162,8 @@ cdef class ShmEngine:
     """The node-local allreduce engine over a shared segment (csrc/shm.c).
 
     segment: a writable buffer (the MPI-3 shared window, same memory on every node rank), zeroed before
-    first use; p, me: node size and rank. Methods return -1 on success or the node rank that did not
-    arrive before the timeout; the caller turns that into hpr.CommTimeout."""
+    first use; p, me: node size and rank. Methods return (reduce_part: first in its tuple) -1 on success
+    or the node rank that did not arrive before the timeout; the caller turns that into hpr.CommTimeout."""
     cdef hpr_shm_t s
     cdef _View seg
     cdef object keep
@@ -235,8 +235,11 @@ cdef class ShmEngine:
         return missing if rc else -1
 
     def reduce_part(self, x, int dtype, int op, double timeout, int nthreads=1):
-        """First half of a hierarchical round: returns (missing, part_offset, part_length) in elements;
-        the reduced part is then at part_view()."""
+        """First half of a hierarchical round: copies x into this rank's slot, waits for the node,
+        and reduces this rank's part of every slot into its own slot. Returns (missing, part_offset,
+        part_length, part_byte): the part is x[part_offset:part_offset + part_length] (elements); its
+        reduced values lie part_byte bytes into the shared segment, where the caller reduces them
+        across nodes in place before finish_round (part_byte is 0 when the part is empty)."""
         cdef _View a = _View(x, False)
         cdef int64_t n = _count(a, dtype), off = 0, ln = 0
         cdef void *ptr = NULL
@@ -248,6 +251,8 @@ cdef class ShmEngine:
         return (missing if rc else -1), off, ln, (<char *>ptr - self.s.base) if ptr != NULL else 0
 
     def finish_round(self, x, int dtype, double timeout):
+        """Second half of the round reduce_part began: waits for the node, then copies every rank's
+        reduced part from its slot into x. Returns missing (-1 on success)."""
         cdef _View a = _View(x, True)
         cdef int64_t n = _count(a, dtype)
         cdef int missing = -1, rc

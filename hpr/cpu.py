@@ -1,7 +1,7 @@
 """The CPU side of a rank: the compiled extension (hpr._kernels), how many threads its kernels and
 numpy's BLAS may use, how many cores this process has, and the matmul rate MFU is measured against.
-Which kernel serves an array (numpy or CuPy) is decided in hpr.kernels (the seam is hpr.kernels.gpu's
-``is_device``), not here. Usage: ``from hpr.cpu import cpu_kernels; cpu_kernels().info()``."""
+Which kernel serves an array (numpy or CuPy) is decided in hpr.kernels (the one seam is
+hpr.kernels.dispatch), not here. Usage: ``from hpr.cpu import cpu_kernels; cpu_kernels().info()``."""
 import os
 import time
 

@@ -1,8 +1,11 @@
 """Where a rank's arrays live (DESIGN.md decision 5): the host (numpy, the compiled CPU kernels) or one
 GPU (CuPy, the CUDA kernels of hpr/kernels/cuda). Owns the choice of GPU for a rank (its node-local
 rank modulo the GPUs it can see, as Horovod and Megatron do), moving arrays between host and device,
-and whether the MPI library takes device buffers (CUDA-aware). Owns nothing about what the arrays
-mean. CuPy stays optional: nothing here imports it until a GPU is asked for.
+whether the MPI library takes device buffers (CUDA-aware), and the one test of where an array lives,
+is_device_array. Owns nothing about what the arrays mean, nor which kernel serves them
+(hpr.kernels.dispatch). Settings (HPR_GPU, HPR_CUDA_AWARE) come from hpr.config. CuPy stays optional:
+nothing here imports it until a GPU is asked for; with hpr/kernels/gpu.py this is the only module
+that imports cupy or cupyx.
 
 Usage::
 
@@ -11,24 +14,25 @@ Usage::
     y = hpr.device.to_host(x)              # cupy -> numpy (a no-op for numpy)
 """
 import ctypes
-import os
 
 import numpy as np
 
+from . import config
 from .errors import ConfigError, KernelsMissing
 
 KINDS = ("cpu", "gpu")
 
 
 def is_device_array(x):
-    """True for a CuPy array (decided by type, without importing cupy)."""
+    """True for a CuPy array (decided by type, without importing cupy): hpr's one test of where an
+    array lives."""
     return type(x).__module__.split(".")[0] == "cupy"
 
 
 def cupy():
     """The cupy module, or KernelsMissing saying how to get it."""
     try:
-        import cupy as cp
+        import cupy as cp  # lazy: CuPy is optional, and importing it initialises CUDA
     except ImportError:
         raise KernelsMissing("hpr's GPU path needs CuPy: pip install cupy-cuda12x (or the wheel that matches "
                              "your CUDA), or run with --device cpu") from None
@@ -100,6 +104,22 @@ class Device:
 CPU = Device("cpu")
 
 
+def cupy_status():
+    """One line on CuPy for ``python -m hpr config``: its version and GPUs, or why the GPU path is
+    unavailable (not installed, not importable, no usable device)."""
+    try:
+        import cupy as cp  # lazy: CuPy is optional, and importing it initialises CUDA
+    except ImportError:
+        return "not installed (the GPU path needs cupy)"
+    except Exception as e:  # a broken CUDA install raises other errors at import
+        return f"installed but not importable: {e}"
+    try:
+        n = cp.cuda.runtime.getDeviceCount()
+        return f"cupy {cp.__version__}, {n} device(s)"
+    except Exception as e:  # CUDA's own error types differ between CuPy versions
+        return f"cupy {cp.__version__} installed, no usable device: {e}"
+
+
 def gpu_count():
     """GPUs this process can see (0 when CuPy is missing or CUDA finds none)."""
     try:
@@ -109,10 +129,11 @@ def gpu_count():
         return 0
 
 
-def select(kind, comm=None, local_rank=None):
+def select(kind, comm=None, local_rank=None, settings=None):
     """The Device for this rank. kind "cpu" gives CPU; "gpu" makes GPU (node-local rank) mod (visible
-    GPUs) current on this thread. HPR_GPU=i picks GPU i instead (a launcher that binds one GPU per rank
-    by CUDA_VISIBLE_DEVICES needs nothing: every rank sees one GPU, index 0). Raises KernelsMissing
+    GPUs) current on this thread. HPR_GPU=i (settings.gpu; settings: an hpr.config.Config, by default
+    hpr.config.current()) picks GPU i instead (a launcher that binds one GPU per rank by
+    CUDA_VISIBLE_DEVICES needs nothing: every rank sees one GPU, index 0). Raises KernelsMissing
     without CuPy and ConfigError without a GPU, on every rank alike when every node lacks them."""
     if kind not in KINDS:
         raise ConfigError(f"device {kind!r}: use one of {', '.join(KINDS)}")
@@ -126,11 +147,11 @@ def select(kind, comm=None, local_rank=None):
     if n < 1:
         raise ConfigError("--device gpu: no GPU is visible to this process (CUDA_VISIBLE_DEVICES?); "
                           "run with --device cpu")
-    forced = os.environ.get("HPR_GPU", "").strip()
-    if forced:
-        if not forced.isdigit() or int(forced) >= n:
-            raise ConfigError(f"HPR_GPU={forced!r} must be a GPU index below {n}; unset it to pick by local rank")
-        index = int(forced)
+    forced = (config.current() if settings is None else settings).gpu
+    if forced is not None:
+        if not 0 <= forced < n:
+            raise ConfigError(f"HPR_GPU={forced} must be a GPU index below {n}; unset it to pick by local rank")
+        index = forced
     else:
         if local_rank is None:
             local_rank = comm.local_rank if comm is not None else 0
@@ -140,20 +161,19 @@ def select(kind, comm=None, local_rank=None):
 
 
 def _mpi_library():
-    from mpi4py import MPI
+    from mpi4py import MPI  # lazy: importing mpi4py.MPI initialises MPI, which `import hpr` must not
 
     return ctypes.CDLL(MPI.__file__)  # the extension's symbols include its MPI library's
 
 
-def cuda_aware():
-    """(bool, how it was decided): whether the MPI library takes CUDA device buffers. HPR_CUDA_AWARE=0/1
-    overrides; else MPICH's MPIX_GPU_query_support, or Open MPI's MPIX_Query_cuda_support; else no.
-    Without it hpr stages device buffers through pinned host memory."""
-    v = os.environ.get("HPR_CUDA_AWARE", "").strip()
-    if v in ("0", "1"):
-        return v == "1", f"HPR_CUDA_AWARE={v}"
-    if v:
-        raise ConfigError(f"HPR_CUDA_AWARE={v!r}: use 0 (stage through host memory) or 1 (pass device buffers)")
+def cuda_aware(comm_settings=None):
+    """(bool, how it was decided): whether the MPI library takes CUDA device buffers. HPR_CUDA_AWARE
+    (comm_settings.cuda_aware; comm_settings: an hpr.config.CommConfig, by default
+    hpr.config.current().comm) overrides when set; else MPICH's MPIX_GPU_query_support, or Open MPI's
+    MPIX_Query_cuda_support; else no. Without it hpr stages device buffers through pinned host memory."""
+    forced = (config.current().comm if comm_settings is None else comm_settings).cuda_aware
+    if forced is not None:
+        return bool(forced), f"HPR_CUDA_AWARE={int(forced)}"
     try:
         lib = _mpi_library()
     except OSError as e:
@@ -184,7 +204,7 @@ class Staging:
     @staticmethod
     def _pinned(n, dtype):
         try:
-            import cupyx
+            import cupyx  # lazy: CuPy is optional
 
             return cupyx.empty_pinned(max(n, 1), dtype)
         except Exception:  # pinning can fail (limits); pageable memory still works, only slower

@@ -6,37 +6,23 @@ Usage: ``python tests/run_all.py [--ranks 2,3,4,8] [--single-only] [--mpi-only]`
 import argparse
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 import xml.etree.ElementTree as ET
+
+from launch import NO_MPIEXEC, find_mpiexec, run_tree  # tests/ is on sys.path: this script's folder
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def mpiexec():
-    """The mpiexec beside this Python (a virtual environment with PyPI's mpich), else the one on PATH."""
-    local = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    found = local if os.path.exists(local) else shutil.which("mpiexec")
-    if not found:
-        sys.exit("no mpiexec found: pip install mpich (or load your site's MPI) and try again")
-    return found
-
-
 def run(cmd, env, limit):
-    """Run cmd in its own process group; kill the whole group if it outlives limit seconds."""
-    t0 = time.time()
-    proc = subprocess.Popen(cmd, cwd=HERE, env=env, start_new_session=True)
-    try:
-        code = proc.wait(timeout=limit)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    """Run cmd in its own session; kill the whole tree if it outlives limit seconds."""
+    r = run_tree(cmd, limit, cwd=HERE, env=env)
+    code = r.code
+    if r.timed_out:
         print(f"\n*** {' '.join(cmd[:4])} ... outlived its {limit} s limit and was killed", flush=True)
         code = 124
-    print(f"--- {time.time() - t0:.1f} s, exit code {code}\n", flush=True)
+    print(f"--- {r.seconds:.1f} s, exit code {code}\n", flush=True)
     return code
 
 
@@ -73,10 +59,11 @@ def main():
                     "-p", "no:cacheprovider", f"--junitxml={xml}"], env, 600)
         results.append(("single-process", code, counts(xml)))
     if not args.single_only:
+        launcher = find_mpiexec() or sys.exit(NO_MPIEXEC)
         for n in [int(v) for v in args.ranks.split(",") if v.strip()]:
             print(f"=== MPI tests: mpiexec -n {n}", flush=True)
             xml = os.path.join(tmp, f"mpi{n}.xml")
-            code = run([mpiexec(), "-n", str(n), sys.executable, os.path.join(HERE, "mpi", "run_ranks.py"),
+            code = run([launcher, "-n", str(n), sys.executable, os.path.join(HERE, "mpi", "run_ranks.py"),
                         f"--junitxml={xml}"], env, 240 if n <= 4 else 360)
             results.append((f"mpiexec -n {n}", code, counts(xml)))
     passed = failed = skipped = 0

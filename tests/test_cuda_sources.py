@@ -105,4 +105,27 @@ def test_without_cupy_the_gpu_path_says_what_to_install(monkeypatch):
 
     with pytest.raises(hpr.KernelsMissing, match="pip install cupy"):
         gpu.cupy()
-    assert not gpu.is_device([1.0]) and not gpu.is_device(None)
+    assert hpr.device.cupy_status() == "not installed (the GPU path needs cupy)"  # python -m hpr config
+    assert not hpr.device.is_device_array([1.0]) and not hpr.device.is_device_array(None)
+
+
+def test_every_launcher_is_reached_through_the_dispatch():
+    """Each launcher of hpr/kernels/gpu.py is the GPU twin of a CPU function of nn, statevec or reduce
+    (hpr.kernels.dispatch.device_twin), except the compiled programs, which hpr.quantum.Circuit launches
+    itself; and the twins exist. A launcher nothing dispatches to would be dead or reached some other way."""
+    import inspect
+
+    from hpr.kernels import nn, reduce, statevec
+
+    twins = set()
+    for mod in (nn, statevec, reduce):
+        for name, fn in vars(mod).items():
+            if callable(getattr(fn, "gpu_twin", None)):
+                t = fn.gpu_twin()
+                assert callable(t), name
+                if inspect.getmodule(t) is gpu:
+                    twins.add(t.__name__)
+    launchers = {n for n, f in vars(gpu).items() if inspect.isfunction(f) and f.__module__ == gpu.__name__
+                 and not n.startswith("_") and n not in ("module", "kernel", "cupy")}
+    assert launchers - twins == {"run_program", "adjoint_program"}
+    assert twins <= launchers

@@ -29,12 +29,25 @@ def fake():
 
 
 @pytest.fixture
+def settings():
+    """settings(gpu=2, cuda_aware=True): the current hpr.config.Config with those changes (cuda_aware in
+    its CommConfig), as hpr.init would make it from HPR_GPU / HPR_CUDA_AWARE; restored afterwards."""
+    before = hpr.config.current()
+
+    def use(cuda_aware=None, **changes):
+        cfg = before.replace(comm=before.comm.replace(cuda_aware=cuda_aware), **changes)
+        return hpr.config.set_current(cfg)
+    yield use
+    hpr.config.set_current(before)
+
+
+@pytest.fixture
 def dev(fake):
     fake.calls.clear()
     return hpr.device.select("gpu", local_rank=0)
 
 
-def test_select(fake, monkeypatch):
+def test_select(fake, monkeypatch, settings):
     monkeypatch.setenv("FAKECUPY_DEVICES", "3")
     d = hpr.device.select("gpu", local_rank=4)
     assert (d.kind, d.index, d.is_gpu) == ("gpu", 1, True)  # node-local rank 4 of 3 GPUs: GPU 1
@@ -42,13 +55,15 @@ def test_select(fake, monkeypatch):
 
     assert cupy.cuda.Device().id == 1  # made current
     assert hpr.device.select("cpu") is hpr.device.CPU
-    monkeypatch.setenv("HPR_GPU", "2")
+    settings(gpu=hpr.config.from_env({"HPR_GPU": "2"}).gpu)  # as hpr.init reads it
     assert hpr.device.select("gpu", local_rank=0).index == 2
-    for bad in ("3", "x"):
-        monkeypatch.setenv("HPR_GPU", bad)
-        with pytest.raises(hpr.ConfigError, match="HPR_GPU"):
-            hpr.device.select("gpu", local_rank=0)
-    monkeypatch.delenv("HPR_GPU")
+    assert hpr.device.select("gpu", local_rank=0, settings=hpr.config.Config(gpu=0)).index == 0
+    settings(gpu=3)
+    with pytest.raises(hpr.ConfigError, match="HPR_GPU=3 must be a GPU index below 3"):
+        hpr.device.select("gpu", local_rank=0)
+    with pytest.raises(hpr.ConfigError, match="HPR_GPU"):
+        hpr.config.from_env({"HPR_GPU": "x"})
+    settings(gpu=None)
     monkeypatch.setenv("FAKECUPY_DEVICES", "0")
     with pytest.raises(hpr.ConfigError, match="--device cpu"):
         hpr.device.select("gpu", local_rank=0)
@@ -160,6 +175,37 @@ def test_circuit_on_device(dev, fake):
                                c.forward(np.concatenate([x, x], axis=1)[:, ::2], w), atol=1e-13)
 
 
+def test_reductions_and_scatter_on_device(dev, fake):
+    """The reduce family and scatter_add on device arrays, against the CPU, with the CPU's own arguments
+    (avg adds, nthreads is taken and ignored); CPU-only kernels refuse device arrays by name."""
+    import cupy
+
+    from hpr.kernels import nn as K
+    from hpr.kernels import reduce as R
+
+    r = np.random.default_rng(7)
+    a, b = r.standard_normal(1000), r.standard_normal(1000)
+    for op in ("sum", "max", "min", "avg"):
+        da = cupy.asarray(a)
+        assert R.reduce_into(da, cupy.asarray(b), op, nthreads=2) is da
+        np.testing.assert_array_equal(da.get(), R.reduce_into(a.copy(), b, op))
+    x = cupy.asarray(a)
+    np.testing.assert_array_equal(R.scale(x, 0.25, nthreads=1).get(), a * 0.25)
+    assert fake.calls["reduce_into"] == 4 and fake.calls["scale"] == 1
+    idx = np.array([3, 0, 3, 3, 1])  # repeated rows each add
+    rows = r.standard_normal((5, 4))
+    want = np.zeros((6, 4))
+    np.add.at(want, idx, rows)
+    got = K.scatter_add(cupy.zeros((6, 4)), cupy.asarray(idx), cupy.asarray(rows))
+    np.testing.assert_array_equal(got.get(), want)
+    np.testing.assert_array_equal(K.scatter_add(np.zeros((6, 4)), idx, rows), want)
+    h, f32 = cupy.zeros((2, 3)), cupy.zeros(4, np.float32)
+    for call in (lambda: R.reduce_many(x, [x, x]), lambda: R.convert(f32, np.zeros(4, np.float16)),
+                 lambda: K.lstm_cell_forward(cupy.zeros((2, 12)), h, h, h, h)):
+        with pytest.raises(hpr.ConfigError, match="has no GPU kernel: pass numpy arrays"):
+            call()
+
+
 def test_attention_bmm_matches_fused_kernel(rng):
     """The GPU's attention (batched matmuls around the softmax kernel) on numpy arrays, against the CPU's
     fused kernel, forward and backward, both precisions."""
@@ -212,15 +258,16 @@ def test_staging_pool():
     assert not np.shares_memory(b, c)
 
 
-def test_cuda_aware_override(monkeypatch):
+def test_cuda_aware_override(settings):
+    from hpr.config import CommConfig, from_env
     from hpr.device import cuda_aware
 
-    monkeypatch.setenv("HPR_CUDA_AWARE", "1")
+    settings(cuda_aware=from_env({"HPR_CUDA_AWARE": "1"}).comm.cuda_aware)
     assert cuda_aware() == (True, "HPR_CUDA_AWARE=1")
-    monkeypatch.setenv("HPR_CUDA_AWARE", "yes")
+    assert cuda_aware(CommConfig(cuda_aware=False)) == (False, "HPR_CUDA_AWARE=0")  # a communicator's own
     with pytest.raises(hpr.ConfigError, match="HPR_CUDA_AWARE"):
-        cuda_aware()
-    monkeypatch.delenv("HPR_CUDA_AWARE")
+        from_env({"HPR_CUDA_AWARE": "maybe"})
+    settings(cuda_aware=None)
     ok, how = cuda_aware()  # PyPI's MPICH: built without CUDA; answered by its query function
     assert ok is False and "MPIX" in how
 

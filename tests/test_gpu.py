@@ -125,6 +125,31 @@ def test_reduce(dt, op):
                                **tol(dt))
 
 
+@pytest.mark.parametrize("dt", FL)
+def test_faces_send_device_arrays_to_their_twins(dt):
+    """The CPU faces on CuPy arrays (hpr.kernels.dispatch): the GPU twins, same arguments, same numbers;
+    avg adds as on the CPU; scatter_add accumulates repeated rows; probabilities in the real dtype."""
+    import hpr
+    from hpr.kernels import nn, reduce, statevec
+
+    a, b = rnd(1001, dt=dt), rnd(1001, dt=dt, seed=1)
+    ad = d(a)
+    assert reduce.reduce_into(ad, d(b), "avg", nthreads=3) is ad
+    np.testing.assert_allclose(h(reduce.scale(ad, 0.5, nthreads=3)), (a + b) * 0.5, **tol(dt))
+    idx, rows = np.array([4, 0, 4, 4, 2]), rnd(5, 3, dt=dt, seed=2)
+    want = np.zeros((6, 3), dt)
+    np.add.at(want, idx, rows)
+    got = nn.scatter_add(cp.zeros((6, 3), dt), d(idx), d(rows))
+    assert isinstance(got, cp.ndarray)
+    np.testing.assert_allclose(h(got), want, **tol(dt))
+    s = states(3, 4, np.complex64 if dt == np.float32 else np.complex128)
+    p = statevec.probabilities(d(s))
+    assert p.dtype == dt
+    np.testing.assert_allclose(h(p), np.abs(s) ** 2, **tol(dt))
+    with pytest.raises(hpr.ConfigError, match="has no GPU kernel"):
+        statevec.pauli_overlap(d(s), d(s), "ZZZZ")
+
+
 def states(b, n, dt, seed=0):
     r = np.random.default_rng(seed)
     s = r.standard_normal((b, 1 << n)) + 1j * r.standard_normal((b, 1 << n))

@@ -2,7 +2,6 @@
 circuits in tests/data against dense references built here from Kronecker products of matrices written
 out in full, errors that name the file and line, and an --out file that is either complete or absent."""
 import os
-import shutil
 import subprocess
 import sys
 
@@ -11,6 +10,8 @@ import pytest
 
 from hpr.errors import ConfigError
 from hpr.quantum import qasm
+
+from launch import find_mpiexec, mpi_job
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
@@ -266,18 +267,11 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.load(out), np.arange(4, dtype=complex))
 
 
-def _mpiexec():
-    local = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    return local if os.path.exists(local) else shutil.which("mpiexec")
-
-
-@pytest.mark.skipif(_mpiexec() is None, reason="no mpiexec")
-def test_cli_under_mpiexec(tmp_path):
+@pytest.mark.skipif(find_mpiexec() is None, reason="no mpiexec")
+def test_cli_under_mpiexec(tmp_path, env):
     out = tmp_path / "state.npy"
-    r = subprocess.run([_mpiexec(), "-n", "2", sys.executable, "-m", "hpr.quantum", "run",
-                        os.path.join(DATA, "ghz.qasm"), "--out", str(out)], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=120, env=dict(os.environ, HPR_TIMEOUT="30"))
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("4 qubits, 4 gates") == 1  # rank 0 prints
-    assert "DistributedStateVector" in r.stdout  # used, or its absence stated
+    r = mpi_job(2, ["-m", "hpr.quantum", "run", os.path.join(DATA, "ghz.qasm"), "--out", out], tmp_path, env, 120)
+    assert r.code == 0, r.out + r.err
+    assert r.out.count("4 qubits, 4 gates") == 1  # rank 0 prints
+    assert "DistributedStateVector" in r.out  # used, or its absence stated
     np.testing.assert_allclose(np.load(out), ref_ghz(), atol=1e-12)

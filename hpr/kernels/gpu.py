@@ -1,19 +1,23 @@
 """hpr's kernels on the GPU: CuPy launchers for the CUDA sources in hpr/kernels/cuda/ (nn.cu,
-statevec.cu, reduce.cu), with the same arguments and semantics as the CPU faces in nn.py, statevec.py
-and reduce.py, which hand a call here when its arrays are CuPy arrays (DESIGN.md decision 5). CuPy is
-optional: importing this module never imports it; the first launch does, and a missing CuPy or device
-is a KernelsMissing saying what to install. Matmuls are CuPy's own `@` (cuBLAS).
+statevec.cu, reduce.cu), with the same arguments and semantics as the CPU functions in nn.py,
+statevec.py and reduce.py that hand a call here when its first argument is a CuPy array
+(hpr.kernels.dispatch, DESIGN.md decision 5); hpr.quantum.Circuit calls run_program and adjoint_program
+itself, with its program moved to the GPU. The few things CuPy already does well are CuPy's own:
+matmuls (`@`, cuBLAS), column sums, scatter_add (cupyx), probabilities. CuPy is optional: importing
+this module never imports it; the first launch does, and a missing CuPy or device is a KernelsMissing
+saying what to install. With hpr/device.py, the only module that imports cupy or cupyx.
 
 Each .cu is compiled once per process by NVRTC (CuPy's RawModule, cached on disk by CuPy) with the
 folder on the include path; kernels are named hpr_<kernel>_f32 / _f64. Launch shapes: row kernels one
-block of ROW_THREADS per row, element kernels a grid-stride loop of ELEM_BLOCKS x 256 threads.
+block of ROW_THREADS per row, element kernels a grid-stride loop over at most ELEM_BLOCKS blocks of 256
+threads.
 
 Usage: ``from hpr.kernels import gpu; gpu.layernorm_forward(x, w, b, out, mean, rstd)`` (cupy arrays)."""
 import os
 
 import numpy as np
 
-from ..device import cupy, is_device_array as is_device  # noqa: F401  (used by the faces)
+from ..device import cupy
 from ..errors import ConfigError
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda")
@@ -135,6 +139,14 @@ def embedding_backward(dout, tokens, dwte, dwpe):
                                                      (dwte, dwpe, dout, tokens, _i(b), _i(t), _i(c)))
 
 
+def scatter_add(a, indices, values):
+    """a[indices] += values, repeats accumulated: cupyx's atomic scatter."""
+    import cupyx  # lazy: CuPy is optional (see the module docstring)
+
+    cupyx.scatter_add(a, indices, values)
+    return a
+
+
 def bias_backward(dout, db):
     """db += dout summed over the rows: CuPy's own column reduction (every SM busy, deterministic)."""
     n, c = _rows(dout)
@@ -158,8 +170,11 @@ def sumsq(x):
 
 
 # ---- reduce --------------------------------------------------------------------------------------
-def reduce_into(a, b, op="sum"):
-    """a = a op b, elementwise (sum, max, min)."""
+def reduce_into(a, b, op="sum", nthreads=None):
+    """a = a op b, elementwise (sum, max, min; avg is sum here, as on the CPU: the caller scales).
+    nthreads (the CPU's) is ignored."""
+    if op == "avg":
+        op = "sum"
     if op not in ("sum", "max", "min"):
         raise ConfigError(f"GPU reduce op {op!r}: use sum, max or min (avg = sum, then scale)")
     g, t = _elem_grid(a.size)
@@ -167,7 +182,8 @@ def reduce_into(a, b, op="sum"):
     return a
 
 
-def scale(x, s):
+def scale(x, s, nthreads=None):
+    """x *= s; nthreads (the CPU's) is ignored."""
     g, t = _elem_grid(x.size)
     kernel("reduce.cu", "scale", x.dtype)(g, t, (x, _f(s), _i(x.size)))
     return x
@@ -232,6 +248,11 @@ def expval_z(state):
         v = p.reshape(b, 1 << (n - 1 - q), 2, 1 << q)
         cols.append(v[:, :, 0].sum(axis=(1, 2)) - v[:, :, 1].sum(axis=(1, 2)))
     return cp.stack(cols, axis=1)
+
+
+def probabilities(state):
+    """|psi|^2 elementwise, in the state's real dtype: CuPy's own elementwise kernel."""
+    return abs(state) ** 2
 
 
 def _shared_limit(n, itemsize, copies):

@@ -1,31 +1,18 @@
 """The faces of the fused layer kernels (csrc/nn.c): LayerNorm, causal softmax, GELU, cross-entropy,
-embeddings, bias gradients, AdamW and the sum of squares, on C-contiguous float32 or float64 numpy
-arrays. Outputs are passed in (hpr's layers own their buffers); backward kernels add into parameter
-gradients. Shapes are read from the arrays. The numpy twin of each is in _ref.py.
+embeddings, bias gradients, AdamW, the sum of squares, attention and the LSTM cell, on C-contiguous
+float32 or float64 arrays. Outputs are passed in (hpr's layers own their buffers); backward kernels add
+into parameter gradients. Shapes are read from the arrays. A CuPy first argument sends the call to the
+GPU twin in hpr/kernels/gpu.py (hpr.kernels.dispatch); the LSTM cell is CPU only. The numpy twin of
+each kernel is in _ref.py.
 
-Dimensions: N rows (= B*T), C channels, V vocabulary, B batch, T time, H heads.
+Dimensions: N rows (= B*T), C channels, V vocabulary, B batch, T time, H heads, D = C / H head size.
 Usage: ``nn.layernorm_forward(x, w, b, out, mean, rstd)``."""
-import functools
-
 import numpy as np
 
 from ..cpu import cpu_kernels, num_threads
 from ..device import xp_of
 from ..errors import ConfigError
-from . import gpu
-
-
-def _devices(fn):
-    """A face whose first array is a CuPy array hands the call to the GPU twin of the same name
-    (hpr/kernels/gpu.py, same arguments); numpy arrays take the compiled CPU kernel."""
-    twin = fn.__name__
-
-    @functools.wraps(fn)
-    def face(*args, **kwargs):
-        if gpu.is_device(args[0]):
-            return getattr(gpu, twin)(*args, **kwargs)
-        return fn(*args, **kwargs)
-    return face
+from .dispatch import device_twin, host_only
 
 _scratch = {}
 
@@ -47,7 +34,7 @@ def _rows(x):
     return x.size // c if c else 0, c
 
 
-@_devices
+@device_twin
 def layernorm_forward(x, w, b, out, mean, rstd, eps=1e-5):
     """out = (x - mean) / sqrt(var + eps) * w + b over the last axis; mean, rstd (N) for backward."""
     n, c = _rows(x)
@@ -55,7 +42,7 @@ def layernorm_forward(x, w, b, out, mean, rstd, eps=1e-5):
     return out
 
 
-@_devices
+@device_twin
 def layernorm_backward(dout, x, w, mean, rstd, dx, dw, db):
     """dx += dL/dx, dw += dL/dw, db += dL/db."""
     n, c = _rows(x)
@@ -68,7 +55,7 @@ def layernorm_backward(dout, x, w, mean, rstd, dx, dw, db):
     return dx
 
 
-@_devices
+@device_twin
 def softmax_causal_forward(pre, scale, out):
     """out[..., i, j] = softmax over j <= i of scale * pre[..., i, j]; 0 above the diagonal.
     pre and out: (..., T, T); out may be pre."""
@@ -78,7 +65,7 @@ def softmax_causal_forward(pre, scale, out):
     return out
 
 
-@_devices
+@device_twin
 def softmax_causal_backward(datt, att, scale, out):
     """out = dL/dpre given dL/datt and the forward's att; out may be datt."""
     t = att.shape[-1]
@@ -87,7 +74,7 @@ def softmax_causal_backward(datt, att, scale, out):
     return out
 
 
-@_devices
+@device_twin
 def gelu_forward(x, out, bias=None):
     """x += bias (in place, when given); out = gelu_tanh(x)."""
     n, c = _rows(x)
@@ -96,14 +83,14 @@ def gelu_forward(x, out, bias=None):
     return out
 
 
-@_devices
+@device_twin
 def gelu_backward(dout, x, out):
     """out = dout * gelu_tanh'(x); out may be dout."""
     cpu_kernels().gelu_backward(out, x, dout, x.size, _isz(x, dout, out), num_threads())
     return out
 
 
-@_devices
+@device_twin
 def crossentropy(logits, targets, losses, dlogits=None, dscale=1.0):
     """losses[n] = -log softmax(logits[n])[targets[n]]; if dlogits is given (it may be logits),
     dlogits = (softmax - onehot) * dscale. targets: int32 (N). Returns losses."""
@@ -115,7 +102,7 @@ def crossentropy(logits, targets, losses, dlogits=None, dscale=1.0):
     return losses
 
 
-@_devices
+@device_twin
 def embedding_forward(tokens, wte, wpe, out):
     """out[b, t] = wte[tokens[b, t]] + wpe[t]. tokens: int32 (B, T); wpe has at least T rows."""
     b, t = tokens.shape
@@ -128,7 +115,7 @@ def embedding_forward(tokens, wte, wpe, out):
     return out
 
 
-@_devices
+@device_twin
 def embedding_backward(dout, tokens, dwte, dwpe):
     """dwte[tokens[b, t]] += dout[b, t]; dwpe[t] += sum over b of dout[b, t]."""
     b, t = tokens.shape
@@ -136,14 +123,22 @@ def embedding_backward(dout, tokens, dwte, dwpe):
     cpu_kernels().embedding_backward(dwte, dwpe, dout, tokens, b, t, c, v, _isz(dwte, dwpe, dout))
 
 
-@_devices
+@device_twin
+def scatter_add(a, indices, values):
+    """a[indices] += values with repeated indices each added (numpy's add.at; the vocab-parallel
+    embedding's gradient rows). Returns a."""
+    np.add.at(a, indices, values)
+    return a
+
+
+@device_twin
 def bias_backward(dout, db):
     """db += dout summed over every axis but the last."""
     n, c = _rows(dout)
     cpu_kernels().bias_backward(db, dout, n, c, _isz(dout, db))
 
 
-@_devices
+@device_twin
 def adamw(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, gscale=1.0):
     """One AdamW step (t = step >= 1) on flat slices: g is scaled by gscale (clipping) first;
     p = p * (1 - lr wd) - lr * mhat / (sqrt(vhat) + eps), as PyTorch's AdamW."""
@@ -151,49 +146,10 @@ def adamw(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, gscale=1.0):
                         1.0 - beta2 ** step, gscale, _isz(p, g, m, v), num_threads())
 
 
-@_devices
+@device_twin
 def sumsq(x):
     """sum(x**2), accumulated in float64."""
     return cpu_kernels().sumsq(x, _isz(x), num_threads())
-
-
-ATTENTION_MAX_HEAD = 128
-
-
-def _attn_scratch(t, d, dtype):
-    if d > ATTENTION_MAX_HEAD:
-        raise ConfigError(f"head size {d} is above the attention kernel's {ATTENTION_MAX_HEAD}; use more heads")
-    nt = num_threads()
-    key = ("attn", t, d, nt, np.dtype(dtype))
-    s = _scratch.get(key)
-    if s is None:
-        s = _scratch[key] = np.empty(nt * cpu_kernels().attention_scratch(t, d), dtype)
-    return s, nt
-
-
-def attention_forward(qkv, b, t, h, att, y):
-    """Causal multi-head attention: qkv (B*T, 3C) rows [q | k | v] with heads side by side, into
-    y (B*T, C) and the kept probabilities att (B, H, T, T). Scores are q.k / sqrt(D). CuPy arrays take
-    attention_bmm_forward (cuBLAS batched matmuls around the causal softmax kernel)."""
-    if gpu.is_device(qkv):
-        return attention_bmm_forward(qkv, b, t, h, att, y)
-    c = qkv.shape[1] // 3
-    d = c // h
-    s, nt = _attn_scratch(t, d, qkv.dtype)
-    cpu_kernels().attention_forward(y, att, qkv, s, b, t, h, d, 1.0 / np.sqrt(d), _isz(qkv, att, y), nt)
-    return y
-
-
-def attention_backward(dy, att, qkv, b, t, h, dqkv):
-    """dqkv (B*T, 3C), written whole, from dy (B*T, C), the forward's att and qkv."""
-    if gpu.is_device(qkv):
-        return attention_bmm_backward(dy, att, qkv, b, t, h, dqkv)
-    c = qkv.shape[1] // 3
-    d = c // h
-    s, nt = _attn_scratch(t, d, qkv.dtype)
-    cpu_kernels().attention_backward(dqkv, dy, att, qkv, s, b, t, h, d, 1.0 / np.sqrt(d),
-                                     _isz(qkv, att, dy, dqkv), nt)
-    return dqkv
 
 
 def _heads(a, b, t, parts, h):
@@ -228,6 +184,45 @@ def attention_bmm_backward(dy, att, qkv, b, t, h, dqkv):
     return dqkv
 
 
+ATTENTION_MAX_HEAD = 128
+
+
+def _attn_scratch(t, d, dtype):
+    if d > ATTENTION_MAX_HEAD:
+        raise ConfigError(f"head size {d} is above the attention kernel's {ATTENTION_MAX_HEAD}; use more heads")
+    nt = num_threads()
+    key = ("attn", t, d, nt, np.dtype(dtype))
+    s = _scratch.get(key)
+    if s is None:
+        s = _scratch[key] = np.empty(nt * cpu_kernels().attention_scratch(t, d), dtype)
+    return s, nt
+
+
+@device_twin(twin=attention_bmm_forward)
+def attention_forward(qkv, b, t, h, att, y):
+    """Causal multi-head attention: qkv (B*T, 3C) rows [q | k | v] with heads side by side, into
+    y (B*T, C) and the kept probabilities att (B, H, T, T). Scores are q.k / sqrt(D). CuPy arrays take
+    attention_bmm_forward (cuBLAS batched matmuls around the causal softmax kernel)."""
+    c = qkv.shape[1] // 3
+    d = c // h
+    s, nt = _attn_scratch(t, d, qkv.dtype)
+    cpu_kernels().attention_forward(y, att, qkv, s, b, t, h, d, 1.0 / np.sqrt(d), _isz(qkv, att, y), nt)
+    return y
+
+
+@device_twin(twin=attention_bmm_backward)
+def attention_backward(dy, att, qkv, b, t, h, dqkv):
+    """dqkv (B*T, 3C), written whole, from dy (B*T, C), the forward's att and qkv. CuPy arrays take
+    attention_bmm_backward."""
+    c = qkv.shape[1] // 3
+    d = c // h
+    s, nt = _attn_scratch(t, d, qkv.dtype)
+    cpu_kernels().attention_backward(dqkv, dy, att, qkv, s, b, t, h, d, 1.0 / np.sqrt(d),
+                                     _isz(qkv, att, dy, dqkv), nt)
+    return dqkv
+
+
+@host_only()
 def lstm_cell_forward(a, c_prev, c, tc, h):
     """One LSTM step: a (B, 4H) pre-activations [i | f | g | o] become the activated gates (in place);
     c = f c_prev + i g, tc = tanh(c), h = o tc (all (B, H), written)."""
@@ -236,6 +231,7 @@ def lstm_cell_forward(a, c_prev, c, tc, h):
     return h
 
 
+@host_only()
 def lstm_cell_backward(dh, dc_next, gates, c_prev, tc, da, dc_prev):
     """Backward of one step: da (B, 4H) and dc_prev (B, H) (may be dc_next) from dh and dc_next."""
     b, h4 = gates.shape

@@ -1,12 +1,14 @@
 """Element-wise reductions for the collectives: ``reduce_into(a, b, op)`` (a = a op b),
 ``reduce_many(out, [a, b, ...], op, scale)`` and ``scale(x, s)``, on contiguous numpy arrays of float16,
-bfloat16 (ml_dtypes), float32, float64, int32 or int64. float16/bfloat16 are accumulated in float32 and
-rounded once per call. Usage: ``reduce_into(acc, incoming, "sum")``."""
+bfloat16 (ml_dtypes), float32, float64, int32 or int64 (csrc/reduce.c). float16/bfloat16 are accumulated
+in float32 and rounded once per call. reduce_into and scale on a CuPy first argument run their GPU twins
+in hpr/kernels/gpu.py (float32/float64; hpr.kernels.dispatch); reduce_many and convert are CPU only.
+Usage: ``reduce_into(acc, incoming, "sum")``."""
 import numpy as np
 
 from ..cpu import cpu_kernels, num_threads
 from ..errors import ConfigError
-from . import gpu
+from .dispatch import device_twin, host_only
 
 # dtype and op codes shared with csrc/reduce.h
 DTYPE_CODES = {"float16": 0, "bfloat16": 1, "float32": 2, "float64": 3, "int32": 4, "int64": 5}
@@ -46,10 +48,10 @@ def _check_pair(a, b):
         raise ConfigError(f"arrays differ: {a.dtype}[{a.size}] vs {b.dtype}[{b.size}]")
 
 
+@device_twin
 def reduce_into(a, b, op="sum", nthreads=None):
-    """a = a (op) b, in place; returns a. CuPy arrays are reduced on their GPU (sum, max, min, avg)."""
-    if gpu.is_device(a):
-        return gpu.reduce_into(a, b, "sum" if op == "avg" else op)
+    """a = a (op) b, in place; returns a. avg adds (the caller scales by 1/n). CuPy arrays are reduced
+    on their GPU (sum, max, min, avg)."""
     _check_pair(a, b)
     d = dtype_code(a.dtype)
     o, _ = op_code(op if op != "avg" else "sum", d)
@@ -57,6 +59,7 @@ def reduce_into(a, b, op="sum", nthreads=None):
     return a
 
 
+@host_only()
 def reduce_many(out, ins, op="sum", scale=1.0, nthreads=None):
     """out = (ins[0] op ins[1] op ...) * scale, reduced in list order; out may be one of ins."""
     for x in ins:
@@ -67,14 +70,14 @@ def reduce_many(out, ins, op="sum", scale=1.0, nthreads=None):
     return out
 
 
+@device_twin
 def scale(x, s, nthreads=None):
     """x *= s, in place, for floating x; returns x."""
-    if gpu.is_device(x):
-        return gpu.scale(x, s)
     cpu_kernels().scale(x, dtype_code(x.dtype), float(s), nthreads or num_threads())
     return x
 
 
+@host_only()
 def convert(src, dst):
     """dst[...] = src, between float32 and float16 or bfloat16 (round to nearest even when narrowing),
     by the compiled conversions the reductions use. Returns dst."""

@@ -1,8 +1,11 @@
 """The faces of hpr's state-vector kernels (csrc/statevec.c): gates, in place, and measurements on a
-batch of B states of N qubits held as one C-contiguous (B, 2**N) complex64 or complex128 numpy array.
-They own the checks (shapes, qubits, dtypes: ConfigError, raised before the state is touched); the C
-does the work with the GIL released, over OpenMP threads when a call has >= 2**15 amplitudes. The numpy
-twin of each is in _ref.py. Circuits, parameter shifts and sampling live above this module.
+batch of B states of N qubits held as one C-contiguous (B, 2**N) complex64 or complex128 array. The
+faces own the checks (shapes, qubits, dtypes: ConfigError, raised before the state is touched), then
+make one kernel call with the arguments of hpr.kernels.gpu's launcher: a CuPy state runs there
+(hpr.kernels.dispatch), a numpy one in the C, with the GIL released, over OpenMP threads when a call
+has >= 2**15 amplitudes. pauli_overlap, apply_kq and the compiled programs' faces are CPU only (a
+Circuit sends its programs to the GPU itself). The numpy twin of each kernel is in _ref.py. Circuits,
+parameter shifts and sampling live above this module.
 
 Conventions (those of Qiskit and Qulacs):
 - qubit 0 is the LEAST significant bit of the amplitude index: amplitude i of a state has qubit q in
@@ -22,13 +25,16 @@ import operator
 import numpy as np
 
 from ..cpu import cpu_kernels, num_threads
+from ..device import is_device_array, to_host, xp_of
 from ..errors import ConfigError
-from . import gpu
+from .dispatch import device_twin, host_only
+
+_NO_GPU = "pass a numpy state (cupy.asnumpy), or use hpr.quantum.Circuit (its programs run on the GPU)"
 
 
 def _state(state, writable=True):
     """(B, N, itemsize) of a valid state array (numpy, or CuPy: the face then runs the GPU kernel)."""
-    dev = gpu.is_device(state)
+    dev = is_device_array(state)
     if not (dev or isinstance(state, np.ndarray)):
         raise ConfigError(f"state must be a numpy array of shape (B, 2**N), not {type(state).__name__}")
     if state.dtype not in (np.complex64, np.complex128):
@@ -43,12 +49,6 @@ def _state(state, writable=True):
     if writable and not dev and not state.flags.writeable:
         raise ConfigError("state is read-only; gates work in place")
     return state.shape[0], m.bit_length() - 1, state.dtype.itemsize
-
-
-def _host_only(state, what):
-    if gpu.is_device(state):
-        raise ConfigError(f"{what} has no GPU kernel: pass a numpy state (cupy.asnumpy), or use "
-                          "hpr.quantum.Circuit (its programs run on the GPU)")
 
 
 def _qubit(q, n, name="qubit"):
@@ -73,9 +73,9 @@ def _distinct(qs, n, names):
 def _params(u, b, shape, dtype, name, state=None):
     """u cast to the state's dtype, C-contiguous (on the state's GPU for a CuPy state), and how many
     blocks it holds (1 shared or b)."""
-    if state is not None and gpu.is_device(state):
-        a, nu = _params(u.get() if gpu.is_device(u) else u, b, shape, dtype, name)
-        return gpu.cupy().asarray(a), nu
+    if state is not None and is_device_array(state):
+        a, nu = _params(to_host(u), b, shape, dtype, name)
+        return xp_of(state).asarray(a), nu
     a = np.asarray(u)
     if a.dtype.kind not in "biufc":
         raise ConfigError(f"{name} must be numeric, not {a.dtype}")
@@ -104,98 +104,131 @@ def _controls(controls, n, target):
 
 def apply_1q(state, q, U):
     """state <- U on qubit q. U: (2, 2) for all states or (B, 2, 2) one per state. Returns state."""
-    b, n, isz = _state(state)
+    b, n, _ = _state(state)
     q = _qubit(q, n)
     u, nu = _params(U, b, (2, 2), state.dtype, "U", state)
-    if gpu.is_device(state):
-        return gpu.apply_1q(state, q, u, nu)
-    cpu_kernels().sv_apply_1q(state, b, n, q, 0, u, nu, isz, num_threads())
-    return state
+    return _apply_1q(state, q, u, nu)
 
 
 def apply_2q(state, q1, q2, U):
     """state <- U on (q1, q2), q1 the low bit of U's index b(q1) + 2 b(q2). U: (4, 4) or (B, 4, 4)."""
-    b, n, isz = _state(state)
+    b, n, _ = _state(state)
     q1, q2 = _distinct((q1, q2), n, ("q1", "q2"))
     u, nu = _params(U, b, (4, 4), state.dtype, "U", state)
-    if gpu.is_device(state):
-        return gpu.apply_2q(state, q1, q2, u, nu)
-    cpu_kernels().sv_apply_2q(state, b, n, q1, q2, u, nu, isz, num_threads())
-    return state
+    return _apply_2q(state, q1, q2, u, nu)
 
 
 def apply_controlled(state, controls, target, U):
     """state <- U on target where every qubit of `controls` (a tuple of >= 1 qubits) is 1.
     U: (2, 2) or (B, 2, 2)."""
-    b, n, isz = _state(state)
+    b, n, _ = _state(state)
     mask, target = _controls(controls, n, target)
     if mask == 0:
         raise ConfigError("apply_controlled needs at least one control qubit; use apply_1q")
     u, nu = _params(U, b, (2, 2), state.dtype, "U", state)
-    if gpu.is_device(state):
-        return gpu.apply_1q(state, target, u, nu, mask)
-    cpu_kernels().sv_apply_1q(state, b, n, target, mask, u, nu, isz, num_threads())
-    return state
+    return _apply_1q(state, target, u, nu, mask)
 
 
 def apply_diag_1q(state, q, d):
     """amplitude *= d[bit q] (RZ, phase, Z, S, T): d (2,) or (B, 2). Entries equal to 1 are skipped."""
-    b, n, isz = _state(state)
+    b, n, _ = _state(state)
     q = _qubit(q, n)
     dd, nu = _params(d, b, (2,), state.dtype, "d", state)
-    if gpu.is_device(state):
-        return gpu.apply_diag(state, q, 0, 1, dd, nu)
-    cpu_kernels().sv_apply_diag_1q(state, b, n, q, dd, nu, isz, num_threads())
-    return state
+    return _apply_diag(state, q, 0, 1, dd, nu)
 
 
 def apply_diag_2q(state, q1, q2, d):
     """amplitude *= d[b(q1) + 2 b(q2)] (CZ, RZZ, controlled phase): d (4,) or (B, 4)."""
-    b, n, isz = _state(state)
+    b, n, _ = _state(state)
     q1, q2 = _distinct((q1, q2), n, ("q1", "q2"))
     dd, nu = _params(d, b, (4,), state.dtype, "d", state)
-    if gpu.is_device(state):
-        return gpu.apply_diag(state, q1, q2, 2, dd, nu)
-    cpu_kernels().sv_apply_diag_2q(state, b, n, q1, q2, dd, nu, isz, num_threads())
-    return state
+    return _apply_diag(state, q1, q2, 2, dd, nu)
 
 
 def apply_x(state, q, controls=()):
     """X on qubit q where all `controls` are 1 (X, CNOT, Toffoli): a swap of amplitude pairs."""
-    b, n, isz = _state(state)
+    b, n, _ = _state(state)
     mask, q = _controls(controls, n, q)
-    if gpu.is_device(state):
-        return gpu.apply_x(state, q, mask)
-    cpu_kernels().sv_apply_x(state, b, n, q, mask, isz, num_threads())
-    return state
+    return _apply_x(state, q, mask)
 
 
 def apply_swap(state, q1, q2):
     """Exchange qubits q1 and q2."""
-    b, n, isz = _state(state)
+    b, n, _ = _state(state)
     q1, q2 = _distinct((q1, q2), n, ("q1", "q2"))
-    if gpu.is_device(state):
-        return gpu.apply_swap(state, q1, q2)
-    cpu_kernels().sv_apply_swap(state, b, n, q1, q2, isz, num_threads())
-    return state
+    return _apply_swap(state, q1, q2)
 
 
 def expval_z(state):
     """<psi_b| Z_q |psi_b> for every state b and qubit q in one pass: (B, N) float64. Not divided by
     the norm: an unnormalised state gives sum_i |psi_i|^2 (1 - 2 bit_q(i))."""
-    b, n, isz = _state(state, writable=False)
-    if gpu.is_device(state):
-        return gpu.expval_z(state)
+    _state(state, writable=False)
+    return _expval_z(state)
+
+
+def probabilities(state):
+    """|psi_b[i]|^2: (B, 2**N), float32 for complex64 states, float64 for complex128."""
+    _state(state, writable=False)
+    return _probabilities(state)
+
+
+# ---- the kernel calls, checked above: the arguments of hpr.kernels.gpu's launchers, one for one ----
+def _dims(state):
+    """(B, N, itemsize) of a state the faces have checked."""
+    return state.shape[0], state.shape[1].bit_length() - 1, state.dtype.itemsize
+
+
+@device_twin(twin="apply_1q")
+def _apply_1q(state, q, u, nu, cmask=0):
+    """u (nu, 2, 2) (nu = 1: shared) on qubit q where every qubit of the bit mask cmask is 1."""
+    b, n, isz = _dims(state)
+    cpu_kernels().sv_apply_1q(state, b, n, q, cmask, u, nu, isz, num_threads())
+    return state
+
+
+@device_twin(twin="apply_2q")
+def _apply_2q(state, q1, q2, u, nu):
+    b, n, isz = _dims(state)
+    cpu_kernels().sv_apply_2q(state, b, n, q1, q2, u, nu, isz, num_threads())
+    return state
+
+
+@device_twin(twin="apply_diag")
+def _apply_diag(state, q1, q2, m, d, nu):
+    """amplitude *= d[b(q1) (+ 2 b(q2) when m = 2)]; d (nu, 2**m). q2 is unused when m = 1."""
+    b, n, isz = _dims(state)
+    if m == 1:
+        cpu_kernels().sv_apply_diag_1q(state, b, n, q1, d, nu, isz, num_threads())
+    else:
+        cpu_kernels().sv_apply_diag_2q(state, b, n, q1, q2, d, nu, isz, num_threads())
+    return state
+
+
+@device_twin(twin="apply_x")
+def _apply_x(state, q, cmask=0):
+    b, n, isz = _dims(state)
+    cpu_kernels().sv_apply_x(state, b, n, q, cmask, isz, num_threads())
+    return state
+
+
+@device_twin(twin="apply_swap")
+def _apply_swap(state, q1, q2):
+    b, n, isz = _dims(state)
+    cpu_kernels().sv_apply_swap(state, b, n, q1, q2, isz, num_threads())
+    return state
+
+
+@device_twin(twin="expval_z")
+def _expval_z(state):
+    b, n, isz = _dims(state)
     out = np.empty((b, n), np.float64)  # (B, N)
     cpu_kernels().sv_expval_z(out, state, b, n, isz, num_threads())
     return out
 
 
-def probabilities(state):
-    """|psi_b[i]|^2: (B, 2**N), float32 for complex64 states, float64 for complex128."""
-    b, n, isz = _state(state, writable=False)
-    if gpu.is_device(state):
-        return abs(state) ** 2
+@device_twin(twin="probabilities")
+def _probabilities(state):
+    b, n, isz = _dims(state)
     out = np.empty(state.shape, state.real.dtype)  # (B, 2**N)
     cpu_kernels().sv_probabilities(out, state, b, n, isz, num_threads())
     return out
@@ -219,23 +252,10 @@ def pauli_masks(pauli, n):
     return x, z, ny
 
 
-def expval_pauli(state, pauli):
-    """Re <psi_b| P |psi_b> for the Pauli string P, pauli[i] acting on qubit i (qubit 0 FIRST, the
-    reverse of Qiskit's labels): (B,) float64, one pass. Not divided by the norm. A CuPy state takes
-    expval_pauli_xp (array operations on the GPU)."""
-    b, n, isz = _state(state, writable=False)
-    x, z, ny = pauli_masks(pauli, n)
-    if gpu.is_device(state):
-        return expval_pauli_xp(state, x, z, ny)
-    out = np.empty(b, np.float64)  # (B,)
-    cpu_kernels().sv_expval_pauli(out, state, b, n, x, z, ny, isz, num_threads())
-    return out
-
-
 def expval_pauli_xp(state, x, z, ny):
     """expval_pauli by array operations of the state's own module (numpy or cupy): with P = i^ny X^x Z^z,
     (P psi)_j = i^ny (-1)^popcount((j ^ x) & z) psi_(j ^ x); the result is Re sum_j conj(psi_j) (P psi)_j."""
-    xp = gpu.cupy() if gpu.is_device(state) else np
+    xp = xp_of(state)
     k = xp.arange(state.shape[1], dtype=np.int64) ^ x
     odd = xp.zeros(k.shape, np.int64)
     for q in range(int(z).bit_length()):
@@ -246,10 +266,26 @@ def expval_pauli_xp(state, x, z, ny):
     return xp.ascontiguousarray(v.real)
 
 
+@device_twin(twin=expval_pauli_xp)
+def _expval_pauli(state, x, z, ny):
+    b, n, isz = _dims(state)
+    out = np.empty(b, np.float64)  # (B,)
+    cpu_kernels().sv_expval_pauli(out, state, b, n, x, z, ny, isz, num_threads())
+    return out
+
+
+def expval_pauli(state, pauli):
+    """Re <psi_b| P |psi_b> for the Pauli string P, pauli[i] acting on qubit i (qubit 0 FIRST, the
+    reverse of Qiskit's labels): (B,) float64, one pass. Not divided by the norm. A CuPy state takes
+    expval_pauli_xp (array operations on the GPU)."""
+    b, n, _ = _state(state, writable=False)
+    return _expval_pauli(state, *pauli_masks(pauli, n))
+
+
+@host_only(_NO_GPU)
 def pauli_overlap(lam, state, pauli):
     """<lam_b| P |psi_b> for the Pauli string P (pauli[i] on qubit i, as expval_pauli): (B,) complex128,
     one pass over the two states. The adjoint gradients read Im of it for each rotation's generator."""
-    _host_only(state, "pauli_overlap")
     b, n, isz = _state(state, writable=False)
     if lam.shape != state.shape or lam.dtype != state.dtype or not lam.flags.c_contiguous:
         raise ConfigError(f"lam must be a C-contiguous {state.dtype} array of shape {state.shape}")
@@ -259,10 +295,10 @@ def pauli_overlap(lam, state, pauli):
     return out
 
 
+@host_only(_NO_GPU)
 def apply_kq(state, qubits, U):
     """state <- U on 2 to 5 distinct qubits, qubits[0] the LOW bit of U's index (as apply_2q): U
     (2**k, 2**k), shared by the batch. The kernel under fused gate blocks."""
-    _host_only(state, "apply_kq")
     b, n, isz = _state(state)
     qs = _distinct(tuple(qubits), n, [f"qubits[{i}]" for i in range(len(qubits))])
     k = len(qs)
@@ -278,11 +314,11 @@ def apply_kq(state, qubits, U):
     return state
 
 
+@host_only(_NO_GPU)
 def run_program(state, ops, mats, fixed, inputs, weights):
     """state <- a compiled program (hpr.quantum.Circuit.compile; layout in csrc/statevec.h) on every
     state: ops (nops, 8) int64, mats the matrices in the state's complex dtype, fixed / weights float64
     vectors, inputs (B, n_inputs) float64. One call for the whole batch."""
-    _host_only(state, "run_program")
     b, n, isz = _state(state)
     try:
         cpu_kernels().sv_run(state, b, n, ops, len(ops), mats, fixed, inputs, inputs.shape[1], weights, isz,
@@ -292,11 +328,11 @@ def run_program(state, ops, mats, fixed, inputs, weights):
     return state
 
 
+@host_only(_NO_GPU)
 def adjoint_program(state, lam, g, ops, imats, fixed, inputs, weights):
     """The adjoint sweep of a compiled program from its final states (undone in place; lam is scratch
     of the same shape) for the upstream gradient g (B, N) of <Z_q>: (d_inputs (B, n_in), d_weights per
     state (B, n_w)), both float64. One call for the whole batch."""
-    _host_only(state, "adjoint_program")
     b, n, isz = _state(state)
     din = np.zeros(inputs.shape, np.float64)
     dw = np.zeros((b, len(weights)), np.float64)

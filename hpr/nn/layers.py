@@ -133,12 +133,7 @@ class Embedding:
         d = self.tp.g_backward(dx.reshape(b, t, -1))
         self.wpe.grad[:t] += d.sum(0)
         mine = (self.tokens >= self.lo) & (self.tokens < self.hi)
-        if xp_of(d) is np:
-            np.add.at(self.wte.grad, self.tokens[mine] - self.lo, d[mine])
-        else:
-            import cupyx
-
-            cupyx.scatter_add(self.wte.grad, self.tokens[mine] - self.lo, d[mine])
+        K.scatter_add(self.wte.grad, self.tokens[mine] - self.lo, d[mine])  # repeated tokens each add
 
 
 class CausalSelfAttention:

@@ -13,7 +13,7 @@ batch for weights.
 Usage: ``c = Circuit(4, n_inputs=4, n_weights=8); c.add("ry", [0], ("in", 0)); z = c.forward(x, w)``"""
 import numpy as np
 
-from ..device import xp_of
+from ..device import is_device_array, xp_of
 from ..errors import ConfigError
 from ..kernels import gpu
 from ..kernels import statevec as K
@@ -85,7 +85,7 @@ class Circuit:
     def _check(self, inputs, weights, dtype):
         """(inputs, weights) as float64 arrays, on the GPU when either came as a CuPy array (the states
         then live and run there)."""
-        xp = gpu.cupy() if gpu.is_device(inputs) or gpu.is_device(weights) else np
+        xp = gpu.cupy() if is_device_array(inputs) or is_device_array(weights) else np
         inputs = xp.zeros((1, 0)) if inputs is None else xp.asarray(inputs, np.float64)
         weights = xp.zeros(0) if weights is None else xp.asarray(weights, np.float64)
         if inputs.ndim != 2 or inputs.shape[1] != self.n_inputs or inputs.shape[0] < 1:
@@ -217,7 +217,7 @@ class Program:
     def run(self, state, inputs, weights):
         """state (B, 2**n) <- the program, in place (on the GPU when state is a CuPy array: one launch,
         a block per state in shared memory)."""
-        if gpu.is_device(state):
+        if is_device_array(state):
             cp = gpu.cupy()
             ops, mats, fixed = self._on_device(state.dtype)
             return gpu.run_program(state, ops, mats, fixed, cp.ascontiguousarray(inputs, dtype=cp.float64),
@@ -229,7 +229,7 @@ class Program:
     def adjoint(self, psi, g, inputs, weights):
         """(d_inputs (B, n_in), d_weights per state (B, n_w)) by one adjoint sweep from the final states
         psi (undone in place)."""
-        if gpu.is_device(psi):
+        if is_device_array(psi):
             cp = gpu.cupy()
             ops, imats, fixed = self._on_device(psi.dtype, True)
             return gpu.adjoint_program(psi, g, ops, imats, fixed, cp.ascontiguousarray(inputs, dtype=cp.float64),

@@ -87,7 +87,7 @@ def _back(r, args, kwargs):
 
 
 def _nn(name):
-    cpu = getattr(nn, name).__wrapped__  # the undecorated CPU face (nn._devices keeps it)
+    cpu = getattr(nn, name).__wrapped__  # the undecorated CPU face (dispatch.device_twin keeps it)
 
     def launch(*args, **kwargs):
         a, k = _unwrap(name, args, kwargs)
@@ -96,7 +96,8 @@ def _nn(name):
     return launch
 
 
-def reduce_into(a, b, op="sum"):
+def reduce_into(a, b, op="sum", nthreads=None):
+    op = "sum" if op == "avg" else op  # as gpu.reduce_into: the caller scales
     if op not in ("sum", "max", "min"):
         raise ConfigError(f"GPU reduce op {op!r}: use sum, max or min (avg = sum, then scale)")
     (x, y), _ = _unwrap("reduce_into", (a, b), {})
@@ -105,7 +106,7 @@ def reduce_into(a, b, op="sum"):
     return a
 
 
-def scale(x, s):
+def scale(x, s, nthreads=None):
     (y, s), _ = _unwrap("scale", (x, s), {})
     _kernel_dtype("scale", y.dtype)
     R.scale(y, s)

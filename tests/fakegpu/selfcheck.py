@@ -35,8 +35,9 @@ d = cp.asarray(h)
 
 @check("fake arrays are cupy.ndarray of module cupy; hpr sees them as device arrays")
 def _():
-    from hpr.kernels import gpu
-    assert type(d).__module__ == "cupy" and isinstance(d, cp.ndarray) and gpu.is_device(d) and not gpu.is_device(h)
+    from hpr.device import is_device_array
+    assert type(d).__module__ == "cupy" and isinstance(d, cp.ndarray) and is_device_array(d)
+    assert not is_device_array(h)
     assert cp.get_array_module(d) is cp and cp.get_array_module(h) is np
     assert np.dtype(cp.float32) == np.float32 and cp.complex64 is np.complex64 and cp.dtype is np.dtype
 

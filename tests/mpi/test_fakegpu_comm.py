@@ -2,6 +2,7 @@
 for CuPy (tests/fakegpu), against MPI's own collectives on host copies: staged through host memory
 (MPI not CUDA-aware) and passed straight to MPI (HPR_CUDA_AWARE=1; the stand-in's __cuda_array_interface__
 points at host memory, so any MPI takes it). The CUDA kernels themselves: tests/test_gpu.py on a GPU."""
+import contextlib
 import importlib
 import os
 import sys
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
+from hpr import config
 from hpr.comm import Communicator
 
 pytestmark = pytest.mark.mpi(min_size=2)
@@ -35,6 +37,18 @@ def cp():
 _comms = {}
 
 
+@contextlib.contextmanager
+def cuda_aware_as(aware):
+    """The current hpr.config with HPR_CUDA_AWARE=aware ("0"/"1"), as hpr.init would read it."""
+    before = config.current()
+    comm = before.comm.replace(cuda_aware=config.from_env({"HPR_CUDA_AWARE": aware}).comm.cuda_aware)
+    config.set_current(before.replace(comm=comm))
+    try:
+        yield
+    finally:
+        config.set_current(before)
+
+
 def comm_for(mode, algo="auto"):
     """One Communicator per (mode, algorithm), made collectively in the same order on every rank; the
     CUDA-aware answer is taken at its first device call, with HPR_CUDA_AWARE set for that mode."""
@@ -47,11 +61,8 @@ def comm_for(mode, algo="auto"):
             c = Communicator(WORLD)
         finally:
             os.environ.pop("HPR_ALLREDUCE", None) if old is None else os.environ.__setitem__("HPR_ALLREDUCE", old)
-        os.environ["HPR_CUDA_AWARE"] = "1" if mode == "direct" else "0"
-        try:
+        with cuda_aware_as("1" if mode == "direct" else "0"):
             assert c.cuda_aware == (mode == "direct")
-        finally:
-            del os.environ["HPR_CUDA_AWARE"]
         _comms[key] = c
     return _comms[key]
 
@@ -139,14 +150,15 @@ def test_integer_device_allreduce(cp, mode):
 
 @pytest.mark.skipif(WORLD.size & (WORLD.size - 1), reason="a sharded state needs 2**g ranks")
 @pytest.mark.parametrize("aware", ["0", "1"])
-def test_sharded_state_on_devices(cp, aware, monkeypatch):
+def test_sharded_state_on_devices(cp, aware):
     """DistributedStateVector with its slices on the (stand-in) GPUs, against the same circuit on the CPU:
     global-qubit exchanges through device buffers, staged or CUDA-aware."""
     import hpr
     from hpr.quantum import DistributedStateVector
 
-    monkeypatch.setenv("HPR_CUDA_AWARE", aware)
     comm = Communicator(WORLD)
+    with cuda_aware_as(aware):
+        assert comm.cuda_aware == (aware == "1")  # asked now, kept by the communicator
     n = WORLD.size.bit_length() - 1 + 4
     dev = hpr.device.select("gpu", comm)
     a = DistributedStateVector(n, comm, np.complex128)
