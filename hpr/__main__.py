@@ -39,7 +39,7 @@ def config():
     comm = hpr.init()
     lines.append(f"threads: hpr kernels {num_threads()} per rank; cores {os.cpu_count()}; "
                  f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}")
-    lines.append(f"CuPy: {_cupy_status()}")
+    lines.append(f"CuPy: {hpr.device.cupy_status()}")
     aware, how = hpr.device.cuda_aware()
     n_gpu = hpr.device.gpu_count()
     lines.append(f"CUDA-aware MPI: {'yes' if aware else 'no'} ({how}); --device gpu "
@@ -83,25 +83,6 @@ def _optional():
         except metadata.PackageNotFoundError:
             out.append(f"{pkg} no")
     return ", ".join(out)
-
-
-def _cupy_status():
-    # TEMPORARY (layers branch, until the kseam branch's hpr.device.cupy_status merges): after the
-    # merge this is `hpr.device.cupy_status()`, and the fallback below (import cupy outside hpr.device) goes.
-    status = getattr(hpr.device, "cupy_status", None)
-    if status is not None:
-        return status()
-    try:
-        import cupy  # lazy: optional and heavy
-    except ImportError:
-        return "not installed (the GPU path needs cupy)"
-    except Exception as e:  # a broken CUDA install raises other errors at import
-        return f"installed but not importable: {e}"
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-        return f"cupy {cupy.__version__}, {n} device(s)"
-    except Exception as e:
-        return f"cupy {cupy.__version__} installed, no usable device: {e}"
 
 
 def _cost_model(comm):
