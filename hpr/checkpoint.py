@@ -28,6 +28,7 @@ import shutil
 import warnings
 
 import numpy as np
+from safetensors.numpy import load_file, save as st_save
 
 from .errors import CheckpointError, CommError
 
@@ -103,8 +104,6 @@ def save(comm, ckpt_dir, step, arrays, meta, keep=3, fault=None):
 
 
 def _save(comm, ckpt_dir, step, arrays, meta, keep, fault):
-    from safetensors.numpy import save as st_save
-
     final = os.path.join(ckpt_dir, _name(step))
 
     def make_tmp():
@@ -230,8 +229,6 @@ def load(comm, ckpt_dir):
 
 def read_arrays(path, fname):
     """{name: array} of one file of a checkpoint folder."""
-    from safetensors.numpy import load_file
-
     try:
         return load_file(os.path.join(path, fname))
     except Exception as e:  # noqa: BLE001 - safetensors raises several types

@@ -23,14 +23,9 @@ def cpu_kernels():
         global set_wait_policy
         set_wait_policy = config.prepare_openmp() or set_wait_policy
         try:
-            from . import _kernels as k
+            from . import _kernels as k  # lazy: loads OpenMP, which reads OMP_WAIT_POLICY set just above
         except ImportError as e:  # source tree on sys.path, or a broken build
-            here = os.path.dirname(os.path.abspath(__file__))
-            raise KernelsMissing(
-                f"hpr's compiled kernels (hpr._kernels) could not be imported from {here}: {e}. "
-                "Install the package (pip install .) and run from outside the source tree, or use an "
-                "editable install (pip install --no-build-isolation -e .)."
-            ) from None
+            raise KernelsMissing.at(os.path.dirname(os.path.abspath(__file__)), e) from None
         _kernels = k
     return _kernels
 

@@ -32,13 +32,21 @@ def test_benchmark_runs_and_writes_json(tmp_path, env):
 
 @pytest.mark.parametrize("where", ["elsewhere", "repo root"])
 def test_config_reports_the_installation(tmp_path, where):
+    import hpr
     from hpr.cpu import cpu_kernels
 
-    # from the repo root, ``python -m`` puts the source hpr/ (no compiled kernels) first on sys.path:
-    # the source package must hand over to the installed one
-    cwd = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) if where == "repo root" else tmp_path
+    # from the repo root, ``python -m`` puts the source hpr/ first on sys.path: an editable install's
+    # is that tree (with its kernels built); beside a regular install it has no compiled kernels and
+    # says so, as NumPy and mpi4py do, instead of loading the installed copy in its place
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cwd = root if where == "repo root" else tmp_path
     p = subprocess.run([sys.executable, "-m", "hpr", "config"], capture_output=True, text=True, timeout=60,
                        cwd=cwd)
+    if where == "repo root" and os.path.dirname(os.path.dirname(os.path.abspath(hpr.__file__))) != root:
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert f"you are importing hpr from its source tree at {root} without the compiled kernels" in p.stdout
+        assert "pip install --no-build-isolation -e ." in p.stdout and "Traceback" not in p.stderr
+        return
     assert p.returncode == 0, p.stderr
     openmp = "OpenMP: yes" if cpu_kernels().info()["openmp"] else "OpenMP: no"  # what the build has
     for want in ("hpr 0.1.0", "compiled kernels: yes", openmp, "MPI library", "mpi4py", "CuPy",

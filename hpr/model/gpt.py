@@ -14,6 +14,7 @@ from ..device import CPU, to_host
 from ..errors import ConfigError
 from ..kernels import nn as K
 from ..nn import Block, Embedding, LayerNorm, ParamLayout, Workspace
+from ..quantum.layer import QuantumLayer
 
 PRESETS = {
     "tiny": dict(context=16, d_model=32, n_layers=2, n_heads=4),
@@ -135,8 +136,6 @@ class GPT:
         lay.owning = self.last
         self.qlayer = None
         if c.n_qubits:
-            from ..quantum.layer import QuantumLayer
-
             self.qlayer = QuantumLayer(lay, "quantum", c.d_model, c.n_qubits, c.q_depth, std, self.tp)
         self.ln_f = LayerNorm(lay, "ln_f", c.d_model)
         lay.owning = True
