@@ -9,7 +9,7 @@ Usage: ``d = TokenShards("prepared/"); x, y = Batches(d.train, 256, seed=0).get(
 from .batches import Batches, splitmix64, window_starts
 from .corpus import SUFFIXES, Corpus, default_cache_dir
 from .labels import LabeledWindows, is_test_module
-from .prepare import DEFAULT_SHARD_TOKENS, Prepared, prepare
+from .preparation import DEFAULT_SHARD_TOKENS, Prepared, prepare
 from .shards import SplitTokens, TokenShards, read_meta
 from .sources import documents, list_inputs
 from .tokenizer import BYTES, END_OF_TEXT, ByteTokenizer, Tokenizer, from_bytes, load_tokenizer, train_bpe

@@ -19,7 +19,7 @@ from ..cpu import cpu_count
 from ..errors import HprError
 from . import documents, list_inputs, load_tokenizer, prepare, train_bpe, TokenShards
 from .corpus import SUFFIXES
-from .prepare import DEFAULT_SHARD_TOKENS
+from .preparation import DEFAULT_SHARD_TOKENS
 from .shards import SPLITS
 
 

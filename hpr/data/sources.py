@@ -322,7 +322,8 @@ def _parquet_row_groups(path, text_field):
         raise DataError(f"{path}: no column {text_field!r} (its columns: {cols}); pass --text-field with "
                         "the column that holds the text")
     t = schema.field(text_field).type
-    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)):
+    view = getattr(pa.types, "is_string_view", lambda _: False)  # pyarrow >= 16
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or view(t)):
         raise DataError(f"{path}: column {text_field!r} holds {t}, not text; pass --text-field with the "
                         "column that holds the text")
     meta = pf.metadata
