@@ -307,3 +307,37 @@ def test_killed_prepare_leaves_only_whole_files(tmp_path, tok):
     assert kill_while_writing(cmd + ["3000"], out, env)
     check_whole(out, tok[0].hash)
     assert TokenShards(out).meta == before  # killed while tokenising: the previous preparation is intact
+
+
+def test_out_none_prepares_into_the_cache_once(tmp_path, corpus, tok, monkeypatch):
+    monkeypatch.setenv("HPR_CACHE_DIR", str(tmp_path / "cache"))
+    a = prepare([corpus[0]], tok[1], None, val_permille=200)
+    assert os.path.dirname(a.path) == str(tmp_path / "cache") and not a.skipped
+    assert prepare([corpus[0]], tok[1], None, val_permille=200).skipped
+    b = prepare([corpus[0]], "bytes", None, val_permille=200)
+    assert b.path != a.path and not b.skipped  # another tokenizer: another folder, the first one kept
+    assert TokenShards(a.path).hash == tok[0].hash and TokenShards(b.path).hash == "bytes"
+
+
+def test_command_line(tmp_path, corpus):
+    env = dict(os.environ, HPR_TIMEOUT="60")
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "hpr.data", *map(str, args)], env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    t = run("tokenizer", "--data", corpus[0], "--vocab-size", 320, "--out", tmp_path / "t" / "tok.json")
+    assert t.returncode == 0 and "trained a byte-level BPE of 320 tokens" in t.stdout, t.stderr
+    tok = load_tokenizer(tmp_path / "t" / "tok.json")
+    assert tok.vocab_size == 320 and tok.eot == 0
+    p = run("prepare", "--data", corpus[0], "--tokenizer", tmp_path / "t" / "tok.json", "--out", tmp_path / "p",
+            "--val-permille", 200)
+    assert p.returncode == 0 and "train:" in p.stdout and "val:" in p.stdout, p.stderr
+    np.testing.assert_array_equal(np.asarray(TokenShards(tmp_path / "p").val), reference(corpus[1], tok, 200)["val"])
+    again = run("prepare", "--data", corpus[0], "--tokenizer", tmp_path / "t" / "tok.json", "--out", tmp_path / "p",
+                "--val-permille", 200)
+    assert again.returncode == 0 and "is up to date" in again.stdout and "nothing to do" in again.stdout
+    info = run("info", tmp_path / "p")
+    assert info.returncode == 0 and "checksum checked" in info.stdout
+    bad = run("prepare", "--data", tmp_path / "none", "--tokenizer", "bytes", "--out", tmp_path / "q")
+    assert bad.returncode == 2 and "error: data path" in bad.stderr and "does not exist" in bad.stderr

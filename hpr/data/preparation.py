@@ -31,7 +31,7 @@ from tqdm import tqdm
 from ..errors import DataError, HprError
 from .atomic import AtomicFile
 from .batches import _count
-from .corpus import SUFFIXES, _check_val_permille
+from .corpus import SUFFIXES, _check_val_permille, default_cache_dir
 from .shards import FORMAT, HEADER, META, SHARD_NAME, SPLITS, TOKENIZER_FILE, VERSION, ShardWriter
 from .sources import RecordError, SplitRule, list_inputs, plan_units, read_unit
 from .tokenizer import from_bytes, load_tokenizer
@@ -62,7 +62,9 @@ class Solo:
 def prepare(data, tokenizer, out, *, comm=None, text_field="text", val_permille=50,
             shard_tokens=DEFAULT_SHARD_TOKENS, suffixes=SUFFIXES, progress=None, stdin=None, unit_bytes=None):
     """Prepare the inputs data (list_inputs' arguments: files, folders, "-"; None: the standard
-    library's sources) with tokenizer (a path, "bytes" or a tokenizer) into the folder out. comm: a
+    library's sources) with tokenizer (a path, "bytes" or a tokenizer) into the folder out (None: a
+    folder under default_cache_dir() named by the inputs, the tokenizer and the options, so the same
+    text is prepared once and found again: the trainer's way for raw text). comm: a
     Communicator (all its ranks call this) or None. progress: show a progress bar on rank 0 (default:
     when stderr is a terminal). stdin: a binary stream read for "-" (default sys.stdin.buffer).
     unit_bytes: input bytes per unit of work (default: total / 8N, 1 to 16 MiB); the shards do not
@@ -120,6 +122,9 @@ def _plan(held, data, tokenizer, out, size, text_field, val_permille, shard_toke
     target = int(min(16 << 20, max(1 << 20, inputs.total_bytes // (8 * size)))) if unit_bytes is None \
         else _count(unit_bytes, "unit_bytes", minimum=1)
     units = plan_units(inputs.files, target, text_field)  # checks Parquet columns
+    if out is None:
+        name = json.dumps([inputs.roots, tok.hash, options], sort_keys=True).encode()
+        out = os.path.join(default_cache_dir(), "shards-" + hashlib.sha256(name).hexdigest()[:24])
     out = os.path.abspath(os.fspath(out))
     if os.path.exists(out) and not os.path.isdir(out):
         raise DataError(f"--out {out} is a file: prepared shards go in a folder; pass a folder's name")
