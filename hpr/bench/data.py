@@ -91,9 +91,11 @@ def main(argv=None):
     vocab = args.vocab_size or (2048 if args.quick else 8192)
     tmp = tempfile.mkdtemp(prefix="hpr-bench-data-")
     try:
-        inputs = list_inputs(args.data)
+        data = args.data  # None: the default corpus (only *.py, where a folder would also give .txt, .md ...)
+        inputs = list_inputs(data)
         if args.quick:
-            inputs = list_inputs(quick_corpus(inputs, os.path.join(tmp, "corpus")))
+            data = quick_corpus(inputs, os.path.join(tmp, "corpus"))
+            inputs = list_inputs(data)
         docs = list(documents(inputs))
         texts, is_val = [t for t, _ in docs], [v for _, v in docs]
         n_bytes = sum(len(t.encode("utf-8")) for t in texts)
@@ -103,7 +105,7 @@ def main(argv=None):
         runs = {"prep": [], "ref": [], "fast": []}  # (wall, cpu) per run
         for k in range(args.repeats):  # alternate, so drift on a shared machine hits all three alike
             out = os.path.join(tmp, f"out{k}")
-            runs["prep"].append(timed(lambda: prepare(inputs.roots, tok_path, out, progress=False))[:2])
+            runs["prep"].append(timed(lambda: prepare(data, tok_path, out, progress=False))[:2])
             *t, encs = timed(lambda: [e.ids for e in tok.hf.encode_batch(texts, add_special_tokens=False)])
             runs["ref"].append(t)
             runs["fast"].append(timed(lambda: [e.ids for e in tok.hf.encode_batch_fast(texts, add_special_tokens=False)])[:2])

@@ -6,6 +6,11 @@ pool to this rank's share of the node's cores, and prints on rank 0.
   python -m hpr.data tokenizer --data notes/ --vocab-size 8192 --out tok.json
   mpiexec -n 4 python -m hpr.data prepare --data web.jsonl --tokenizer tok.json --out prepared/
   python -m hpr.data info prepared/
+  zcat web.jsonl.gz | python -m hpr.data prepare --data - --tokenizer tok.json --out prepared/
+
+Standard input under mpiexec needs a launcher that forwards it to rank 0 as fast as it comes: MPICH's
+Hydra (5.0) gives up on a stream of more than a pipe's worth (~64 KB) with "process reading stdin too
+slowly", so prepare a pipe in one process, or save the stream to a file first.
 """
 import argparse
 import os

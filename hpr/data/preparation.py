@@ -265,17 +265,21 @@ def _finish(plan, tok, writers, stats):
             "inputs": _describe_inputs(plan),
             "splits": {s: dict(stats[s], bytes_per_token=stats[s]["bytes"] / stats[s]["tokens"], shards=shards[s])
                        for s in SPLITS}}
-    _remove(os.path.join(out, META))  # from here on the folder is not ready until meta.json is back
-    for s in SPLITS:
-        writers[s].commit()
-    tok_path = os.path.join(out, TOKENIZER_FILE)
-    if tok.to_bytes() is not None:
-        with AtomicFile(tok_path) as f:
-            f.write(tok.to_bytes())
-    else:
-        _remove(tok_path)
-    with AtomicFile(os.path.join(out, META)) as f:
-        f.write(json.dumps(meta, indent=1).encode())
+    try:
+        _remove(os.path.join(out, META))  # from here on the folder is not ready until meta.json is back
+        for s in SPLITS:
+            writers[s].commit()
+        tok_path = os.path.join(out, TOKENIZER_FILE)
+        if tok.to_bytes() is not None:
+            with AtomicFile(tok_path) as f:
+                f.write(tok.to_bytes())
+        else:
+            _remove(tok_path)
+        with AtomicFile(os.path.join(out, META)) as f:
+            f.write(json.dumps(meta, indent=1).encode())
+    except OSError as e:
+        raise DataError(f"cannot put the prepared files in place in {out}: {e}; the folder has no meta.json "
+                        "now: free some space or fix its permissions, and prepare again") from None
     listed = {sh["file"] for s in SPLITS for sh in shards[s]}
     for name in os.listdir(out):
         if SHARD_NAME.match(name) and name not in listed:

@@ -60,8 +60,14 @@ class ShardWriter:
         self._file, self._count, self._crc = None, 0, 0
 
     def write(self, tokens):
-        tokens = np.ascontiguousarray(tokens, self.dtype)  # (n,)
-        while tokens.size:
+        try:
+            self._write(np.ascontiguousarray(tokens, self.dtype))
+        except OSError as e:
+            raise DataError(f"cannot write the {self.split} shards in {self.folder}: {e.strerror or e}; free some "
+                            "space or pass another --out") from None
+
+    def _write(self, tokens):
+        while tokens.size:  # tokens: (n,)
             if self._file is None:
                 self._open()
             take = min(tokens.size, self.shard_tokens - self._count)
