@@ -36,12 +36,13 @@ def host_view(x, what, writable=True):
     """A 1-D view of a C-contiguous numpy array, or a ConfigError saying what to pass instead."""
     if not isinstance(x, np.ndarray):
         raise ConfigError(f"{what} takes a numpy array, not {type(x).__name__}; wrap it with numpy.asarray")
-    if not x.flags.c_contiguous:
+    flags = x.flags  # a new object at every access: read once (this is every collective's hot path)
+    if not flags.c_contiguous:
         raise ConfigError(f"{what} needs a C-contiguous array; pass numpy.ascontiguousarray(x) "
                           "(and copy the result back)")
-    if writable and not x.flags.writeable:
+    if writable and not flags.writeable:
         raise ConfigError(f"{what} works in place and needs a writable array")
-    return x.reshape(-1)
+    return x if x.ndim == 1 else x.reshape(-1)
 
 
 def reduction_codes(dtype, op, what):
@@ -102,8 +103,8 @@ class Buffers:
         keep: the operation is still in flight when the call returns (iallreduce, isend, irecv): a
           staged copy comes from the pool and goes back at finish().
         host: stage a device array even when MPI is CUDA-aware (the collectives with no device path)."""
-        if not is_device_array(x):
-            return Buffer(host_view(x, what, writable=write))
+        if isinstance(x, np.ndarray) or not is_device_array(x):
+            return Buffer(host_view(x, what, write))
         if not x.flags.c_contiguous:
             raise ConfigError(f"{what} needs a C-contiguous array; pass cupy.ascontiguousarray(x) "
                               "(and copy the result back)")
