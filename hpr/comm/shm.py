@@ -1,44 +1,24 @@
 """The node-local side of hpr's collectives: which ranks share a node, the MPI-3 shared window the
-engine in csrc/shm.c works in, and the hierarchical allreduce that runs the engine inside each node and
-a point-to-point algorithm between nodes. Owns no algorithm between nodes (algorithms.py does).
+engine in csrc/shm.c works in, and the shared allocations (``Communicator.alloc``) that collectives
+reduce in place. Owns no algorithm between nodes (algorithms.py does) and no choice of algorithm
+(channel.py does); reads no settings (the caller passes them from its CommConfig).
 
-HPR_NODE_SIZE=k pretends that every k consecutive ranks form a node, so the hierarchical path can be
-tested on one machine. Usage: ``node = NodeShm(mpi_comm, slot_bytes)`` then ``node.engine.allreduce``."""
-import os
-
+A node_size k > 0 (HPR_NODE_SIZE) pretends that every k consecutive ranks form a node, so the
+hierarchical path can be tested on one machine.
+Usage: ``node = NodeShm(split_node(mpi_comm, 0), slot_bytes, small_bytes, spin_us)`` then
+``node.engine.allreduce``."""
 import numpy as np
 from mpi4py import MPI
 
 from ..cpu import cpu_kernels
-from ..errors import ConfigError
 from .cost import NodeLayout
-from . import wait
 
 
-def _env_int(name, default, minimum=1):
-    v = os.environ.get(name, "").strip()
-    if not v:
-        return default
-    if not v.isdigit() or int(v) < minimum:
-        raise ConfigError(f"{name}={v!r} must be a whole number >= {minimum}")
-    return int(v)
-
-
-def slot_bytes():
-    """HPR_SHM_SLOT_KB: bytes each rank stages per round in the shared window (default 512 KiB)."""
-    return _env_int("HPR_SHM_SLOT_KB", 512) * 1024 // 4096 * 4096 or 4096
-
-
-def small_bytes(slot):
-    """HPR_SHM_SMALL_KB: messages up to this size take the one-barrier path (default 32 KiB)."""
-    return min(slot, _env_int("HPR_SHM_SMALL_KB", 32, 0) * 1024)
-
-
-def split_node(mpi_comm):
-    """The sub-communicator of ranks on this rank's node (or of HPR_NODE_SIZE consecutive ranks)."""
-    fake = _env_int("HPR_NODE_SIZE", 0, 0)
-    if fake:
-        return mpi_comm.Split(mpi_comm.Get_rank() // fake, mpi_comm.Get_rank())
+def split_node(mpi_comm, node_size=0):
+    """The sub-communicator of ranks on this rank's node, or, for node_size k > 0, of the k consecutive
+    ranks rank // k."""
+    if node_size:
+        return mpi_comm.Split(mpi_comm.Get_rank() // node_size, mpi_comm.Get_rank())
     return mpi_comm.Split_type(MPI.COMM_TYPE_SHARED, mpi_comm.Get_rank())
 
 
@@ -54,9 +34,11 @@ def node_layout(mpi_comm, node_comm):
 
 
 class NodeShm:
-    """A shared window over the node's ranks and the C engine over it (created collectively)."""
+    """A shared window over the node's ranks and the C engine over it (created collectively).
+    slot: bytes each rank stages per round; small: the one-barrier threshold; spin_us: how long the
+    engine's waits spin before they sleep."""
 
-    def __init__(self, node_comm, slot):
+    def __init__(self, node_comm, slot, small, spin_us):
         k = cpu_kernels()
         p, me = node_comm.Get_size(), node_comm.Get_rank()
         nbytes = k.shm_segment_bytes(p, slot)
@@ -66,7 +48,7 @@ class NodeShm:
         if me == 0:
             self.segment[:nbytes - 2 * p * slot].fill(0)  # flags and wake word; data needs no clearing
         node_comm.Barrier()  # setup only: everyone sees zeroed flags before the first wait
-        self.engine = k.ShmEngine(self.segment, p, me, slot, small_bytes(slot), wait.SPIN * 1e6)
+        self.engine = k.ShmEngine(self.segment, p, me, slot, small, spin_us)
         self.p, self.me = p, me
 
     def free(self):
@@ -76,3 +58,29 @@ class NodeShm:
             self.win.Free()
         except MPI.Exception:
             pass
+
+
+class SharedAlloc:
+    """An array that each rank of a node holds in one MPI-3 shared window, so collectives read the
+    neighbours' copies in place. bases: the address of every node rank's copy, in node-rank order;
+    [lo, hi): this rank's copy's addresses."""
+
+    def __init__(self, node_comm, nbytes):
+        self.win = MPI.Win.Allocate_shared(max(nbytes, 1), 1, comm=node_comm)
+        self.bases = []
+        for r in range(node_comm.Get_size()):
+            mem, _ = self.win.Shared_query(r)
+            self.bases.append(mem.address)
+        mem, _ = self.win.Shared_query(node_comm.Get_rank())
+        self.memory = mem
+        self.lo = mem.address
+        self.hi = self.lo + nbytes
+
+
+def find_alloc(allocs, x):
+    """(SharedAlloc, byte offset) when host array x lies inside one of allocs, else None."""
+    addr = x.__array_interface__["data"][0]
+    for rec in allocs:
+        if rec.lo <= addr and addr + x.nbytes <= rec.hi:
+            return rec, addr - rec.lo
+    return None
