@@ -25,7 +25,7 @@ from .layout import from_hf_config, from_hf_tensors, hf_config, to_hf_tensors
 from .readers import read_weights
 from .tokenizer_files import bytes_tokenizer_json, read_hf_tokenizer, vocab_of, write_hf_tokenizer
 
-__all__ = ["to_hf", "from_hf"]
+__all__ = ["to_hf", "from_hf", "write_checkpoint", "staged_folder"]
 
 
 @contextlib.contextmanager
@@ -105,6 +105,27 @@ class _OneRank:
         return [obj]
 
 
+def write_checkpoint(ckpt_dir, config, params, tokenizer_text=None, seed=0, batch=16, source=None):
+    """A new checkpoint folder at step 0 from whole named tensors (hpr names, config's shapes), in the
+    format the trainer writes (hpr.checkpoint): AdamW's moments zero, the tokenizer.json text (if any)
+    in the step folder. Written under a temporary name and renamed. Returns the step folder."""
+    zeros = {f"{k}.{n}": np.zeros_like(a) for k in ("m", "v") for n, a in params.items()}
+    meta = {"config": dataclasses.asdict(config),
+            "layout": {"dp": 1, "tp": 1, "pp": 1, "zero": 0, "micro_batches": 1},
+            "seed": seed, "data": {"next_sample": 0, "batch": batch},
+            "schedule": {"lr": None, "steps": None, "warmup": None, "min_lr_ratio": None},
+            "optimizer": {"t": 0, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.1}}
+    if source:
+        meta["source"] = source
+    with staged_folder(ckpt_dir) as tmp:
+        step = checkpoint.save(_OneRank(), tmp, 0, {"params.safetensors": params, "optim.safetensors": zeros},
+                               meta, keep=1)
+        if tokenizer_text is not None:  # the checkpoint carries its tokenizer (none: bytes)
+            with open(os.path.join(step, TOKENIZER_FILE), "w", encoding="utf-8") as f:
+                f.write(tokenizer_text)
+    return os.path.join(ckpt_dir, os.path.basename(step))
+
+
 def from_hf(hf_dir, ckpt_dir, dtype="float32", pad_to=64, tokenizer=None, seed=0, batch=16):
     """Write a GPT-2-architecture Hugging Face folder as an hpr checkpoint folder (step 0, AdamW's
     moments zero) that `python -m hpr.train --ckpt-dir CKPT_DIR --resume` continues (with the same
@@ -124,17 +145,5 @@ def from_hf(hf_dir, ckpt_dir, dtype="float32", pad_to=64, tokenizer=None, seed=0
         raise ConfigError(f"the tokenizer of {hf_dir} has {vocab_of(text)} tokens, more than the model's {vocab} "
                           "(config.json's vocab_size); pass the model's own tokenizer with --tokenizer FILE")
     params = from_hf_tensors(read_weights(hf_dir), config, vocab, where=hf_dir)
-    zeros = {f"{k}.{n}": np.zeros_like(a) for k in ("m", "v") for n, a in params.items()}
-    meta = {"config": dataclasses.asdict(config),
-            "layout": {"dp": 1, "tp": 1, "pp": 1, "zero": 0, "micro_batches": 1},
-            "seed": seed, "data": {"next_sample": 0, "batch": batch},
-            "schedule": {"lr": None, "steps": None, "warmup": None, "min_lr_ratio": None},
-            "optimizer": {"t": 0, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.1},
-            "source": {"huggingface": os.path.abspath(hf_dir), "vocab_size": vocab}}
-    with staged_folder(ckpt_dir) as tmp:
-        step = checkpoint.save(_OneRank(), tmp, 0, {"params.safetensors": params, "optim.safetensors": zeros},
-                               meta, keep=1)
-        if text is not None:  # the checkpoint carries its tokenizer (none: bytes)
-            with open(os.path.join(step, TOKENIZER_FILE), "w", encoding="utf-8") as f:
-                f.write(text)
-    return os.path.join(ckpt_dir, os.path.basename(step))
+    return write_checkpoint(ckpt_dir, config, params, text, seed, batch,
+                            source={"huggingface": os.path.abspath(hf_dir), "vocab_size": vocab})

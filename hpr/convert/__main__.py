@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from ..errors import HprError
+from ..model import PRESETS, saved
 from . import from_hf, to_hf
 
 
@@ -29,6 +30,19 @@ def build_parser():
     return ap
 
 
+def _resume_hint(cfg, a):
+    """How to train on: the preset of the same shape, or why there is none."""
+    shape = {k: cfg[k] for k in ("context", "d_model", "n_layers", "n_heads")}
+    name = next((n for n, p in PRESETS.items() if p == shape), None)
+    if name is None:
+        return f"no trainer --preset has its shape {shape}, so it converts for generation (and back) only"
+    if cfg["vocab_size"] != 256:
+        return (f"the trainer's --preset {name} has its shape, but trains a 256-token vocabulary, not its "
+                f"{cfg['vocab_size']}")
+    return (f"train on with python -m hpr.train --preset {name} --dtype {cfg['dtype']} --ckpt-dir {a.ckpt_dir} "
+            f"--resume --seed {a.seed} --batch {a.batch}")
+
+
 def main(argv=None):
     a = build_parser().parse_args(argv)
     try:
@@ -39,8 +53,8 @@ def main(argv=None):
         else:
             out = from_hf(a.hf_dir, a.ckpt_dir, dtype=a.dtype, pad_to=a.pad_vocab, tokenizer=a.tokenizer,
                           seed=a.seed, batch=a.batch)
-            print(f"wrote {out}: generate with python -m hpr.generate --ckpt {a.ckpt_dir}, or train on with "
-                  f"python -m hpr.train --ckpt-dir {a.ckpt_dir} --resume --seed {a.seed} --batch {a.batch}")
+            print(f"wrote {out}: generate with python -m hpr.generate --ckpt {a.ckpt_dir}; "
+                  + _resume_hint(saved.validate(out)["config"], a))
     except HprError as e:
         print(f"hpr.convert: {e}", file=sys.stderr)
         return 2

@@ -130,7 +130,9 @@ def from_hf_config(hf, where="config.json", dtype="float32", pad_to=64):
 def from_hf_tensors(tensors, config, vocab, where="the weights"):
     """hpr's whole tensors (config.dtype; wte padded with zero rows to config.vocab_size) from a
     GPT2LMHeadModel / GPT2Model state_dict; ConfigError naming a missing, extra or misshapen tensor."""
-    got = {(k[len(PREFIX):] if k.startswith(PREFIX) else k): a for k, a in tensors.items()}
+    # GPT2LMHeadModel's keys start "transformer.", GPT2Model's (and the original gpt2 upload's) do not
+    original = {(k[len(PREFIX):] if k.startswith(PREFIX) else k): k for k in tensors}
+    got = {k: tensors[o] for k, o in original.items()}
     lm_head = got.pop("lm_head.weight", None)
     for k in [k for k in got if k.endswith((".attn.bias", ".attn.masked_bias"))]:
         del got[k]  # the causal-mask buffers older checkpoints saved; not weights
@@ -140,7 +142,7 @@ def from_hf_tensors(tensors, config, vocab, where="the weights"):
             raise ConfigError(f"{where}: no tensor {PREFIX + k!r} (missing; is this a complete GPT-2 model?)")
     extra = sorted(set(got) - set(want))
     if extra:
-        raise ConfigError(f"{where}: tensor {extra[0]!r} has no place in hpr's GPT ({len(extra)} such)")
+        raise ConfigError(f"{where}: tensor {original[extra[0]]!r} has no place in hpr's GPT ({len(extra)} such)")
     out = {}
     dt = np.dtype(config.dtype)
     for k, (name, shape) in want.items():
