@@ -46,11 +46,13 @@ class TextStream:
 
     def finish(self):
         """The rest, held-back text included (the row has ended)."""
+        out = ""
         if not self.done and self._read < len(self.ids):
             self.text += self.tok.decode(self.ids[self._read:])
             self._read = len(self.ids)
-            self._release()
-        out = self.text[self.shown:] if not self.done else ""
+            out = self._release()  # a stop string may still complete here
+        if not self.done:
+            out += self.text[self.shown:]  # what was held back as a possible stop string's start
         self.shown = len(self.text)
         return out
 
