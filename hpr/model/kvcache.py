@@ -40,7 +40,8 @@ class KVCache:
 class Sampler:
     """Next ids from logits (B, V), row by row: temperature 0 is greedy (argmax); otherwise the logits
     are divided by the temperature, cut to the top_k largest, then to the smallest set whose
-    probability reaches top_p, and one id is drawn per row from numpy's default_rng(seed)."""
+    probability reaches top_p, and one id is drawn per row from numpy's default_rng(seed) (one stream:
+    the rows of a batch draw in turn, so a sampled row depends on the batch it is in; greedy does not)."""
 
     def __init__(self, temperature=1.0, top_k=None, top_p=None, seed=0):
         if not (temperature >= 0) or (top_k is not None and top_k < 1) or (
