@@ -383,11 +383,16 @@ class GPT:
         cache.pos): each block attends over the row's cached positions 0..at[b]. Returns logits (B, V)."""
         self._whole("decode_step()")
         at = cache.pos if at is None else np.asarray(at, np.int64)
-        if at.shape != (cache.batch,) or at.min() < 0 or at.max() >= cache.capacity:
-            raise ConfigError(f"decode_step positions {at.tolist()} must be ({cache.batch},) in "
-                              f"0..{cache.capacity - 1} (the cache's capacity)")
-        tokens = self._check_tokens(np.asarray(ids).reshape(-1, 1), "ids")
+        ids = np.asarray(ids)
+        if at.shape != (cache.batch,) or ids.shape != at.shape or ids.dtype.kind not in "iu":
+            raise ConfigError(f"decode_step takes one integer id per row of the cache ({cache.batch}), got "
+                              f"{ids.dtype} {ids.shape} at positions {at.shape}")
+        lo, hi = min(int(at.min()), int(ids.min())), max(int(at.max()) - cache.capacity, int(ids.max()) - self.config.vocab_size)
+        if lo < 0 or hi >= 0:
+            raise ConfigError(f"decode_step: ids {ids.tolist()} must be in [0, {self.config.vocab_size}) and positions "
+                              f"{at.tolist()} in [0, {cache.capacity}) (the cache's capacity)")
         self._ready = None
+        tokens = self.device.asarray(ids.astype(np.int32).reshape(-1, 1))
         return self._head(self._cached_hidden(tokens, cache, self.xp.asarray(at)))
 
     def generate(self, prompt, n_tokens, temperature=1.0, top_k=None, seed=0, top_p=None):

@@ -102,10 +102,10 @@ def generate(model, prompts, max_new, sampler, eos_id=None, on_tokens=None):
         for b in np.flatnonzero(live):
             out[b].append(int(ids[b]))
             seqs[b].append(int(ids[b]))
-        ended = live & (ids == eos_id) if eos_id is not None else np.zeros_like(live)
+        if eos_id is not None:
+            live &= ids != eos_id
         if on_tokens is not None:
-            ended |= live & _agree(model, np.asarray(on_tokens(ids, live.copy()), np.int64)).astype(bool)
-        live &= ~ended
+            live &= ~_agree(model, np.asarray(on_tokens(ids, live.copy()), np.int64)).astype(bool)
         if step == max_new - 1 or not live.any():
             break
         logits = _next_logits(model, cache, seqs, ids, live)
@@ -115,6 +115,10 @@ def generate(model, prompts, max_new, sampler, eos_id=None, on_tokens=None):
 def _next_logits(model, cache, seqs, ids, live):
     """Logits (B, V) after feeding ids: one cached step for the live rows inside the context; rows past
     it run again over their last `context` tokens; ended rows rewrite a slot nobody reads."""
+    if live.all() and cache.pos.max() < cache.capacity:  # the common step: every row cached and running
+        logits = model.decode_step(ids, cache)
+        cache.pos += 1
+        return logits
     cached = live & (cache.pos < cache.capacity)
     full = live & ~cached
     logits = None

@@ -226,13 +226,17 @@ class CausalSelfAttention:
             y = ws.get(self.name + ".y", (b * t, c))
             K.attention_forward(qkv, b, t, h, att, y)
         else:
-            rows = xp.arange(b)
-            cache_k[rows, :, pos] = q5[:, 0, 1]  # (B, H, D) into each row's slot pos[b]
-            cache_v[rows, :, pos] = q5[:, 0, 2]
-            n = int(pos.max()) + 1
+            lo, n = int(pos.min()), int(pos.max()) + 1
+            if lo + 1 == n:  # every row at the same position: a plain slice
+                cache_k[:, :, lo] = q5[:, 0, 1]
+                cache_v[:, :, lo] = q5[:, 0, 2]
+            else:
+                rows = xp.arange(b)
+                cache_k[rows, :, pos] = q5[:, 0, 1]  # (B, H, D) into each row's slot pos[b]
+                cache_v[rows, :, pos] = q5[:, 0, 2]
             s = xp.matmul(q5[:, 0, 0][:, :, None], cache_k[:, :, :n].swapaxes(-1, -2))  # (B, H, 1, n)
             s *= 1.0 / np.sqrt(d)
-            if int(pos.min()) + 1 < n:  # shorter rows: their slots past pos[b] hold no key of theirs
+            if lo + 1 < n:  # shorter rows: their slots past pos[b] hold no key of theirs
                 past = xp.arange(n)[None, :] > pos[:, None]  # (B, n)
                 s += xp.where(past, -np.inf, 0.0).astype(s.dtype)[:, None, None, :]
             s -= s.max(-1, keepdims=True)
