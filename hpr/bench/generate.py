@@ -11,6 +11,7 @@ width and depth with GPT-2's context 1024 and 50257-token vocabulary: prompt 16,
 (GPT-2's 124M shapes, random weights: prompt 16, 128 new; recomputation only over the first
 --recompute-tokens, which favours it: its later tokens would cost more)."""
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -90,8 +91,6 @@ def write_hf_model(folder, model):
 
 
 def transformers_available():
-    import importlib.util
-
     return importlib.util.find_spec("transformers") is not None and importlib.util.find_spec("torch") is not None
 
 
