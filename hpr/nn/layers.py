@@ -4,6 +4,9 @@ and returns a buffer the layer owns (reused step after step: no allocation in th
 each backward ADDS into its parameters' gradient views and returns the gradient of its input.
 Matmuls go to BLAS through numpy on views (no copies or transposes); everything between them is a
 fused kernel from hpr.kernels.nn. Never imports comm: model parallelism wraps these layers.
+For generation, Embedding.forward_at, CausalSelfAttention.forward_cached and Block.forward_cached run
+new positions against a key/value cache (prefill, then one position per step); they keep nothing for
+backward.
 
 Dimensions: B batch, T time, C channels (d_model), H heads, D = C / H head size, N = B*T rows.
 Usage: ``ln = LayerNorm(layout, "ln_f", C); y = ln.forward(x); dx += ...; ln.backward(dy, dx)``"""
