@@ -101,7 +101,9 @@ def transformers_reference(folder, prompt, n, threads, repeats):
            ",".join(map(str, prompt)), "--new", str(n), "--threads", str(threads), "--repeats", str(repeats),
            "--out", out]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode:  # its progress bars stay hidden unless it failed
+        raise RuntimeError(f"the transformers reference failed:\n{done.stderr[-3000:]}")
     with open(out) as f:
         return json.load(f)
 
