@@ -233,3 +233,33 @@ def test_converted_model_generates_transformers_tokens(tmp_path):
     stop = want.index(eos) if eos in want else len(want)
     assert text.stdout == "hello world" + tok.decode(want[:stop]) + "\n"
     assert json.loads((tmp_path / "ck" / "step-00000000" / "meta.json").read_text())["source"]["vocab_size"] == n_tok
+
+
+def test_cache_with_a_quantum_layer_equals_recomputation():
+    """The QuantumLayer acts on each position alone, so the cached path runs it on the new one only."""
+    m = model(seed=9, n_qubits=2)
+    want, ref = recompute(m, [9, 8, 7], 8, Sampler(0))
+    cache = m.new_cache(1, 24)
+    z = m.prefill([[9, 8, 7]], cache)
+    assert np.abs(z[0] - ref[0]).max() < 1e-12
+    assert generate(m, [[9, 8, 7]], 8, Sampler(0))[0] == want
+
+
+def test_cache_calls_refuse_what_does_not_fit():
+    m = model(seed=10)
+    with pytest.raises(hpr.ConfigError, match="capacity 25 must be 1..24"):
+        m.new_cache(1, 25)
+    cache = m.new_cache(2, 8)
+    with pytest.raises(hpr.ConfigError, match="prefill takes 2 prompt"):
+        m.prefill([[1, 2]], cache)
+    with pytest.raises(hpr.ConfigError, match="prefill takes 2 prompt"):
+        m.prefill([[1] * 9, [2]], cache)  # longer than the cache holds
+    m.prefill([[1, 2], [3]], cache)
+    with pytest.raises(hpr.ConfigError, match=r"ids \[5, 300\] must be in \[0, 256\)"):
+        m.decode_step(np.array([5, 300]), cache)
+    with pytest.raises(hpr.ConfigError, match=r"positions \[8, 1\] in \[0, 8\)"):
+        m.decode_step(np.array([5, 6]), cache, at=[8, 1])
+    with pytest.raises(hpr.ConfigError, match="one integer id per row"):
+        m.decode_step(np.array([5.0, 6.0]), cache)
+    with pytest.raises(hpr.ConfigError, match="at least one token"):
+        generate(m, [[1], []], 3, Sampler(0))
