@@ -171,6 +171,10 @@ def test_cli_prompt_and_stdin(ckpt):
     out = cli("--ckpt", str(path), "--prompt", "héllo", "--max-tokens", "20", "--temperature", "0")
     assert out.returncode == 0, out.stderr
     assert out.stdout == want + "\n"
+    stop = want[8:10]  # the heads split over 2 ranks, a stop string: the same text, cut there
+    two = cli("--ckpt", str(path), "--prompt", "héllo", "--max-tokens", "20", "--temperature", "0", "--stop", stop, n=2)
+    assert two.returncode == 0, two.stderr
+    assert two.stdout == want[:want.index(stop)] + "\n"
     out = cli("--ckpt", str(path), "--max-tokens", "8", "--temperature", "0", stdin="ab\ncd\n")
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == [m.generate(p, 8, temperature=0).decode("utf-8", errors="replace")
