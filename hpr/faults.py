@@ -8,6 +8,10 @@ on; no rank: every rank), kind one of:
   segfault      SIGSEGV there instead (a crash: faulthandler prints the rank's Python stack)
   stall         sleep there instead, alive but silent (a missing peer)
   kill_in_save  SIGKILL this rank in the step's checkpoint save, after its files are written
+  kill_mid_file SIGKILL it in the save with half of its first file written (a partial tensor file)
+  kill_after_meta, kill_after_rename, kill_after_latest
+                SIGKILL it (rank 0: the committing rank) at the save's commit points: meta.json written
+                and fsynced; the folder renamed to its final name; `latest` moved
   disk_full     the checkpoint write fails with ENOSPC
   read_only     creating the checkpoint folder fails with EROFS
   drift         nudge one parameter by one ulp after the step (replicas drift apart)
@@ -32,7 +36,11 @@ from .errors import ConfigError
 class Faults:
     """The rules of HPR_FAULT for one rank (see the module's docstring)."""
 
-    KINDS = ("nan_grad", "kill", "segfault", "stall", "kill_in_save", "disk_full", "read_only", "drift")
+    KINDS = ("nan_grad", "kill", "segfault", "stall", "kill_in_save", "disk_full", "read_only", "drift",
+             "kill_mid_file", "kill_after_meta", "kill_after_rename", "kill_after_latest")
+    # hpr.checkpoint.save's fault points, and the kind that kills there
+    SAVE_KILLS = {"partial": "kill_mid_file", "written": "kill_in_save", "meta": "kill_after_meta",
+                  "renamed": "kill_after_rename", "latest": "kill_after_latest"}
 
     def __init__(self, spec, rank):
         self.spec, self.rank, self.rules = spec, rank, []
@@ -75,7 +83,7 @@ class Faults:
                 raise OSError(errno.EROFS, os.strerror(errno.EROFS) + " (HPR_FAULT)", path)
             if point == "write" and "disk_full" in kinds:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC) + " (HPR_FAULT)", path)
-            if point == "written" and "kill_in_save" in kinds:
+            if self.SAVE_KILLS.get(point) in kinds:
                 self.die()
         return hook
 
