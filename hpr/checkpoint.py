@@ -106,8 +106,13 @@ def _swap(new, final):
         if e not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
             raise OSError(e, f"swapping {new} with {final}: {os.strerror(e)}")
     aside = new + ".old"
+    shutil.rmtree(aside, ignore_errors=True)  # a leftover of an interrupted save of this process
     os.rename(final, aside)
-    os.rename(new, final)
+    try:
+        os.rename(new, final)
+    except BaseException:
+        os.rename(aside, final)  # the committed folder back under its name
+        raise
     return aside
 
 
