@@ -77,11 +77,34 @@ def comm_for(kind, algo=None, check=False):
     return _comms[key]
 
 
-def local_input(n, dtype, rank, salt=0):
+HALF = (np.float16, ml_dtypes.bfloat16)
+
+
+def local_input(n, dtype, rank, salt=0, positive=False):
+    """positive: values in [1, ~20), so an average is never zero and bit patterns order like values."""
     rng = np.random.default_rng(1000 * rank + n + salt)
     if np.dtype(dtype).kind == "i":
         return rng.integers(-50, 50, n).astype(dtype)
+    if positive:
+        return (np.abs(rng.standard_normal(n)) * 4 + 1).astype(dtype)
     return (rng.standard_normal(n) * 4).astype(dtype)
+
+
+def check_half_avg(comm, algo, x, got):
+    """avg of float16 / bfloat16 against the ordered reference (everyone's x in rank order, accumulated
+    in float32, scaled by 1/p and rounded once: _ref.reduce_many). The node engine (shm) computes
+    exactly that: bit for bit. The point-to-point algorithms round each partial sum to the half type:
+    at most p - 1 roundings of half an ulp of a partial sum (<= the whole sum, the inputs being
+    positive), so after the scale at most p ulps of the average, plus the reference's own half ulp:
+    p + 1 ulps, counted as the distance of the (positive, so monotonic) bit patterns."""
+    want = _ref.reduce_many(comm.mpi.allgather(x), "sum", scale=1.0 / comm.size)
+    assert x.size == 0 or want.astype(np.float32).min() >= 1, "the average must not be zero"
+    bits, ref = got.view(np.uint16).astype(np.int64), want.view(np.uint16).astype(np.int64)
+    if algo in ("shm", "none"):  # none: one rank, a copy
+        np.testing.assert_array_equal(bits, ref, err_msg=f"{algo} n={x.size}: not the ordered reference")
+    elif x.size:
+        ulps = int(np.abs(bits - ref).max())
+        assert ulps <= comm.size + 1, f"{algo} n={x.size}: {ulps} ulps from the ordered reference"
 
 
 def reference(comm, x, op):
@@ -118,12 +141,15 @@ def allreduce_cases():
     pytest.param(*c, id=f"{c[0]}-{c[1]}-{np.dtype(c[2]).name}-{c[3]}") for c in allreduce_cases()])
 def test_allreduce_against_mpi(kind, algo, dtype, op):
     comm = comm_for(kind, algo)
+    half_avg = op == "avg" and dtype in HALF
     for n in SIZES:
-        x = local_input(n, dtype, comm.rank)
+        x = local_input(n, dtype, comm.rank, positive=half_avg)
         want = reference(comm, x, op)
         got = comm.allreduce(x.copy(), op)
         assert same_everywhere(comm, got), f"{algo}: ranks disagree (n={n})"
-        if np.dtype(dtype).kind == "i" or op in ("max", "min"):
+        if half_avg:
+            check_half_avg(comm, comm.algorithm_for(x.nbytes), x, got)
+        elif np.dtype(dtype).kind == "i" or op in ("max", "min"):
             np.testing.assert_array_equal(got, want, err_msg=f"{algo} n={n}")
         else:
             # summation order differs between algorithms: compare within rounding of the dtype
