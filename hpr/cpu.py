@@ -3,6 +3,7 @@ numpy's BLAS may use, how many cores this process has, and the matmul rate MFU i
 Which kernel serves an array (numpy or CuPy) is decided in hpr.kernels (the one seam is
 hpr.kernels.dispatch), not here. Usage: ``from hpr.cpu import cpu_kernels; cpu_kernels().info()``."""
 import os
+import platform
 import time
 import warnings
 
@@ -108,3 +109,14 @@ def cpu_count():
     except (AttributeError, OSError):
         return os.cpu_count() or 1
 
+
+def cpu_model():
+    """The processor's name as the kernel reports it (/proc/cpuinfo), for benchmark headers."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

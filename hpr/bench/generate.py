@@ -34,16 +34,6 @@ ROWS = {  # name: (preset, overrides, prompt tokens, new tokens, recomputed toke
 }
 
 
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
 
 def recompute(model, prompt, n):
     """Greedy tokens the pre-cache way: the logits of the whole window, again for every token."""
@@ -191,7 +181,7 @@ def main(argv=None):
         return 2
     cpu.set_num_threads(a.threads)
     use_hf = not a.no_transformers and transformers_available()
-    print(f"hpr.bench generate: greedy, float32, {a.threads} thread(s), best of {a.repeats}; {cpu_name()} "
+    print(f"hpr.bench generate: greedy, float32, {a.threads} thread(s), best of {a.repeats}; {cpu.cpu_model()} "
           f"({cpu.cpu_count()} cores); transformers reference: {'yes' if use_hf else 'not installed or skipped'}")
     same, worst = check_float64()
     print(f"cache vs recomputation, float64, preset S, 112 tokens: {'same' if same else 'DIFFERENT'} greedy tokens, "
