@@ -183,6 +183,35 @@ def test_shared_buffer_mismatched_slices_raise_everywhere(kind):
         comm.allreduce(sl)
 
 
+@pytest.mark.parametrize("kind", [k for k in KINDS if kind_size(k) > 1])
+def test_shared_buffer_mismatched_dtype_or_op_raise_everywhere(kind):
+    """The engine compares dtype and operation too: a float32 slice against the same bytes read as
+    int32, or sum against max, is a CommMismatch on every rank, not a silent mix."""
+    comm = comm_for(kind)
+    if comm.algorithm_for(1 << 20) != "shm":
+        pytest.skip("only the shared-memory path can see the slices")
+    g = comm.alloc(300000, np.float32)
+    with pytest.raises(hpr.CommMismatch, match="different parts"):
+        comm.allreduce(g if comm.rank == 0 else g.view(np.int32))
+    with pytest.raises(hpr.CommMismatch, match="different parts"):
+        comm.allreduce(g, "sum" if comm.rank == 0 else "max")
+    with pytest.raises(hpr.CommMismatch, match="different parts"):
+        comm.allreduce(g, "sum" if comm.rank == 0 else "avg")
+    g[:] = comm.rank + 1  # and the communicator still works (a mismatch leaves the ranks in step)
+    comm.allreduce(g, "max")
+    assert np.all(g == comm.size)
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if kind_size(k) > 1])
+def test_alloc_of_different_sizes_or_dtypes_raises_everywhere(kind):
+    comm = comm_for(kind)
+    with pytest.raises(hpr.CommMismatch, match=r"alloc #\d+: ranks asked for different shared arrays"):
+        comm.alloc(1000 + (comm.rank == 0), np.float32)
+    with pytest.raises(hpr.CommMismatch, match="rank 0: 4000 bytes of float32"):
+        comm.alloc(1000, np.float32 if comm.rank == 0 else np.int32)
+    assert comm.alloc(1000, np.float64).shape == (1000,)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_reduce_scatter_blocks_like_array_split(kind):
     comm = comm_for(kind)
