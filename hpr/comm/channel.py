@@ -205,6 +205,11 @@ class Channel:
                 self.choices.clear()
         return self._node
 
+    @property
+    def no_shm(self):
+        """Why the node's shared window could not be made, or None."""
+        return self._no_shm
+
     def agree(self, win, why, what):
         """Whether every rank made its shared window (win; why it could not otherwise), agreed under the
         deadline so that every rank takes the same path. When not, windows are freed where a whole node

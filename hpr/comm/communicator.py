@@ -92,6 +92,12 @@ class Communicator:
         rank staging while another does not would run different algorithms)."""
         return self._buffers.cuda_aware
 
+    @property
+    def shared_memory_missing(self):
+        """Why this communicator's node shared window could not be made (its collectives then run
+        point-to-point inside the node too), or None: made, or not tried yet."""
+        return self._main.no_shm
+
     def algorithm_for(self, nbytes):
         """The allreduce algorithm this communicator uses for a message of nbytes (same on all ranks)."""
         return self._main.choose(nbytes)
