@@ -98,3 +98,37 @@ def test_comm_reads_no_environment():
             used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
             used |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
             assert not used & {"environ", "getenv"}, f"hpr/comm/{name} reads the environment"
+
+
+def test_a_timed_out_request_is_freed():
+    """wait_all cancels what is still in flight at the deadline and completes or frees it: no request
+    handle is left behind."""
+    from hpr.comm.wait import OpContext, wait_all
+
+    buf = np.empty(4, np.float64)
+    req = MPI.COMM_SELF.Irecv(buf, 0, tag=77)  # nobody sends
+    t0 = time.perf_counter()
+    with pytest.raises(hpr.CommTimeout, match="irecv #1"):
+        wait_all([req], [0], OpContext("irecv", 1, 0, 1, 0.2))
+    assert req == MPI.REQUEST_NULL
+    assert time.perf_counter() - t0 < 3
+
+
+def test_progress_stop_is_bounded_by_the_deadline_and_says_so(capfd):
+    """A progress thread stuck in a collective is waited for at most the channel's deadline (+1 s), and
+    stop() says on stderr that it did not stop."""
+    from hpr.comm.progress import Handle, Progress
+
+    class StuckChannel:
+        timeout = 0.3
+
+        def allreduce(self, *args):
+            time.sleep(4)
+
+    bg = Progress(StuckChannel())
+    bg.submit(Handle(None), None, 0, 0, False)
+    time.sleep(0.1)
+    t0 = time.perf_counter()
+    assert bg.stop() is False
+    assert time.perf_counter() - t0 < 2.5
+    assert "progress thread did not stop within 1.3 s" in capfd.readouterr().err

@@ -25,9 +25,8 @@ from .. import config as hpr_config
 from ..errors import ConfigError
 from ..kernels.reduce import dtype_code
 from .buffers import Buffers, as_bytes, reduction_codes
-from .channel import Channel
+from .channel import Channel, Health
 from .progress import Handle, Progress, Request
-from .shm import SharedAlloc
 from .wait import wait_all
 
 
@@ -55,7 +54,8 @@ class Communicator:
                                                      MPI.COMM_WORLD.Get_group())
         self._allocs = []
         self.procs = mpi.allgather((socket.gethostname(), os.getpid()))  # setup only: names the dead
-        self._main = Channel(mpi.Dup(), config, self.world_ranks, self._allocs, self.procs)
+        self._health = Health()  # broken after the first failed collective, for every channel
+        self._main = Channel(mpi.Dup(), config, self.world_ranks, self._allocs, self.procs, self._health)
         self._bg = None  # the Progress thread of iallreduce, made on first use
         self._p2p_seq = 0
         self._buffers = Buffers(mpi, config)
@@ -92,6 +92,12 @@ class Communicator:
         rank staging while another does not would run different algorithms)."""
         return self._buffers.cuda_aware
 
+    @property
+    def shared_memory_missing(self):
+        """Why this communicator's node shared window could not be made (its collectives then run
+        point-to-point inside the node too), or None: made, or not tried yet."""
+        return self._main.no_shm
+
     def algorithm_for(self, nbytes):
         """The allreduce algorithm this communicator uses for a message of nbytes (same on all ranks)."""
         return self._main.choose(nbytes)
@@ -108,7 +114,9 @@ class Communicator:
         if any(int(d) < 0 for d in shape):
             raise ConfigError(f"alloc: shape {shape} has a negative dimension")
         nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-        rec = SharedAlloc(self._main.node_comm, nbytes)
+        rec = self._main.shared_alloc(nbytes, dtype_code(dt))
+        if rec is None:  # no shared window on this node (said once on rank 0): a private array
+            return np.zeros(shape, dt)
         self._allocs.append(rec)
         arr = np.frombuffer(rec.memory, np.uint8, count=nbytes).view(dt).reshape(shape)
         arr[...] = 0
@@ -127,6 +135,7 @@ class Communicator:
         return self._main.context(op, self._p2p_seq)
 
     def _peer(self, r, what):
+        self._health.check()  # a broken communicator refuses point-to-point calls too
         if not (0 <= r < self.size):
             raise ConfigError(f"{what}: rank {r} is outside this communicator of {self.size} ranks")
         return r
@@ -181,8 +190,10 @@ class Communicator:
             if MPI.Query_thread() < MPI.THREAD_MULTIPLE:
                 raise ConfigError("iallreduce needs MPI initialised with MPI_THREAD_MULTIPLE; "
                                   "do not lower mpi4py.rc.thread_level")
+            self._health.check()
+            self._main.meet("iallreduce")  # under the deadline: the new channel's setup blocks in MPI
             self._bg = Progress(Channel(self._main.mpi.Dup(), self.config, self.world_ranks, self._allocs,
-                                        self.procs))
+                                        self.procs, self._health))
         h = Handle(x, buf)
         self._bg.submit(h, buf.data, d, o, avg, buf.gpu)
         return h

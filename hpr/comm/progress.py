@@ -6,6 +6,7 @@ collective runs (channel.py) or how arrays are staged (buffers.py).
 
 Usage: ``h = comm.iallreduce(bucket); ...; h.wait()``; at exit ``stop_progress_threads()``."""
 import queue
+import sys
 import threading
 import weakref
 from time import perf_counter_ns
@@ -88,9 +89,18 @@ class Progress:
             h._event.set()
 
     def stop(self):
+        """Ask the thread to end after the collectives queued so far and wait for it, at most the
+        channel's deadline plus a second (each of their waits ends by then). Returns whether it
+        stopped; says so on stderr when it did not (MPI may then finalize under it)."""
         self.queue.put(None)
-        self.thread.join(timeout=5)
+        limit = self.channel.timeout + 1.0
+        self.thread.join(timeout=limit)
         _running.discard(self)
+        if self.thread.is_alive():
+            print(f"hpr: the iallreduce progress thread did not stop within {limit:g} s (a collective is "
+                  "still waiting); MPI may finalize under it", file=sys.stderr, flush=True)
+            return False
+        return True
 
 
 def stop_progress_threads():

@@ -91,6 +91,28 @@ class OpContext:
         return str(p) if self.peer_names is None else self.peer_names(p)
 
 
+def abandon(reqs, grace=1.0):
+    """Cancel the requests still in flight, wait up to grace seconds for the cancels to complete, and
+    free whatever is left (MPI then completes it on its own), so no request handle leaks."""
+    live = [r for r in reqs if r != MPI.REQUEST_NULL]
+    for r in live:
+        try:
+            r.Cancel()
+        except MPI.Exception:
+            pass
+    t0 = time.perf_counter()
+    while live and time.perf_counter() - t0 < grace:
+        live = [r for r in live if r != MPI.REQUEST_NULL and not r.Test()]
+        if live:
+            time.sleep(0.001)
+    for r in live:
+        if r != MPI.REQUEST_NULL:
+            try:
+                r.Free()
+            except MPI.Exception:
+                pass
+
+
 def wait_all(reqs, peers, ctx):
     """Wait for every request (reqs[i] talks to peers[i]) politely, within ctx.timeout."""
     if MPI.Request.Testall(reqs):
@@ -104,12 +126,7 @@ def wait_all(reqs, peers, ctx):
         if waited > spin:
             if waited > ctx.timeout:
                 pending = [p for r, p in zip(reqs, peers) if not r.Test()]
-                for r in reqs:
-                    if r != MPI.REQUEST_NULL:
-                        try:
-                            r.Cancel()
-                        except MPI.Exception:
-                            pass
+                abandon(reqs)
                 raise ctx.timeout_error(pending)
             d = waited * 0.125
             sleep(0.000002 if d < 0.000002 else (0.002 if d > 0.002 else d))

@@ -177,7 +177,12 @@ def test_node_and_plan_properties(kind):
     assert (comm.local_rank, comm.local_size) == (node.Get_rank(), node.Get_size())
     node.Free()
     for n in (8, 1 << 16, 1 << 24):
-        want = "none" if comm.size == 1 else comm.config.allreduce or comm.cost_model.choose(n, comm.size, comm.layout)
+        if comm.size == 1:
+            want = "none"
+        elif comm.shared_memory_missing:  # no node window (MPIR_CVAR_NOLOCAL=1 with HPR_NODE_SIZE): p2p
+            want = comm.config.allreduce or comm.cost_model.choose(n, comm.size, None)
+        else:
+            want = comm.config.allreduce or comm.cost_model.choose(n, comm.size, comm.layout)
         assert comm.algorithm_for(n) == want
 
 
@@ -207,6 +212,35 @@ def test_shared_buffer_mismatched_slices_raise_everywhere(kind):
     sl = g[:200000] if comm.rank == 0 else g[8:200008]
     with pytest.raises(hpr.CommMismatch, match="different parts"):
         comm.allreduce(sl)
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if kind_size(k) > 1])
+def test_shared_buffer_mismatched_dtype_or_op_raise_everywhere(kind):
+    """The engine compares dtype and operation too: a float32 slice against the same bytes read as
+    int32, or sum against max, is a CommMismatch on every rank, not a silent mix."""
+    comm = comm_for(kind)
+    if comm.algorithm_for(1 << 20) != "shm":
+        pytest.skip("only the shared-memory path can see the slices")
+    g = comm.alloc(300000, np.float32)
+    with pytest.raises(hpr.CommMismatch, match="different parts"):
+        comm.allreduce(g if comm.rank == 0 else g.view(np.int32))
+    with pytest.raises(hpr.CommMismatch, match="different parts"):
+        comm.allreduce(g, "sum" if comm.rank == 0 else "max")
+    with pytest.raises(hpr.CommMismatch, match="different parts"):
+        comm.allreduce(g, "sum" if comm.rank == 0 else "avg")
+    g[:] = comm.rank + 1  # and the communicator still works (a mismatch leaves the ranks in step)
+    comm.allreduce(g, "max")
+    assert np.all(g == comm.size)
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if kind_size(k) > 1])
+def test_alloc_of_different_sizes_or_dtypes_raises_everywhere(kind):
+    comm = comm_for(kind)
+    with pytest.raises(hpr.CommMismatch, match=r"alloc #\d+: ranks asked for different shared arrays"):
+        comm.alloc(1000 + (comm.rank == 0), np.float32)
+    with pytest.raises(hpr.CommMismatch, match="rank 0: 4000 bytes of float32"):
+        comm.alloc(1000, np.float32 if comm.rank == 0 else np.int32)
+    assert comm.alloc(1000, np.float64).shape == (1000,)
 
 
 @pytest.mark.parametrize("kind", KINDS)
