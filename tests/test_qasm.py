@@ -139,10 +139,12 @@ def test_qft3_is_the_fourier_transform():
 
 def test_program_contents():
     prog = qasm.load(os.path.join(DATA, "ghz.qasm"))
-    assert prog.ops == [("h", (0,), ()), ("cx", (0, 1), ()), ("cx", (1, 2), ()), ("cx", (2, 3), ())]
+    gates = [("h", (0,), ()), ("cx", (0, 1), ()), ("cx", (1, 2), ()), ("cx", (2, 3), ())]
+    assert prog.ops == gates + [("measure", (q,), (q,)) for q in range(4)]  # measure q -> c: bit q
+    assert prog.n_gates == 4 and prog.terminal_measurements and not prog.is_unitary
     assert prog.qregs == {"a": (0, 2), "b": (2, 2)}
     assert prog.measurements == [(0, "c", 0), (1, "c", 1), (2, "c", 2), (3, "c", 3)]
-    assert prog.lines == [7, 8, 9, 10]
+    assert list(prog.lines[:4]) == [7, 8, 9, 10]
     rot = qasm.load(os.path.join(DATA, "rotations.qasm"))
     assert rot.ops[2] == ("rz", (2,), (pytest.approx(np.pi / 3),))
     assert rot.ops[4][2] == (pytest.approx(np.pi / 8), 0.5)
@@ -168,7 +170,7 @@ majority q[0], q[1], q[2];
 """
     prog = qasm.load(text)
     assert prog.ops == [("h", (0,), ()), ("cx", (2, 1), ()), ("cx", (2, 0), ()), ("ccx", (0, 1, 2), ())]
-    assert prog.lines == [6, 7, 7, 7]
+    assert list(prog.lines) == [6, 7, 7, 7]
 
 
 BAD = [
@@ -177,7 +179,7 @@ BAD = [
     ("syntax: missing ;", 'OPENQASM 2.0;\nqreg q[2];\nh q[0]\ncx q[0], q[1];\n', 4, "syntax error"),
     ("syntax: bad char", 'OPENQASM 2.0;\nqreg q[2];\nh q[0];\nrx(0.1 $ 2) q[0];\n', 4, "syntax error"),
     ("syntax: unclosed paren", 'qreg q[1];\nrx((0.1) q[0];\n', 2, "syntax error"),
-    ("unsupported reset", 'qreg q[1];\nh q[0];\n\nreset q[0];\n', 4, "unsupported statement 'reset'"),
+    ("unsupported opaque", 'qreg q[1];\nh q[0];\n\nopaque g a;\n', 4, "unsupported statement 'opaque'"),
     ("unsupported include", 'OPENQASM 2.0;\ninclude "mylib.inc";\n', 2, "only \"qelib1.inc\""),
     ("undeclared register", 'qreg q[1];\nh r[0];\n', 2, "not a declared qreg"),
     ("wrong arity", 'qreg q[2];\ncx q[0];\n', 2, "acts on 2 qubit(s)"),
@@ -185,7 +187,7 @@ BAD = [
     ("repeated qubit", 'qreg q[2];\n\ncx q[1], q[1];\n', 3, "appears twice"),
     ("bad gate body", 'qreg q[1];\ngate g a {\n  h a;\n  nope a;\n}\n', 4, "unsupported gate 'nope'"),
     ("no qubits", 'OPENQASM 2.0;\ncreg c[1];\n', 3, "no qreg"),
-    ("version 3", 'OPENQASM 3.0;\nqubit[2] q;\n', 1, "OpenQASM 2.0 only"),
+    ("version 4", 'OPENQASM 4.0;\nqubit[2] q;\n', 1, "OPENQASM 4.0"),
 ]
 
 
