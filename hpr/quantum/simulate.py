@@ -220,12 +220,18 @@ def sample_terminal(program, probs, shots, rng):
     p = p / p.sum()
     hits = rng.multinomial(shots, p)
     idx = np.flatnonzero(hits)
+    return counts_of_states(program, idx, hits[idx])
+
+
+def counts_of_states(program, idx, hits):
+    """Counts of measuring the basis states idx (logical indices), each drawn hits[k] times, with the
+    program's (final) measure instructions."""
     bits = np.zeros((idx.size, program.n_clbits), np.uint8)
     for name, qs, ps in program.ops:
         if name == "measure" and ps[0] >= 0:
             bits[:, ps[0]] = (idx >> qs[0]) & 1  # a later measure into the same bit wins, as it would
     counts = {}
-    for row, c in zip(bits, hits[idx]):
+    for row, c in zip(bits, hits):
         k = clbit_key(row, program)
         counts[k] = counts.get(k, 0) + int(c)
     return counts
@@ -254,3 +260,53 @@ def run_shots(program, shots, seed=None, dtype=np.complex128, max_batch_bytes=MA
         run_plan(plan, state, bits, rng, program.source)
         merge(counts, counts_of(bits, program))
     return counts
+
+
+# ------------------------------------------------------------- one state at a time (a sharded state)
+def run_trajectories(program, state, shots, seed):
+    """{outcome key: count} of `shots` runs of the program on one state object with apply / measure /
+    reset / sample / snapshot / restore (a DistributedStateVector, whose every method is collective): the
+    final probabilities sampled once when the measurements all come at the end, else one trajectory
+    after another from the saved state after the leading gates. seed: the same on every rank. Counts
+    on every rank (sampled ones on rank 0 only, None elsewhere)."""
+    shots = _check_shots(shots)
+    rng = np.random.default_rng(seed)
+    if program.terminal_measurements:
+        _trajectory(program.ops, program.lines, state, None, rng, program.source)
+        got = state.sample(shots, seed)
+        return None if got is None else counts_of_states(program, *got)
+    k = program.unitary_prefix()
+    _trajectory(program.ops[:k], program.lines[:k], state, None, rng, program.source)
+    saved = state.snapshot()
+    counts = {}
+    for _ in range(shots):
+        state.restore(saved)
+        bits = np.zeros(program.n_clbits, np.uint8)
+        _trajectory(program.ops[k:], program.lines[k:], state, bits, rng, program.source)
+        merge(counts, {clbit_key(bits, program): 1})
+    return counts
+
+
+def _trajectory(ops, lines, state, bits, rng, source):
+    """The instructions on one state; bits (n_clbits,) uint8 is written by measure (None: final
+    measurements, skipped)."""
+    for (name, qs, ps), line in zip(ops, lines):
+        try:
+            if name == "measure":
+                if bits is not None:
+                    out = state.measure(qs[0], rng.random())
+                    if ps[0] >= 0:
+                        bits[ps[0]] = out
+            elif name == "reset":
+                state.reset(qs[0], rng.random())
+            elif name == "if":
+                br = ps[0]
+                taken = branch_taken(bits[None], br.clbits, br.value)[0]
+                sub = (br.body, br.lines) if taken else (br.orelse, br.orelse_lines)
+                _trajectory(sub[0], sub[1], state, bits, rng, source)
+            else:
+                state.apply(name, list(qs), list(ps) if ps else None)
+        except QasmError:
+            raise
+        except ConfigError as e:
+            raise QasmError(str(e), source, line) from None
