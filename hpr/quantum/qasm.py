@@ -25,11 +25,18 @@ __all__ = ["QasmError", "Program", "Branch", "load", "loads", "run", "run_shots"
 _HEADER = re.compile(r"\s*OPENQASM\s+(\d+)(?:\.\d+)?\s*;")
 
 
-def _version(head):
-    """The major version of the first statement of head (a file's start), 2 when there is none."""
-    text = re.sub(r"//[^\n]*|/\*.*?\*/", " ", head, flags=re.S)
+def _version(head, file):
+    """The major version of the first statement of head (a file's start), 2 when there is none; a
+    version hpr does not read is a QasmError."""
+    text = re.sub(r"//[^\n]*|/\*.*?\*/", lambda c: " " + "\n" * c.group().count("\n"), head, flags=re.S)
     m = _HEADER.match(text)
-    return int(m.group(1)) if m else 2
+    if m is None:
+        return 2
+    v = int(m.group(1))
+    if v not in (2, 3):
+        full = re.match(r"\s*OPENQASM\s+([^;\s]*)", text).group(1)
+        raise QasmError(f"OPENQASM {full}: hpr reads OpenQASM 2.0 and 3.x", file, text[:m.start(1)].count("\n") + 1)
+    return v
 
 
 def _is_text(x):
@@ -38,7 +45,7 @@ def _is_text(x):
 
 def loads(text, file="<string>", max_ops=MAX_OPS):
     """A Program from QASM source text."""
-    if _version(text[:4096]) >= 3:
+    if _version(text[:4096], file) == 3:
         from . import qasm3  # lazy: needs the optional openqasm3 package
 
         return qasm3.read(text, file, max_ops)
@@ -54,7 +61,7 @@ def load(path_or_text, max_ops=MAX_OPS):
     try:
         with open(path, encoding="utf-8") as f:
             head = f.read(4096)
-            if _version(head) >= 3:
+            if _version(head, path) == 3:
                 from . import qasm3  # lazy: needs the optional openqasm3 package
 
                 return qasm3.read(head + f.read(), path, max_ops)
@@ -65,7 +72,7 @@ def load(path_or_text, max_ops=MAX_OPS):
     except IsADirectoryError:
         raise QasmError("is a folder, not a .qasm file; pass the circuit's file", path) from None
     except UnicodeDecodeError as e:
-        raise QasmError(f"is not UTF-8 text ({e}); pass an OpenQASM text file", path) from None
+        raise QasmError(f"is not UTF-8 text ({e}); pass an OpenQASM 2.0 text file (or an OpenQASM 3 one)", path) from None
     except OSError as e:
         raise QasmError(f"cannot read: {e.strerror or e}; check the file's permissions", path) from None
 
