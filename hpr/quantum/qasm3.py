@@ -13,8 +13,10 @@ modifiers, timing) is a QasmError naming the line.
 builder already does; openqasm3 alone is the smaller dependency.)
 
 Usage: ``prog = read(open("f.qasm").read(), "f.qasm")`` (hpr.quantum.qasm.load is the usual way in)."""
-from .program import MAX_OPS, ProgramBuilder, QasmError
+import re
+
 from . import gates as G
+from .program import MAX_OPS, ProgramBuilder, QasmError
 from .qasm_expr import FUNCS, evaluate
 
 
@@ -29,11 +31,16 @@ def _parse(text, file):
     except ImportError as e:  # openqasm3 without its ANTLR runtime
         raise QasmError(f"is an OpenQASM 3 file; its parser needs antlr4: pip install 'openqasm3[parser]' ({e})",
                         file) from None
-    except Exception as e:  # QASM3ParsingError: the offending token is on its cause
-        tok, cause = None, e
-        while cause is not None and tok is None:
-            tok = getattr(cause, "offendingToken", None)
-            cause = cause.__cause__ or cause.__context__
+    except Exception as e:  # QASM3ParsingError: the offending token rides on its cause (or in its text)
+        m = re.match(r"L(\d+):C\d+: (.*)", str(e))
+        if m:
+            raise QasmError(f"syntax error: {m.group(2)}", file, int(m.group(1))) from None
+        tok, todo = None, [e]
+        while todo and tok is None:
+            x = todo.pop()
+            tok = getattr(x, "offendingToken", None)
+            todo += [a for a in getattr(x, "args", ()) if isinstance(a, BaseException)]
+            todo += [c for c in (x.__cause__, x.__context__) if c is not None]
         if tok is not None:
             raise QasmError(f"syntax error near {tok.text!r}", file, tok.line) from None
         raise QasmError(f"syntax error: {e or type(e).__name__}", file) from None
