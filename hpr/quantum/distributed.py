@@ -203,7 +203,8 @@ class DistributedStateVector:
         full = self.gather(0)
         if full is None:
             full = np.empty(1 << self.n, self.dtype)
-        full = self.comm.broadcast(np.ascontiguousarray(full)[None], root=0)  # (1, 2**n) logical order
+        full = np.ascontiguousarray(full)[None]  # (1, 2**n) logical order
+        self.comm.broadcast(full.view(full.real.dtype), root=0)  # as (re, im) pairs: reductions' dtypes
         K.apply_2q(full, qs[0], qs[1], np.ascontiguousarray(U, self.dtype))
         m = 1 << self.n_local
         self.local[...] = self.xp.asarray(full[0, self.rank * m:(self.rank + 1) * m])[None]
