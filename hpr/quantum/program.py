@@ -226,7 +226,8 @@ class ProgramBuilder:
 
     def apply(self, name, args, values, line):
         """A gate application: args a list of qubit lists (single qubits or whole registers, broadcast
-        as the OpenQASM spec says), values the evaluated parameters."""
+        as the OpenQASM spec says), values the evaluated parameters. Returns the built-in gate's name in
+        hpr (for emit_gate), or None for a user gate."""
         name, d = self.resolve(name, len(values), len(args), line)
         sizes = {len(r) for r in args if len(r) > 1}
         if len(sizes) > 1:
@@ -243,9 +244,22 @@ class ProgramBuilder:
             if len(set(qs)) != len(qs):
                 raise self.err(f"gate {name}: a qubit appears twice ({', '.join(map(str, qs))})", line)
             if d is None:
-                self._emit(name, qs, values, line)
+                self._emit(name, qs, values, line, intern=False)
             else:
                 self._expand(d, qs, values, line, 1)
+        return name if d is None else None
+
+    def emit_gate(self, name, qs, values, line):
+        """One application of a built-in gate already resolved by apply (name as apply returned it) on
+        distinct qubits: the readers' fast path."""
+        if self.n_ops >= self.max_ops:
+            raise self.err(f"gate {name}: the circuit would expand to more than {self.max_ops:,} operations; "
+                           "raise the budget (--max-ops, max_ops=) if that is intended", line)
+        ops, lines = self._target[-1]
+        ops.append((name, qs, values))
+        lines.append(line)
+        self.n_ops += 1
+        self.prog.n_gates += 1
 
     def _expand(self, d, qs, values, line, depth):
         if depth > MAX_DEPTH:
@@ -260,9 +274,10 @@ class ProgramBuilder:
             else:
                 self._expand(inner, sq, vals, line, depth + 1)
 
-    def _emit(self, name, qs, ps, line):
+    def _emit(self, name, qs, ps, line, intern=True):
         op = (name, qs, ps)
-        op = self._intern.setdefault(op, op)  # repeated gates share one tuple
+        if intern:  # expanded definitions repeat the same gates: they share one tuple
+            op = self._intern.setdefault(op, op)
         ops, lines = self._target[-1]
         ops.append(op)
         lines.append(line)

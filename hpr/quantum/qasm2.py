@@ -151,6 +151,7 @@ class Reader:
         self.b = ProgramBuilder(file, max_ops, G.QELIB1, self._eval, "2.0")
         self.first = True
         self.consts = {}  # parameter text -> value (the fast path's constant parameters)
+        self.params, self.args, self.resolved = {}, {}, {}  # the fast path's texts, resolved once
 
     # -- the cursor protocol over the lexer (for ExprParser) ------------------------------------
     @property
@@ -208,14 +209,27 @@ class Reader:
         return self.b.finish(lx.line + 1 if lx.ended_line or not lx.line else lx.line)
 
     def fast(self, text, line):
-        """True when the line was one plain statement (or blank) and has been taken."""
+        """True when the line was one plain statement (or blank) and has been taken. Parameter texts,
+        argument texts and gate names are each resolved once and remembered: a file of 10**5 lines
+        holds far fewer distinct ones."""
         m = _FAST_GATE.match(text)
         if m is not None and m.group(1) not in KEYWORDS:
             name, ptext, atext = m.groups()
-            values = self.fast_params(ptext, line) if ptext is not None and ptext.strip() else []
-            args = [self.b.qubits(r, int(i) if i else None, line) for r, i in _ARGS.findall(atext)]
             self.first = False
-            self.b.apply(name, args, values, line)
+            values = self.params.get(ptext) if ptext else ()
+            if values is None:
+                values = self.params[ptext] = tuple(self.fast_params(ptext, line)) if ptext.strip() else ()
+            qs = self.args.get(atext)
+            if qs is None:
+                qs = self.args[atext] = self.fast_args(atext, line)
+            g = self.resolved.get((name, len(values), len(qs))) if type(qs) is tuple else None
+            if g is not None:  # a built-in gate on distinct single qubits: straight in
+                self.b.emit_gate(g, qs, values, line)
+                return True
+            args = [[q] for q in qs] if type(qs) is tuple else qs
+            g = self.b.apply(name, args, values, line)
+            if g is not None and type(qs) is tuple:
+                self.resolved[(name, len(values), len(qs))] = g
             return True
         m = _FAST_MEASURE.match(text)
         if m is not None:
@@ -225,6 +239,14 @@ class Reader:
                            self.b.clbits(c, int(ci) if ci else None, line), line)
             return True
         return _BLANK.match(text) is not None
+
+    def fast_args(self, atext, line):
+        """The qubits of an argument text: a tuple of distinct single qubits, or a list of qubit lists
+        (whole registers, or a repeated qubit: the builder then says what is wrong)."""
+        args = [self.b.qubits(r, int(i) if i else None, line) for r, i in _ARGS.findall(atext)]
+        if all(len(a) == 1 for a in args) and len({a[0] for a in args}) == len(args):
+            return tuple(a[0] for a in args)
+        return args
 
     def fast_params(self, ptext, line):
         out = []
@@ -267,6 +289,7 @@ class Reader:
             (self.b.qreg if kw == "qreg" else self.b.creg)(name.text, size, name.line)
             return
         if kw == "gate":
+            self.resolved.clear()  # a definition may give a name a new meaning
             return self.gate_def()
         if kw == "barrier":
             self.next()

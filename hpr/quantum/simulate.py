@@ -15,6 +15,10 @@ Counts are keyed as Qiskit keys them: classical bit 0 rightmost, registers in re
 order separated by spaces ("c1 c0").
 
 Usage: ``counts = run_shots(prog, 1000, seed=1); sv = run_state(prog)``"""
+import cmath
+import math
+from array import array
+
 import numpy as np
 
 from ..errors import ConfigError
@@ -33,29 +37,58 @@ _SKIP = ("id", "u0")  # identities: no kernel call
 
 def compile_gates(n, ops):
     """The gate instructions ops [(name, qubits, params)] as one compiled kernel program. Equal gates
-    share one matrix (a 199k-gate file holds a few thousand distinct ones)."""
-    rows, mats, seen = [], [], {}
+    share one matrix (a 199k-gate file holds far fewer distinct ones)."""
+    rows, mats, seen, info = array("q"), [], {}, {}
     for name, qs, ps in _flat(ops):
-        gate = G.GATES[name]
-        kind = gate.kind
-        if name in _SKIP:
+        inf = info.get(name)
+        if inf is None:
+            gate = G.GATES[name]
+            kind = gate.kind
+            code = OPS["x" if kind == "x" else "1q" if kind == "controlled" else kind] if name not in _SKIP else -1
+            inf = info[name] = (code, kind in ("x", "controlled"), gate.n_controls, kind not in ("x", "swap"))
+        code, controlled, nc, has_matrix = inf
+        if code < 0:
             continue
         off = 0
-        if kind not in ("x", "swap"):
+        if has_matrix:
             key = (name, ps)
             off = seen.get(key)
             if off is None:
-                arr = G.build(name, ps)[1]
+                entries = _scalar_entries(name, ps)
+                if entries is None:
+                    entries = np.ravel(G.build(name, ps)[1]).tolist()
                 off = seen[key] = 2 * len(mats)  # in REALs
-                mats.extend(np.ravel(arr).tolist())
-        if kind in ("x", "controlled"):
+                mats.extend(entries)
+        if controlled:
             mask = 0
-            for c in qs[:gate.n_controls]:
+            for c in qs[:nc]:
                 mask |= 1 << c
-            rows.append((OPS["x" if kind == "x" else "1q"], qs[-1], 0, mask, 0, 0, off, 0))
+            rows.extend((code, qs[-1], 0, mask, 0, 0, off, 0))
         else:
-            rows.append((OPS[kind], qs[0], qs[1] if len(qs) > 1 else 0, 0, 0, 0, off, 0))
-    return Compiled(n, rows, mats, mats, [])
+            rows.extend((code, qs[0], qs[1] if len(qs) > 1 else 0, 0, 0, 0, off, 0))
+    return Compiled(n, np.frombuffer(rows, np.int64) if len(rows) else [], mats, mats, [])
+
+
+def _u3(t, p, lam):
+    c, s = math.cos(t / 2), math.sin(t / 2)
+    return [c, -cmath.exp(1j * lam) * s, cmath.exp(1j * p) * s, cmath.exp(1j * (p + lam)) * c]
+
+
+# the parameterised gates of transpiled files, built with scalar maths (numpy's per-call cost is ~20x
+# more for a 2x2); the tests hold them equal to hpr.quantum.gates
+_SCALAR = {
+    "u3": _u3, "u": _u3, "u2": lambda p, lam: _u3(math.pi / 2, p, lam),
+    "u1": lambda lam: [1, cmath.exp(1j * lam)], "p": lambda lam: [1, cmath.exp(1j * lam)],
+    "rz": lambda t: [cmath.exp(-0.5j * t), cmath.exp(0.5j * t)],
+    "rx": lambda t: [math.cos(t / 2), -1j * math.sin(t / 2), -1j * math.sin(t / 2), math.cos(t / 2)],
+    "ry": lambda t: [math.cos(t / 2), -math.sin(t / 2), math.sin(t / 2), math.cos(t / 2)],
+}
+
+
+def _scalar_entries(name, ps):
+    """The flat matrix / diagonal entries of a common parameterised gate, or None."""
+    f = _SCALAR.get(name)
+    return None if f is None else [complex(v) for v in f(*ps)]
 
 
 def _flat(ops):
