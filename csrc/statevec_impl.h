@@ -117,7 +117,23 @@ static inline __attribute__((always_inline)) void FN(sv_low_1q)(REAL *psi, int64
 /* amplitude *= d[bit Q] for Q = 1 to 4 over n amplitudes; a half whose entry is exactly 1 is left alone */
 static inline __attribute__((always_inline)) void FN(sv_low_diag)(REAL *psi, int64_t n, const REAL *d, const int Q) {
     const int64_t H = INT64_C(1) << Q;
-    for (int h = 0; h < 2; h++) {
+    const REAL d0r = d[0], d0i = d[1], d1r = d[2], d1i = d[3];
+    const int one0 = d0r == 1 && d0i == 0, one1 = d1r == 1 && d1i == 0;
+    if (!one0 && !one1) { /* both halves in one pass over the blocks */
+        for (int64_t k = 0; k < 2 * n; k += 4 * H) {
+            REAL *x = psi + k, *y = x + 2 * H;
+            SIMD
+            for (int64_t j = 0; j < H; j++) {
+                REAL xr = x[2 * j], xi = x[2 * j + 1], yr = y[2 * j], yi = y[2 * j + 1];
+                x[2 * j] = d0r * xr - d0i * xi;
+                x[2 * j + 1] = d0r * xi + d0i * xr;
+                y[2 * j] = d1r * yr - d1i * yi;
+                y[2 * j + 1] = d1r * yi + d1i * yr;
+            }
+        }
+        return;
+    }
+    for (int h = 0; h < 2; h++) { /* one half only (Z, S, T, phase: the other entry is 1) */
         const REAL er = d[2 * h], ei = d[2 * h + 1];
         if (er == 1 && ei == 0) continue;
         for (int64_t k = 2 * h * H; k < 2 * n; k += 4 * H) {
@@ -132,7 +148,7 @@ static inline __attribute__((always_inline)) void FN(sv_low_diag)(REAL *psi, int
     }
 }
 
-/* X on qubit Q = 1 or 2 over n amplitudes: the halves of every block exchanged */
+/* X on qubit Q = 0, 1 or 2 over n amplitudes: the halves of every block exchanged */
 static inline __attribute__((always_inline)) void FN(sv_low_swap)(REAL *psi, int64_t n, const int Q) {
     const int64_t H = INT64_C(2) << Q; /* REALs in a half block */
     for (int64_t k = 0; k < 2 * n; k += 2 * H) {
@@ -390,6 +406,21 @@ HPR_KERNEL void FN(hpr_sv_apply_x)(REAL *psi, int64_t B, int N, int q, int64_t c
     if (cmask == (INT64_C(1) << lowc) && lowc < 3 && q < 3 && N >= 3 && !par) { /* target and control both
         * among the 3 low qubits: the same permutation in every block of 8 amplitudes */
         FN(sv_low_x)(psi, B << N, q, (int)lowc);
+        return;
+    }
+    if (cmask && q <= 2 && lowc >= 3) { /* controls all above the target's block: the runs where every
+        * control is 1 are >= 8 contiguous amplitudes, whole blocks of qubit q: X inside them only (the other
+        * amplitudes are not touched, as a CNOT with a high control reads half the state) */
+        sv_plan p;
+        sv_plan_make(&p, B, N, cmask);
+        OMP_ITEMS
+        for (int64_t w = 0; w < p.W; w++) {
+            SV_RUNS(p, w, cmask, {
+                if (q == 0) FN(sv_low_swap)(x, p.Lr, 0);
+                else if (q == 1) FN(sv_low_swap)(x, p.Lr, 1);
+                else FN(sv_low_swap)(x, p.Lr, 2);
+            })
+        }
         return;
     }
     if (cmask && q == 0) { /* adjacent pairs, swapped where the controls hold: a select, not runs of one */

@@ -19,12 +19,21 @@ disagree with hpr's stops the run (exit 1), and one not installed is skipped wit
 Targets (the issue's): gates <= Lightning's time; forward >= 10x numpy; forward + gradient >= 5x the
 fastest alternative; QASM >= 3x Qiskit. The closing lines say which hold on this machine."""
 import argparse
+import importlib.util
 import os
+import platform
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+from hpr import cpu
+from hpr.bench.quantum import NumpyCircuit, workload
+from hpr.quantum import StateVector, qasm
+from hpr.quantum import gates as G
+
+from . import write_json
 
 GATES_1Q = [("x", None), ("y", None), ("z", None), ("h", None), ("s", None), ("sdg", None), ("t", None),
             ("tdg", None), ("sx", None), ("sxdg", None), ("rx", 0.3), ("ry", 0.3), ("rz", 0.3), ("p", 0.3),
@@ -40,8 +49,13 @@ class Disagree(Exception):
     """hpr and a reference computed different results: the figures would compare different work."""
 
 
+STAT = {"median": np.median, "min": np.min}
+_stat = np.median  # --stat: min is the steadier estimate on a machine shared with other work
+
+
 def median_time(fn, budget=0.3, min_reps=5, max_reps=100):
-    """Median seconds of fn after one warm-up call, over as many calls as fit the budget."""
+    """Median (or, with --stat min, least) seconds of fn after one warm-up call, over as many calls as
+    fit the budget."""
     t0 = time.perf_counter()
     fn()
     reps = int(max(min_reps, min(max_reps, budget / max(time.perf_counter() - t0, 1e-9))))
@@ -50,7 +64,7 @@ def median_time(fn, budget=0.3, min_reps=5, max_reps=100):
         t0 = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+    return float(_stat(ts))
 
 
 def check(what, got, want, tol):
@@ -61,7 +75,6 @@ def check(what, got, want, tol):
 
 
 def _missing(module):
-    import importlib.util
 
     return importlib.util.find_spec(module) is None
 
@@ -75,7 +88,6 @@ def lightning_state(n):
 
 def lightning_gate(qs, name, p, wires):
     """A call applying hpr's gate `name` with parameter p on Lightning wires."""
-    from hpr.quantum import gates as G
 
     spec = LIGHTNING.get(name)
     if spec is None:
@@ -89,7 +101,6 @@ def lightning_gate(qs, name, p, wires):
 
 def gate_table(n, qubits, budget):
     """Rows {n, gate, qubit(s), hpr_us, lightning_us, ratio} for one size; each gate checked once."""
-    from hpr.quantum import StateVector
 
     rows = []
     sv = StateVector(n)
@@ -125,7 +136,7 @@ def gate_table(n, qubits, budget):
 
 
 def part_gates(a):
-    print("1. gates: one state, complex128, 1 thread; median us per gate; x = Lightning's time / hpr's "
+    print("1. gates: one state, complex128, 1 thread; us per gate; x = Lightning's time / hpr's "
           "(>= 1: hpr at or under Lightning)")
     if _missing("pennylane_lightning"):
         print("   (pennylane-lightning is not installed: no side-by-side; pip install pennylane pennylane-lightning)")
@@ -143,7 +154,7 @@ def jax_workload(circuit):
     """(forward(x, w) -> (B, n) <Z>, grad(x, w, g) -> (dx, dw)) of the workload in plain JAX: the state a
     (2,)*n tensor, each gate elementwise on the two halves of its axis, vmap over the batch, jit."""
     import jax  # lazy: a benchmark-only reference
-    import jax.numpy as jnp
+    import jax.numpy as jnp  # lazy: a benchmark-only reference
 
     jax.config.update("jax_enable_x64", True)
     n, ops = circuit.n, circuit.ops
@@ -184,7 +195,7 @@ def pennylane_broadcast(circuit, x, w, g):
     """(seconds, (dx, dw)) of forward + gradient with parameter broadcasting on lightning.qubit (adjoint):
     one QNode call for the whole batch of inputs, PennyLane splitting it as it does."""
     import pennylane as qml  # lazy: a benchmark-only reference
-    from pennylane import numpy as pnp
+    from pennylane import numpy as pnp  # lazy: a benchmark-only reference
 
     n = circuit.n
     dev = qml.device("lightning.qubit", wires=n)
@@ -211,7 +222,6 @@ def pennylane_broadcast(circuit, x, w, g):
 
 
 def part_batched(a):
-    from hpr.bench.quantum import NumpyCircuit, workload
 
     c = workload()
     r = np.random.default_rng(0)
@@ -268,7 +278,7 @@ def print_batched(bt):
 def write_circuit(path, gates):
     """A ~gates-gate OpenQASM 2 file: a random 10-qubit circuit transpiled by Qiskit to u1/u2/u3/cx."""
     from qiskit import qasm2, transpile  # lazy: a benchmark-only reference
-    from qiskit.circuit.random import random_circuit
+    from qiskit.circuit.random import random_circuit  # lazy: a benchmark-only reference
 
     qc = random_circuit(10, max(1, gates // 41), max_operands=3, seed=1)
     tq = transpile(qc, basis_gates=["u3", "u2", "u1", "cx"], optimization_level=0, seed_transpiler=1)
@@ -281,10 +291,9 @@ def part_qasm(a):
     if _missing("qiskit"):
         print("\n3. qasm: skipped, qiskit is not installed (it writes the circuit and is the reference)")
         return {}
-    from qiskit import QuantumCircuit
-    from qiskit.quantum_info import Statevector
+    from qiskit import QuantumCircuit  # lazy: a benchmark-only reference
+    from qiskit.quantum_info import Statevector  # lazy: a benchmark-only reference
 
-    from hpr.quantum import qasm
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "transpiled.qasm")
@@ -323,6 +332,8 @@ def parse(argv):
     ap.add_argument("--qasm-gates", type=int, default=199000, dest="qasm_gates", help="size of part 3's file")
     ap.add_argument("--parts", default="gates,batched,qasm", help="which parts (default all three)")
     ap.add_argument("--budget", type=float, default=0.3, help="seconds per timed item (default 0.3)")
+    ap.add_argument("--stat", choices=sorted(STAT), default="median", help="median (default) or min of the "
+                    "repetitions: min is steadier where other work shares the cores")
     ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     a = ap.parse_args(argv)
     if a.qubits != "all":
@@ -331,12 +342,13 @@ def parse(argv):
 
 
 def main(argv=None):
+    global _stat
     a = parse(argv)
+    _stat = STAT[a.stat]
     os.environ["OMP_NUM_THREADS"] = "1"  # before Lightning's or JAX's runtime loads: one thread for all
-    from hpr import cpu
 
     cpu.set_num_threads(1)
-    print(f"hpr.bench.quantum_suite: 1 thread; CPU: {cpu_model()}")
+    print(f"hpr.bench.quantum_suite: 1 thread; {a.stat} of the repetitions; CPU: {cpu_model()}")
     parts, out = a.parts.split(","), {}
     try:
         if "gates" in parts:
@@ -351,7 +363,6 @@ def main(argv=None):
         return 1
     verdicts(out)
     if a.json:
-        from . import write_json
 
         write_json(a.json, out)
     return 0
@@ -386,7 +397,6 @@ def cpu_model():
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    import platform
 
     return platform.processor() or "unknown"
 

@@ -23,7 +23,10 @@ import time
 
 import numpy as np
 
-from ..errors import HprError
+from ..errors import ConfigError, HprError
+from . import qasm
+from . import simulate as sim
+from .distributed import DistributedStateVector
 
 DTYPES = {"complex64": np.complex64, "complex128": np.complex128}
 DEFAULT_SHOTS = 1024  # for a circuit that measures before its end, when --shots is not given
@@ -73,9 +76,6 @@ def top_states(amps, n, k=8):
 
 def _sharded(program, dtype, comm):
     """(a DistributedStateVector over comm, or None, and why not)."""
-    from ..errors import ConfigError
-    from . import DistributedStateVector
-
     try:  # its checks (2**g ranks, >= 1 local qubit, memory) agree on every rank
         return DistributedStateVector(program.n_qubits, comm, dtype=dtype), None
     except ConfigError as e:
@@ -84,8 +84,6 @@ def _sharded(program, dtype, comm):
 
 def simulate(program, dtype, comm):
     """(amplitudes on rank 0 or None, mode string)."""
-    from . import qasm
-
     if comm is not None and comm.size > 1:
         dsv, why = _sharded(program, dtype, comm)
         if dsv is not None:
@@ -99,8 +97,6 @@ def simulate(program, dtype, comm):
 
 def sample(program, dtype, comm, shots, seed):
     """(counts on rank 0 or None, mode string): shots of a measured circuit."""
-    from . import simulate as sim
-
     if comm is not None and comm.size > 1:
         seed = int(comm.bcast_obj(seed if seed is not None else int(np.random.SeedSequence().entropy % 2**63)))
         dsv, why = _sharded(program, dtype, comm)
@@ -116,11 +112,9 @@ def sample(program, dtype, comm, shots, seed):
 
 
 def cmd_run(a):
-    from . import qasm
-
     comm = None
     if _under_mpi():
-        import hpr
+        import hpr  # lazy: hpr.init starts MPI, wanted only under mpiexec
 
         comm = hpr.init()
     rank0 = comm is None or comm.rank == 0
@@ -184,8 +178,6 @@ def print_counts(counts, shots, seed, note, out, k=16):
 
 def check_out(out):
     """ConfigError unless --out names a file that can be created in an existing folder."""
-    from ..errors import ConfigError
-
     if out is None:
         return
     path = os.path.abspath(out)
@@ -217,7 +209,7 @@ def _under_mpi():
 
 
 def _mpi_max():
-    from mpi4py import MPI
+    from mpi4py import MPI  # lazy: only under mpiexec
 
     return MPI.MAX
 

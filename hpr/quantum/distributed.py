@@ -56,7 +56,7 @@ class DistributedStateVector:
     chunk_elems = CHUNK_ELEMS
 
     def __init__(self, n_qubits, comm, dtype=np.complex128, device=None):
-        from ..comm import Communicator
+        from ..comm import Communicator  # lazy: hpr.comm loads mpi4py, which a single-rank user never needs
 
         if not isinstance(comm, Communicator):
             raise ConfigError(f"DistributedStateVector needs an hpr Communicator (hpr.init()), not "

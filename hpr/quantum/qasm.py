@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import ConfigError
 from . import qasm2
 from .program import MAX_OPS, Branch, Program, QasmError
-from .simulate import run_shots, run_state
+from .simulate import check_one_state, run_shots, run_state
 
 __all__ = ["QasmError", "Program", "Branch", "load", "loads", "run", "run_shots", "MAX_OPS"]
 
@@ -87,8 +87,7 @@ def run(program, dtype=np.complex128, state=None):
         program = load(program)
     if state is None:
         return run_state(program, dtype)
-    if not program.terminal_measurements:
-        run_state(program)  # the error explaining why
+    check_one_state(program)
     for (name, qs, ps), line in zip(program.ops, program.lines):
         if name == "measure":
             continue

@@ -136,13 +136,18 @@ def run_gates(compiled, state):
     return state
 
 
-def run_state(program, dtype=np.complex128):
-    """The final state (a StateVector of one state) of a program's gates from |0...0>, all of them in
-    one kernel call. Measurements must all come at the end (the state is the one before them)."""
+def check_one_state(program):
+    """QasmError unless the program's result is one state (its measurements, if any, all at the end)."""
     if not program.terminal_measurements:
         raise QasmError("this circuit measures, resets or branches before its end, so its result is a "
                         "distribution, not one state: run it with shots (run_shots, or --shots N)",
                         program.source)
+
+
+def run_state(program, dtype=np.complex128):
+    """The final state (a StateVector of one state) of a program's gates from |0...0>, all of them in
+    one kernel call. Measurements must all come at the end (the state is the one before them)."""
+    check_one_state(program)
     sv = StateVector(program.n_qubits, 1, dtype)
     gates = [op for op in program.ops if op[0] != "measure"]
     run_gates(compile_gates(program.n_qubits, gates), sv.state)
