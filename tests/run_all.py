@@ -1,8 +1,9 @@
 """The whole test suite in one command: the single-process tests under pytest, then the MPI tests under
 ``mpiexec -n N`` for N = 2, 3, 4 and 8 (rank 0's report shown, the other ranks' kept in
-tests/mpi/logs/). Fails when any run fails on any rank, or outlives its time limit.
+tests/mpi/logs/), then at 4 ranks the collectives and data-parallel parity over TCP (MPICH told every
+rank is its own node; once more with two hpr "nodes" of two). Fails when any run fails on any rank, or outlives its time limit.
 
-Usage: ``python tests/run_all.py [--ranks 2,3,4,8] [--single-only] [--mpi-only]``"""
+Usage: ``python tests/run_all.py [--ranks 2,3,4,8] [--single-only] [--mpi-only] [--no-transport]``"""
 import argparse
 import os
 import shutil
@@ -45,6 +46,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ranks", default="2,3,4,8", help="rank counts for the MPI tests (default 2,3,4,8)")
     ap.add_argument("--single-only", action="store_true", help="only the single-process tests")
+    ap.add_argument("--no-transport", action="store_true",
+                    help="skip the two runs over TCP (MPIR_CVAR_NOLOCAL=1, with and without HPR_NODE_SIZE=2)")
     ap.add_argument("--mpi-only", action="store_true", help="only the MPI tests")
     args = ap.parse_args()
     env = dict(os.environ)
@@ -66,6 +69,19 @@ def main():
             code = run([launcher, "-n", str(n), sys.executable, os.path.join(HERE, "mpi", "run_ranks.py"),
                         f"--junitxml={xml}"], env, 480 if n <= 4 else 720)
             results.append((f"mpiexec -n {n}", code, counts(xml)))
+        if not args.no_transport:
+            # Traffic between ranks over MPICH's network module (TCP on loopback), as between nodes:
+            # MPIR_CVAR_NOLOCAL=1 makes every rank its own node to MPICH; with HPR_NODE_SIZE=2 hpr also
+            # sees two "nodes" of two whose shared window cannot be made (it falls back to point-to-point).
+            # The collectives on the world communicator against MPI's own, and data-parallel training
+            # against one process.
+            for name, extra in (("tcp", {}), ("tcp, 2 nodes", {"HPR_NODE_SIZE": "2"})):
+                print(f"=== MPI tests over TCP ({name}): mpiexec -n 4", flush=True)
+                xml = os.path.join(tmp, f"tcp{len(extra)}.xml")
+                code = run([launcher, "-n", "4", sys.executable, os.path.join(HERE, "mpi", "run_ranks.py"),
+                            "-k", "(test_collectives and world) or dp_equals_single_process", f"--junitxml={xml}"],
+                           dict(env, MPIR_CVAR_NOLOCAL="1", **extra), 480)
+                results.append((name, code, counts(xml)))
     passed = failed = skipped = 0
     print("=== summary")
     for name, code, c in results:

@@ -40,13 +40,20 @@ def kind_size(kind):
             "split": WORLD.size // 2 if halves() else WORLD.size}[kind]
 
 
+# Whether MPI puts every rank in one shared-memory domain (not so under MPIR_CVAR_NOLOCAL=1, where
+# every rank is its own node to MPICH and traffic goes over TCP): collective at import, on every rank.
+_shared = WORLD.Split_type(MPI.COMM_TYPE_SHARED)
+ONE_MACHINE = _shared.Get_size() == WORLD.size
+_shared.Free()
+
+
 def algorithms(kind):
     """Every algorithm the communicator of this kind can run, with the settings that make it possible:
-    {name: CommConfig}. All ranks run on one machine here, so a node is the whole communicator unless
+    {name: CommConfig}. When MPI sees every rank on one machine, a node is the whole communicator unless
     node_size (HPR_NODE_SIZE) pretends smaller ones; hierarchical pretends nodes of 2 ranks if unset."""
     n, ns = kind_size(kind), base().node_size
     out = {"auto": None, **{a: a for a in P2P}}
-    if ns == 0 or ns >= n:
+    if ONE_MACHINE and (ns == 0 or ns >= n):
         out["shm"] = "shm"
     hier = ns or 2
     configs = {name: base().replace(allreduce=a, shm_slot_kb=64) for name, a in out.items()}
