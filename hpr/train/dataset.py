@@ -93,7 +93,7 @@ class TrainingData:
             os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # read when the pool starts
         done = prepare(None if data is None else [data], tokenizer or BYTES, None, comm=world)
         return cls.from_shards(world, done.path, None,
-                               how=f"{'found' if done.skipped else 'prepared'} in the cache: {done.path}")
+                               how=f"{'found' if done.skipped else 'prepared now'} in the cache {done.path}")
 
     @classmethod
     def from_corpus(cls, world, path):
@@ -115,8 +115,8 @@ class TrainingData:
         tok = on_every_rank(world, lambda first: shards.tokenizer)  # tokenizer.json checked against the hash
         entropy = world.bcast_obj(token_entropy(shards.train, shards.vocab_size) if world.rank == 0 else None)
         name = "bytes" if shards.hash == BYTES else os.path.basename(shards.meta["tokenizer"].get("name") or "")
-        source = (f"{shards.path}{f' ({how})' if how else ''}: {shards.train.size:,} train tokens, "
-                  f"{shards.val.size:,} validation tokens of {shards.meta['inputs']['description']}; tokenizer "
+        source = (f"{shards.meta['inputs']['description']}: {shards.train.size:,} train tokens, {shards.val.size:,} "
+                  f"validation tokens ({how or 'prepared shards in ' + shards.path}); tokenizer "
                   f"{name} (vocabulary {shards.vocab_size}, sha256 {shards.hash[:12]}), "
                   f"{shards.bytes_per_token['val']:.3f} bytes/token in validation; unigram entropy "
                   f"{entropy:.3f} nats/token")
