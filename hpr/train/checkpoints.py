@@ -55,7 +55,7 @@ def whole_model(run):
 
 def tokenizer_hash(run):
     """The hash of the run's tokenizer ("bytes" for the byte model, or a Run built without data)."""
-    return run.data.hash if getattr(run, "data", None) is not None else BYTES
+    return run.data.hash if run.data is not None else BYTES
 
 
 def checkpoint_meta(run, step):
@@ -84,7 +84,7 @@ def save_checkpoint(run, step):
                 full[k]["wte"] = full[k]["wte"][:v]
             files["params.safetensors"] = full["params"]
             files["optim.safetensors"] = {f"{k}.{n}": a for k in ("m", "v") for n, a in full[k].items()}
-            tok = run.data.tokenizer.to_bytes() if getattr(run, "data", None) is not None else None
+            tok = run.data.tokenizer.to_bytes() if run.data is not None else None
             if tok is not None:
                 files[TOKENIZER_FILE] = tok  # written as it is: a checkpoint alone decodes its samples
         with trace.span("write"):
@@ -103,7 +103,7 @@ def check_meta(run, path, meta):
     CheckpointError when it cannot continue this run (another model, seed or batch); a note on rank 0
     when only the learning-rate schedule differs."""
     a = run.args
-    if getattr(run, "data", None) is not None:
+    if run.data is not None:
         run.data.check_tokenizer(meta["data"].get("tokenizer", BYTES), f"the checkpoint {path}")
     if model_fields(meta["config"]) != model_fields(dataclasses.asdict(run.config)):
         raise CheckpointError(f"{path} was saved by a different model ({meta['config']}); resume with the same "

@@ -109,15 +109,19 @@ class TrainingData:
     def from_shards(cls, world, folder, tokenizer=None, how=None):
         """A prepared folder's shards; rank 0 verifies every checksum and measures the unigram entropy."""
         shards = on_every_rank(world, lambda first: TokenShards(folder, verify=first))
-        if tokenizer is not None:
+        if tokenizer is not None:  # a prepared folder has its tokenizer: a different one is a mistake
             given = on_every_rank(world, lambda first: load_tokenizer(tokenizer))
-            shards.check_tokenizer(given.hash, f"--tokenizer {tokenizer}")
+            if given.hash != shards.hash:
+                raise DataError(f"--tokenizer {tokenizer} (sha256 {given.hash[:16]}) is not the tokenizer "
+                                f"{shards.path} was prepared with ({shards.hash[:16]}): leave --tokenizer out to "
+                                "train on the folder's tokens, or prepare the text again with this tokenizer")
         tok = on_every_rank(world, lambda first: shards.tokenizer)  # tokenizer.json checked against the hash
         entropy = world.bcast_obj(token_entropy(shards.train, shards.vocab_size) if world.rank == 0 else None)
         name = "bytes" if shards.hash == BYTES else os.path.basename(shards.meta["tokenizer"].get("name") or "")
         source = (f"{shards.meta['inputs']['description']}: {shards.train.size:,} train tokens, {shards.val.size:,} "
                   f"validation tokens ({how or 'prepared shards in ' + shards.path}); tokenizer "
-                  f"{name} (vocabulary {shards.vocab_size}, sha256 {shards.hash[:12]}), "
+                  f"{name} (vocabulary {shards.vocab_size}"
+                  f"{'' if shards.hash == BYTES else ', sha256 ' + shards.hash[:12]}), "
                   f"{shards.bytes_per_token['val']:.3f} bytes/token in validation; unigram entropy "
                   f"{entropy:.3f} nats/token")
         return cls(shards.train, shards.val, tok, dict(shards.bytes_per_token), entropy, source, shards=shards)
