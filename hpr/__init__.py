@@ -55,7 +55,7 @@ def init(comm=None, *, abort_on_exception=True, threads=None, settings=None):
     if threads is not None:
         set_num_threads(threads)
     elif settings.num_threads is None:
-        set_num_threads(max(1, cpu_count() // max(1, _ranks_on_node(_world))))
+        set_num_threads(max(1, cpu_count() // max(1, _world.local_size)))
     else:
         set_num_threads(settings.num_threads)  # also caps BLAS at the same count
     if settings.trace:
@@ -65,12 +65,6 @@ def init(comm=None, *, abort_on_exception=True, threads=None, settings=None):
         _install_abort_hook(_world)
     return _world
 
-
-def _ranks_on_node(comm):
-    # TEMPORARY (layers branch, until the comm branch's Communicator.local_size merges): after the
-    # merge this is `comm.local_size`, and the fallback below (a private reach-in) goes.
-    n = getattr(comm, "local_size", None)
-    return n if n is not None else comm._main.node_comm.Get_size()
 
 
 def world():

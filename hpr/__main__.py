@@ -47,10 +47,11 @@ def config():
                  + (f"; rank 0 would use GPU {comm.local_rank % n_gpu} of {n_gpu}" if n_gpu else ""))
     lines.append(f"optional: {_optional()}")
     lines.append(f"world: {comm.size} ranks on {comm.layout.nodes} node(s)")
-    env = {k: os.environ.get(k, "(default)") for k in
-           ("HPR_TIMEOUT", "HPR_ALLREDUCE", "HPR_CHECK", "HPR_SPIN_US", "HPR_SHM_SLOT_KB", "HPR_NODE_SIZE")}
-    lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in env.items()))
-    model = _cost_model(comm)
+    c = comm.config  # the settings in use (hpr.config read them from HPR_*)
+    lines.append(f"settings: timeout {c.timeout:g} s, allreduce {c.allreduce or 'auto'}, check {'on' if c.check else 'off'}, "
+                 f"spin {'auto' if c.spin_us is None else f'{c.spin_us:g} us'}, shm slot {c.shm_slot_kb} KiB, "
+                 f"node size {c.node_size or 'real nodes'}")
+    model = comm.cost_model
     lines.append("allreduce algorithm by message size (alpha-beta model):")
     if comm.size > 1:
         lines.append(f"  this world ({comm.size} ranks): " + _fmt(model.thresholds(comm.size, comm.layout)))
@@ -84,12 +85,6 @@ def _optional():
             out.append(f"{pkg} no")
     return ", ".join(out)
 
-
-def _cost_model(comm):
-    # TEMPORARY (layers branch, until the comm branch's Communicator.cost_model merges): after the
-    # merge this is `comm.cost_model`, and the fallback below (a private reach-in) goes.
-    model = getattr(comm, "cost_model", None)
-    return model if model is not None else comm._main.cost
 
 
 def main(argv=None):

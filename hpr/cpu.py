@@ -3,7 +3,9 @@ numpy's BLAS may use, how many cores this process has, and the matmul rate MFU i
 Which kernel serves an array (numpy or CuPy) is decided in hpr.kernels (the one seam is
 hpr.kernels.dispatch), not here. Usage: ``from hpr.cpu import cpu_kernels; cpu_kernels().info()``."""
 import os
+import platform
 import time
+import warnings
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -40,13 +42,33 @@ def num_threads():
 
 
 _blas_limit = None
+_warned_serial = False
+
+
+def warn_if_serial(n):
+    """Once per process: a warning when n > 1 threads are asked of kernels compiled without OpenMP (they
+    then run on one thread, and a timing would silently measure that)."""
+    global _warned_serial
+    if n <= 1 or _warned_serial:
+        return
+    try:
+        openmp = cpu_kernels().info()["openmp"]
+    except KernelsMissing:
+        return  # said where the kernels are first used
+    if not openmp:
+        _warned_serial = True
+        warnings.warn(f"{n} threads per rank were asked for, but hpr's compiled kernels were built without "
+                      "OpenMP: they run on one thread. Rebuild with a compiler that has OpenMP (e.g. gcc, or "
+                      "clang with libomp) to use the threads.", RuntimeWarning, stacklevel=3)
 
 
 def set_num_threads(n, blas=True):
     """Threads for hpr's kernels and, with blas=True, for the BLAS numpy's matmuls call (through
-    threadpoolctl), so a rank never runs more threads than it was given."""
+    threadpoolctl), so a rank never runs more threads than it was given. Warns once per process when
+    n > 1 and the kernels have no OpenMP."""
     global _threads, _blas_limit
     _threads = max(1, int(n))
+    warn_if_serial(_threads)
     if blas:
         _blas_limit = threadpool_limits(limits=_threads, user_api="blas")  # stays applied
 
@@ -87,3 +109,14 @@ def cpu_count():
     except (AttributeError, OSError):
         return os.cpu_count() or 1
 
+
+def cpu_model():
+    """The processor's name as the kernel reports it (/proc/cpuinfo), for benchmark headers."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

@@ -8,9 +8,15 @@ on; no rank: every rank), kind one of:
   segfault      SIGSEGV there instead (a crash: faulthandler prints the rank's Python stack)
   stall         sleep there instead, alive but silent (a missing peer)
   kill_in_save  SIGKILL this rank in the step's checkpoint save, after its files are written
+  kill_mid_file SIGKILL it in the save with half of its first file written (a partial tensor file)
+  kill_after_meta, kill_after_rename, kill_after_latest
+                SIGKILL it (rank 0: the committing rank) at the save's commit points: meta.json written
+                and fsynced; the folder renamed to its final name; `latest` moved
   disk_full     the checkpoint write fails with ENOSPC
   read_only     creating the checkpoint folder fails with EROFS
   drift         nudge one parameter by one ulp after the step (replicas drift apart)
+  stall_setup   (step=0) sleep 4 s in the trainer's setup, before the corpus is loaded, saying so on
+                stdout (a slow corpus load: a signal then arrives before the first step)
 
 The setting is read once with the others (hpr.config's ``fault``); a run that has it says so on rank 0
 ("HPR_FAULT=... is set: faults will be injected (tests only)").
@@ -32,7 +38,11 @@ from .errors import ConfigError
 class Faults:
     """The rules of HPR_FAULT for one rank (see the module's docstring)."""
 
-    KINDS = ("nan_grad", "kill", "segfault", "stall", "kill_in_save", "disk_full", "read_only", "drift")
+    KINDS = ("nan_grad", "kill", "segfault", "stall", "kill_in_save", "disk_full", "read_only", "drift",
+             "kill_mid_file", "kill_after_meta", "kill_after_rename", "kill_after_latest", "stall_setup")
+    # hpr.checkpoint.save's fault points, and the kind that kills there
+    SAVE_KILLS = {"partial": "kill_mid_file", "written": "kill_in_save", "meta": "kill_after_meta",
+                  "renamed": "kill_after_rename", "latest": "kill_after_latest"}
 
     def __init__(self, spec, rank):
         self.spec, self.rank, self.rules = spec, rank, []
@@ -66,6 +76,12 @@ class Faults:
         sys.stdout.flush()
         os.kill(os.getpid(), sig)
 
+    def stall_setup(self):
+        """The stall_setup kind: say so, then sleep through a slow setup (signals still run their handlers)."""
+        if "stall_setup" in self.at(0):
+            print(f"rank {self.rank}: setup stalled (HPR_FAULT stall_setup)", flush=True)
+            time.sleep(4)
+
     def save_hook(self, step):
         """hpr.checkpoint.save's fault(point, path) for this step."""
         kinds = self.at(step)
@@ -75,7 +91,7 @@ class Faults:
                 raise OSError(errno.EROFS, os.strerror(errno.EROFS) + " (HPR_FAULT)", path)
             if point == "write" and "disk_full" in kinds:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC) + " (HPR_FAULT)", path)
-            if point == "written" and "kill_in_save" in kinds:
+            if self.SAVE_KILLS.get(point) in kinds:
                 self.die()
         return hook
 

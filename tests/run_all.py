@@ -56,7 +56,7 @@ def main():
         print("=== single-process tests (pytest)", flush=True)
         xml = os.path.join(tmp, "single.xml")
         code = run([sys.executable, "-m", "pytest", HERE, "--ignore", os.path.join(HERE, "mpi"), "-q",
-                    "-p", "no:cacheprovider", f"--junitxml={xml}"], env, 600)
+                    "-p", "no:cacheprovider", f"--junitxml={xml}"], env, 900)
         results.append(("single-process", code, counts(xml)))
     if not args.single_only:
         launcher = find_mpiexec() or sys.exit(NO_MPIEXEC)
@@ -64,7 +64,7 @@ def main():
             print(f"=== MPI tests: mpiexec -n {n}", flush=True)
             xml = os.path.join(tmp, f"mpi{n}.xml")
             code = run([launcher, "-n", str(n), sys.executable, os.path.join(HERE, "mpi", "run_ranks.py"),
-                        f"--junitxml={xml}"], env, 240 if n <= 4 else 360)
+                        f"--junitxml={xml}"], env, 480 if n <= 4 else 720)
             results.append((f"mpiexec -n {n}", code, counts(xml)))
     passed = failed = skipped = 0
     print("=== summary")

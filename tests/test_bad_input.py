@@ -202,7 +202,8 @@ def comm(fn):
 
 
 def env_comm(**env):
-    """A new Communicator over MPI.COMM_SELF (collective setup reads the HPR_* variables) under env."""
+    """A new Communicator over MPI.COMM_SELF with the settings read from the HPR_* variables under env
+    (as hpr.init reads them: hpr.config.from_env)."""
     def call(ctx):
         from mpi4py import MPI
 
@@ -210,7 +211,7 @@ def env_comm(**env):
 
         for k, v in env.items():
             ctx.monkeypatch.setenv(k, v)
-        c = Communicator(MPI.COMM_SELF)
+        c = Communicator(MPI.COMM_SELF, config=hpr.config.from_env().comm)
         c.free()
     return call
 
@@ -609,10 +610,22 @@ CASES = [
     # environment variables
     Case("env-timeout-not-a-number", env_comm(HPR_TIMEOUT="abc"), ConfigError,
          (r"HPR_TIMEOUT='abc' is not a number of seconds",)),
-    Case("env-timeout-negative", env_comm(HPR_TIMEOUT="-5"), ConfigError, (r"HPR_TIMEOUT='-5' must be positive",)),
+    Case("env-timeout-negative", env_comm(HPR_TIMEOUT="-5"), ConfigError, (r"HPR_TIMEOUT='-5' must be > 0",)),
     Case("env-allreduce-bogus", env_comm(HPR_ALLREDUCE="bogus"), ConfigError,
          (r"HPR_ALLREDUCE='bogus' is not an algorithm", r"use auto or one of recursive_doubling")),
     Case("env-spin-negative", env_comm(HPR_SPIN_US="-1"), ConfigError, (r"HPR_SPIN_US='-1' must be >= 0",)),
+    Case("env-timeout-inf", env_comm(HPR_TIMEOUT="inf"), ConfigError,
+         (r"HPR_TIMEOUT='inf' must be a finite number of seconds",)),
+    Case("env-timeout-nan", env_comm(HPR_TIMEOUT="nan"), ConfigError,
+         (r"HPR_TIMEOUT='nan' must be a finite number of seconds",)),
+    Case("env-timeout-overflows", env_comm(HPR_TIMEOUT="1e10"), ConfigError,
+         (r"HPR_TIMEOUT='1e10' must be a finite number of seconds at most",)),
+    Case("env-spin-inf", env_comm(HPR_SPIN_US="inf"), ConfigError,
+         (r"HPR_SPIN_US='inf' must be a finite number of microseconds",)),
+    Case("env-spin-nan", env_comm(HPR_SPIN_US="nan"), ConfigError,
+         (r"HPR_SPIN_US='nan' must be a finite number of microseconds",)),
+    Case("env-spin-past-timeout", env_comm(HPR_TIMEOUT="2", HPR_SPIN_US="3000000"), ConfigError,
+         (r"HPR_SPIN_US='3000000' must be a finite number of microseconds at most 2e\+06",)),
     Case("env-node-size", env_comm(HPR_NODE_SIZE="two"), ConfigError,
          (r"HPR_NODE_SIZE='two' must be a whole number >= 0",)),
     Case("env-num-threads-zero", in_subprocess("hpr.init()", HPR_NUM_THREADS="0"), ConfigError,

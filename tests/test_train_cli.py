@@ -211,6 +211,30 @@ def test_signal_on_one_rank_saves_and_exits_0(corpus, env, tmp_path, n, sig):
     assert max(losses(tmp_path / "log.json")) == stopped
 
 
+def test_sigterm_during_setup_saves_at_the_first_step_and_exits_0(corpus, env, tmp_path):
+    """SIGTERM to rank 1 while the setup is still running (HPR_FAULT stall_setup: 4 s before the corpus
+    is loaded, as a slow corpus would): the handler is already in place, so the job stops at its first
+    step boundary with a checkpoint, exit 0 on every rank."""
+    ck, out_file = tmp_path / "ck", tmp_path / "job.out"
+    p = start(corpus, dict(env, HPR_FAULT="stall_setup@step=0"), tmp_path, "--steps", 2000, "--ckpt-dir", ck,
+              "--log-every", 1, n=2, out=out_file)
+    try:
+        assert wait_for(lambda: "rank 1: setup stalled" in out_file.read_text(), 60, p, "the setup stall"), \
+            out_file.read_text()
+        ranks = {rank_of(q): q for q in descendants(p.pid) if "train_lm.py" in cmdline(q)}
+        assert 1 in ranks, ranks
+        os.kill(ranks[1], signal.SIGTERM)
+        code = p.wait(60)
+    finally:
+        if p.poll() is None:
+            kill_tree(p)
+            p.wait(30)
+    text = out_file.read_text()
+    assert code == 0 and "Traceback" not in text, text
+    assert "step 2:" not in text and "step 1: signal 15 received; checkpoint saved, exiting" in text, text
+    assert steps_in(ck) == [1] and latest(ck) == 1 and complete(ck / "step-00000001")["step"] == 1
+
+
 # 5 ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("flags,want", [
     (["--dtype", "float16"], "--dtype"),

@@ -129,6 +129,40 @@ def test_rank_killed_mid_save_keeps_the_last_checkpoint(corpus, env, tmp_path, r
     resume_matches(corpus, env, tmp_path, ck, reference, 2)
 
 
+# (kind, the steps committed, `latest`, what the interrupted save left under .tmp-*, the step resumed from)
+COMMIT_POINTS = [
+    ("kill_mid_file", [2], 2, "partial", 2),     # a tensor file half written
+    ("kill_after_meta", [2], 2, "meta.json", 2),  # every file and meta.json fsynced, folder not renamed
+    ("kill_after_rename", [2, 4], 2, None, 2),    # step-4 committed, `latest` not moved: it is followed
+    ("kill_after_latest", [2, 4], 4, None, 4),    # `latest` moved: the save is complete
+]
+
+
+@pytest.mark.parametrize("kind,steps,last,left,after", COMMIT_POINTS, ids=[c[0] for c in COMMIT_POINTS])
+def test_kill_at_each_commit_point_of_a_save_resumes_from_a_complete_checkpoint(
+        corpus, env, tmp_path, reference, kind, steps, last, left, after):
+    """SIGKILL of the committing rank at each point of step 4's save: what is on disk is a complete
+    checkpoint under its final name (never a partial one), and --resume continues from the one
+    `latest` names with the uninterrupted run's losses (after a kill past the rename, re-saving step 4
+    replaces the committed folder in one swap)."""
+    ck = tmp_path / "ck"
+    code, out, err, took = job(corpus, env, tmp_path, "--steps", 6, "--ckpt-dir", ck, "--ckpt-every", 2,
+                               fault=f"{kind}@step=4,rank=0")
+    assert code != 0 and took < 60, (code, out, err)
+    assert steps_in(ck) == steps and latest(ck) == last, (os.listdir(ck), out, err)
+    for s in steps:
+        assert complete(ck / f"step-{s:08d}")["step"] == s
+    tmp = [n for n in os.listdir(ck) if n.startswith(".tmp-step-00000004")]
+    assert len(tmp) == (left is not None), os.listdir(ck)
+    if left == "partial":  # the first file is shorter than the same file of the committed step 2
+        names = os.listdir(ck / tmp[0])
+        assert len(names) == 1 and "meta.json" not in names, names
+        assert (ck / tmp[0] / names[0]).stat().st_size < (ck / "step-00000002" / names[0]).stat().st_size
+    elif left == "meta.json":
+        assert sorted(os.listdir(ck / tmp[0])) == ["meta.json", "optim.safetensors", "params.safetensors"]
+    resume_matches(corpus, env, tmp_path, ck, reference, after)
+
+
 def test_dead_rank_mid_save_does_not_hang_the_survivors(corpus, env, tmp_path):
     """In a save the survivors wait inside MPI point-to-point calls, where MPICH's own failure detection
     may end them first (without a message of hpr's); either way the job ends non-zero within

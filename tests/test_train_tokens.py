@@ -268,3 +268,22 @@ def test_damaged_shard_fails_on_every_rank_before_any_step(corpus, env, tmp_path
     # every rank says it (their lines may interleave on the shared stderr)
     assert err.count("error: ") == 2 and err.count(f"shard {shard} {says}") == 2, err
     assert not re.search(r"^step ", out, re.M) and not (tmp_path / "ck").exists(), out
+
+
+def test_a_converted_checkpoint_with_padded_rows_resumes_on_its_tokenizers_text(corpus, env, tmp_path, tok):
+    """hpr.convert writes vocab_size as the padded rows (320 for this 300-token BPE, no vocab_multiple)
+    and the tokenizer.json beside: the trainer takes it with that tokenizer's text, at tp 1 and 2."""
+    from hpr.convert import write_checkpoint
+
+    c = GPTConfig.preset("tiny", vocab_size=320)
+    params = {p.name: p.data.copy() for p in GPT(c, seed=1).layout.entries}
+    params["wte"][V:] = 0
+    write_checkpoint(str(tmp_path / "ck"), c, params, tok.read_text(), seed=0, batch=4)
+    for n, extra in ((1, []), (2, ["--tp", "2"])):
+        out, _ = succeeded(job(corpus, env, tmp_path, "--tokenizer", str(tok), "--steps", "2", "--ckpt-dir",
+                               str(tmp_path / "ck"), "--resume", *extra, n=n))
+        assert "continuing from" in out and "(step 0)" in out, out
+        shutil.rmtree(tmp_path / "ck" / "step-00000002")
+    code, out, err, _ = job(corpus, env, tmp_path, "--steps", "2", "--ckpt-dir", str(tmp_path / "ck"), "--resume",
+                            n=1)  # bytes: not the checkpoint's tokenizer
+    assert code == 2 and sha256(tok)[:16] in err and "continuing from" not in out, err

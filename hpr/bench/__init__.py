@@ -3,7 +3,8 @@ reference measured in the same run (MPI's own collective, the same work done alo
 These machines are noisy: read medians and ratios, not single times.
 
 This package's face holds what its modules share: the table of benchmarks (BENCHES, which __main__
-dispatches on and report.py plans from), write_json, and the settings of the benchmarks whose idle
+dispatches on and report.py plans from), write_json, check_agree (a result that differs from its
+reference ends the benchmark with ResultsDisagree: its timings would be of a wrong computation), and the settings of the benchmarks whose idle
 ranks wait long (settings_with_timeout). Each benchmark lives in its own module.
 
 Usage: ``python -m hpr.bench --help``; ``from hpr.bench import BENCHES``"""
@@ -11,6 +12,7 @@ import json
 import os
 
 from .. import config
+from ..errors import HprError
 
 # name: (module, what it measures)
 BENCHES = {
@@ -23,6 +25,19 @@ BENCHES = {
     "train": ("hpr.bench.train", "one GPT training step: tokens/s and MFU, beside PyTorch eager when installed"),
     "all": ("hpr.bench.report", "all of the above at sizes for this machine: a Markdown report and charts (--out DIR)"),
 }
+
+
+class ResultsDisagree(HprError):
+    """A benchmark's result differs from its reference by more than the tolerance."""
+
+
+def check_agree(what, err, tol):
+    """err (the largest difference from the reference), or ResultsDisagree naming what when it exceeds
+    tol (a NaN too): ``python -m hpr.bench`` then says so and exits 2."""
+    if not err <= tol:
+        raise ResultsDisagree(f"{what}: results disagree with the reference by {err:.3e}, more than the "
+                              f"tolerance {tol:.1e}; the timings would be of a wrong computation")
+    return err
 
 
 def write_json(path, obj):

@@ -3,7 +3,7 @@ is hpr.bench.BENCHES)."""
 import importlib
 import sys
 
-from . import BENCHES
+from . import BENCHES, ResultsDisagree
 
 
 def main(argv=None):
@@ -17,7 +17,11 @@ def main(argv=None):
             return 2
         return 0
     mod = importlib.import_module(BENCHES[argv[0]][0])  # only the benchmark asked for is imported
-    return mod.main(argv[1:])
+    try:
+        return mod.main(argv[1:])
+    except ResultsDisagree as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ shards differ from the library's encoding of the same documents or a document do
 Usage: ``python -m hpr.bench.data --quick`` (every 8th file, a 2048-token BPE)."""
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -19,21 +18,11 @@ import time
 import numpy as np
 import tokenizers
 
-from hpr.cpu import cpu_count
+from hpr.cpu import cpu_count, cpu_model
 from hpr.data import TokenShards, documents, list_inputs, load_tokenizer, prepare, train_bpe
 
 from . import write_json
 
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def quick_corpus(inputs, folder, every=8):

@@ -35,7 +35,7 @@ from hpr import cpu
 from hpr.quantum import StateVector
 from hpr.quantum.circuit import Circuit
 
-from . import quantum_gpu, write_json
+from . import check_agree, quantum_gpu, write_json
 from .circuits import circuit20, gate_list, median_time, workload
 
 
@@ -251,6 +251,7 @@ def batched(B, budget, others):
     zh = c.forward(x, w)
     dxh, dwh = c.backward(g)
     err = max(float(np.abs(zh - zn).max()), float(np.abs(dxh - dxn).max()), float(np.abs(dwh - dwn).max()))
+    check_agree("batched workload, hpr against numpy einsum (float64)", err, 1e-9)
 
     def fb(sim):
         sim.forward(x, w)

@@ -18,7 +18,7 @@ import numpy as np
 import hpr
 from hpr.quantum import StateVector
 
-from . import write_json
+from . import check_agree, write_json
 from .circuits import gate_list, median_time, workload
 
 
@@ -91,6 +91,8 @@ def main(a):
         dxg, dwg = c.backward(cp.asarray(g))
         err = max(float(np.abs(zg.get() - zc).max()), float(np.abs(dxg.get() - dxc).max()),
                   float(np.abs(dwg.get() - dwc).max()))
+        # the same kernels' arithmetic on two devices: a few hundred roundings apart at most
+        check_agree(f"batched workload, GPU against the CPU kernels ({dt.name})", err, 1e5 * float(np.finfo(dt).eps))
         t_cpu = _timed(lambda: c.forward(x, w, dt), lambda: None, a.budget, min_reps=3)
         print(f"\n2. batched workload: {c.n} qubits, {len(c.ops)} gates; circuits/s (GPU agrees with the CPU "
               f"kernels to {err:.1e}); CPU kernels, 1024 circuits, forward: {1024 / t_cpu:,.0f}/s")

@@ -1,7 +1,8 @@
 """hpr's GPT and training recipe written again in PyTorch eager: a side-by-side reference for
 ``python -m hpr.bench train``, used only when torch happens to be installed. torch is never a dependency
-of hpr (not in pyproject, not in CI): it is imported inside the functions, so importing this module
-needs only the standard library, and ``available()`` says whether the reference can run.
+of hpr (only of its `test` extra, for the references CI compares against): it is imported inside the
+functions, so importing this module needs only the standard library, and ``available()`` says whether
+the reference can run.
 
     python -m hpr.bench.torch_reference --preset S --threads 1 --batch 16 --steps 10
 

@@ -15,6 +15,8 @@ and faults; a test may build a Run from those parts alone.
 
 Usage: ``path = save_checkpoint(run, step)``; ``step0 = restore_checkpoint(run, path, meta)``"""
 import dataclasses
+import hashlib
+import os
 
 import numpy as np
 
@@ -93,9 +95,28 @@ def save_checkpoint(run, step):
                                    fault=run.faults.save_hook(step) if run.faults else None)
 
 
-def model_fields(config):
-    """A config dict (GPTConfig as a dict) less the vocabulary's padding, which depends on tp."""
-    return {k: v for k, v in config.items() if k != "vocab_multiple"}
+def saved_tokenizer(path, meta):
+    """The hash of the tokenizer the checkpoint at path was trained with: meta's data.tokenizer; for a
+    checkpoint written without it (hpr.convert's, or an older hpr's), the sha256 of the tokenizer.json
+    in its folder, else bytes."""
+    h = meta.get("data", {}).get("tokenizer")
+    if h:
+        return h
+    try:
+        with open(os.path.join(path, TOKENIZER_FILE), "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except FileNotFoundError:
+        return BYTES
+
+
+def same_model(saved, config):
+    """True when a checkpoint's config (a dict) is this run's GPTConfig whatever the vocabulary's padding:
+    the same fields, and at least this vocabulary's rows (check_meta has checked the tokenizer first, so
+    the ids mean the same text; rows past config.vocab_size are padding: a trained checkpoint's
+    vocab_size is its tokenizer's, hpr.convert's counts the padded rows)."""
+    less = lambda d: {k: v for k, v in d.items() if k not in ("vocab_size", "vocab_multiple")}  # noqa: E731
+    v = saved.get("vocab_size")
+    return less(saved) == less(dataclasses.asdict(config)) and isinstance(v, int) and v >= config.vocab_size
 
 
 def check_meta(run, path, meta):
@@ -104,8 +125,8 @@ def check_meta(run, path, meta):
     when only the learning-rate schedule differs."""
     a = run.args
     if run.data is not None:
-        run.data.check_tokenizer(meta["data"].get("tokenizer", BYTES), f"the checkpoint {path}")
-    if model_fields(meta["config"]) != model_fields(dataclasses.asdict(run.config)):
+        run.data.check_tokenizer(saved_tokenizer(path, meta), f"the checkpoint {path}")
+    if not same_model(meta["config"], run.config):
         raise CheckpointError(f"{path} was saved by a different model ({meta['config']}); resume with the same "
                               "--preset and --dtype, or use another --ckpt-dir")
     if meta["seed"] != a.seed:
@@ -132,11 +153,11 @@ def restore_checkpoint(run, path, meta):
         tensors = {"params": checkpoint.read_arrays(path, "params.safetensors"),
                    "m": {k[2:]: v for k, v in opt_t.items() if k.startswith("m.")},
                    "v": {k[2:]: v for k, v in opt_t.items() if k.startswith("v.")}}
-        for t in tensors.values():  # this model's padded vocabulary: zero rows, never a token
+        v, padded = run.config.vocab_size, run.config.padded_vocab
+        for t in tensors.values():  # the real rows, then this model's padding: zero rows, never a token
             wte = t.get("wte")
-            if wte is not None and wte.ndim == 2 and wte.shape[0] == run.config.vocab_size:
-                t["wte"] = np.concatenate([wte, np.zeros((run.config.padded_vocab - wte.shape[0], wte.shape[1]),
-                                                         wte.dtype)])
+            if wte is not None and wte.ndim == 2 and wte.shape[0] >= v and wte.shape[0] != padded:
+                t["wte"] = np.concatenate([wte[:v], np.zeros((padded - v, wte.shape[1]), wte.dtype)])
     try:
         live = {"params": model.params, "m": opt.m, "v": opt.v}
         host = {k: to_host(a) for k, a in live.items()}  # the arrays themselves on the CPU

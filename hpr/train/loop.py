@@ -67,7 +67,9 @@ class Progress:
 
 class StopFlag:
     """SIGTERM / SIGUSR1 (Slurm's warning before preemption or the time limit) on any rank: every rank
-    saves a checkpoint at the next step boundary and exits 0. The flag is OR-ed over the ranks each step."""
+    saves a checkpoint at the next step boundary and exits 0. The flag is OR-ed over the ranks each step.
+    Run.build installs it first, so a signal during the setup (corpus, model) stops the run at its first
+    step boundary, with a save, instead of ending the rank unsaved."""
 
     def __init__(self):
         self.hit = 0
@@ -113,6 +115,7 @@ class Run:
     bar: Optional[Progress] = None  # rank 0's progress, while looping
     log: Any = None                # rank 0's --log-json file, while looping
     t_start: float = 0.0
+    stop: Optional[StopFlag] = None  # SIGTERM / SIGUSR1 seen (installed first thing in build)
 
     @property
     def lead(self):
@@ -125,6 +128,7 @@ class Run:
     @classmethod
     def build(cls, args):
         """Every rank: check the flags, start hpr, and wire the job (collective)."""
+        stop = StopFlag()  # before the long setup: a signal during it is kept for the first step boundary
         check_args(args)
         world = hpr.init(threads=args.threads)
         device = hpr.device.select(args.device, world)
@@ -138,6 +142,8 @@ class Run:
         grid = ProcessGrid(world, dp=args.dp, tp=args.tp, pp=args.pp, n_heads=config.n_heads,
                            d_model=config.d_model, n_layers=config.n_layers, batch=args.batch,
                            micro_batches=args.accum)
+        if faults is not None:
+            faults.stall_setup()
         data = TrainingData.open(world, args.data, args.tokenizer, threads=cpu.num_threads())
         v = data.vocab_size
         config = dataclasses.replace(config, vocab_size=v, vocab_multiple=vocab_multiple(v, grid.tp_size))
@@ -163,7 +169,7 @@ class Run:
                     weight_decay=args.weight_decay, lo=lo, hi=hi)
         check_same_params(grid.dp, model.params)  # every replica built them from the same seed: prove it
         run = cls(args, world, config, grid, model, opt, sync, tp=tp, pipe=pipe, schedule=schedule,
-                  device=device, faults=faults, data=data)
+                  device=device, faults=faults, data=data, stop=stop)
         run.resume()
         run.train = Batches(data.train, config.context, args.seed)
         run.val = Batches(data.val, config.context, args.seed + 1)
@@ -248,7 +254,7 @@ class Run:
         """Steps step0 + 1 .. --steps. Returns the signal that stopped the run early (after a save, when
         there is a --ckpt-dir), else 0. A CommError is raised again with the step it happened in."""
         a = self.args
-        stop = StopFlag()
+        stop = self.stop or StopFlag()
         # line by line: a killed job keeps its log
         self.log = open(a.log_json, "a", buffering=1) if (a.log_json and self.lead) else None
         self.bar = Progress(a.steps, a.log_every) if self.lead else None
