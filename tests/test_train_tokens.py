@@ -287,3 +287,10 @@ def test_a_converted_checkpoint_with_padded_rows_resumes_on_its_tokenizers_text(
     code, out, err, _ = job(corpus, env, tmp_path, "--steps", "2", "--ckpt-dir", str(tmp_path / "ck"), "--resume",
                             n=1)  # bytes: not the checkpoint's tokenizer
     assert code == 2 and sha256(tok)[:16] in err and "continuing from" not in out, err
+    # a converted byte model (no tokenizer.json) resumes on the byte corpus, as before
+    b = GPTConfig.preset("tiny")
+    write_checkpoint(str(tmp_path / "bytes"), b, {p.name: p.data.copy() for p in GPT(b, seed=1).layout.entries},
+                     None, seed=0, batch=4)
+    out, _ = succeeded(job(corpus, env, tmp_path, "--steps", "2", "--ckpt-dir", str(tmp_path / "bytes"), "--resume",
+                           n=1))
+    assert "(step 0)" in out, out
