@@ -139,7 +139,8 @@ def _collective(comm, fn):
 
 
 def save(comm, ckpt_dir, step, arrays, meta, keep=3, fault=None):
-    """Collective. arrays: {file name: {array name: np.ndarray}} this rank writes (may be empty);
+    """Collective. arrays: {file name: {array name: np.ndarray}, or bytes written as they are (the
+    trainer's tokenizer.json)} this rank writes (may be empty);
     meta: JSON-able dict (rank 0's is written). Returns the checkpoint's final path. On failure,
     CheckpointError on every rank naming the checkpoint that is still intact. fault(point, path): the
     trainer's HPR_FAULT hook (tests), called at "mkdir", before each "write", with half of each file
@@ -174,7 +175,8 @@ def _save(comm, ckpt_dir, step, arrays, meta, keep, fault):
     hashes, err = {}, None
     try:
         for fname, tensors in arrays.items():
-            data = st_save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
+            data = bytes(tensors) if isinstance(tensors, (bytes, bytearray)) else \
+                st_save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
             fault("write", tmp)
             hashes[fname] = _write_file(os.path.join(tmp, fname), data, fault)
     except OSError as e:

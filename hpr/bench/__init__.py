@@ -17,6 +17,7 @@ from ..errors import HprError
 # name: (module, what it measures)
 BENCHES = {
     "allreduce": ("hpr.bench.allreduce", "hpr's allreduce against MPI_Allreduce, 8 B to 256 MiB"),
+    "data": ("hpr.bench.data", "text to token shards: hpr's prepare beside the tokenizers library's encode_batch"),
     "dp": ("hpr.bench.dp", "data-parallel weak scaling over 1, 2, 4.. ranks, beside PyTorch DDP when installed"),
     "layouts": ("hpr.bench.layouts", "every dp x tp x pp layout of the world: tokens/s, memory, bubble, bytes per axis"),
     "oversubscribe": ("hpr.bench.oversubscribe", "a computing rank beside ranks waiting in hpr's vs MPI's barrier"),

@@ -78,6 +78,32 @@ def train_md(runs, ctx):
             + table(["preset", "batch", "threads", "", "ms/step", "tokens/s", "MFU", "hpr/torch"], rows))
 
 
+def data_md(runs, ctx):
+    """hpr.bench data: prepare against the tokenizers library's own encode_batch on the same documents."""
+    md = []
+    for r in runs:
+        d = r.data
+        mb = (d.get("bytes") or 0) / 1e6
+        rate = lambda k: fmt(mb / d[k], ".2f") if d.get(k) else "–"
+        md += [f"{d.get('documents', '?')} documents, {mb:.1f} MB{' (--quick: every 8th file)' if d.get('quick') else ''}, "
+               f"a byte-level BPE of {d.get('vocab_size', '?')} tokens, tokenizers {d.get('tokenizers', '?')}, "
+               f"{d.get('cores', '?')} cores ({d.get('cpu', '?')}). Reference: the library's own `encode_batch` of "
+               "the same documents already in memory, same run; x = its time / prepare's (target >= 0.8: hpr's "
+               "reading, splitting and writing cost at most 20%). CPU s: the process's, all threads.", ""]
+        md += table(["tokenising", "seconds", "MB/s", "CPU s", "x"], [
+            ["hpr prepare (read, encode, split, write)", fmt(d.get("prepare_s"), ".2f"), rate("prepare_s"),
+             fmt(d.get("prepare_cpu_s"), ".2f"), ""],
+            ["tokenizers encode_batch", fmt(d.get("encode_batch_s"), ".2f"), rate("encode_batch_s"),
+             fmt(d.get("encode_batch_cpu_s"), ".2f"), fmt(d.get("ratio_vs_encode_batch"), ".2f")],
+            ["tokenizers encode_batch_fast", fmt(d.get("encode_batch_fast_s"), ".2f"), rate("encode_batch_fast_s"),
+             fmt(d.get("encode_batch_fast_cpu_s"), ".2f"), fmt(d.get("ratio_vs_encode_batch_fast"), ".2f")]])
+        md += ["", f"Training the BPE {fmt(d.get('train_s'), '.1f')} s + prepare {fmt(d.get('prepare_s'), '.1f')} s = "
+               f"{fmt(d.get('train_plus_prepare_s'), '.1f')} s (target <= 60 s on 2 cores for the whole corpus)"
+               + ("; problems: " + "; ".join(d["problems"]) if d.get("problems") else
+                  "; the shards equal the library's encoding and every document round-trips.")]
+    return md
+
+
 def layout_mfu(d, ctx):
     """The MFU of a layouts row against the matmul peak the train runs measured (1 thread) times the cores
     the job used, or None without a train run."""

@@ -12,7 +12,7 @@ log; the others still run, and the exit status is 1. Charts need matplotlib (``p
 without it the report has the tables and says so. Every file is written under a temporary name and
 renamed, so DIR never holds half a report.
 
-    python -m hpr.bench all --out docs/bench          # about 2 minutes on 2 cores
+    python -m hpr.bench all --out docs/bench          # a few minutes on 2 cores (data: ~2 of them)
 """
 import argparse
 import datetime
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hpr.bench import BENCHES, torch_reference
-from hpr.bench.figures import (allreduce_chart, allreduce_md, batched_chart, dp_chart, dp_md, layouts_md,
+from hpr.bench.figures import (allreduce_chart, allreduce_md, batched_chart, data_md, dp_chart, dp_md, layouts_md,
                                oversubscribe_md, quantum_chart, quantum_md, table, train_md, training_chart)
 from hpr.errors import ConfigError, HprError
 
@@ -52,14 +52,16 @@ def plan(quick, ranks, cores):
                 ("dp", "dp", ranks, {"--preset": "tiny", "--steps": "2", "--warmup": "1", "--no-torch": None}),
                 ("quantum", "quantum", 0, {"--max-qubits": "16", "--budget": "0.02", "--circuit-qubits": "16",
                                             "--batch": "64"}),
-                ("oversubscribe", "oversubscribe", over, {"--ms": "5", "--repeats": "3"})]
+                ("oversubscribe", "oversubscribe", over, {"--ms": "5", "--repeats": "3"}),
+                ("data", "data", 0, {"--quick": None, "--vocab-size": "512"})]
     return [("allreduce", "allreduce", ranks, {"--max-bytes": "128M", "--budget": "0.2"}),
             ("train-S", "train", 0, {"--preset": "S"}),
             ("train-M", "train", 0, {"--preset": "M"}),
             ("layouts", "layouts", ranks, {"--preset": "S"}),
             ("dp", "dp", ranks, {"--preset": "S"}),
             ("quantum", "quantum", 0, {"--max-qubits": "24", "--circuit-qubits": "24", "--batch": "1024"}),
-            ("oversubscribe", "oversubscribe", over, {})]
+            ("oversubscribe", "oversubscribe", over, {}),
+            ("data", "data", 0, {})]
 
 
 # ------------------------------------------------------------------------------------ files
@@ -245,6 +247,7 @@ SECTIONS = [
      [("quantum.png", quantum_chart, "gate bandwidth against copy bandwidth"),
       ("quantum_batched.png", batched_chart, "batched workload, circuits/s")]),
     ("Ranks waiting beside a computing rank (oversubscription)", ["oversubscribe"], oversubscribe_md, []),
+    ("Text to token shards", ["data"], data_md, []),
 ]
 TABLES = {"train": train_md, "layouts": layouts_md}
 

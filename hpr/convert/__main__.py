@@ -2,6 +2,7 @@
 the command line of hpr.convert. Exit 0 on success; 2 with the error's message (what is wrong and what
 to do) when the input does not convert, nothing written."""
 import argparse
+import os
 import sys
 
 from ..errors import HprError
@@ -30,17 +31,17 @@ def build_parser():
     return ap
 
 
-def _resume_hint(cfg, a):
-    """How to train on: the preset of the same shape, or why there is none."""
+def _resume_hint(cfg, a, step_dir):
+    """How to train on: the preset of the same shape (with the model's tokenizer and text, unless it is a
+    byte model), or why there is none."""
     shape = {k: cfg[k] for k in ("context", "d_model", "n_layers", "n_heads")}
     name = next((n for n, p in PRESETS.items() if p == shape), None)
     if name is None:
         return f"no trainer --preset has its shape {shape}, so it converts for generation (and back) only"
-    if cfg["vocab_size"] != 256:
-        return (f"the trainer's --preset {name} has its shape, but trains a 256-token vocabulary, not its "
-                f"{cfg['vocab_size']}")
+    data = "" if cfg["vocab_size"] == 256 and not os.path.exists(os.path.join(step_dir, "tokenizer.json")) else \
+        f" --data TEXT --tokenizer {os.path.join(step_dir, 'tokenizer.json')}"
     return (f"train on with python -m hpr.train --preset {name} --dtype {cfg['dtype']} --ckpt-dir {a.ckpt_dir} "
-            f"--resume --seed {a.seed} --batch {a.batch}")
+            f"--resume --seed {a.seed} --batch {a.batch}{data}")
 
 
 def main(argv=None):
@@ -54,7 +55,7 @@ def main(argv=None):
             out = from_hf(a.hf_dir, a.ckpt_dir, dtype=a.dtype, pad_to=a.pad_vocab, tokenizer=a.tokenizer,
                           seed=a.seed, batch=a.batch)
             print(f"wrote {out}: generate with python -m hpr.generate --ckpt {a.ckpt_dir}; "
-                  + _resume_hint(saved.validate(out)["config"], a))
+                  + _resume_hint(saved.validate(out)["config"], a, out))
     except HprError as e:
         print(f"hpr.convert: {e}", file=sys.stderr)
         return 2

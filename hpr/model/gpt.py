@@ -8,6 +8,13 @@ For use after training: `GPT.load(ckpt_dir)` (the model and its tokenizer), `log
 generation with a key/value cache (`prefill`, `decode_step`; the loop is hpr.model.kvcache's).
 
 Dimensions: B batch, T time (<= context), C d_model, V vocab, N = B*T.
+
+Padded vocabulary: wte holds Vp = config.padded_vocab >= V rows (V rounded up to config.vocab_multiple,
+64 x tp for a tokenizer's vocabulary, so each rank's share of the head's matmul is a multiple of 64).
+Rows V..Vp-1 are no token: their logits are set to -inf before the softmax (probability 0: exp(-inf) is
+0 in float64, and float32's vectorised exp clamps at e^-80, below the resolution of a sum >= 1), and
+their dlogits are zeroed after it, so the loss is the loss over the V real tokens and the padded rows'
+gradients are exactly 0 (no token looks them up either).
 Usage: ``m = GPT(GPTConfig.preset("S")); loss = m.forward(x, y); m.backward()``"""
 import dataclasses
 
@@ -33,9 +40,16 @@ PRESETS = {
 DTYPES = ("float32", "float64")
 
 
+def vocab_multiple(vocab_size, tp=1):
+    """What to round a vocabulary of vocab_size up to for tp tensor-parallel ranks: 1 (no padding) when
+    it is already a multiple of 64 that tp divides (bytes' 256 at tp 1, 2, 4, 8 ...; a 4096-token BPE),
+    else 64 x tp, so every rank's rows of the head are a whole multiple of 64 (GPT-2's 50257 -> 50304)."""
+    return 1 if vocab_size % 64 == 0 and vocab_size % tp == 0 else 64 * tp
+
+
 @dataclasses.dataclass(frozen=True)
 class GPTConfig:
-    vocab_size: int = 256
+    vocab_size: int = 256  # token ids 0 .. vocab_size - 1 (the tokenizer's vocabulary)
     context: int = 128
     d_model: int = 128
     n_layers: int = 4
@@ -43,9 +57,10 @@ class GPTConfig:
     dtype: str = "float32"
     n_qubits: int = 0  # > 0: a QuantumLayer of that many qubits after the last block
     q_depth: int = 1   # its layers of trainable rotations and entangling ring
+    vocab_multiple: int = 1  # wte's rows: vocab_size rounded up to a multiple of this (vocab_multiple())
 
     def __post_init__(self):
-        for f in ("vocab_size", "context", "d_model", "n_layers", "n_heads"):
+        for f in ("vocab_size", "context", "d_model", "n_layers", "n_heads", "vocab_multiple"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
                 raise ConfigError(f"GPTConfig.{f} must be a positive integer, got {v!r}")
@@ -78,6 +93,11 @@ class GPTConfig:
         return cls(**{**PRESETS[name], **overrides})
 
     @property
+    def padded_vocab(self):
+        """Rows of wte (and columns of the logits): vocab_size rounded up to a multiple of vocab_multiple."""
+        return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
+
+    @property
     def init_std(self):
         """GPT-2's init, std 0.02 at d_model 768, scaled as 1/sqrt(d_model) for other widths (so each
         layer's output starts at the same scale whatever the width): 0.049 for S, 0.028 for M.
@@ -87,8 +107,9 @@ class GPTConfig:
 
     def flops_per_token(self):
         """Training FLOPs per token, 6 N + 12 L T C (N: matmul weights incl. the tied head; the
-        attention term counts the full T x T square, as PaLM's appendix B)."""
-        L, C, T, V = self.n_layers, self.d_model, self.context, self.vocab_size
+        attention term counts the full T x T square, as PaLM's appendix B; V: the padded vocabulary, what
+        the head's matmul computes)."""
+        L, C, T, V = self.n_layers, self.d_model, self.context, self.padded_vocab
         return 6 * (12 * L * C * C + V * C) + 12 * L * T * C
 
 
@@ -127,15 +148,16 @@ class GPT:
         self.layout = lay = ParamLayout()
         std = c.init_std
         self.tp = tp if tp is not None and tp.size > 1 else None
-        if self.tp and (c.n_heads % tp.size or c.vocab_size % tp.size):
+        if self.tp and (c.n_heads % tp.size or c.padded_vocab % tp.size):
             raise ConfigError(f"tp={tp.size} must divide the {c.n_heads} heads and the vocabulary of "
-                              f"{c.vocab_size}")
+                              f"{c.padded_vocab}" + (f" ({c.vocab_size} padded to a multiple of {c.vocab_multiple})"
+                                                     if c.padded_vocab != c.vocab_size else ""))
         self.stage, self.n_stages = stage
         if not 0 <= self.stage < self.n_stages or self.n_stages > c.n_layers:
             raise ConfigError(f"stage {stage} of a {c.n_layers}-layer model: need 0 <= stage < stages <= layers")
         self.first, self.last = self.stage == 0, self.stage == self.n_stages - 1
         self.block_range = stage_blocks(c.n_layers, self.n_stages)[self.stage]
-        self.emb = Embedding(lay, c.vocab_size, c.context, c.d_model, std=std, tp=self.tp,
+        self.emb = Embedding(lay, c.padded_vocab, c.context, c.d_model, std=std, tp=self.tp,
                              own_wte=self.first or self.last, own_wpe=self.first)
         self.blocks = []
         for i in range(c.n_layers):
@@ -161,8 +183,11 @@ class GPT:
         for b in self.blocks:
             b.set_workspace(self.ws)
         self._ready = None
-        self.vocab_size = c.vocab_size  # the tokenizer's; smaller when the embedding rows are padded
+        self.vocab_size = c.vocab_size  # the tokenizer's; the embedding's rows are padded past it
         self.tokenizer = None  # set by GPT.load
+        # this rank's logit columns that are padding (rows V.. of wte it holds), as a slice, or None
+        lo, hi = self.emb.lo, self.emb.hi
+        self.pad_columns = slice(max(c.vocab_size, lo) - lo, hi - lo) if c.vocab_size < hi else None
 
     @property
     def n_params(self):
@@ -237,12 +262,17 @@ class GPT:
         wte = self.emb.wte.data  # (V, C), or this rank's vocabulary rows (V/tp, C)
         logits = self.ws.get("logits", (n, wte.shape[0]))
         self.xp.matmul(xf, wte.T, out=logits)  # tied head: x @ wte^T
+        pad = self.pad_columns
+        if pad is not None:
+            logits[:, pad] = -np.inf  # padded vocabulary: no probability (module docstring)
         losses = self.ws.get("losses", (n,))
         tg = targets.reshape(-1)
         if self.tp:
             self._vocab_parallel_loss(logits, tg, losses, grad, 1.0 / n)
         else:  # in one pass: losses, and (when training) dlogits written over the logits
             K.crossentropy(logits, tg, losses, logits if grad else None, 1.0 / n)
+        if grad and pad is not None:
+            logits[:, pad] = 0  # exactly: the padded rows of wte get no gradient
         if grad:
             self._ready = ("loss", xf, logits)
         return float(losses.sum(dtype=np.float64) / n)
@@ -413,8 +443,8 @@ class GPT:
         """The model of a checkpoint (a --ckpt-dir: its newest intact step; or one step folder), with
         its tokenizer as `model.tokenizer` (None when it has none and its vocabulary is not bytes).
         dtype: compute in float32 / float64 instead of the saved dtype. tp: a TensorParallel to split
-        the heads over (generation under mpiexec); the vocabulary rows are then padded to a multiple
-        of tp (the padding never sampled). CheckpointError when the folder holds no usable model."""
+        the heads over (generation under mpiexec); the vocabulary rows are then padded for it
+        (vocab_multiple; the padding never sampled, whatever padding the training run had). CheckpointError when the folder holds no usable model."""
         path, meta = saved.find(ckpt_dir)
         try:
             config = GPTConfig(**{**meta["config"], **({"dtype": dtype} if dtype is not None else {})})
@@ -423,8 +453,9 @@ class GPT:
         tok = for_checkpoint(path, ckpt_dir, config.vocab_size)
         tensors = saved.read_params(path)
         n = tp.size if tp is not None else 1
-        padded = -(-config.vocab_size // n) * n
-        model = cls(dataclasses.replace(config, vocab_size=padded), seed=0, tp=tp)
+        config = dataclasses.replace(config, vocab_multiple=vocab_multiple(config.vocab_size, n))  # this tp's
+        padded = config.padded_vocab
+        model = cls(config, seed=0, tp=tp)
         for p in model.layout.entries:
             if p.name not in tensors:
                 raise CheckpointError(f"{path}: {saved.PARAMS} has no tensor {p.name!r}; the checkpoint is "

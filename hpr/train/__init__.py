@@ -1,4 +1,4 @@
-"""The trainer: corpus -> batches -> GPT -> AdamW, with evaluation, a progress bar, JSON logs, checkpoints
+"""The trainer: text or token shards -> batches -> GPT -> AdamW, with evaluation, a progress bar, JSON logs, checkpoints
 and a generated sample at the end. `examples/train_lm.py` and `python -m hpr.train` are thin wrappers
 over `main`. Owns a run and its printing; not the math (hpr.model, hpr.optim) or the data (hpr.data).
 
@@ -7,7 +7,10 @@ over `main`. Owns a run and its printing; not the math (hpr.model, hpr.optim) or
                   and evaluate, the validation loss
   loop.py         Run: build, describe (the banner), loop (steps, evaluation, checks, checkpoints,
                   signals), finish (summary, trace, sample); run(args) and main(argv)
-  checkpoints.py  a Run's state to and from hpr.checkpoint, in canonical (layout-free) form
+  checkpoints.py  a Run's state to and from hpr.checkpoint, in canonical (layout-free) form, with the
+                  tokenizer its data was made with
+  dataset.py      TrainingData: the byte corpus, prepared token shards, or raw text prepared with
+                  --tokenizer into the cache; vocabulary, unigram entropy, bits per byte, the tokenizer
 
 Failures: a step whose loss or gradient holds a NaN or Inf is skipped on every rank alike (no update,
 optimizer state untouched) and after --max-bad-steps in a row the run saves and stops (exit 2); the

@@ -16,7 +16,7 @@ BETA2 = 0.999  # PyTorch's default; on the default corpus S reaches a lower loss
 
 
 def build_parser():
-    ap = argparse.ArgumentParser(prog="train_lm", description="Train hpr's compact GPT on a byte-level corpus.")
+    ap = argparse.ArgumentParser(prog="train_lm", description="Train hpr's compact GPT on bytes or subword tokens.")
     ap.add_argument("--preset", default="S", help=f"model size: {', '.join(PRESETS)} (default S)")
     ap.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
     ap.add_argument("--batch", type=int, default=16, help="sequences per optimizer step (default 16)")
@@ -27,7 +27,12 @@ def build_parser():
     ap.add_argument("--clip", type=float, default=1.0, help="max global gradient norm; 0 = off (default 1.0)")
     ap.add_argument("--beta2", type=float, default=BETA2, help=f"AdamW's second-moment decay (default {BETA2})")
     ap.add_argument("--seed", type=int, default=0, help="seed for the weights and the data order (default 0)")
-    ap.add_argument("--data", default=None, help="a text file or a folder (default: Python's own standard library)")
+    ap.add_argument("--data", default=None, metavar="PATH",
+                    help="a text file or a folder of them (default: Python's own standard library), a JSON Lines "
+                    "or Parquet file, or a folder of token shards from `python -m hpr.data prepare`")
+    ap.add_argument("--tokenizer", default=None, metavar="TOK",
+                    help="a tokenizer.json (`python -m hpr.data tokenizer` trains one) or bytes: --data's text is "
+                    "prepared with it into hpr's cache, once (default: bytes, read as the byte corpus)")
     ap.add_argument("--eval-every", type=int, default=100, help="validate every N steps, and at the end; 0 = end only")
     ap.add_argument("--eval-batches", type=int, default=8, help="batches of --batch windows per validation (default 8)")
     ap.add_argument("--threads", type=int, default=None, help="BLAS/OpenMP threads per process (default: all cores)")
@@ -40,7 +45,7 @@ def build_parser():
     ap.add_argument("--log-json", default=None, metavar="FILE", help="append one JSON object per step/eval to FILE")
     ap.add_argument("--log-every", type=int, default=10, help="plain progress line every N steps when not a terminal")
     ap.add_argument("--prompt", default="def ", help="prompt for the final sample (default 'def ')")
-    ap.add_argument("--sample-tokens", type=int, default=200, help="bytes to generate at the end; 0 = none")
+    ap.add_argument("--sample-tokens", type=int, default=200, help="tokens to generate at the end; 0 = none")
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--top-k", type=int, default=40)
     g = ap.add_argument_group("parallel layout (under mpiexec / srun): world = dp x tp x pp")

@@ -1,9 +1,10 @@
 """A training run, start to end: Run.build wires one job from the flags (process grid, model stage,
-pipeline, data parallelism, AdamW, corpus, a resumed checkpoint), Run.describe prints the banner,
+pipeline, data parallelism, AdamW, the data, a resumed checkpoint), Run.describe prints the banner,
 Run.loop runs the steps (with evaluation, replica checks, checkpoints and signals) and Run.finish the
 summary, the trace and a generated sample. `main` turns its failures into exit codes. Owns the order of
 a run and its printing; not the step (hpr.train.step), the flags (hpr.train.flags), the checkpoint glue
-(hpr.train.checkpoints), the math (hpr.model, hpr.optim) or the data (hpr.data).
+(hpr.train.checkpoints), the data's sources (hpr.train.dataset, hpr.data) or the math (hpr.model,
+hpr.optim).
 
 Usage: ``run = Run.build(args); run.describe(); run.loop() or run.finish()`` (what ``run(args)`` does)"""
 import dataclasses
@@ -20,15 +21,16 @@ import numpy as np
 import hpr
 
 from .. import checkpoint, cpu, trace
-from ..data import Batches, Corpus
-from ..errors import CommError, DataError, HprError
+from ..data import Batches
+from ..errors import CommError, HprError
 from ..faults import Faults
-from ..model import GPT, GPTConfig
+from ..model import GPT, GPTConfig, vocab_multiple
 from ..model.gpt import stage_blocks
 from ..optim import AdamW, CosineSchedule
 from ..parallel import DataParallel, Pipeline, ProcessGrid, TensorParallel, check_replicas, check_same_params
 from ..parallel.schedule import bubble_fraction
 from .checkpoints import restore_checkpoint, save_checkpoint, whole_model
+from .dataset import TrainingData
 from .flags import build_parser, check_args, warmup_steps
 from .step import evaluate, train_step
 
@@ -83,22 +85,6 @@ class StopFlag:
         return int(comm.allreduce(np.array([self.hit], np.int32), op="max")[0])
 
 
-def load_corpus(comm, path):
-    """Rank 0 reads (and caches) the corpus first, so the ranks do not all tokenise it at once; a
-    DataError on rank 0 is raised on every rank."""
-    err = None
-    corpus = None
-    if comm.rank == 0:
-        try:
-            corpus = Corpus.load(path)
-        except DataError as e:
-            err = str(e)
-    err = comm.bcast_obj(err, root=0)
-    if err:
-        raise DataError(err)
-    return corpus if comm.rank == 0 else Corpus.load(path)
-
-
 @dataclasses.dataclass
 class Run:
     """One training job: what Run.build wires from the flags, and the loop's state. The step and the
@@ -117,14 +103,15 @@ class Run:
     schedule: Optional[CosineSchedule] = None
     device: Any = None             # hpr.device.Device: where this rank's arrays live
     faults: Optional[Faults] = None  # HPR_FAULT's rules for this rank (tests only), else None
-    corpus: Optional[Corpus] = None
+    data: Optional[TrainingData] = None  # the corpus or token shards, and their tokenizer
     train: Optional[Batches] = None
     val: Optional[Batches] = None
-    entropy: float = 0.0           # the corpus's unigram entropy, nats/byte: the loss to beat
+    entropy: float = 0.0           # the training split's unigram entropy, nats/token: the loss to beat
     peak: float = 0.0              # the whole job's matmul FLOP/s (MFU's denominator)
     step0: int = 0                 # the step a resumed checkpoint holds (0: a fresh start)
     step: int = 0                  # the last step run
     val_loss: Optional[float] = None
+    val_bpb: Optional[float] = None  # val_loss in bits per byte of text
     bar: Optional[Progress] = None  # rank 0's progress, while looping
     log: Any = None                # rank 0's --log-json file, while looping
     t_start: float = 0.0
@@ -151,13 +138,16 @@ class Run:
         if args.trace:
             trace.start(args.trace)  # HPR_TRACE needs nothing here: hpr.init starts it
         config = GPTConfig.preset(args.preset, dtype=args.dtype, n_qubits=args.qubits, q_depth=args.q_depth)
+        # no vocab_size: the vocabulary is padded to a multiple of tp below, whatever the tokenizer's
         grid = ProcessGrid(world, dp=args.dp, tp=args.tp, pp=args.pp, n_heads=config.n_heads,
                            d_model=config.d_model, n_layers=config.n_layers, batch=args.batch,
-                           micro_batches=args.accum, vocab_size=config.vocab_size)
+                           micro_batches=args.accum)
         if faults is not None:
             faults.stall_setup()
-        corpus = load_corpus(world, args.data)
-        corpus.check_context(config.context)
+        data = TrainingData.open(world, args.data, args.tokenizer, threads=cpu.num_threads())
+        v = data.vocab_size
+        config = dataclasses.replace(config, vocab_size=v, vocab_multiple=vocab_multiple(v, grid.tp_size))
+        data.check_context(config.context)
         schedule = CosineSchedule(args.lr, args.steps, warmup_steps(args), args.min_lr_ratio)
         tp = TensorParallel(grid.tp)
         dp, pp = grid.dp_size, grid.pp_size
@@ -179,11 +169,11 @@ class Run:
                     weight_decay=args.weight_decay, lo=lo, hi=hi)
         check_same_params(grid.dp, model.params)  # every replica built them from the same seed: prove it
         run = cls(args, world, config, grid, model, opt, sync, tp=tp, pipe=pipe, schedule=schedule,
-                  device=device, faults=faults, corpus=corpus, stop=stop)
+                  device=device, faults=faults, data=data, stop=stop)
         run.resume()
-        run.train = Batches(corpus.train, config.context, args.seed)
-        run.val = Batches(corpus.val, config.context, args.seed + 1)
-        run.entropy = corpus.unigram_entropy()
+        run.train = Batches(data.train, config.context, args.seed)
+        run.val = Batches(data.val, config.context, args.seed + 1)
+        run.entropy = data.entropy
         world.barrier()
         mine = args.peak_tflops * 1e12 if args.peak_tflops else cpu.matmul_flops(config.dtype, device=device)
         run.peak = float(world.allreduce(np.array([mine]), op="sum")[0])  # the whole job's
@@ -209,9 +199,11 @@ class Run:
         local = a.batch // dp
         if self.faults is not None:
             say(f"HPR_FAULT={self.faults.spec!r} is set: faults will be injected (tests only)")
+        vocab = "" if self.data.corpus is not None else f", vocabulary {config.vocab_size}" + (
+            f" padded to {config.padded_vocab}" if config.padded_vocab != config.vocab_size else "")
         say(f"hpr {a.preset}: {self.model.layout.full_size:,} parameters "
-            f"({config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads, context {config.context}, "
-            f"{config.dtype})")
+            f"({config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads, context {config.context}"
+            f"{vocab}, {config.dtype})")
         if self.device.is_gpu:
             self.describe_devices()
         say(f"layout: dp {dp} x tp {tp_n} x pp {pp} = {world.size} rank(s), {cpu.num_threads()} thread(s) each; "
@@ -234,9 +226,7 @@ class Run:
             f"{model.grads.nbytes / 2**20:.2f} MiB, optimizer state {(opt.m.nbytes + opt.v.nbytes) / 2**20:.2f} MiB"
             + (f" (1/{dp} of {2 * model.params.size * model.params.itemsize / 2**20:.2f})" if a.zero and dp > 1
                else ""))
-        corpus = self.corpus
-        say(f"data: {corpus.source}: {corpus.train.size:,} train bytes, {corpus.val.size:,} validation bytes; "
-            f"unigram entropy {self.entropy:.3f} nats/byte")
+        say(f"data: {self.data.source}")
         say(f"steps {a.steps}, batch {a.batch} x {config.context} = {a.batch * config.context:,} tokens/step, lr "
             f"{a.lr:g} (warmup {warmup_steps(a)}, cosine to {a.lr * a.min_lr_ratio:g}); "
             f"{'given' if a.peak_tflops else ('cuBLAS' if self.device.is_gpu else 'BLAS') + ' matmul'} peak of "
@@ -330,10 +320,12 @@ class Run:
         with trace.span("eval"):
             self.val_loss = evaluate(self.model, self.val, self.args.eval_batches, self.args.batch, self.grid.dp,
                                      self.pipe)
+        self.val_bpb = self.data.bits_per_byte(self.val_loss)
         if self.lead:
-            self.bar.write(f"step {step}: val_loss {self.val_loss:.4f} nats/byte (unigram entropy {self.entropy:.3f})")
+            self.bar.write(f"step {step}: val_loss {self.val_loss:.4f} nats/token, val_bpb {self.val_bpb:.4f} "
+                           f"(unigram entropy {self.entropy:.3f} nats/token)")
             if self.log:
-                self.log.write(json.dumps({"step": step, "val_loss": self.val_loss,
+                self.log.write(json.dumps({"step": step, "val_loss": self.val_loss, "val_bpb": self.val_bpb,
                                            "unigram_entropy": self.entropy}) + "\n")
                 self.log.flush()
 
@@ -367,8 +359,8 @@ class Run:
                  "tokens/s for the job"
                  + (f"; waiting on gradient communication {100 * exposed / max(wall, 1e-9):.1f}% of the time"
                     if dp > 1 else "") + ")"
-                 + (f"; final val_loss {self.val_loss:.4f} vs unigram entropy {self.entropy:.3f} nats/byte"
-                    if self.val_loss is not None else ""))
+                 + (f"; final val_loss {self.val_loss:.4f} nats/token, val_bpb {self.val_bpb:.4f} vs unigram "
+                    f"entropy {self.entropy:.3f} nats/token" if self.val_loss is not None else ""))
         self.write_trace()
         if self.pipe is not None:
             idle = self.grid.pp.gather_obj(self.pipe.idle_s, root=0)
@@ -378,10 +370,11 @@ class Run:
                       + f" of the run; theory (pp-1)/(m+pp-1) = {bubble_fraction(pp, a.accum):.1%}")
         if a.sample_tokens:
             whole = whole_model(self)
-            if self.lead:
-                text = whole.generate(a.prompt, a.sample_tokens, a.temperature, a.top_k, seed=a.seed)
+            if self.lead:  # the prompt in the run's tokens, the sample decoded by its tokenizer
+                ids = whole.generate(self.data.encode(a.prompt), a.sample_tokens, a.temperature, a.top_k,
+                                     seed=a.seed)
                 print("--- sample ---")
-                print(text.decode("utf-8", errors="replace"), flush=True)
+                print(self.data.decode(ids), flush=True)
 
     def write_trace(self):
         """--trace / HPR_TRACE: every rank's timeline, merged into one file by rank 0 (collective)."""

@@ -42,7 +42,8 @@ def train_step(model, opt, sync, schedule, batches, step, batch, accum=1, clip=1
     if fault:
         ready = wrap_ready(fault, ready, model.grads)
     if pipe is not None:  # the accum micro-batches go through the pipeline stages on the 1F1B schedule
-        data = [batches.get(first + k * micro, micro) for k in range(accum)]
+        with trace.span("batch"):
+            data = [batches.get(first + k * micro, micro) for k in range(accum)]
         sync.begin()
         hold = pipe.tied_offset()  # wte's bucket waits until both of its stages' gradients are summed
         if fault:
@@ -55,7 +56,8 @@ def train_step(model, opt, sync, schedule, batches, step, batch, accum=1, clip=1
             loss = float(pipe.comm.allreduce(np.array([loss]), op="sum")[0])  # from the last stage
     else:
         for k in range(accum):
-            x, y = batches.get(first + k * micro, micro)
+            with trace.span("batch", micro=k):  # assembling the windows: a small share of a step
+                x, y = batches.get(first + k * micro, micro)
             with trace.span("forward", micro=k):
                 loss += model.forward(x, y) / accum
             last = k == accum - 1

@@ -84,7 +84,8 @@ def test_load_under_tensor_parallelism_pads_the_vocabulary():
         write_checkpoint(os.path.join(tmp, "ck"), c, {p.name: p.data.copy() for p in whole.layout.entries})
     world.barrier()
     m = GPT.load(os.path.join(tmp, "ck"), tp=tp)
-    assert m.config.vocab_size == 257 + (257 % size and size - 257 % size) and m.vocab_size == 257
+    # config.vocab_size stays the tokenizer's; the rows are padded to a multiple of 64 x tp (vocab_multiple)
+    assert m.config.vocab_size == m.vocab_size == 257 and m.config.padded_vocab == 257 + (-257 % (64 * size))
     want = generate(whole, [[1, 2, 3]], 12, Sampler(0))[0]
     assert generate(m, [[1, 2, 3]], 12, Sampler(0))[0] == want
     tokens = np.array([[4, 5, 6, 7]])
