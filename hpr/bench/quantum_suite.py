@@ -21,7 +21,6 @@ fastest alternative; QASM >= 3x Qiskit. The closing lines say which hold on this
 import argparse
 import importlib.util
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -348,7 +347,7 @@ def main(argv=None):
     os.environ["OMP_NUM_THREADS"] = "1"  # before Lightning's or JAX's runtime loads: one thread for all
 
     cpu.set_num_threads(1)
-    print(f"hpr.bench.quantum_suite: 1 thread; {a.stat} of the repetitions; CPU: {cpu_model()}")
+    print(f"hpr.bench.quantum_suite: 1 thread; {a.stat} of the repetitions; CPU: {cpu.cpu_model()}")
     parts, out = a.parts.split(","), {}
     try:
         if "gates" in parts:
@@ -388,17 +387,6 @@ def verdicts(out):
         x = (q["qiskit_parse_s"] + q["qiskit_statevector_s"]) / (q["hpr_parse_s"] + q["hpr_run_s"])
         print(f"   QASM >= 3x Qiskit: {'holds' if x >= 3 else 'does not hold'} ({x:.1f}x)")
 
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":
