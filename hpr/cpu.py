@@ -1,5 +1,6 @@
-"""The CPU side of a rank: the compiled extension (hpr._kernels), how many threads its kernels and
-numpy's BLAS may use, how many cores this process has, and the matmul rate MFU is measured against.
+"""The CPU side of a rank: the compiled extension (hpr._kernels) and the instruction-set level its layer
+kernels run at (isa, set_isa: HPR_ISA), how many threads its kernels and numpy's BLAS may use, how many
+cores this process has, and the matmul rate MFU is measured against.
 Which kernel serves an array (numpy or CuPy) is decided in hpr.kernels (the one seam is
 hpr.kernels.dispatch), not here. Usage: ``from hpr.cpu import cpu_kernels; cpu_kernels().info()``."""
 import os
@@ -9,7 +10,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from . import config
-from .errors import KernelsMissing
+from .errors import ConfigError, KernelsMissing
 
 _kernels = None
 _threads = None
@@ -31,8 +32,37 @@ def cpu_kernels():
                 "Install the package (pip install .) and run from outside the source tree, or use an "
                 "editable install (pip install --no-build-isolation -e .)."
             ) from None
+        want = config.current().isa
+        if want is not None and want not in k.isa()[1]:
+            raise ConfigError(f"HPR_ISA={want} asks for kernels this CPU cannot run (it has "
+                              f"{', '.join(k.isa()[1])}); unset HPR_ISA or choose one of those")
+        k.set_isa(want or k.isa()[1][-1])
         _kernels = k
     return _kernels
+
+
+def isa():
+    """(level in use, [levels this CPU runs]) of the layer kernels, names from hpr.config.ISA_LEVELS
+    narrowest first: e.g. ('avx512', ['baseline', 'avx2', 'avx512']). The widest unless HPR_ISA or
+    set_isa chose a lower one. (The state-vector kernels pick their own clone when the library loads.)"""
+    return cpu_kernels().isa()
+
+
+def set_isa(level):
+    """Run the layer kernels compiled for `level` from now on (one of isa()[1]; tests run each in turn).
+    Returns the level that was in use. Not while kernels run on other threads."""
+    k = cpu_kernels()
+    was, have = k.isa()
+    if level not in have:
+        raise ConfigError(f"instruction-set level {level!r} is not available here; choose one of {', '.join(have)}")
+    k.set_isa(level)
+    return was
+
+
+def isa_summary():
+    """One line for ``python -m hpr config``: the level in use and those this CPU has."""
+    now, have = isa()
+    return f"instruction set: {now} (this CPU runs {', '.join(have)}; HPR_ISA=<level> forces a lower one)"
 
 
 def num_threads():

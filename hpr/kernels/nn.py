@@ -159,9 +159,17 @@ def _heads(a, b, t, parts, h):
     return [a5[:, :, i].transpose(0, 2, 1, 3) for i in range(parts)]
 
 
+def attention_saved_shape(b, h, t, xp=np):
+    """Shape of what attention_forward keeps for attention_backward: on the CPU (numpy) the row
+    log-sum-exp, (B, H, T), O(T) (the flash kernel recomputes the probabilities from it); on a GPU
+    (cupy: the batched-matmul twins) the probabilities themselves, (B, H, T, T)."""
+    return (b, h, t) if xp is np else (b, h, t, t)
+
+
 def attention_bmm_forward(qkv, b, t, h, att, y):
     """attention_forward as batched matmuls (the GPU's way: one cuBLAS call per product, the whole
-    (T, T) score block, its upper half zeroed by the causal softmax kernel). Any array module."""
+    (T, T) score block, its upper half zeroed by the causal softmax kernel); keeps the probabilities
+    att (B, H, T, T). Any array module."""
     xp = xp_of(qkv)
     q, k, v = _heads(qkv, b, t, 3, h)
     xp.matmul(q, k.swapaxes(-1, -2), out=att)  # raw scores; the kernel scales, masks and normalises
@@ -170,8 +178,9 @@ def attention_bmm_forward(qkv, b, t, h, att, y):
     return y
 
 
-def attention_bmm_backward(dy, att, qkv, b, t, h, dqkv):
-    """attention_backward as batched matmuls; dqkv written whole. Any array module."""
+def attention_bmm_backward(dy, y, att, qkv, b, t, h, dqkv):
+    """attention_backward as batched matmuls from the kept probabilities att (y is not needed);
+    dqkv written whole. Any array module."""
     xp = xp_of(qkv)
     q, k, v = _heads(qkv, b, t, 3, h)
     g = _heads(dy, b, t, 1, h)[0]
@@ -188,6 +197,7 @@ ATTENTION_MAX_HEAD = 128
 
 
 def _attn_scratch(t, d, dtype):
+    """The kernels' per-thread scratch, O(T D) each, kept per (T, D, threads, dtype)."""
     if d > ATTENTION_MAX_HEAD:
         raise ConfigError(f"head size {d} is above the attention kernel's {ATTENTION_MAX_HEAD}; use more heads")
     nt = num_threads()
@@ -199,26 +209,28 @@ def _attn_scratch(t, d, dtype):
 
 
 @device_twin(twin=attention_bmm_forward)
-def attention_forward(qkv, b, t, h, att, y):
+def attention_forward(qkv, b, t, h, saved, y):
     """Causal multi-head attention: qkv (B*T, 3C) rows [q | k | v] with heads side by side, into
-    y (B*T, C) and the kept probabilities att (B, H, T, T). Scores are q.k / sqrt(D). CuPy arrays take
-    attention_bmm_forward (cuBLAS batched matmuls around the causal softmax kernel)."""
+    y (B*T, C) and `saved` (attention_saved_shape) for backward: on the CPU the row log-sum-exp of the
+    scores q.k / sqrt(D), (B, H, T), from the flash-style kernel (tiles of queries against tiles of
+    keys, online softmax, O(T) memory). CuPy arrays take attention_bmm_forward (cuBLAS batched
+    matmuls around the causal softmax kernel), where `saved` is the probabilities (B, H, T, T)."""
     c = qkv.shape[1] // 3
     d = c // h
     s, nt = _attn_scratch(t, d, qkv.dtype)
-    cpu_kernels().attention_forward(y, att, qkv, s, b, t, h, d, 1.0 / np.sqrt(d), _isz(qkv, att, y), nt)
+    cpu_kernels().attention_forward(y, saved, qkv, s, b, t, h, d, 1.0 / np.sqrt(d), _isz(qkv, saved, y), nt)
     return y
 
 
 @device_twin(twin=attention_bmm_backward)
-def attention_backward(dy, att, qkv, b, t, h, dqkv):
-    """dqkv (B*T, 3C), written whole, from dy (B*T, C), the forward's att and qkv. CuPy arrays take
-    attention_bmm_backward."""
+def attention_backward(dy, y, saved, qkv, b, t, h, dqkv):
+    """dqkv (B*T, 3C), written whole, from dy (B*T, C) and the forward's y, saved and qkv (the CPU
+    kernel recomputes the probabilities from the log-sum-exp). CuPy arrays take attention_bmm_backward."""
     c = qkv.shape[1] // 3
     d = c // h
     s, nt = _attn_scratch(t, d, qkv.dtype)
-    cpu_kernels().attention_backward(dqkv, dy, att, qkv, s, b, t, h, d, 1.0 / np.sqrt(d),
-                                     _isz(qkv, att, dy, dqkv), nt)
+    cpu_kernels().attention_backward(dqkv, dy, y, saved, qkv, s, b, t, h, d, 1.0 / np.sqrt(d),
+                                     _isz(qkv, saved, dy, y, dqkv), nt)
     return dqkv
 
 

@@ -134,9 +134,11 @@ class Embedding:
 class CausalSelfAttention:
     """Multi-head causal self-attention. qkv = x Wqkv + b lays out each row as [q | k | v], each
     (H, D); the attention itself (scores q k^T / sqrt(D), causal softmax, the weighted sum of v, and
-    all of backward) is one fused kernel over (sequence, head) pairs that reads the heads straight
-    from the qkv buffer and computes only the causal half (hpr.kernels.nn.attention_forward; its numpy
-    twin is hpr.kernels._ref.attention_forward). att, (B, H, T, T), is kept for backward.
+    all of backward) is one fused flash-style kernel over (sequence, head) pairs that reads the heads
+    straight from the qkv buffer and computes only the causal half (hpr.kernels.nn.attention_forward;
+    its numpy twin is hpr.kernels._ref.attention_forward). Kept for backward: y and `saved`, the row
+    log-sum-exp (B, H, T) on the CPU (O(T): backward recomputes the probabilities), the probabilities
+    (B, H, T, T) on a GPU (hpr.kernels.nn.attention_saved_shape).
 
     With tensor parallelism (tp) each rank holds H/tp heads: qkv is column-parallel by heads, proj
     row-parallel, and the pair f (entry) / g (exit) joins them to the replicated residual stream."""
@@ -161,9 +163,9 @@ class CausalSelfAttention:
             x = tp.f_forward(x)
         self.qkv_out = self.qkv.forward(x)  # (N, 3C/tp)
         c = self.qkv_out.shape[1] // 3  # this rank's heads x D
-        self.att = ws.get(self.name + ".att", (b, self.H, t, t))
-        y = ws.get(self.name + ".y", (b * t, c))
-        K.attention_forward(self.qkv_out, b, t, self.H, self.att, y)
+        self.saved = ws.get(self.name + ".saved", K.attention_saved_shape(b, self.H, t, ws.xp))
+        self.y = y = ws.get(self.name + ".y", (b * t, c))
+        K.attention_forward(self.qkv_out, b, t, self.H, self.saved, y)
         self.bt = (b, t)
         if not tp:
             return self.proj.forward(y)
@@ -178,7 +180,7 @@ class CausalSelfAttention:
             dout = self.tp.g_backward(dout)
         dy = self.proj.backward(dout)  # (N, C/tp)
         dqkv = self.ws.get(self.name + ".dqkv", (b * t, 3 * dy.shape[1]))
-        K.attention_backward(dy, self.att, self.qkv_out, b, t, self.H, dqkv)
+        K.attention_backward(dy, self.y, self.saved, self.qkv_out, b, t, self.H, dqkv)
         dx = self.qkv.backward(dqkv)
         return self.tp.f_backward(dx) if self.tp else dx
 
