@@ -55,6 +55,9 @@ static inline __attribute__((always_inline)) void FN(att_mk)(const int nv, REAL 
  * into near-equal chunks of at most NVMAX; each chunk's panel of B is reused by every row block. */
 static void FN(att_gemm)(REAL *c, int64_t ldc, const REAL *a, int64_t ars, int64_t aks, int64_t rows,
                          const REAL *b, int64_t ldb, int64_t nvec, int64_t kdim, int accumulate) {
+#ifdef ATT_NO_GEMM
+    return;
+#endif
     int64_t nch = (nvec + NVMAX - 1) / NVMAX;
     for (int64_t ch = 0, v0 = 0; ch < nch; ch++) {
         int64_t nv = (nvec - v0 + (nch - ch) - 1) / (nch - ch);
@@ -72,23 +75,48 @@ static void FN(att_gemm)(REAL *c, int64_t ldc, const REAL *a, int64_t ars, int64
     }
 }
 
+/* Ask for row i + ATT_PREFETCH of x (D REALs at stride ld) while row i is copied: the rows come from
+ * the big activation buffers, usually from L3 or memory, and the loads of one row alone cannot hide
+ * that latency. */
+static inline void FN(att_prefetch_row)(const REAL *x, int64_t ld, int64_t i, int64_t T, int64_t D) {
+    if (i + ATT_PREFETCH < T)
+        for (int64_t d = 0; d < D; d += 64 / (int64_t)sizeof(REAL)) __builtin_prefetch(x + (i + ATT_PREFETCH) * ld + d);
+}
+
 /* rows (T, D) at stride ld, times f, into out (Tp, Dp): zero padded to the right and below */
 static void FN(att_pack_rows)(REAL *out, const REAL *x, int64_t ld, int64_t T, int64_t D, int64_t Tp,
                               int64_t Dp, REAL f) {
     for (int64_t i = 0; i < Tp; i++) {
         REAL *o = out + i * Dp;
         int64_t n = i < T ? D : 0;
+        FN(att_prefetch_row)(x, ld, i, T, D);
         for (int64_t d = 0; d < n; d++) o[d] = x[i * ld + d] * f;
         for (int64_t d = n; d < Dp; d++) o[d] = 0;
     }
 }
 
-/* rows (T, D) at stride ld, transposed into out (D, Tp), columns T.. zero */
-static void FN(att_pack_cols)(REAL *out, const REAL *x, int64_t ld, int64_t T, int64_t D, int64_t Tp) {
-    for (int64_t j = 0; j < T; j++)
-        for (int64_t d = 0; d < D; d++) out[d * Tp + j] = x[j * ld + d];
-    for (int64_t d = 0; d < D; d++)
-        for (int64_t j = T; j < Tp; j++) out[d * Tp + j] = 0;
+/* rows (T, D) at stride ld, transposed into out (D, Tp), columns T.. zero, and when rows_out is not
+ * NULL also copied as rows into rows_out (Tp, Dp), zero padded (one read of x for both). Blocks of 16
+ * rows: each d then writes one whole cache line of out from 16 rows that stay in L1 (a row at a time
+ * would store with stride Tp, which for T = 1024 floats maps every store of a row to one L1 set). */
+static void FN(att_pack_cols)(REAL *out, REAL *rows_out, const REAL *x, int64_t ld, int64_t T, int64_t D,
+                              int64_t Tp, int64_t Dp) {
+    for (int64_t j0 = 0; j0 < Tp; j0 += 16) {
+        int64_t nj = T - j0 < 16 ? (T > j0 ? T - j0 : 0) : 16;
+        for (int64_t jj = 0; jj < nj; jj++) FN(att_prefetch_row)(x, ld, j0 + jj, T, D);
+        for (int64_t d = 0; d < D; d++) {
+            REAL *o = out + d * Tp + j0;
+            for (int64_t jj = 0; jj < nj; jj++) o[jj] = x[(j0 + jj) * ld + d];
+            for (int64_t jj = nj; jj < 16; jj++) o[jj] = 0;
+        }
+        if (rows_out)
+            for (int64_t jj = 0; jj < 16; jj++) {
+                REAL *o = rows_out + (j0 + jj) * Dp;
+                int64_t n = jj < nj ? D : 0;
+                for (int64_t d = 0; d < n; d++) o[d] = x[(j0 + jj) * ld + d];
+                for (int64_t d = n; d < Dp; d++) o[d] = 0;
+            }
+    }
 }
 
 /* the per-thread scratch, aligned to 64 bytes (hpr_attention_scratch counts the slack) */
@@ -104,7 +132,7 @@ static void FN(att_forward_head)(REAL *y, REAL *lse, const REAL *q, const REAL *
     REAL *qs = ws, *kt = qs + Tp * Dp, *vs = kt + Tp * Dp, *o = vs + Tp * Dp, *s = o + ATT_BQ * Dp;
     REAL *mrow = s + ATT_BQ * ATT_BK, *lrow = mrow + ATT_BQ;
     FN(att_pack_rows)(qs, q, sq, T, D, Tp, Dp, sc);
-    FN(att_pack_cols)(kt, k, sq, T, D, Tp);
+    FN(att_pack_cols)(kt, NULL, k, sq, T, D, Tp, Dp);
     FN(att_pack_rows)(vs, v, sq, T, D, Tp, Dp, 1);
     for (int64_t i0 = 0; i0 < T; i0 += ATT_BQ) {
         const int64_t rows = T - i0 < ATT_BQ ? T - i0 : ATT_BQ, rowsp = ATT_ROUND(rows, MR), jend = i0 + rows;
@@ -201,15 +229,16 @@ static void FN(att_backward_head)(REAL *dq, REAL *dk, REAL *dv, const REAL *dy, 
     REAL *dka = dys + Tp * Dp, *dva = dka + Tp * Dp, *dqt = dva + Tp * Dp, *s = dqt + ATT_BQ * Dp;
     REAL *dp = s + ATT_BQ * ATT_BK, *di = dp + ATT_BQ * ATT_BK;
     FN(att_pack_rows)(qs, q, sq, T, D, Tp, Dp, sc);
-    FN(att_pack_rows)(ks, k, sq, T, D, Tp, Dp, 1);
-    FN(att_pack_cols)(kt, k, sq, T, D, Tp);
-    FN(att_pack_cols)(vt, v, sq, T, D, Tp);
+    FN(att_pack_cols)(kt, ks, k, sq, T, D, Tp, Dp);
+    FN(att_pack_cols)(vt, NULL, v, sq, T, D, Tp, Dp);
     FN(att_pack_rows)(dys, dy, sy, T, D, Tp, Dp, 1);
     memset(dka, 0, (size_t)(2 * Tp * Dp) * sizeof(REAL));  /* dK and dV accumulators */
     for (int64_t i = 0; i < T; i++) {  /* Di = rowsum(dy * y) = rowsum(P * dP) */
+        FN(att_prefetch_row)(y, sy, i, T, D);
+        const REAL *yr = y + i * sy, *g = dys + i * Dp;
         REAL acc = 0;
         SIMD_SUM(acc)
-        for (int64_t d = 0; d < D; d++) acc += dy[i * sy + d] * y[i * sy + d];
+        for (int64_t d = 0; d < D; d++) acc += g[d] * yr[d];
         di[i] = acc;
     }
     for (int64_t i0 = 0; i0 < T; i0 += ATT_BQ) {

@@ -28,9 +28,17 @@
 #define HPR_NN_CHUNK 4096         /* element-wise kernels: threads take blocks, each one SIMD loop */
 /* attention tiles: ATT_BQ queries by ATT_BK keys (BK a multiple of BQ, both of every level's MR);
  * head rows padded to ATT_PAD elements (a multiple of every level's vector) */
+#ifndef ATT_BQ
 #define ATT_BQ 32
+#endif
+#ifndef ATT_BK
 #define ATT_BK 64
+#endif
 #define ATT_PAD 16
+#ifndef ATT_PREFETCH
+#define ATT_PREFETCH 16
+#endif
+/* ATT_PREFETCH: rows ahead the packing loops prefetch */
 #define ATT_ROUND(n, m) (((n) + (m) - 1) / (m) * (m))
 /* per thread: 7 (Tp, Dp) buffers, the dQ tile, two (BQ, BK) tiles, Di (Tp), two row vectors, and
  * 16 elements of slack to align the thread's block to 64 bytes (every term is a multiple of 16) */

@@ -208,6 +208,11 @@ def _attn_scratch(t, d, dtype):
     return s, nt
 
 
+def attention_scratch_bytes(t, d, dtype):
+    """Bytes of scratch the CPU attention kernels hold for (T, D) at the current thread count: O(T D)."""
+    return num_threads() * cpu_kernels().attention_scratch(t, d) * np.dtype(dtype).itemsize
+
+
 @device_twin(twin=attention_bmm_forward)
 def attention_forward(qkv, b, t, h, saved, y):
     """Causal multi-head attention: qkv (B*T, 3C) rows [q | k | v] with heads side by side, into
