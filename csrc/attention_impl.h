@@ -83,6 +83,16 @@ static inline void FN(att_prefetch_row)(const REAL *x, int64_t ld, int64_t i, in
         for (int64_t d = 0; d < D; d += 64 / (int64_t)sizeof(REAL)) __builtin_prefetch(x + (i + ATT_PREFETCH) * ld + d);
 }
 
+/* Prefetch rows [i0, i1) of the NEXT task's head (x + next, D REALs each at stride ld) while this one
+ * computes: spread over the query tiles, the next head's rows are in cache when its packing starts
+ * (they sit in the same rows of the activation buffer, D columns further on). next = 0: no next task. */
+static inline void FN(att_prefetch_next)(const REAL *x, int64_t next, int64_t ld, int64_t i0, int64_t i1,
+                                         int64_t D) {
+    if (!next) return;
+    for (int64_t i = i0; i < i1; i++)
+        for (int64_t d = 0; d < D; d += 64 / (int64_t)sizeof(REAL)) __builtin_prefetch(x + next + i * ld + d);
+}
+
 /* rows (T, D) at stride ld, times f, into out (Tp, Dp): zero padded to the right and below */
 static void FN(att_pack_rows)(REAL *out, const REAL *x, int64_t ld, int64_t T, int64_t D, int64_t Tp,
                               int64_t Dp, REAL f) {
@@ -127,7 +137,7 @@ static inline REAL *FN(att_scratch)(REAL *scratch, int64_t T, int64_t D, int tid
 
 /* the forward of one (sequence, head): y rows (T, D) at stride sy, lse (T) */
 static void FN(att_forward_head)(REAL *y, REAL *lse, const REAL *q, const REAL *k, const REAL *v, int64_t T,
-                                 int64_t D, int64_t sq, int64_t sy, REAL sc, REAL *ws) {
+                                 int64_t D, int64_t sq, int64_t sy, REAL sc, REAL *ws, int64_t next) {
     const int64_t Dp = ATT_ROUND(D, ATT_PAD), Tp = ATT_ROUND(T, ATT_BK), nvd = Dp / VL;
     REAL *qs = ws, *kt = qs + Tp * Dp, *vs = kt + Tp * Dp, *o = vs + Tp * Dp, *s = o + ATT_BQ * Dp;
     REAL *mrow = s + ATT_BQ * ATT_BK, *lrow = mrow + ATT_BQ;
@@ -136,11 +146,14 @@ static void FN(att_forward_head)(REAL *y, REAL *lse, const REAL *q, const REAL *
     FN(att_pack_rows)(vs, v, sq, T, D, Tp, Dp, 1);
     for (int64_t i0 = 0; i0 < T; i0 += ATT_BQ) {
         const int64_t rows = T - i0 < ATT_BQ ? T - i0 : ATT_BQ, rowsp = ATT_ROUND(rows, MR), jend = i0 + rows;
+        FN(att_prefetch_next)(q, next, sq, i0, jend, D);
+        FN(att_prefetch_next)(k, next, sq, i0, jend, D);
+        FN(att_prefetch_next)(v, next, sq, i0, jend, D);
         for (int64_t r = 0; r < rowsp; r++) { mrow[r] = -INFINITY; lrow[r] = 0; }
         memset(o, 0, (size_t)(rowsp * Dp) * sizeof(REAL));
         for (int64_t j0 = 0; j0 < jend; j0 += ATT_BK) {
-            const int64_t nk = jend - j0 < ATT_BK ? jend - j0 : ATT_BK;
-            FN(att_gemm)(s, ATT_BK, qs + i0 * Dp, Dp, 1, rowsp, kt + j0, Tp, (nk + VL - 1) / VL, D, 0);
+            const int64_t nk = jend - j0 < ATT_BK ? jend - j0 : ATT_BK, nkv = ATT_ROUND(nk, VL);
+            FN(att_gemm)(s, ATT_BK, qs + i0 * Dp, Dp, 1, rowsp, kt + j0, Tp, nkv / VL, D, 0);
             for (int64_t r = 0; r < rowsp; r++) {
                 REAL *sr = s + r * ATT_BK, *orow = o + r * Dp;
                 int64_t n = i0 + r - j0 + 1;  /* keys j0 .. i of this tile are visible to row i */
@@ -149,14 +162,19 @@ static void FN(att_forward_head)(REAL *y, REAL *lse, const REAL *q, const REAL *
                     for (int64_t j = 0; j < nk; j++) sr[j] = 0;
                     continue;
                 }
-                REAL mx = sr[0];
+                /* whole vectors up to nkv (the gemm wrote them): columns j >= n masked, no scalar tails */
+                REAL mx = -INFINITY;
                 SIMD_MAX(mx)
-                for (int64_t j = 1; j < n; j++) mx = sr[j] > mx ? sr[j] : mx;
+                for (int64_t j = 0; j < nkv; j++) { REAL x = j < n ? sr[j] : -INFINITY; mx = x > mx ? x : mx; }
                 const REAL mo = mrow[r], mn = mx > mo ? mx : mo;
                 REAL sum = 0;
                 SIMD_SUM(sum)
-                for (int64_t j = 0; j < n; j++) { REAL e = EXP(sr[j] - mn); sr[j] = e; sum += e; }
-                for (int64_t j = n; j < nk; j++) sr[j] = 0;
+                for (int64_t j = 0; j < nkv; j++) {
+                    REAL e = EXP(sr[j] - mn);
+                    e = j < n ? e : 0;
+                    sr[j] = e;
+                    sum += e;
+                }
                 const REAL alpha = mo == -INFINITY ? 0 : EXP(mo - mn);
                 lrow[r] = lrow[r] * alpha + sum;
                 mrow[r] = mn;
@@ -192,8 +210,9 @@ NN_KERNEL void FN(hpr_attention_forward)(REAL *y, REAL *lse, const REAL *q, cons
         OMP_FOR
         for (int64_t bh = 0; bh < B * H; bh++) {
             int64_t b = bh / H, h = bh % H, off = b * T * sq + h * D;
+            int64_t next = bh + 1 < B * H ? (bh + 1) / H * T * sq + (bh + 1) % H * D - off : 0;
             FN(att_forward_head)(y + b * T * sy + h * D, lse + bh * T, q + off, k + off, v + off, T, D, sq, sy,
-                                 (REAL)scale, ws);
+                                 (REAL)scale, ws, next);
         }
     }
 }
@@ -203,27 +222,27 @@ NN_KERNEL void FN(hpr_attention_forward)(REAL *y, REAL *lse, const REAL *q, cons
  * diagonal and rows beyond `rows` are zeroed up to nkr columns. */
 static void FN(att_softmax_backward_tile)(REAL *s, REAL *dp, const REAL *lse, const REAL *di, int64_t i0,
                                           int64_t j0, int64_t rows, int64_t rowsp, int64_t nk, int64_t nkr) {
+    const int64_t nkw = ATT_ROUND(nkr, VL);  /* whole vectors; entries j >= n (masked) become 0 */
     for (int64_t r = 0; r < rowsp; r++) {
         REAL *sr = s + r * ATT_BK, *dr = dp + r * ATT_BK;
         int64_t n = i0 + r - j0 + 1;
         n = r >= rows ? 0 : n < nk ? n : nk;
-        if (n > 0) {
-            const REAL l = lse[i0 + r], dd = di[i0 + r];
-            SIMD
-            for (int64_t j = 0; j < n; j++) {
-                REAL p = EXP(sr[j] - l);
-                sr[j] = p;
-                dr[j] = p * (dr[j] - dd);
-            }
+        const REAL l = r < rows ? lse[i0 + r] : 0, dd = r < rows ? di[i0 + r] : 0;
+        SIMD
+        for (int64_t j = 0; j < nkw; j++) {
+            REAL p = EXP(sr[j] - l);
+            p = j < n ? p : 0;
+            REAL g = j < n ? dr[j] - dd : 0;  /* select, not multiply: masked entries may hold anything */
+            sr[j] = p;
+            dr[j] = p * g;
         }
-        for (int64_t j = n; j < nkr; j++) { sr[j] = 0; dr[j] = 0; }
     }
 }
 
 /* the backward of one (sequence, head): dq, dk, dv rows at stride sq (written whole) */
 static void FN(att_backward_head)(REAL *dq, REAL *dk, REAL *dv, const REAL *dy, const REAL *y, const REAL *lse,
                                   const REAL *q, const REAL *k, const REAL *v, int64_t T, int64_t D, int64_t sq,
-                                  int64_t sy, REAL sc, REAL *ws) {
+                                  int64_t sy, REAL sc, REAL *ws, int64_t next, int64_t ynext) {
     const int64_t Dp = ATT_ROUND(D, ATT_PAD), Tp = ATT_ROUND(T, ATT_BK), nvd = Dp / VL;
     REAL *qs = ws, *ks = qs + Tp * Dp, *kt = ks + Tp * Dp, *vt = kt + Tp * Dp, *dys = vt + Tp * Dp;
     REAL *dka = dys + Tp * Dp, *dva = dka + Tp * Dp, *dqt = dva + Tp * Dp, *s = dqt + ATT_BQ * Dp;
@@ -244,6 +263,11 @@ static void FN(att_backward_head)(REAL *dq, REAL *dk, REAL *dv, const REAL *dy, 
     for (int64_t i0 = 0; i0 < T; i0 += ATT_BQ) {
         const int64_t rows = T - i0 < ATT_BQ ? T - i0 : ATT_BQ, rowsp = ATT_ROUND(rows, MR), jend = i0 + rows;
         const REAL *qi = qs + i0 * Dp, *dyi = dys + i0 * Dp;
+        FN(att_prefetch_next)(q, next, sq, i0, jend, D);
+        FN(att_prefetch_next)(k, next, sq, i0, jend, D);
+        FN(att_prefetch_next)(v, next, sq, i0, jend, D);
+        FN(att_prefetch_next)(dy, ynext, sy, i0, jend, D);
+        FN(att_prefetch_next)(y, ynext, sy, i0, jend, D);
         memset(dqt, 0, (size_t)(rowsp * Dp) * sizeof(REAL));
         for (int64_t j0 = 0; j0 < jend; j0 += ATT_BK) {
             const int64_t nk = jend - j0 < ATT_BK ? jend - j0 : ATT_BK, nvk = (nk + VL - 1) / VL;
@@ -280,8 +304,10 @@ NN_KERNEL void FN(hpr_attention_backward)(REAL *dq, REAL *dk, REAL *dv, const RE
         OMP_FOR
         for (int64_t bh = 0; bh < B * H; bh++) {
             int64_t b = bh / H, h = bh % H, off = b * T * sq + h * D, yo = b * T * sy + h * D;
+            int64_t next = bh + 1 < B * H ? (bh + 1) / H * T * sq + (bh + 1) % H * D - off : 0;
+            int64_t ynext = bh + 1 < B * H ? (bh + 1) / H * T * sy + (bh + 1) % H * D - yo : 0;
             FN(att_backward_head)(dq + off, dk + off, dv + off, dy + yo, y + yo, lse + bh * T, q + off, k + off,
-                                  v + off, T, D, sq, sy, (REAL)scale, ws);
+                                  v + off, T, D, sq, sy, (REAL)scale, ws, next, ynext);
         }
     }
 }
