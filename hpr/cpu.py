@@ -1,8 +1,10 @@
 """The CPU side of a rank: the compiled extension (hpr._kernels) and the instruction-set level its layer
-kernels run at (isa, set_isa: HPR_ISA), how many threads its kernels and numpy's BLAS may use, how many
-cores this process has, and the matmul rate MFU is measured against.
+kernels run at (isa, set_isa: HPR_ISA), how many threads its kernels and matmuls may use (matmul splits
+a product's rows over them, each part one single-threaded BLAS call), how many cores this process has,
+and the matmul rate MFU is measured against.
 Which kernel serves an array (numpy or CuPy) is decided in hpr.kernels (the one seam is
 hpr.kernels.dispatch), not here. Usage: ``from hpr.cpu import cpu_kernels; cpu_kernels().info()``."""
+import concurrent.futures
 import os
 import time
 
@@ -75,15 +77,47 @@ def num_threads():
 
 
 _blas_limit = None
+_pool = None  # (threads, ThreadPoolExecutor of threads - 1 workers): matmul's helpers
+SPLIT_MIN_FLOPS = 4e6  # a product below this runs whole: handing a part to a thread costs ~20-50 µs
 
 
 def set_num_threads(n, blas=True):
-    """Threads for hpr's kernels and, with blas=True, for the BLAS numpy's matmuls call (through
-    threadpoolctl), so a rank never runs more threads than it was given."""
+    """Threads for hpr's kernels and matmuls. With blas=True numpy's BLAS is held to ONE thread
+    (threadpoolctl) and matmul splits each product's rows over the n threads itself: OpenBLAS's own
+    threads busy-wait for each other inside a product, which on a 2-core node doubled the CPU time of
+    the model's matmuls (and far worse when a core is shared), while the split parts never wait. A rank
+    still never runs more than n threads."""
     global _threads, _blas_limit
     _threads = max(1, int(n))
     if blas:
-        _blas_limit = threadpool_limits(limits=_threads, user_api="blas")  # stays applied
+        _blas_limit = threadpool_limits(limits=1, user_api="blas")  # stays applied
+
+
+def matmul(a, b, out):
+    """out = a @ b for 2-D numpy arrays (either may be a transposed view), on this rank's threads: the
+    rows of out are split into num_threads() near-equal blocks, each block one single-threaded BLAS
+    call (numpy releases the GIL for it), one in the caller and the rest in a pool kept for the process.
+    Small products run whole. Returns out."""
+    nt = num_threads()
+    m = out.shape[0]
+    if nt < 2 or m < 2 * 8 or 2.0 * m * a.shape[1] * out.shape[1] < SPLIT_MIN_FLOPS:
+        return np.matmul(a, b, out=out)
+    global _pool, _blas_limit
+    if _blas_limit is None:  # threads came from the config, not set_num_threads: BLAS must not add its own
+        _blas_limit = threadpool_limits(limits=1, user_api="blas")
+    if _pool is None or _pool[0] != nt:
+        if _pool is not None:
+            _pool[1].shutdown(wait=False)
+        _pool = (nt, concurrent.futures.ThreadPoolExecutor(nt - 1, thread_name_prefix="hpr-matmul"))
+    per = -(-m // nt)  # ceil(m / nt) rows each
+    step = (per + 7) // 8 * 8 if m >= 8 * nt else per  # whole blocks of 8 rows where there are enough
+    cuts = [(lo, min(m, lo + step)) for lo in range(0, m, step)]
+    futures = [_pool[1].submit(np.matmul, a[lo:hi], b, out=out[lo:hi]) for lo, hi in cuts[1:]]
+    lo, hi = cuts[0]
+    np.matmul(a[lo:hi], b, out=out[lo:hi])
+    for f in futures:
+        f.result()
+    return out
 
 
 def blas_info():
@@ -93,7 +127,7 @@ def blas_info():
 
 def matmul_flops(dtype="float32", n=1024, repeats=7, device=None):
     """The machine's matmul FLOP/s as this process sees it now: the best of `repeats` n x n x n
-    products through numpy's BLAS (with the current thread limit), or cuBLAS through CuPy on a GPU
+    products through hpr.cpu.matmul (numpy's BLAS on num_threads() row blocks), or cuBLAS through CuPy on a GPU
     device (n raised to 8192 there: a GPU needs a large product to reach its peak), after one warm-up.
     The reference MFU is measured against (best, not median: a peak, and robust to a neighbour's burst)."""
     gpu = device is not None and device.is_gpu
@@ -103,13 +137,14 @@ def matmul_flops(dtype="float32", n=1024, repeats=7, device=None):
     a = xp.asarray(rng.standard_normal((n, n)).astype(dtype))
     b = xp.asarray(rng.standard_normal((n, n)).astype(dtype))
     c = xp.empty((n, n), dtype)
-    xp.matmul(a, b, out=c)
+    mm = xp.matmul if gpu else (lambda a, b, out: matmul(a, b, out))  # the CPU's as the model's layers run it
+    mm(a, b, out=c)
     sync = device.synchronize if gpu else (lambda: None)
     ts = []
     for _ in range(repeats):
         sync()
         t0 = time.perf_counter()
-        xp.matmul(a, b, out=c)
+        mm(a, b, out=c)
         sync()
         ts.append(time.perf_counter() - t0)
     return 2.0 * n ** 3 / min(ts)

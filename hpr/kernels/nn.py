@@ -9,6 +9,7 @@ Dimensions: N rows (= B*T), C channels, V vocabulary, B batch, T time, H heads, 
 Usage: ``nn.layernorm_forward(x, w, b, out, mean, rstd)``."""
 import numpy as np
 
+from .. import cpu
 from ..cpu import cpu_kernels, num_threads
 from ..device import xp_of
 from ..errors import ConfigError
@@ -150,6 +151,18 @@ def adamw(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, gscale=1.0):
 def sumsq(x):
     """sum(x**2), accumulated in float64."""
     return cpu_kernels().sumsq(x, _isz(x), num_threads())
+
+
+def _matmul_any(a, b, out):
+    """a @ b into out with a's array module (on a GPU one cuBLAS call)."""
+    return xp_of(a).matmul(a, b, out=out)
+
+
+@device_twin(twin=_matmul_any)
+def matmul(a, b, out):
+    """out = a @ b (2-D; transposed views welcome): hpr.cpu.matmul on numpy arrays (rows split over the
+    rank's threads, each part one single-threaded BLAS call), one cuBLAS call on CuPy arrays."""
+    return cpu.matmul(a, b, out)
 
 
 def _heads(a, b, t, parts, h):

@@ -2,8 +2,8 @@
 LayerNorm, Linear, CausalSelfAttention, MLP, Block. Each forward caches only what its backward needs
 and returns a buffer the layer owns (reused step after step: no allocation in the training loop);
 each backward ADDS into its parameters' gradient views and returns the gradient of its input.
-Matmuls go to BLAS through numpy on views (no copies or transposes); everything between them is a
-fused kernel from hpr.kernels.nn. Never imports comm: model parallelism wraps these layers.
+Matmuls go to BLAS through hpr.kernels.nn.matmul on views (no copies or transposes; rows split over the
+rank's threads); everything between them is a fused kernel from hpr.kernels.nn. Never imports comm: model parallelism wraps these layers.
 
 Dimensions: B batch, T time, C channels (d_model), H heads, D = C / H head size, N = B*T rows.
 Usage: ``ln = LayerNorm(layout, "ln_f", C); y = ln.forward(x); dx += ...; ln.backward(dy, dx)``"""
@@ -75,18 +75,18 @@ class Linear:
         """x W without the bias, for callers that add it later (fused into GELU, or after g's sum)."""
         self.x = x
         y = self.ws.get(self.name + ".y", (x.shape[0], self.W.shape[1]))
-        return xp_of(x).matmul(x, self.W.data, out=y)
+        return K.matmul(x, self.W.data, y)
 
     def backward(self, dy, dx=None):
         """dW += x^T dy, db += sum(dy); returns dx = dy W^T (into `dx` if given)."""
         self.backward_params(dy)
         if dx is None:
             dx = self.ws.get(self.name + ".dx", self.x.shape)
-        return xp_of(dy).matmul(dy, self.W.data.T, out=dx)
+        return K.matmul(dy, self.W.data.T, dx)
 
     def backward_params(self, dy):
         tmp = self.ws.get(self.name + ".dw", self.W.shape)
-        xp_of(dy).matmul(self.x.T, dy, out=tmp)
+        K.matmul(self.x.T, dy, tmp)
         self.W.grad += tmp
         if self.b is not None:
             K.bias_backward(dy, self.b.grad)
