@@ -64,7 +64,7 @@ def set_isa(level):
 def isa_summary():
     """One line for ``python -m hpr config``: the level in use and those this CPU has."""
     now, have = isa()
-    return f"instruction set: {now} (this CPU runs {', '.join(have)}; HPR_ISA=<level> forces a lower one)"
+    return f"instruction set: {now} (available here: {', '.join(have)}; HPR_ISA=<level> forces a lower one)"
 
 
 def num_threads():
