@@ -85,7 +85,7 @@ static inline void FN(att_prefetch_row)(const REAL *x, int64_t ld, int64_t i, in
 
 /* Prefetch rows [i0, i1) of the NEXT task's head (x + next, D REALs each at stride ld) while this one
  * computes: spread over the query tiles, the next head's rows are in cache when its packing starts
- * (they sit in the same rows of the activation buffer, D columns further on). next = 0: no next task. */
+ * (they sit in the same rows of the activation buffer, a few heads further on). next = 0: none. */
 static inline void FN(att_prefetch_next)(const REAL *x, int64_t next, int64_t ld, int64_t i0, int64_t i1,
                                          int64_t D) {
     if (!next) return;
@@ -207,10 +207,11 @@ NN_KERNEL void FN(hpr_attention_forward)(REAL *y, REAL *lse, const REAL *q, cons
     OMP_REGION
     {
         REAL *ws = FN(att_scratch)(scratch, T, D, OMP_TID);
-        OMP_FOR
+        OMP_FOR_TASKS
         for (int64_t bh = 0; bh < B * H; bh++) {
             int64_t b = bh / H, h = bh % H, off = b * T * sq + h * D;
-            int64_t next = bh + 1 < B * H ? (bh + 1) / H * T * sq + (bh + 1) % H * D - off : 0;
+            int64_t nb = bh + nt;  /* the task this thread most likely takes next (dynamic, 1) */
+            int64_t next = nb < B * H ? nb / H * T * sq + nb % H * D - off : 0;
             FN(att_forward_head)(y + b * T * sy + h * D, lse + bh * T, q + off, k + off, v + off, T, D, sq, sy,
                                  (REAL)scale, ws, next);
         }
@@ -301,11 +302,12 @@ NN_KERNEL void FN(hpr_attention_backward)(REAL *dq, REAL *dk, REAL *dv, const RE
     OMP_REGION
     {
         REAL *ws = FN(att_scratch)(scratch, T, D, OMP_TID);
-        OMP_FOR
+        OMP_FOR_TASKS
         for (int64_t bh = 0; bh < B * H; bh++) {
             int64_t b = bh / H, h = bh % H, off = b * T * sq + h * D, yo = b * T * sy + h * D;
-            int64_t next = bh + 1 < B * H ? (bh + 1) / H * T * sq + (bh + 1) % H * D - off : 0;
-            int64_t ynext = bh + 1 < B * H ? (bh + 1) / H * T * sy + (bh + 1) % H * D - yo : 0;
+            int64_t nb = bh + nt;  /* the task this thread most likely takes next (dynamic, 1) */
+            int64_t next = nb < B * H ? nb / H * T * sq + nb % H * D - off : 0;
+            int64_t ynext = nb < B * H ? nb / H * T * sy + nb % H * D - yo : 0;
             FN(att_backward_head)(dq + off, dk + off, dv + off, dy + yo, y + yo, lse + bh * T, q + off, k + off,
                                   v + off, T, D, sq, sy, (REAL)scale, ws, next, ynext);
         }

@@ -52,13 +52,17 @@
 #define SIMD_SUM2(a, b) HPR_PRAGMA(omp simd reduction(+ : a, b))
 #define SIMD_MAX(v) HPR_PRAGMA(omp simd reduction(max : v))
 #ifdef HPR_HAVE_OPENMP
-#define OMP_ROWS HPR_PRAGMA(omp parallel for schedule(static) num_threads(nthreads) if (par))
+/* Independent rows or blocks: guided, so a thread that the OS set aside (a core shared with another
+ * process) leaves its remaining rows to the others. Loops that sum across rows (sumsq, LayerNorm's
+ * dw/db partials) stay static: the same rows on the same thread, so results are bitwise repeatable. */
+#define OMP_ROWS HPR_PRAGMA(omp parallel for schedule(guided) num_threads(nthreads) if (par))
 #define OMP_ROWS_BAD \
-    HPR_PRAGMA(omp parallel for schedule(static) num_threads(nthreads) if (par) reduction(+ : bad))
+    HPR_PRAGMA(omp parallel for schedule(guided) num_threads(nthreads) if (par) reduction(+ : bad))
 #define OMP_ROWS_SUM(v) \
     HPR_PRAGMA(omp parallel for schedule(static) num_threads(nthreads) if (par) reduction(+ : v))
 #define OMP_REGION HPR_PRAGMA(omp parallel num_threads(nt) if (par))
 #define OMP_FOR HPR_PRAGMA(omp for schedule(static))
+#define OMP_FOR_TASKS HPR_PRAGMA(omp for schedule(dynamic, 1))  /* attention: one (sequence, head) each */
 #define OMP_TID omp_get_thread_num()
 #else
 #define OMP_ROWS
@@ -66,6 +70,7 @@
 #define OMP_ROWS_SUM(v)
 #define OMP_REGION
 #define OMP_FOR
+#define OMP_FOR_TASKS
 #define OMP_TID 0
 #endif
 

@@ -6,6 +6,7 @@ Which kernel serves an array (numpy or CuPy) is decided in hpr.kernels (the one 
 hpr.kernels.dispatch), not here. Usage: ``from hpr.cpu import cpu_kernels; cpu_kernels().info()``."""
 import concurrent.futures
 import os
+import threading
 import time
 
 import numpy as np
@@ -95,13 +96,16 @@ def set_num_threads(n, blas=True):
 
 def matmul(a, b, out):
     """out = a @ b for 2-D numpy arrays (either may be a transposed view), on this rank's threads: the
-    rows of out are split into num_threads() near-equal blocks, each block one single-threaded BLAS
-    call (numpy releases the GIL for it), one in the caller and the rest in a pool kept for the process.
-    Small products run whole. Returns out."""
+    rows of out are cut into blocks (about 4 per thread, whole multiples of 8 rows), each block one
+    single-threaded BLAS call (numpy releases the GIL for it), taken in turn by the caller and the
+    process's pool of num_threads() - 1 helpers, so a thread the OS sets aside (a core shared with
+    another process) leaves its blocks to the others, and the call returns when every block is written
+    without waiting for a helper that never got a core. Small products run whole. Returns out."""
     nt = num_threads()
     m = out.shape[0]
-    if nt < 2 or m < 2 * 8 or 2.0 * m * a.shape[1] * out.shape[1] < SPLIT_MIN_FLOPS:
-        return np.matmul(a, b, out=out)
+    if (nt < 2 or m < 2 * 8 or 2.0 * m * a.shape[1] * out.shape[1] < SPLIT_MIN_FLOPS or a.ndim != 2
+            or b.ndim != 2 or out.shape != (a.shape[0], b.shape[1]) or a.shape[1] != b.shape[0]):
+        return np.matmul(a, b, out=out)  # (a wrong shape raises numpy's own error here)
     global _pool, _blas_limit
     if _blas_limit is None:  # threads came from the config, not set_num_threads: BLAS must not add its own
         _blas_limit = threadpool_limits(limits=1, user_api="blas")
@@ -109,14 +113,31 @@ def matmul(a, b, out):
         if _pool is not None:
             _pool[1].shutdown(wait=False)
         _pool = (nt, concurrent.futures.ThreadPoolExecutor(nt - 1, thread_name_prefix="hpr-matmul"))
-    per = -(-m // nt)  # ceil(m / nt) rows each
-    step = (per + 7) // 8 * 8 if m >= 8 * nt else per  # whole blocks of 8 rows where there are enough
-    cuts = [(lo, min(m, lo + step)) for lo in range(0, m, step)]
-    futures = [_pool[1].submit(np.matmul, a[lo:hi], b, out=out[lo:hi]) for lo, hi in cuts[1:]]
-    lo, hi = cuts[0]
-    np.matmul(a[lo:hi], b, out=out[lo:hi])
-    for f in futures:
-        f.result()
+    per = -(-m // (4 * nt))  # ceil(m / (4 nt)) rows a block
+    step = max(8, (per + 7) // 8 * 8)
+    starts = range(0, m, step)
+    blocks = iter(starts)  # next() on it is atomic under the GIL: each block is taken once
+    state = {"done": 0, "error": None}
+    lock, finished = threading.Lock(), threading.Event()
+
+    def take():
+        try:
+            for lo in blocks:
+                np.matmul(a[lo:lo + step], b, out=out[lo:lo + step])
+                with lock:
+                    state["done"] += 1
+                    if state["done"] == len(starts):
+                        finished.set()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller below
+            state["error"] = e
+            finished.set()
+
+    for _ in range(nt - 1):
+        _pool[1].submit(take)  # a helper that starts late finds no block left; nobody waits for it
+    take()
+    finished.wait()  # every block written, whoever wrote it
+    if state["error"] is not None:
+        raise state["error"]
     return out
 
 
