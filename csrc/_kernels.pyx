@@ -213,7 +213,7 @@ cdef class ShmEngine:
                          double scale, double timeout):
         """Allreduce of buffers in shared memory: bases are the addresses (in this process) of every
         node rank's buffer, in node-rank order. Returns -1, a missing node rank, or -3 when the ranks
-        passed different offsets or lengths."""
+        passed different offsets, lengths, dtypes or operations."""
         cdef int isz = hpr_dtype_size(dtype), missing = -1, rc, i
         cdef int64_t n
         cdef char **ptrs

@@ -291,12 +291,18 @@ int hpr_shm_allreduce_direct(hpr_shm_t *s, char *const *bases, int64_t byte_off,
     uint64_t base;
     if (isz == 0 || s->p > 512) return -2;
     /* publish what this rank is reducing next to its flag; compare once everyone has arrived */
+    uint64_t scale_bits;
+    memcpy(&scale_bits, &scale, sizeof scale_bits);  /* avg and sum differ only in the scale */
     mine[1] = (uint64_t)n;
     mine[2] = (uint64_t)byte_off;
+    mine[3] = (uint64_t)(uint32_t)dtype;
+    mine[4] = (uint64_t)(uint32_t)op;
+    mine[5] = scale_bits;
     if (hpr_shm_barrier(s, timeout_s, missing)) return -1;
     for (int r = 0; r < s->p; r++) {
         uint64_t *f = flag_of(s, r);
-        if (f[1] != (uint64_t)n || f[2] != (uint64_t)byte_off) agree = 0;
+        if (f[1] != (uint64_t)n || f[2] != (uint64_t)byte_off || f[3] != mine[3] || f[4] != mine[4]
+            || f[5] != scale_bits) agree = 0;
     }
     if (!agree) {
         if (hpr_shm_barrier(s, timeout_s, missing)) return -1;  /* nobody leaves while others read */

@@ -50,7 +50,7 @@ int hpr_shm_finish_round(hpr_shm_t *s, void *x, int64_t n, int dtype, double tim
  * straight from every rank's buffer into its own, then copies the other parts from their owners: no
  * staging copies. Three barriers: data ready, parts reduced, everyone done reading (so a rank may write
  * its buffer again as soon as the call returns). Returns -3 on every rank when ranks disagree on
- * byte_off or n. */
+ * byte_off, n, dtype, op or scale (avg vs sum). */
 int hpr_shm_allreduce_direct(hpr_shm_t *s, char *const *bases, int64_t byte_off, int64_t n, int dtype,
                              int op, double scale, double timeout_s, int *missing);
 

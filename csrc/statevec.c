@@ -158,6 +158,18 @@ static inline int64_t sv_op_qubits(const int64_t *op) {
         }                                                                                              \
     } while (0)
 
+/* GCC's vector extensions (a pair of amplitudes as one vector of 4 REALs; each target clone gets its own
+ * code for them): the qubit-0 complex 2x2 as four vector multiply-adds over shuffles of the pair */
+#if defined(__GNUC__) && !defined(__clang__)
+#define HPR_SV_VECTOR_EXT 1
+typedef float sv_v4_f32 __attribute__((vector_size(16)));
+typedef int32_t sv_v4i_f32 __attribute__((vector_size(16)));
+typedef double sv_v4_f64 __attribute__((vector_size(32)));
+typedef int64_t sv_v4i_f64 __attribute__((vector_size(32)));
+#else
+#define HPR_SV_VECTOR_EXT 0
+#endif
+
 #define REAL float
 #define FN(name) name##_f32
 #include "statevec_impl.h"

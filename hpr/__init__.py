@@ -1,44 +1,23 @@
 """hpr: a small hybrid-parallel runtime for training compact language models on MPI.
 
 ``comm = hpr.init()`` gives the world Communicator (or wraps a communicator you pass, so hpr can run
-embedded in a larger MPI program). Kernels live in hpr.kernels, collectives in hpr.comm.
+embedded in a larger MPI program). Kernels live in hpr.kernels, collectives in hpr.comm. ``import hpr``
+does not start MPI (init does), and imports only the floor (errors, config, trace, device, cpu); the
+layers are drawn in docs/architecture.md and checked by tests/test_layering.py.
 Usage::
 
     import hpr, numpy as np
     comm = hpr.init()
     x = np.ones(1000, np.float32); comm.allreduce(x)
 """
-import os
 import sys
+import threading
 import time
 
-
-def _defer_to_installed():
-    """Python started in the source checkout (``python -m hpr.bench`` in the repo root) imports this
-    directory, which has no compiled kernels. When an installed hpr exists elsewhere on sys.path, load
-    that one in its place, so the README's commands work from the checkout."""
-    import importlib.machinery
-    import importlib.util
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    if any(f.startswith("_kernels") and f.endswith((".so", ".pyd")) for f in os.listdir(here)):
-        return None
-    parent = os.path.dirname(here)
-    others = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != parent]
-    spec = importlib.machinery.PathFinder.find_spec(__name__, others)
-    if spec is None or spec.origin is None or os.path.dirname(os.path.abspath(spec.origin)) == here:
-        return None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[__name__] = mod  # the import statement returns what sys.modules holds
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_defer_to_installed()
-
+from . import config, device, trace  # noqa: F401  (hpr.device.select: where a rank's arrays live)
+from .cpu import cpu_count, set_num_threads
 from .errors import (CheckpointError, CommError, CommMismatch, CommTimeout, ConfigError, DataError, HprError,
                      KernelsMissing)
-from . import config, device  # noqa: E402  (hpr.device.select: where a rank's arrays live)
 
 __version__ = "0.1.0"
 __all__ = ["init", "world", "HprError", "ConfigError", "CommError", "CommTimeout", "CommMismatch",
@@ -59,29 +38,33 @@ def init(comm=None, *, abort_on_exception=True, threads=None, settings=None):
     settings: an hpr.config.Config to use instead of reading the environment (HPR_*), which init
       otherwise reads here, once, and makes current for everything below."""
     global _world
-    config.set_current(settings if settings is not None else config.from_env())
-    from .cpu import cpu_count, set_num_threads
-    from .comm import Communicator
+    settings = config.set_current(settings if settings is not None else config.from_env())
+    # importing mpi4py.MPI initialises MPI, so `import hpr` leaves it to here: a program that embeds hpr
+    # sets mpi4py.rc (thread level, initialize=False) before MPI starts, and single-process uses of hpr
+    # (schedules, checkpoints, kernels) pay no MPI start (about 0.1 s with MPICH here)
+    from mpi4py import MPI  # lazy: initialises MPI (see above)
+    from .comm import Communicator  # lazy: hpr.comm imports mpi4py.MPI
 
     if isinstance(comm, Communicator):
         _world = comm
     else:
-        from mpi4py import MPI
-
         mpi = MPI.COMM_WORLD if comm is None else comm
         if _world is not None and _world.mpi == mpi:
             return _world
         _world = Communicator(mpi)
     if threads is not None:
         set_num_threads(threads)
-    elif config.current().num_threads is None:
-        per_node = max(1, _world._main.node_comm.Get_size())
-        set_num_threads(max(1, cpu_count() // per_node))
+    elif settings.num_threads is None:
+        set_num_threads(max(1, cpu_count() // max(1, _world.local_size)))
     else:
-        set_num_threads(config.current().num_threads)  # also caps BLAS at the same count
+        set_num_threads(settings.num_threads)  # also caps BLAS at the same count
+    if settings.trace:
+        trace.start(settings.trace)  # HPR_TRACE: rank 0 writes every rank's timeline at exit
+    trace.set_world(_world)  # at exit, an unfinished trace is gathered over this world
     if abort_on_exception and _world.size > 1:
         _install_abort_hook(_world)
     return _world
+
 
 
 def world():
@@ -96,8 +79,6 @@ def _install_abort_hook(comm):
     global _hook_installed
     if _hook_installed:
         return
-    import threading
-
     prev = sys.excepthook
 
     def hook(kind, value, tb):

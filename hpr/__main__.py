@@ -1,25 +1,28 @@
 """``python -m hpr config``: what this installation has — version, compiled kernels and OpenMP, the MPI
-library, mpi4py, thread counts, CuPy, GPUs and CUDA-aware MPI — and how allreduce picks its algorithm. Under mpiexec, rank 0
-prints it for the real world size."""
+library, mpi4py, thread counts, CuPy, GPUs and CUDA-aware MPI — and how allreduce picks its algorithm.
+Under mpiexec, rank 0 prints it for the real world size. Without the compiled kernels (e.g. hpr imported
+from its source tree) it says so, with what to do, and exits with 1."""
 import os
 import sys
+from importlib import metadata
+
+import hpr
+from hpr.cpu import cpu_kernels, num_threads
 
 
 def config():
-    import hpr
-
     lines = [f"hpr {hpr.__version__} ({os.path.dirname(os.path.abspath(hpr.__file__))})"]
     try:
-        from hpr.cpu import cpu_kernels
-
         info = cpu_kernels().info()
         lines.append(f"compiled kernels: yes (hpr._kernels), OpenMP: {'yes' if info['openmp'] else 'no'}"
                      f", OpenMP max threads: {info['omp_max_threads']}")
+        kernels = True
     except hpr.HprError as e:
         lines.append(f"compiled kernels: MISSING — {e}")
+        kernels = False
     try:
-        import mpi4py
-        from mpi4py import MPI
+        import mpi4py  # lazy: report a missing or broken mpi4py instead of failing to start
+        from mpi4py import MPI  # lazy: the same, and importing it initialises MPI
     except ImportError as e:
         lines.append(f"mpi4py: MISSING ({e}); pip install mpi4py mpich")
         print("\n".join(lines))
@@ -30,12 +33,13 @@ def config():
     lines.append(f"MPI library: {lib} (MPI {'.'.join(map(str, MPI.Get_version()))}); "
                  f"thread level: {levels.get(MPI.Query_thread(), '?')}")
     lines.append(f"mpi4py: {mpi4py.__version__}")
+    if not kernels:  # hpr.init() needs them: say what is missing rather than fail in a traceback
+        print("\n".join(lines))
+        return 1
     comm = hpr.init()
-    from hpr.cpu import num_threads
-
     lines.append(f"threads: hpr kernels {num_threads()} per rank; cores {os.cpu_count()}; "
                  f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}")
-    lines.append(f"CuPy: {_cupy_status()}")
+    lines.append(f"CuPy: {hpr.device.cupy_status()}")
     aware, how = hpr.device.cuda_aware()
     n_gpu = hpr.device.gpu_count()
     lines.append(f"CUDA-aware MPI: {'yes' if aware else 'no'} ({how}); --device gpu "
@@ -43,10 +47,11 @@ def config():
                  + (f"; rank 0 would use GPU {comm.local_rank % n_gpu} of {n_gpu}" if n_gpu else ""))
     lines.append(f"optional: {_optional()}")
     lines.append(f"world: {comm.size} ranks on {comm.layout.nodes} node(s)")
-    env = {k: os.environ.get(k, "(default)") for k in
-           ("HPR_TIMEOUT", "HPR_ALLREDUCE", "HPR_CHECK", "HPR_SPIN_US", "HPR_SHM_SLOT_KB", "HPR_NODE_SIZE")}
-    lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in env.items()))
-    model = comm._main.cost
+    c = comm.config  # the settings in use (hpr.config read them from HPR_*)
+    lines.append(f"settings: timeout {c.timeout:g} s, allreduce {c.allreduce or 'auto'}, check {'on' if c.check else 'off'}, "
+                 f"spin {'auto' if c.spin_us is None else f'{c.spin_us:g} us'}, shm slot {c.shm_slot_kb} KiB, "
+                 f"node size {c.node_size or 'real nodes'}")
+    model = comm.cost_model
     lines.append("allreduce algorithm by message size (alpha-beta model):")
     if comm.size > 1:
         lines.append(f"  this world ({comm.size} ranks): " + _fmt(model.thresholds(comm.size, comm.layout)))
@@ -70,8 +75,6 @@ def _fmt(th):
 
 def _optional():
     """The optional packages hpr uses when present, with their versions."""
-    from importlib import metadata
-
     out = []
     for pkg, why in (("matplotlib", "bench all charts"), ("ml_dtypes", "bfloat16 checks"),
                      ("torch", "benchmark reference"), ("qulacs", "quantum reference"),
@@ -82,19 +85,6 @@ def _optional():
             out.append(f"{pkg} no")
     return ", ".join(out)
 
-
-def _cupy_status():
-    try:
-        import cupy
-    except ImportError:
-        return "not installed (the GPU path needs cupy)"
-    except Exception as e:  # a broken CUDA install raises other errors at import
-        return f"installed but not importable: {e}"
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-        return f"cupy {cupy.__version__}, {n} device(s)"
-    except Exception as e:
-        return f"cupy {cupy.__version__} installed, no usable device: {e}"
 
 
 def main(argv=None):

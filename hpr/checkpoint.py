@@ -21,6 +21,8 @@ meta.json is missing or unreadable, or whose files are missing or fail their has
 warning and skipped. Owns files; not what the arrays mean (hpr.train) or how they were sharded.
 
 Usage: ``save(comm, dir, step, arrays, meta)``; ``found = load(comm, dir)``"""
+import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -28,6 +30,7 @@ import shutil
 import warnings
 
 import numpy as np
+from safetensors.numpy import load_file, save as st_save
 
 from .errors import CheckpointError, CommError
 
@@ -40,25 +43,77 @@ def _name(step):
     return f"step-{step:08d}"
 
 
+# fsync of a directory that this filesystem cannot do (some network and FUSE filesystems): nothing to
+# make durable there, so it is skipped; any other error (EIO, ENOSPC ...) means the commit is not durable
+_FSYNC_UNSUPPORTED = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.ENOSYS)
+
+
 def _fsync_dir(path):
+    """Make a folder's entries (a rename, a new file) durable; CheckpointError if the disk says no."""
     try:
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
+    except OSError as e:
+        raise CheckpointError(f"cannot open folder {path} to fsync it: {e}") from None
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as e:
+        if e.errno not in _FSYNC_UNSUPPORTED:
+            raise CheckpointError(f"fsync of folder {path} failed: {e}") from None
     finally:
         os.close(fd)
 
 
-def _write_file(path, data):
+def _write_file(path, data, fault=None):
+    """Write, flush and fsync one file; its sha256. fault("partial", path) fires with half of it written."""
+    half = len(data) // 2
     with open(path, "wb") as f:
-        f.write(data)
+        f.write(data[:half])
+        if fault is not None:
+            f.flush()
+            fault("partial", path)
+        f.write(data[half:])
         f.flush()
         os.fsync(f.fileno())
     return hashlib.sha256(data).hexdigest()
+
+
+def plain_name(name, where):
+    """name, if it is a bare file or folder name (no path separator, not '.', '..' nor absolute), as
+    meta.json and `latest` must hold; else CheckpointError naming `where` (the file it came from)."""
+    seps = [s for s in (os.sep, os.altsep, "/") if s]
+    if (not isinstance(name, str) or not name or name in (".", "..") or os.path.isabs(name)
+            or any(s in name for s in seps) or "\0" in name):
+        raise CheckpointError(f"{where} names {name!r}, which is not a plain file name inside the "
+                              f"checkpoint folder (a path separator, '..' or an absolute path){_HINT}")
+    return name
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_RENAMEAT2 = getattr(_LIBC, "renameat2", None)
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
+
+
+def _swap(new, final):
+    """Put folder `new` at `final`, where a committed folder of the same step already is. Linux's
+    renameat2(RENAME_EXCHANGE) swaps the two names in one step, so a committed `final` always exists;
+    where the filesystem cannot, the old folder is renamed aside first (a moment with no `final`, but
+    both folders intact under some name). The old folder, now under the other name, is then removed."""
+    if _RENAMEAT2 is not None:
+        r = _RENAMEAT2(_AT_FDCWD, os.fsencode(new), _AT_FDCWD, os.fsencode(final), _RENAME_EXCHANGE)
+        if r == 0:
+            return new  # `new` now names the old folder
+        e = ctypes.get_errno()
+        if e not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise OSError(e, f"swapping {new} with {final}: {os.strerror(e)}")
+    aside = new + ".old"
+    shutil.rmtree(aside, ignore_errors=True)  # a leftover of an interrupted save of this process
+    os.rename(final, aside)
+    try:
+        os.rename(new, final)
+    except BaseException:
+        os.rename(aside, final)  # the committed folder back under its name
+        raise
+    return aside
 
 
 def _sha256(path):
@@ -87,7 +142,9 @@ def save(comm, ckpt_dir, step, arrays, meta, keep=3, fault=None):
     """Collective. arrays: {file name: {array name: np.ndarray}} this rank writes (may be empty);
     meta: JSON-able dict (rank 0's is written). Returns the checkpoint's final path. On failure,
     CheckpointError on every rank naming the checkpoint that is still intact. fault(point, path): the
-    trainer's HPR_FAULT hook (tests), called at "mkdir", before each "write" and once "written"."""
+    trainer's HPR_FAULT hook (tests), called at "mkdir", before each "write", with half of each file
+    written ("partial"), once "written", and on rank 0 at each commit point: "meta" (meta.json written
+    and fsynced), "renamed" (the folder at its final name) and "latest" (the pointer moved)."""
     try:
         return _save(comm, ckpt_dir, step, arrays, meta, keep, fault or (lambda point, path: None))
     except CommError as e:  # a rank died or hung mid-save: the last complete checkpoint is untouched
@@ -103,8 +160,6 @@ def save(comm, ckpt_dir, step, arrays, meta, keep=3, fault=None):
 
 
 def _save(comm, ckpt_dir, step, arrays, meta, keep, fault):
-    from safetensors.numpy import save as st_save
-
     final = os.path.join(ckpt_dir, _name(step))
 
     def make_tmp():
@@ -121,7 +176,7 @@ def _save(comm, ckpt_dir, step, arrays, meta, keep, fault):
         for fname, tensors in arrays.items():
             data = st_save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
             fault("write", tmp)
-            hashes[fname] = _write_file(os.path.join(tmp, fname), data)
+            hashes[fname] = _write_file(os.path.join(tmp, fname), data, fault)
     except OSError as e:
         err = f"rank {comm.rank} could not write {tmp}: {e}"
     fault("written", tmp)
@@ -140,18 +195,25 @@ def _save(comm, ckpt_dir, step, arrays, meta, keep, fault):
             body = dict(meta, format=FORMAT, step=step, files=files)
             _write_file(os.path.join(tmp, "meta.json"), json.dumps(body, indent=1, sort_keys=True).encode())
             _fsync_dir(tmp)
-            if os.path.exists(final):  # the same step saved again (e.g. a signal right after a save)
-                shutil.rmtree(final)
-            os.rename(tmp, final)
+            fault("meta", tmp)
+            old = None
+            if os.path.isdir(final):  # the same step saved again (e.g. a signal right after a save)
+                old = _swap(tmp, final)
+            else:
+                os.rename(tmp, final)
             _fsync_dir(ckpt_dir)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+            fault("renamed", final)
             _write_file(ptr, (_name(step) + "\n").encode())
             os.replace(ptr, os.path.join(ckpt_dir, "latest"))
+            _fsync_dir(ckpt_dir)
+            fault("latest", ckpt_dir)
         except BaseException:  # nothing half-written stays behind; `latest` still names the old one
             shutil.rmtree(tmp, ignore_errors=True)
             if os.path.exists(ptr):
                 os.remove(ptr)
             raise
-        _fsync_dir(ckpt_dir)
         _prune(ckpt_dir, keep, step)
         return final
 
@@ -189,7 +251,7 @@ def validate(path):
     if meta.get("format") != FORMAT or "files" not in meta:
         raise CheckpointError(f"{path}: meta.json is not an hpr checkpoint of format {FORMAT}{_HINT}")
     for fname, want in meta["files"].items():
-        fp = os.path.join(path, fname)
+        fp = os.path.join(path, plain_name(fname, f"{mp}"))
         if not os.path.exists(fp):
             raise CheckpointError(f"{path}: {fname} is missing{_HINT}")
         if _sha256(fp) != want:
@@ -202,13 +264,16 @@ def find(ckpt_dir):
     if not os.path.isdir(ckpt_dir):
         return None, None, []
     order = []
+    notes = []
+    pointer = os.path.join(ckpt_dir, "latest")
     try:
-        with open(os.path.join(ckpt_dir, "latest")) as f:
-            order.append(f.read().strip())
+        with open(pointer) as f:
+            order.append(plain_name(f.read().strip(), pointer))
     except OSError:
         pass
+    except CheckpointError as e:  # refused, never followed: the step-* folders are tried instead
+        notes.append(f"skipping checkpoint {e}")
     order += [_name(s) for s in _steps(ckpt_dir) if _name(s) not in order]
-    notes = []
     for n in order:
         path = os.path.join(ckpt_dir, n)
         try:
@@ -230,9 +295,8 @@ def load(comm, ckpt_dir):
 
 def read_arrays(path, fname):
     """{name: array} of one file of a checkpoint folder."""
-    from safetensors.numpy import load_file
-
+    fp = os.path.join(path, plain_name(fname, f"reading {path}"))
     try:
-        return load_file(os.path.join(path, fname))
+        return load_file(fp)
     except Exception as e:  # noqa: BLE001 - safetensors raises several types
         raise CheckpointError(f"{path}: cannot read {fname}: {e}") from None

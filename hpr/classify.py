@@ -1,7 +1,8 @@
 """The LSTM classifier example's training loop and command line (examples/classify_lstm.py wraps it):
 say whether a window of bytes comes from a test module of Python's standard library, trained
 data-parallel over every rank with hpr's collectives, as TensorFlow's MirroredStrategy tutorial trains
-its Embedding -> LSTM -> Dense(sigmoid) model. Owns the loop and its printing.
+its Embedding -> LSTM -> Dense(sigmoid) model. Owns the loop over epochs, its batches (SplitWindows)
+and its printing; the optimizer step is the trainer's (hpr.train.train_step), the same for every model.
 
 Usage: ``mpiexec -n 2 python examples/classify_lstm.py --epochs 6``"""
 import argparse
@@ -14,7 +15,14 @@ import time
 
 import numpy as np
 
-from .errors import ConfigError, HprError
+import hpr
+
+from .data import LabeledWindows, is_test_module
+from .errors import ConfigError, DataError, HprError
+from .model.classifier import LSTMClassifier
+from .optim import AdamW, CosineSchedule
+from .parallel import DataParallel, check_same_params
+from .train import train_step
 
 
 def build_parser():
@@ -66,9 +74,6 @@ def check_args(a):
 
 def _load(comm, a):
     """Rank 0 first (a DataError there is raised on every rank), then the others."""
-    from .data import LabeledWindows, is_test_module
-    from .errors import DataError
-
     rule = is_test_module if a.label_regex is None else (lambda p, rx=re.compile(a.label_regex): bool(rx.search(p)))
     suffixes = tuple(s if s.startswith(".") else "." + s for s in a.suffixes.split(",") if s)
 
@@ -86,21 +91,15 @@ def _load(comm, a):
     return data if comm.rank == 0 else load()
 
 
-def train_step(model, opt, sync, data, step, batch, lr, clip, seed):
-    """One data-parallel step (step counts from 0): this rank's share of the batch by global sample
-    index, gradients averaged over sync.comm, clipped by the global norm, Adam. Returns this rank's loss."""
-    from .optim import clip_scale, grad_norm_sq
+class SplitWindows:
+    """One split of LabeledWindows as train_step's batches: get(first, count) -> (x, y), the samples
+    first .. first + count - 1 of that split's stream for `seed` (LabeledWindows.batches)."""
 
-    comm = sync.comm
-    local = batch // comm.size
-    x, y = data.batches("train", step * batch + comm.rank * local, local, seed=seed)
-    model.zero_grad()
-    loss = model.forward(x, y)
-    sync.begin()
-    model.backward(on_ready=sync.ready)
-    sync.finish()
-    opt.step(lr, clip_scale(math.sqrt(sync.grad_norm_sq(grad_norm_sq)), clip))
-    return loss
+    def __init__(self, data, split, seed):
+        self.data, self.split, self.seed = data, split, seed
+
+    def get(self, first, count):
+        return self.data.batches(self.split, first, count, seed=self.seed)
 
 
 def evaluate(model, x, y, comm):
@@ -126,12 +125,6 @@ def main(argv=None):
 
 
 def run(args):
-    import hpr
-
-    from .model.classifier import LSTMClassifier
-    from .optim import AdamW, CosineSchedule
-    from .parallel import DataParallel, check_same_params
-
     check_args(args)
     comm = hpr.init(threads=args.threads)
     n = comm.size
@@ -148,6 +141,7 @@ def run(args):
     check_same_params(comm, model.params)
     local = args.batch // n
     schedule = CosineSchedule(args.lr, args.epochs * args.steps_per_epoch, 0, 0.1)
+    train = SplitWindows(data, "train", args.seed)
     xv, yv = data.fixed_eval("val", args.eval_n, seed=args.seed + 1)
     say(f"hpr LSTM classifier: Embedding(256, {args.embed}) -> LSTM({args.hidden}) -> Dense(1, sigmoid); "
         f"{model.n_params:,} parameters; {n} data-parallel rank(s), {local} windows of {args.window} bytes each "
@@ -162,12 +156,9 @@ def run(args):
         t0 = time.perf_counter()
         losses = []
         for _ in range(args.steps_per_epoch):
-            losses.append(train_step(model, opt, sync, data, step, args.batch, schedule(step + 1), args.clip,
-                                     args.seed))
-            step += 1
-        mean = np.array([float(np.mean(losses))])
-        if n > 1:
-            comm.allreduce(mean, op="avg")
+            step += 1  # train_step counts steps from 1: step s takes samples (s - 1) * batch ...
+            losses.append(train_step(model, opt, sync, schedule, train, step, args.batch, clip=args.clip)[0])
+        mean = np.array([float(np.mean(losses))])  # each loss is already the mean over every rank's windows
         acc, conf = evaluate(model, xv, yv, comm)
         dt = time.perf_counter() - t0
         say(f"epoch {epoch}: train loss {mean[0]:.4f}, held-out accuracy {acc:.2%} "

@@ -23,6 +23,7 @@ anything else is refused. The table (also in the README):
   OMP_WAIT_POLICY       omp_wait_policy            hpr sets PASSIVE when unset                PASSIVE
   HPR_CACHE_DIR         cache_dir                  where tokenised corpora are cached         $XDG_CACHE_HOME/hpr
   HPR_TRACE             trace                      write the job's timeline to this file      None
+                                                   (hpr.init starts hpr.trace)
   HPR_FAULT             fault                      tests only: faults to inject (hpr.faults)  None
   HPR_GPU               gpu                        GPU index for --device gpu                 None: local rank
   HPR_ISA               isa                        instruction-set level of the CPU kernels:  None: widest

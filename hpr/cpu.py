@@ -6,8 +6,10 @@ Which kernel serves an array (numpy or CuPy) is decided in hpr.kernels (the one 
 hpr.kernels.dispatch), not here. Usage: ``from hpr.cpu import cpu_kernels; cpu_kernels().info()``."""
 import concurrent.futures
 import os
+import platform
 import threading
 import time
+import warnings
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -27,14 +29,9 @@ def cpu_kernels():
         global set_wait_policy
         set_wait_policy = config.prepare_openmp() or set_wait_policy
         try:
-            from . import _kernels as k
+            from . import _kernels as k  # lazy: loads OpenMP, which reads OMP_WAIT_POLICY set just above
         except ImportError as e:  # source tree on sys.path, or a broken build
-            here = os.path.dirname(os.path.abspath(__file__))
-            raise KernelsMissing(
-                f"hpr's compiled kernels (hpr._kernels) could not be imported from {here}: {e}. "
-                "Install the package (pip install .) and run from outside the source tree, or use an "
-                "editable install (pip install --no-build-isolation -e .)."
-            ) from None
+            raise KernelsMissing.at(os.path.dirname(os.path.abspath(__file__)), e) from None
         want = config.current().isa
         if want is not None and want not in k.isa()[1]:
             raise ConfigError(f"HPR_ISA={want} asks for kernels this CPU cannot run (it has "
@@ -80,6 +77,24 @@ def num_threads():
 _blas_limit = None
 _pool = None  # (threads, ThreadPoolExecutor of threads - 1 workers): matmul's helpers
 SPLIT_MIN_FLOPS = 4e6  # a product below this runs whole: handing a part to a thread costs ~20-50 µs
+_warned_serial = False
+
+
+def warn_if_serial(n):
+    """Once per process: a warning when n > 1 threads are asked of kernels compiled without OpenMP (they
+    then run on one thread, and a timing would silently measure that)."""
+    global _warned_serial
+    if n <= 1 or _warned_serial:
+        return
+    try:
+        openmp = cpu_kernels().info()["openmp"]
+    except KernelsMissing:
+        return  # said where the kernels are first used
+    if not openmp:
+        _warned_serial = True
+        warnings.warn(f"{n} threads per rank were asked for, but hpr's compiled kernels were built without "
+                      "OpenMP: they run on one thread. Rebuild with a compiler that has OpenMP (e.g. gcc, or "
+                      "clang with libomp) to use the threads.", RuntimeWarning, stacklevel=3)
 
 
 def set_num_threads(n, blas=True):
@@ -87,9 +102,11 @@ def set_num_threads(n, blas=True):
     (threadpoolctl) and matmul splits each product's rows over the n threads itself: OpenBLAS's own
     threads busy-wait for each other inside a product, which on a 2-core node doubled the CPU time of
     the model's matmuls (and far worse when a core is shared), while the split parts never wait. A rank
-    still never runs more than n threads."""
+    still never runs more than n threads. Warns once per process when n > 1 and the kernels have no
+    OpenMP."""
     global _threads, _blas_limit
     _threads = max(1, int(n))
+    warn_if_serial(_threads)
     if blas:
         _blas_limit = threadpool_limits(limits=1, user_api="blas")  # stays applied
 
@@ -178,3 +195,14 @@ def cpu_count():
     except (AttributeError, OSError):
         return os.cpu_count() or 1
 
+
+def cpu_model():
+    """The processor's name as the kernel reports it (/proc/cpuinfo), for benchmark headers."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

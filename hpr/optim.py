@@ -1,8 +1,10 @@
 """AdamW with decoupled weight decay over flat buffers, clipping by global gradient norm, and the
 learning-rate schedule (linear warmup, then cosine decay to a floor). Owns the moments m and v and the
-step count; takes the parameter layout's segments so decay applies to matmul weights only (as GPT-2
-and nanoGPT: none on biases, LayerNorm or embeddings). A ZeRO-1 shard is the same optimizer over a
-slice [lo, hi) of the flat buffers. Bitwise deterministic: one fused kernel per segment, fixed order.
+step count; takes the parameter layout's segments so decay applies to the matmul weights only: none on
+biases, LayerNorm, or the token and position embeddings (minGPT's grouping; nanoGPT's
+configure_optimizers today decays every 2-D tensor, embeddings included). A ZeRO-1 shard is the same
+optimizer over a slice [lo, hi) of the flat buffers. Bitwise deterministic: one fused kernel per
+segment, fixed order.
 
 Usage: ``opt = AdamW(model.layout, model.params, model.grads); opt.step(lr, gscale)``"""
 import math

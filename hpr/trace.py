@@ -10,13 +10,16 @@ about 1.4 µs: two perf_counter_ns() readings and a tuple appended to a list. Cl
 start; finish() does it if nobody did) gives every rank a common zero: exact for the ranks on rank 0's
 host, which share its clock, and within half the shortest ping-pong round trip for ranks elsewhere.
 (Taking each rank's zero at a barrier's exit was tried first: under load its exit skew was 1-4 ms,
-longer than a gradient bucket's whole reduction.) This module imports no other part of hpr (but
-hpr.errors, for a bad path), so every layer may record into it; it owns the recording and the file,
-not what is recorded.
+longer than a gradient bucket's whole reduction.)
+
+A floor module (the bottom layer, with hpr.errors and hpr.config): it imports no other part of hpr but
+hpr.errors (for a bad path), so every layer may record into it. It owns the recording and the file,
+not what is recorded, and reads no settings: hpr.init() starts it when the configuration asks
+(HPR_TRACE, hpr.config) and tells it the world to gather over at exit.
 
 Usage::
 
-    trace.start("job.json")            # or HPR_TRACE=job.json in the environment: on from import
+    trace.start("job.json")            # or HPR_TRACE=job.json: hpr.init() starts it
     trace.align(comm)                  # collective, optional: a common zero for the ranks' clocks
     with trace.span("forward"): ...
     trace.add("reduce", "grad bucket 0", t0, t1, elements=n)  # a span known by its ends (perf_counter_ns)
@@ -28,6 +31,10 @@ import os
 import sys
 import time
 
+import numpy as np
+
+from .errors import ConfigError
+
 now = time.perf_counter_ns
 
 on = False
@@ -38,6 +45,7 @@ _events = []  # (name, track, t0_ns, t1_ns, args or None)
 _dropped = 0
 _path = None
 _zero = None  # the common zero, read on this rank's perf_counter_ns() clock
+_world = None  # the Communicator an unfinished trace is gathered over at exit (set by hpr.init)
 PINGS = 16  # round trips per rank on another host than rank 0's, when aligning clocks
 _TAG = 7377  # of align()'s ping-pong, on the user's communicator
 
@@ -94,8 +102,6 @@ def start(path):
     global on, _path
     d = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(d):
-        from .errors import ConfigError
-
         raise ConfigError(f"trace file {path}: folder {d} does not exist; create it first")
     if _path is None:
         atexit.register(_at_exit)
@@ -112,8 +118,6 @@ def align(comm, hosts=None):
     if comm is None or comm.size == 1:
         _zero = now()
         return
-    import numpy as np
-
     hosts = hosts or [h for h, _ in comm.procs]
     far = [r for r in range(comm.size) if hosts[r] != hosts[0]]
     ref = comm.bcast_obj(now() if comm.rank == 0 else None, root=0)
@@ -196,18 +200,20 @@ def finish(comm=None, path=None):
     return path
 
 
+def set_world(comm):
+    """The Communicator (hpr's world) that an unfinished trace is gathered over at exit; hpr.init()
+    sets it. None: at exit, each process writes its own spans."""
+    global _world
+    _world = comm
+
+
 def _at_exit():
-    """HPR_TRACE in a program that never called finish(): gather over hpr's world if hpr.init() ran
-    (every rank exits through here), else write this process's spans alone."""
+    """A program that never called finish() (HPR_TRACE, or start() alone): gather over the world
+    hpr.init() made (every rank exits through here), else write this process's spans alone."""
     path = _path
     if path is None:
         return
-    world = getattr(sys.modules.get("hpr"), "_world", None)
     try:
-        finish(world)
+        finish(_world)
     except Exception as e:  # noqa: BLE001 - at exit, say why there is no trace rather than raise
         sys.stderr.write(f"hpr.trace: could not write {path}: {e}\n")
-
-
-if os.environ.get("HPR_TRACE", "").strip():
-    start(os.environ["HPR_TRACE"].strip())

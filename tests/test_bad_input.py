@@ -16,11 +16,9 @@ import hashlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 import tracemalloc
 from pathlib import Path
 from typing import Callable
@@ -36,23 +34,13 @@ import hpr.quantum.qasm
 from hpr import CheckpointError, ConfigError, DataError, HprError
 from hpr.quantum.qasm import QasmError
 
+from launch import mpi_job, script
+
 HERE = Path(__file__).resolve().parent
 QASM_DIR = HERE / "data"
 
 
-# -- the folders a case may not touch ---------------------------------------------------------------
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """~24 KB of text in three files: enough for the tiny preset's context of 16 in both splits."""
-    root = tmp_path_factory.mktemp("corpus")
-    words = "the of and to in is that for it as with was on be by this are from at or def return class".split()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        text = "\n".join(" ".join(words[j] for j in rng.integers(0, len(words), 12)) for _ in range(130))
-        (root / f"doc{i}.txt").write_text(text)
-    return root
-
-
+# -- the folders a case may not touch (the corpus: conftest.py) ---------------------------------------
 def _train_flags(corpus, ckpt, out):
     return ["--data", str(corpus), "--preset", "tiny", "--steps", "2", "--batch", "2", "--eval-every", "0",
             "--eval-batches", "1", "--sample-tokens", "0", "--threads", "1", "--ckpt-dir", str(ckpt),
@@ -214,7 +202,8 @@ def comm(fn):
 
 
 def env_comm(**env):
-    """A new Communicator over MPI.COMM_SELF (collective setup reads the HPR_* variables) under env."""
+    """A new Communicator over MPI.COMM_SELF with the settings read from the HPR_* variables under env
+    (as hpr.init reads them: hpr.config.from_env)."""
     def call(ctx):
         from mpi4py import MPI
 
@@ -222,7 +211,7 @@ def env_comm(**env):
 
         for k, v in env.items():
             ctx.monkeypatch.setenv(k, v)
-        c = Communicator(MPI.COMM_SELF)
+        c = Communicator(MPI.COMM_SELF, config=hpr.config.from_env().comm)
         c.free()
     return call
 
@@ -309,7 +298,12 @@ def non_unitary(ctx):
     from hpr.quantum import StateVector
 
     ctx.monkeypatch.setenv("HPR_CHECK", "1")
-    StateVector(2).apply_matrix(np.array([[1, 1], [0, 1]]), [0])
+    before = hpr.config.current()
+    hpr.config.set_current(hpr.config.from_env())  # settings are read once (hpr.init does this)
+    try:
+        StateVector(2).apply_matrix(np.array([[1, 1], [0, 1]]), [0])
+    finally:
+        hpr.config.set_current(before)
 
 
 def circuit(fn):
@@ -531,8 +525,7 @@ CASES = [
          (r"Pauli string 'XYQ'", r"give 3 letters from I, X, Y, Z")),
     Case("dsv-not-a-communicator", dsv(3, lambda: hpr.init().mpi), ConfigError,
          (r"needs an hpr Communicator \(hpr\.init\(\)\), not Intracomm",)),
-    Case("dsv-too-few-local-qubits", dsv(1, hpr.init), ConfigError,
-         (r"1 qubits over 1 ranks leaves 1 local qubit", r"Use >= 2 qubits or fewer ranks")),
+    Case("dsv-no-qubits", dsv(0, hpr.init), ConfigError, (r"n_qubits must be a positive integer",)),
 
     # circuits (hpr.quantum.circuit.Circuit.add)
     Case("circuit-add-unknown-gate", circuit(lambda C: C(2).add("foo", [0])), ConfigError,
@@ -553,8 +546,8 @@ CASES = [
          (r"circuit\.qasm:4: syntax error: expected ';', got 'cx'",)),
     Case("qasm-unexpected-character", qasm_text("OPENQASM 2.0;\nqreg q[1];\nh q[0]; @\n"), QasmError,
          (r"circuit\.qasm:3: syntax error: unexpected character '@'",)),
-    Case("qasm-unsupported-statement", qasm_text("OPENQASM 2.0;\nqreg q[2];\nreset q[0];\n"), QasmError,
-         (r"circuit\.qasm:3: unsupported statement 'reset'", r"gates, barrier, and measure")),
+    Case("qasm-unsupported-statement", qasm_text("OPENQASM 2.0;\nqreg q[2];\nopaque g a;\n"), QasmError,
+         (r"circuit\.qasm:3: unsupported statement 'opaque'", r"defined with a gate body")),
     Case("qasm-undefined-register", qasm_text("OPENQASM 2.0;\nqreg q[2];\nh r[0];\n"), QasmError,
          (r"circuit\.qasm:3: 'r' is not a declared qreg", r"declare it before use \(qreg r\[n\];\)",
           r"declared qregs: q")),
@@ -564,8 +557,8 @@ CASES = [
          (r"circuit\.qasm:3: qubit index q\[5\] is out of range for qreg q\[2\]", r"indices 0\.\.1")),
     Case("qasm-other-include", qasm_text('OPENQASM 2.0;\ninclude "mylib.inc";\nqreg q[1];\n'), QasmError,
          (r"circuit\.qasm:2: include \"mylib\.inc\"", r"only \"qelib1\.inc\" is supported")),
-    Case("qasm-version-3", qasm_text("OPENQASM 3.0;\nqreg q[1];\n"), QasmError,
-         (r"circuit\.qasm:1: OPENQASM 3\.0", r"OpenQASM 2\.0 only")),
+    Case("qasm-version-4", qasm_text("OPENQASM 4.0;\nqreg q[1];\n"), QasmError,
+         (r"circuit\.qasm:1: OPENQASM 4\.0", r"hpr reads OpenQASM 2\.0 and 3")),
     Case("qasm-unknown-gate", qasm_text("OPENQASM 2.0;\nqreg q[1];\nfoo q[0];\n"), QasmError,
          (r"circuit\.qasm:3: unsupported gate 'foo'", r"define others with a gate definition")),
     Case("qasm-no-qreg", qasm_text("OPENQASM 2.0;\ncreg c[1];\n"), QasmError,
@@ -621,10 +614,22 @@ CASES = [
     # environment variables
     Case("env-timeout-not-a-number", env_comm(HPR_TIMEOUT="abc"), ConfigError,
          (r"HPR_TIMEOUT='abc' is not a number of seconds",)),
-    Case("env-timeout-negative", env_comm(HPR_TIMEOUT="-5"), ConfigError, (r"HPR_TIMEOUT='-5' must be positive",)),
+    Case("env-timeout-negative", env_comm(HPR_TIMEOUT="-5"), ConfigError, (r"HPR_TIMEOUT='-5' must be > 0",)),
     Case("env-allreduce-bogus", env_comm(HPR_ALLREDUCE="bogus"), ConfigError,
          (r"HPR_ALLREDUCE='bogus' is not an algorithm", r"use auto or one of recursive_doubling")),
     Case("env-spin-negative", env_comm(HPR_SPIN_US="-1"), ConfigError, (r"HPR_SPIN_US='-1' must be >= 0",)),
+    Case("env-timeout-inf", env_comm(HPR_TIMEOUT="inf"), ConfigError,
+         (r"HPR_TIMEOUT='inf' must be a finite number of seconds",)),
+    Case("env-timeout-nan", env_comm(HPR_TIMEOUT="nan"), ConfigError,
+         (r"HPR_TIMEOUT='nan' must be a finite number of seconds",)),
+    Case("env-timeout-overflows", env_comm(HPR_TIMEOUT="1e10"), ConfigError,
+         (r"HPR_TIMEOUT='1e10' must be a finite number of seconds at most",)),
+    Case("env-spin-inf", env_comm(HPR_SPIN_US="inf"), ConfigError,
+         (r"HPR_SPIN_US='inf' must be a finite number of microseconds",)),
+    Case("env-spin-nan", env_comm(HPR_SPIN_US="nan"), ConfigError,
+         (r"HPR_SPIN_US='nan' must be a finite number of microseconds",)),
+    Case("env-spin-past-timeout", env_comm(HPR_TIMEOUT="2", HPR_SPIN_US="3000000"), ConfigError,
+         (r"HPR_SPIN_US='3000000' must be a finite number of microseconds at most 2e\+06",)),
     Case("env-node-size", env_comm(HPR_NODE_SIZE="two"), ConfigError,
          (r"HPR_NODE_SIZE='two' must be a whole number >= 0",)),
     Case("env-num-threads-zero", in_subprocess("hpr.init()", HPR_NUM_THREADS="0"), ConfigError,
@@ -671,60 +676,17 @@ def test_bad_input(case, tmp_path, corpus, trained, monkeypatch):
 
 
 # -- every rank raises, and the job ends ---------------------------------------------------------------
-def mpiexec():
-    local = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    return local if os.path.exists(local) else shutil.which("mpiexec") or "mpiexec"
-
-
-def _descendants(pid):
-    kids = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    st = f.read()
-            except OSError:
-                continue
-            kids.setdefault(int(st[st.rindex(")") + 2:].split()[1]), []).append(int(d))
-    out, todo = [], [pid]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def launch(n, argv, tmp_path, limit=90, **env):
+def launch(n, argv, tmp_path, env, **extra):
     """(exit code, stdout + stderr, seconds) of `mpiexec -n n python argv...`; the whole tree is
-    killed and the test fails if it outlives limit (a hang)."""
-    e = dict(os.environ, HPR_TIMEOUT="30", PYTHONDONTWRITEBYTECODE="1", **{k: str(v) for k, v in env.items()})
-    t0 = time.time()
-    p = subprocess.Popen([mpiexec(), "-n", str(n), sys.executable, *map(str, argv)], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, env=e, cwd=tmp_path, start_new_session=True)
-    try:
-        out, _ = p.communicate(timeout=limit)
-    except subprocess.TimeoutExpired:
-        for q in reversed(_descendants(p.pid)):
-            try:
-                os.kill(q, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        p.kill()
-        out, _ = p.communicate()
-        pytest.fail(f"mpiexec -n {n} {argv} hung (> {limit} s):\n{out}")
-    return p.returncode, out, time.time() - t0
+    killed and the test fails if it outlives 90 s (a hang)."""
+    r = mpi_job(n, argv, tmp_path, env, 90, merge=True, **extra)
+    return r.code, r.out, r.seconds
 
 
-def _script(tmp_path, body):
-    path = tmp_path / "job.py"
-    path.write_text(textwrap.dedent(body))
-    return path
-
-
-def test_every_rank_rejects_a_layout_that_does_not_fit(tmp_path, corpus):
+def test_every_rank_rejects_a_layout_that_does_not_fit(tmp_path, corpus, env):
     ckpt, out = tmp_path / "ckpt", tmp_path / "out"
     out.mkdir()
-    code, text, took = launch(2, ["-m", "hpr.train", *_train_flags(corpus, ckpt, out), "--pp", "3"], tmp_path,
+    code, text, took = launch(2, ["-m", "hpr.train", *_train_flags(corpus, ckpt, out), "--pp", "3"], tmp_path, env,
                               HPR_CACHE_DIR=tmp_path / "cache")
     assert code != 0, text
     assert text.count("error: layout dp=auto tp=1 pp=3 cannot run: tp x pp = 1 x 3 = 3 does not divide the "
@@ -734,19 +696,19 @@ def test_every_rank_rejects_a_layout_that_does_not_fit(tmp_path, corpus):
     assert took < 60
 
 
-def test_every_rank_rejects_a_missing_corpus(tmp_path, corpus):
+def test_every_rank_rejects_a_missing_corpus(tmp_path, corpus, env):
     ckpt, out = tmp_path / "ckpt", tmp_path / "out"
     out.mkdir()
     flags = _train_flags(corpus, ckpt, out)
     flags[flags.index("--data") + 1] = str(tmp_path / "no-such-corpus")
-    code, text, took = launch(2, ["-m", "hpr.train", *flags], tmp_path, HPR_CACHE_DIR=tmp_path / "cache")
+    code, text, took = launch(2, ["-m", "hpr.train", *flags], tmp_path, env, HPR_CACHE_DIR=tmp_path / "cache")
     assert code != 0, text
     assert text.count("no-such-corpus does not exist: pass a text file or a folder") == 2, text
     assert not ckpt.exists() and not any(out.iterdir()) and not (tmp_path / "cache").exists()
     assert took < 60
 
 
-def test_every_rank_rejects_a_checkpoint_of_another_model(tmp_path, corpus, trained):
+def test_every_rank_rejects_a_checkpoint_of_another_model(tmp_path, corpus, trained, env):
     src_ckpt, src_cache = trained
     ckpt, out, cache = tmp_path / "ckpt", tmp_path / "out", tmp_path / "cache"
     out.mkdir()
@@ -754,24 +716,24 @@ def test_every_rank_rejects_a_checkpoint_of_another_model(tmp_path, corpus, trai
     shutil.copytree(src_cache, cache)
     before = (snapshot(ckpt), snapshot(cache))
     code, text, took = launch(2, ["-m", "hpr.train", *_train_flags(corpus, ckpt, out), "--resume", "--dtype",
-                                  "float64"], tmp_path, HPR_CACHE_DIR=cache)
+                                  "float64"], tmp_path, env, HPR_CACHE_DIR=cache)
     assert code != 0, text
     assert text.count("step-00000002 was saved by a different model") == 2, text
     assert (snapshot(ckpt), snapshot(cache)) == before and not any(out.iterdir())
     assert took < 60
 
 
-def test_every_rank_rejects_a_missing_qasm_file(tmp_path):
+def test_every_rank_rejects_a_missing_qasm_file(tmp_path, env):
     code, text, took = launch(2, ["-m", "hpr.quantum", "run", tmp_path / "nope.qasm", "--out",
-                                  tmp_path / "state.npy"], tmp_path)
+                                  tmp_path / "state.npy"], tmp_path, env)
     assert code != 0, text
     assert text.count("nope.qasm: file not found; check the path") == 2, text
     assert not (tmp_path / "state.npy").exists() and not half_written(tmp_path)
     assert took < 60
 
 
-def test_every_rank_rejects_a_sharded_state_over_3_ranks(tmp_path):
-    code, text, took = launch(3, [_script(tmp_path, """
+def test_every_rank_rejects_a_sharded_state_over_3_ranks(tmp_path, env):
+    code, text, took = launch(3, [script(tmp_path, """
         import sys, hpr
         from hpr.quantum import DistributedStateVector
         comm = hpr.init(abort_on_exception=False)
@@ -780,7 +742,7 @@ def test_every_rank_rejects_a_sharded_state_over_3_ranks(tmp_path):
         except hpr.ConfigError as e:
             print(f"rank {comm.rank}: ConfigError: {e}", flush=True)
             sys.exit(3)
-        """)], tmp_path)
+        """)], tmp_path, env)
     assert code != 0, text
     # (the ranks' lines may interleave in the merged output: each report is found by itself)
     said = re.findall(r"rank (\d): ConfigError: DistributedStateVector needs 2\*\*g ranks \(1, 2, 4, 8, \.\.\.\); "
@@ -790,8 +752,8 @@ def test_every_rank_rejects_a_sharded_state_over_3_ranks(tmp_path):
 
 
 @pytest.mark.parametrize("rank1", ["np.ones(8, np.float64)", "np.ones(9, np.float32)"], ids=["dtype", "length"])
-def test_every_rank_reports_a_mismatched_collective(tmp_path, rank1):
-    code, text, took = launch(2, [_script(tmp_path, f"""
+def test_every_rank_reports_a_mismatched_collective(tmp_path, rank1, env):
+    code, text, took = launch(2, [script(tmp_path, f"""
         import sys, numpy as np, hpr
         comm = hpr.init(abort_on_exception=False)
         x = np.ones(8, np.float32) if comm.rank == 0 else {rank1}
@@ -800,7 +762,7 @@ def test_every_rank_reports_a_mismatched_collective(tmp_path, rank1):
         except hpr.CommMismatch as e:
             print(f"rank {{comm.rank}}: CommMismatch: " + str(e).replace(chr(10), " | "), flush=True)
             sys.exit(3)
-        """)], tmp_path, HPR_CHECK=1)
+        """)], tmp_path, env, HPR_CHECK=1)
     assert code != 0, text
     said = re.findall(r"rank (\d): CommMismatch: allreduce #1: ranks called it differently \(HPR_CHECK=1\):"
                       r"[^\n]*?fix the rank that differs", text)

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from hpr.bench import report
-from hpr.bench.__main__ import BENCHES
+from hpr.bench import BENCHES
 from hpr.bench.report import Run
 
 HAVE_MPL = report.pyplot() is not None  # CI does not install matplotlib: the report must work without it

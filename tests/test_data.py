@@ -7,7 +7,7 @@ import zlib
 import numpy as np
 import pytest
 
-import hpr.data as data
+import hpr.data.corpus as data
 from hpr.data import Batches, Corpus, splitmix64, window_starts
 from hpr.errors import DataError
 

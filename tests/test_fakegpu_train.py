@@ -6,30 +6,26 @@ continue bit for bit. What this cannot show: the CUDA kernels' own numbers (test
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from test_train_cli import corpus, env, mpiexec  # noqa: F401  (fixtures)
+from launch import mpi_job
+from train_jobs import TRAIN
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUN = os.path.join(HERE, "fakegpu", "run.py")
-TRAIN = os.path.join(os.path.dirname(HERE), "examples", "train_lm.py")
 BASE = ["--preset", "tiny", "--batch", "4", "--steps", "4", "--eval-every", "2", "--sample-tokens", "8",
         "--threads", "1", "--dtype", "float64", "--peak-tflops", "1"]  # no 8192^3 matmul on the fake
 
 
-def train(corpus, env, cwd, name, *flags, n=2, extra_env=None, limit=120):  # noqa: F811
+def train(corpus, env, cwd, name, *flags, n=2, extra_env=None, limit=120):
     log = cwd / f"{name}.json"
-    cmd = [mpiexec(), "-n", str(n), sys.executable, RUN, TRAIN, "--data", str(corpus), *BASE,
-           "--log-json", str(log), *map(str, flags)]
-    e = dict(env, **{"FAKECUPY_DEVICES": "2", **(extra_env or {})})
-    r = subprocess.run(cmd, capture_output=True, text=True, env=e, cwd=cwd, timeout=limit)
-    assert r.returncode == 0, f"{name}: exit {r.returncode}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}"
+    argv = [RUN, TRAIN, "--data", corpus, *BASE, "--log-json", log, *flags]
+    r = mpi_job(n, argv, cwd, env, limit, **{"FAKECUPY_DEVICES": "2", **(extra_env or {})})
+    assert r.code == 0, f"{name}: exit {r.code}\n--- stdout\n{r.out}\n--- stderr\n{r.err}"
     rows = [json.loads(line) for line in open(log)]
-    return r.stdout, {(("val", o["step"]) if "val_loss" in o else o["step"]): o.get("loss", o.get("val_loss"))
-                      for o in rows}
+    return r.out, {(("val", o["step"]) if "val_loss" in o else o["step"]): o.get("loss", o.get("val_loss"))
+                   for o in rows}
 
 
 @pytest.mark.parametrize("layout,aware", [(["--dp", "2"], "0"), (["--dp", "2"], "1"), (["--tp", "2"], "0"),
@@ -38,7 +34,7 @@ def train(corpus, env, cwd, name, *flags, n=2, extra_env=None, limit=120):  # no
                                           (["--dp", "2", "--dtype", "float32", "--grad-comm-dtype", "float16"], "1")],
                          ids=["dp-staged", "dp-cuda-aware", "tp-staged", "pp-cuda-aware", "zero1-staged",
                               "dp-f32-grads-in-f16"])
-def test_gpu_run_matches_cpu_run(corpus, env, tmp_path, layout, aware):  # noqa: F811
+def test_gpu_run_matches_cpu_run(corpus, env, tmp_path, layout, aware):
     out_g, gpu = train(corpus, env, tmp_path, "gpu", "--device", "gpu", *layout, extra_env={"HPR_CUDA_AWARE": aware})
     _, cpu = train(corpus, env, tmp_path, "cpu", "--device", "cpu", *layout)
     assert sorted(gpu, key=str) == sorted(cpu, key=str) and len(gpu) == 6  # 4 steps, 2 validations
@@ -53,13 +49,13 @@ def test_gpu_run_matches_cpu_run(corpus, env, tmp_path, layout, aware):  # noqa:
         assert "communication in float16" in out_g
 
 
-def test_more_ranks_than_gpus_share_and_say_so(corpus, env, tmp_path):  # noqa: F811
+def test_more_ranks_than_gpus_share_and_say_so(corpus, env, tmp_path):
     out, _ = train(corpus, env, tmp_path, "shared", "--device", "gpu", extra_env={"FAKECUPY_DEVICES": "1"})
     assert "devices: rank 0 GPU 0 (Fake GPU), rank 1 GPU 0 (Fake GPU)" in out
     assert "note: ranks [0, 1] share GPU 0" in out, out
 
 
-def test_gpu_resume_continues_bit_for_bit(corpus, env, tmp_path):  # noqa: F811
+def test_gpu_resume_continues_bit_for_bit(corpus, env, tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     _, ref = train(corpus, env, tmp_path, "full", "--device", "gpu", "--ckpt-dir", full, "--ckpt-every", 2)
     part.mkdir()
@@ -73,14 +69,13 @@ def test_gpu_resume_continues_bit_for_bit(corpus, env, tmp_path):  # noqa: F811
 
 
 @pytest.mark.parametrize("aware", ["0", "1"])
-def test_allreduce_benchmark_on_devices(env, tmp_path, aware):  # noqa: F811
+def test_allreduce_benchmark_on_devices(env, tmp_path, aware):
     """python -m hpr.bench allreduce --device gpu under mpiexec: a row per size, beside its reference."""
     out = tmp_path / "ar.json"
-    cmd = [mpiexec(), "-n", "2", sys.executable, RUN, "-m", "hpr.bench", "allreduce", "--device", "gpu",
-           "--max-bytes", "4K", "--budget", "0.01", "--json", str(out)]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(env, HPR_CUDA_AWARE=aware), cwd=tmp_path,
-                       timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
+    argv = [RUN, "-m", "hpr.bench", "allreduce", "--device", "gpu", "--max-bytes", "4K", "--budget", "0.01",
+            "--json", out]
+    r = mpi_job(2, argv, tmp_path, env, 120, HPR_CUDA_AWARE=aware)
+    assert r.code == 0, r.out + r.err
     res = json.loads(out.read_text())
     assert res["cuda_aware"] == (aware == "1") and [row["bytes"] for row in res["rows"]] == [8, 32, 128, 512, 2048]
     assert ("on the device buffer" if aware == "1" else "copy to host") in res["reference"]

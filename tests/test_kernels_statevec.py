@@ -236,6 +236,35 @@ def test_large_threaded(dtype, b, threads):
     np.testing.assert_allclose(sv.expval_pauli(s0, pauli), want, **m)
 
 
+def per_state_tensor(s0, ops, q):
+    """Each state b with its own 2x2 ops[b] on qubit q, by the tensor twin."""
+    return np.concatenate([_ref.sv_apply_tensor(s0[i:i + 1], ops[i], [q]) for i in range(s0.shape[0])])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("b", [1, 3])
+def test_low_qubit_paths_large_threaded(dtype, b, threads):
+    """The block walks of qubits 1 to 4 (dense, diagonal, X, per state too), the vector form of qubit 0 and
+    the low-control X, on N = 16 states (several work items, split over the threads) against the twin."""
+    rng = np.random.default_rng(90 + b)
+    n = 16
+    s0 = rand_state(rng, b, n, dtype)
+    t = tol(dtype)
+    for q in (0, 1, 2, 3, 4):
+        u = rand_unitary(rng, 2, b)  # one per state
+        np.testing.assert_allclose(sv.apply_1q(s0.copy(), q, u), per_state_tensor(s0, u, q), **t)
+        u = rand_unitary(rng, 2)
+        np.testing.assert_allclose(sv.apply_1q(s0.copy(), q, u), _ref.sv_apply_tensor(s0, u, [q]), **t)
+        d = rand_phases(rng, 2, b)
+        d[0, 0] = 1  # an entry of exactly 1 is skipped
+        np.testing.assert_allclose(sv.apply_diag_1q(s0.copy(), q, d),
+                                   per_state_tensor(s0, np.stack([np.diag(e) for e in d]), q), **t)
+        np.testing.assert_array_equal(sv.apply_x(s0.copy(), q), _ref.sv_apply_tensor(s0, _ref.SV_PAULI["X"], [q]))
+    cx = _ref.sv_controlled_op(_ref.SV_PAULI["X"], 1)
+    for c, q in itertools.permutations(range(3), 2):
+        np.testing.assert_array_equal(sv.apply_x(s0.copy(), q, (c,)), _ref.sv_apply_tensor(s0, cx, [c, q]))
+
+
 def _bad_calls(s, n):
     """(name, call) for every misuse; each must raise ConfigError before touching s."""
     u2, u4 = np.eye(2), np.eye(4)

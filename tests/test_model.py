@@ -235,7 +235,7 @@ def test_presets_shapes_and_sizes():
         c = GPTConfig.preset(name)
         assert (c.context, c.d_model, c.n_layers, c.n_heads) == want
         assert c.vocab_size == 256 and c.dtype == "float32"
-    assert set(PRESETS) == {"tiny", "S", "M"}
+    assert set(PRESETS) == {"tiny", "S", "M", "gpt2", "gpt2-medium"}  # gpt2*: tests/test_convert.py
     m = GPT(GPTConfig.preset("S"))
     shapes = documented_shapes(m.config)
     assert m.n_params == sum(int(np.prod(s)) for s in shapes.values()) == 842_496

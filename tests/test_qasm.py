@@ -2,7 +2,6 @@
 circuits in tests/data against dense references built here from Kronecker products of matrices written
 out in full, errors that name the file and line, and an --out file that is either complete or absent."""
 import os
-import shutil
 import subprocess
 import sys
 
@@ -11,6 +10,8 @@ import pytest
 
 from hpr.errors import ConfigError
 from hpr.quantum import qasm
+
+from launch import find_mpiexec, mpi_job
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
@@ -139,10 +140,12 @@ def test_qft3_is_the_fourier_transform():
 
 def test_program_contents():
     prog = qasm.load(os.path.join(DATA, "ghz.qasm"))
-    assert prog.ops == [("h", (0,), ()), ("cx", (0, 1), ()), ("cx", (1, 2), ()), ("cx", (2, 3), ())]
+    gates = [("h", (0,), ()), ("cx", (0, 1), ()), ("cx", (1, 2), ()), ("cx", (2, 3), ())]
+    assert prog.ops == gates + [("measure", (q,), (q,)) for q in range(4)]  # measure q -> c: bit q
+    assert prog.n_gates == 4 and prog.terminal_measurements and not prog.is_unitary
     assert prog.qregs == {"a": (0, 2), "b": (2, 2)}
     assert prog.measurements == [(0, "c", 0), (1, "c", 1), (2, "c", 2), (3, "c", 3)]
-    assert prog.lines == [7, 8, 9, 10]
+    assert list(prog.lines[:4]) == [7, 8, 9, 10]
     rot = qasm.load(os.path.join(DATA, "rotations.qasm"))
     assert rot.ops[2] == ("rz", (2,), (pytest.approx(np.pi / 3),))
     assert rot.ops[4][2] == (pytest.approx(np.pi / 8), 0.5)
@@ -168,7 +171,7 @@ majority q[0], q[1], q[2];
 """
     prog = qasm.load(text)
     assert prog.ops == [("h", (0,), ()), ("cx", (2, 1), ()), ("cx", (2, 0), ()), ("ccx", (0, 1, 2), ())]
-    assert prog.lines == [6, 7, 7, 7]
+    assert list(prog.lines) == [6, 7, 7, 7]
 
 
 BAD = [
@@ -177,7 +180,7 @@ BAD = [
     ("syntax: missing ;", 'OPENQASM 2.0;\nqreg q[2];\nh q[0]\ncx q[0], q[1];\n', 4, "syntax error"),
     ("syntax: bad char", 'OPENQASM 2.0;\nqreg q[2];\nh q[0];\nrx(0.1 $ 2) q[0];\n', 4, "syntax error"),
     ("syntax: unclosed paren", 'qreg q[1];\nrx((0.1) q[0];\n', 2, "syntax error"),
-    ("unsupported reset", 'qreg q[1];\nh q[0];\n\nreset q[0];\n', 4, "unsupported statement 'reset'"),
+    ("unsupported opaque", 'qreg q[1];\nh q[0];\n\nopaque g a;\n', 4, "unsupported statement 'opaque'"),
     ("unsupported include", 'OPENQASM 2.0;\ninclude "mylib.inc";\n', 2, "only \"qelib1.inc\""),
     ("undeclared register", 'qreg q[1];\nh r[0];\n', 2, "not a declared qreg"),
     ("wrong arity", 'qreg q[2];\ncx q[0];\n', 2, "acts on 2 qubit(s)"),
@@ -185,7 +188,7 @@ BAD = [
     ("repeated qubit", 'qreg q[2];\n\ncx q[1], q[1];\n', 3, "appears twice"),
     ("bad gate body", 'qreg q[1];\ngate g a {\n  h a;\n  nope a;\n}\n', 4, "unsupported gate 'nope'"),
     ("no qubits", 'OPENQASM 2.0;\ncreg c[1];\n', 3, "no qreg"),
-    ("version 3", 'OPENQASM 3.0;\nqubit[2] q;\n', 1, "OpenQASM 2.0 only"),
+    ("version 4", 'OPENQASM 4.0;\nqubit[2] q;\n', 1, "OPENQASM 4.0"),
 ]
 
 
@@ -266,18 +269,136 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.load(out), np.arange(4, dtype=complex))
 
 
-def _mpiexec():
-    local = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    return local if os.path.exists(local) else shutil.which("mpiexec")
-
-
-@pytest.mark.skipif(_mpiexec() is None, reason="no mpiexec")
-def test_cli_under_mpiexec(tmp_path):
+@pytest.mark.skipif(find_mpiexec() is None, reason="no mpiexec")
+def test_cli_under_mpiexec(tmp_path, env):
     out = tmp_path / "state.npy"
-    r = subprocess.run([_mpiexec(), "-n", "2", sys.executable, "-m", "hpr.quantum", "run",
-                        os.path.join(DATA, "ghz.qasm"), "--out", str(out)], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=120, env=dict(os.environ, HPR_TIMEOUT="30"))
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("4 qubits, 4 gates") == 1  # rank 0 prints
-    assert "DistributedStateVector" in r.stdout  # used, or its absence stated
+    r = mpi_job(2, ["-m", "hpr.quantum", "run", os.path.join(DATA, "ghz.qasm"), "--out", out], tmp_path, env, 120)
+    assert r.code == 0, r.out + r.err
+    assert r.out.count("4 qubits, 4 gates") == 1  # rank 0 prints
+    assert "DistributedStateVector" in r.out  # used, or its absence stated
     np.testing.assert_allclose(np.load(out), ref_ghz(), atol=1e-12)
+
+
+# ---- the reader's limits: budget, nesting, numbers, large files
+def nested(levels):
+    """A file whose gate g_k applies g_(k-1) twice: g_levels expands to 2**levels gates."""
+    lines = ['OPENQASM 2.0;', 'include "qelib1.inc";', "gate g0 a { x a; }"]
+    lines += [f"gate g{k} a {{ g{k - 1} a; g{k - 1} a; }}" for k in range(1, levels + 1)]
+    return "\n".join(lines + ["qreg q[1];", f"g{levels} q[0];", ""])
+
+
+def test_budget_refuses_before_expanding():
+    prog = qasm.loads(nested(10))
+    assert len(prog.ops) == 1024 and prog.ops[0] == ("x", (0,), ())
+    with pytest.raises(qasm.QasmError) as e:
+        qasm.loads(nested(10), max_ops=1000)
+    assert e.value.line == 15 and "1,024" in str(e.value) and "--max-ops" in str(e.value)
+    with pytest.raises(qasm.QasmError) as e:  # 2**65 gates: refused at once, nothing expanded
+        qasm.loads(nested(65))
+    assert e.value.line == 70 and "36,893,488,147,419,103,232" in str(e.value)
+    with pytest.raises(qasm.QasmError, match="more than 3 operations"):
+        qasm.loads("qreg q[2]; creg c[2]; h q; measure q -> c;", max_ops=3)
+
+
+def test_cli_max_ops(tmp_path):
+    f = tmp_path / "deep.qasm"
+    f.write_text(nested(65))
+    r = _cli("run", str(f), cwd=tmp_path)
+    assert r.returncode == 2 and f"{f}:70:" in r.stderr and "Traceback" not in r.stderr
+    f.write_text(nested(5))
+    assert _cli("run", str(f), "--max-ops", "31", cwd=tmp_path).returncode == 2
+    r = _cli("run", str(f), "--max-ops", "32", cwd=tmp_path)
+    assert r.returncode == 0 and "32 gates" in r.stdout
+
+
+NUMERIC = [
+    ("rz(10^400) q[0];", "overflows"), ("rz((-1)^0.5) q[0];", "fractional power"),
+    ("rz(1/0) q[0];", "division by zero"), ("rz(1e400) q[0];", "overflows"), ("rz(exp(1000)) q[0];", "exp"),
+    ("rz(sqrt(-1)) q[0];", "sqrt"), ("rz(ln(0)) q[0];", "ln"), ("rz(0^-1) q[0];", "zero to a negative power"),
+    ("rz(1e300*1e300) q[0];", "not a finite"), ("g(0) q[0];", "division by zero"),
+]
+
+
+@pytest.mark.parametrize("stmt,msg", NUMERIC, ids=[n[0] for n in NUMERIC])
+@pytest.mark.parametrize("fast", [True, False], ids=["one-line", "split"])
+def test_numeric_errors_name_the_line(tmp_path, stmt, msg, fast):
+    """Both the one-line fast path and the token parser (a statement split over lines) report them."""
+    if not fast:
+        stmt = stmt.replace(" q[0]", "\n  q[0]")
+    path = tmp_path / "num.qasm"
+    path.write_text('OPENQASM 2.0;\ninclude "qelib1.inc";\ngate g(t) a { rz(1/t) a; }\nqreg q[1];\n' + stmt + "\n")
+    with pytest.raises(qasm.QasmError) as e:
+        qasm.load(str(path))
+    assert e.value.file == str(path) and e.value.line == 5, str(e.value)
+    assert msg in str(e.value)
+
+
+def test_fast_and_token_paths_agree():
+    """The same statements, one per line (the fast path) and split or packed (the token parser)."""
+    body = ["u3(pi/2, -0.25*pi, 2^-1) q[0];", "cu(0.1, 0.2, sin(0.3), -(0.4)) q[0], r[1];", "cx q, r;",
+            "measure q[1] -> c[0];", "rccx q[0], q[1], r[0];", "reset r;", "h q;", "measure r -> d;"]
+    head = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2]; qreg r[2]; creg c[1]; creg d[2];\n'
+    a = qasm.loads(head + "\n".join(body) + "\n")
+    b = qasm.loads(head + " ".join(body) + "\n")
+    c = qasm.loads(head + "\n".join(s.replace(" ", "\n ", 1) for s in body) + "\n")
+    assert a.ops == b.ops == c.ops and len(a.ops) == 12
+    assert a.ops[0] == ("u3", (0,), (pytest.approx(np.pi / 2), pytest.approx(-0.25 * np.pi), 0.5))
+
+
+def test_large_file_streams(tmp_path):
+    """A file of 60k gates is read line by line (never whole) and equals the same text read at once."""
+    rng = np.random.default_rng(0)
+    lines = ['OPENQASM 2.0;', 'include "qelib1.inc";', "qreg q[6];"]
+    for i in range(60000):
+        a, b = (int(x) for x in rng.permutation(6)[:2])
+        lines.append(f"rz({rng.uniform(-3, 3):.6f}) q[{a}];" if i % 3 else f"cx q[{a}],q[{b}];")
+    text = "\n".join(lines) + "\n"
+    path = tmp_path / "big.qasm"
+    path.write_text(text)
+    import builtins
+
+    real_open = builtins.open
+    reads = []
+
+    class Spy:
+        def __init__(self, f):
+            self.f = f
+
+        def read(self, n=-1):
+            reads.append(n)
+            return self.f.read(n)
+
+        def __getattr__(self, k):
+            return getattr(self.f, k)
+
+        def __iter__(self):
+            return iter(self.f)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return self.f.__exit__(*a)
+
+    builtins.open = lambda *a, **k: Spy(real_open(*a, **k))
+    try:
+        prog = qasm.load(str(path))
+    finally:
+        builtins.open = real_open
+    assert all(n is not None and 0 < n <= 4096 for n in reads), reads  # only the header was read by size
+    assert prog.n_gates == 60000 and prog.ops == qasm.loads(text).ops
+    np.testing.assert_allclose(qasm.run(prog).amplitudes[0], qasm.run(qasm.loads(text), state=None).amplitudes[0])
+
+
+def test_qasm3_errors_name_the_line(tmp_path):
+    pytest.importorskip("openqasm3")
+    for text, line, msg in [("OPENQASM 3.0;\nqubit[2] q;\nh q[0]\nx q[1];\n", 4, "syntax error"),
+                            ("OPENQASM 3.0;\nqubit[2] q;\nfor int i in [0:1] { h q[i]; }\n", 3, "unsupported statement"),
+                            ("OPENQASM 3.0;\ninclude \"stdgates.inc\";\nqubit[1] q;\nrz(2 ** 2000) q[0];\n", 4,
+                             "overflows"),
+                            ("OPENQASM 3.0;\nqubit[1] q;\nctrl @ x q[0];\n", 3, "modifiers")]:
+        path = tmp_path / "e.qasm"
+        path.write_text(text)
+        with pytest.raises(qasm.QasmError) as e:
+            qasm.load(str(path))
+        assert e.value.line == line and msg in str(e.value), str(e.value)

@@ -57,6 +57,70 @@ def swap():
     return m
 
 
+def controlled_k(u, k):
+    """2**(k+1) x 2**(k+1) on (controls..., target): u where every control (the low bits) is 1."""
+    d = 1 << (k + 1)
+    m = np.eye(d, dtype=complex)
+    on, tb = (1 << k) - 1, 1 << k
+    for a in range(2):
+        for b in range(2):
+            m[on + a * tb, on + b * tb] = u[a, b]
+    return m
+
+
+def kron_pair(a, b):
+    """The 4x4 of a on the first (low) qubit and b on the second."""
+    return np.kron(b, a)
+
+
+def expm_pauli2(t, p, q):
+    """exp(-i t/2 P_q P_p) for 2x2 Paulis p (first qubit) and q (second)."""
+    return np.cos(t / 2) * np.eye(4) - 1j * np.sin(t / 2) * kron_pair(p, q)
+
+
+def compose(n, seq):
+    """The product of (matrix, qubits) factors applied left to right, on n qubits."""
+    m = np.eye(1 << n, dtype=complex)
+    for u, qs in seq:
+        m = embed(np.asarray(u, complex), list(qs), n) @ m
+    return m
+
+
+SXM = np.array([[1 + 1j, 1 - 1j], [1 - 1j, 1 + 1j]]) / 2
+T = np.diag([1, np.exp(0.25j * np.pi)])
+TD = T.conj()
+
+
+def rccx():
+    return compose(3, [(H, [2]), (T, [2]), (controlled(X), [1, 2]), (TD, [2]), (controlled(X), [0, 2]), (T, [2]),
+                       (controlled(X), [1, 2]), (TD, [2]), (H, [2])])
+
+
+def rc3x():
+    return compose(4, [(H, [3]), (T, [3]), (controlled(X), [2, 3]), (TD, [3]), (H, [3]), (controlled(X), [0, 3]),
+                       (T, [3]), (controlled(X), [1, 3]), (TD, [3]), (controlled(X), [0, 3]), (T, [3]),
+                       (controlled(X), [1, 3]), (TD, [3]), (H, [3]), (T, [3]), (controlled(X), [2, 3]), (TD, [3]),
+                       (H, [3])])
+
+
+CSWAP = np.eye(8)[[0, 1, 2, 5, 4, 3, 6, 7]]  # control bit 0: swap bits 1 and 2
+ECR = np.array([[0, 1, 0, 1j], [1, 0, -1j, 0], [0, 1j, 0, 1], [-1j, 0, 1, 0]]) / np.sqrt(2)
+
+
+def xx_yy(t, b, plus):
+    c, s = np.cos(t / 2), np.sin(t / 2)
+    m = np.eye(4, dtype=complex)
+    i, j = (1, 2) if plus else (0, 3)
+    m[i, i] = m[j, j] = c
+    m[i, j], m[j, i] = -1j * s * np.exp(-1j * b), -1j * s * np.exp(1j * b)
+    return m
+
+
+def r_gate(t, p):
+    c, s = np.cos(t / 2), np.sin(t / 2)
+    return np.array([[c, -1j * np.exp(-1j * p) * s], [-1j * np.exp(1j * p) * s, c]])
+
+
 REF = {
     "id": lambda: I2, "h": lambda: H, "x": lambda: X, "y": lambda: Y, "z": lambda: Z,
     "s": lambda: np.diag([1, 1j]), "sdg": lambda: np.diag([1, -1j]), "t": lambda: np.diag([1, np.exp(0.25j * np.pi)]),
@@ -69,7 +133,34 @@ REF = {
     "cp": lambda lam: controlled(np.diag([1, np.exp(1j * lam)])), "cu3": lambda t, p, lam: controlled(u3(t, p, lam)),
     "swap": swap, "rzz": lambda t: np.diag(np.exp(-0.5j * t * np.array([1, -1, -1, 1]))),
     "ccx": ccx, "toffoli": ccx,
+    # the rest of qelib1.inc and the gates Qiskit exports, written out from their definitions
+    "u0": lambda g: I2, "gphase": lambda t: np.exp(1j * t) * I2, "sxdg": lambda: SXM.conj().T,
+    "phase": lambda lam: np.diag([1, np.exp(1j * lam)]), "r": r_gate,
+    "csx": lambda: controlled(SXM), "cs": lambda: np.diag([1, 1, 1, 1j]), "csdg": lambda: np.diag([1, 1, 1, -1j]),
+    "cphase": lambda lam: controlled(np.diag([1, np.exp(1j * lam)])),
+    "cu": lambda t, p, lam, g: controlled(np.exp(1j * g) * u3(t, p, lam)),
+    "rxx": lambda t: expm_pauli2(t, X, X), "ryy": lambda t: expm_pauli2(t, Y, Y),
+    "rzx": lambda t: expm_pauli2(t, Z, X),  # Z on the first qubit, X on the second
+    "ecr": lambda: ECR, "iswap": lambda: np.array([[1, 0, 0, 0], [0, 0, 1j, 0], [0, 1j, 0, 0], [0, 0, 0, 1]]),
+    "dcx": lambda: compose(2, [(controlled(X), [0, 1]), (controlled(X), [1, 0])]),
+    "xx_minus_yy": lambda t, b: xx_yy(t, b, False), "xx_plus_yy": lambda t, b: xx_yy(t, b, True),
+    "ccz": lambda: np.diag([1] * 7 + [-1]), "cswap": lambda: CSWAP, "fredkin": lambda: CSWAP,
+    "rccx": rccx, "c3x": lambda: controlled_k(X, 3), "c3sqrtx": lambda: controlled_k(SXM, 3),
+    "c3sx": lambda: controlled_k(SXM, 3), "rc3x": rc3x, "rcccx": rc3x,
+    "c4x": lambda: controlled_k(X, 4),
 }
+# Qiskit's class of each gate (quantum_info.Operator of it must equal hpr's matrix, global phase included)
+QISKIT = {"id": "IGate", "h": "HGate", "x": "XGate", "y": "YGate", "z": "ZGate", "s": "SGate", "sdg": "SdgGate",
+          "t": "TGate", "tdg": "TdgGate", "sx": "SXGate", "sxdg": "SXdgGate", "rx": "RXGate", "ry": "RYGate",
+          "rz": "RZGate", "r": "RGate", "u1": "U1Gate", "p": "PhaseGate", "phase": "PhaseGate", "u2": "U2Gate",
+          "u3": "U3Gate", "u": "UGate", "cx": "CXGate", "cnot": "CXGate", "cy": "CYGate", "cz": "CZGate",
+          "ch": "CHGate", "csx": "CSXGate", "cs": "CSGate", "csdg": "CSdgGate", "crx": "CRXGate", "cry": "CRYGate",
+          "crz": "CRZGate", "cu1": "CU1Gate", "cp": "CPhaseGate", "cphase": "CPhaseGate", "cu3": "CU3Gate",
+          "cu": "CUGate", "swap": "SwapGate", "iswap": "iSwapGate", "ecr": "ECRGate", "dcx": "DCXGate",
+          "rxx": "RXXGate", "ryy": "RYYGate", "rzx": "RZXGate", "rzz": "RZZGate", "xx_minus_yy": "XXMinusYYGate",
+          "xx_plus_yy": "XXPlusYYGate", "ccx": "CCXGate", "toffoli": "CCXGate", "ccz": "CCZGate",
+          "cswap": "CSwapGate", "fredkin": "CSwapGate", "rccx": "RCCXGate", "c3x": "C3XGate", "c3sqrtx": "C3SXGate",
+          "c3sx": "C3SXGate", "rc3x": "RC3XGate", "rcccx": "RC3XGate", "c4x": "C4XGate"}
 
 
 def embed(m, qubits, n=N):
@@ -101,6 +192,25 @@ def tol(dtype):
 
 def test_the_reference_covers_every_gate():
     assert set(REF) == set(GATES)
+    assert set(QISKIT) | {"u0", "gphase"} == set(GATES)
+
+
+@pytest.mark.parametrize("name", sorted(QISKIT))
+def test_gate_equals_qiskit_operator(name):
+    """hpr's matrix (what the kernels apply, through StateVector on the basis states) equals
+    qiskit.quantum_info.Operator of Qiskit's gate of the same name, global phase included."""
+    lib = pytest.importorskip("qiskit.circuit.library")
+    from qiskit.quantum_info import Operator
+
+    gate = GATES[name]
+    params = list(np.random.default_rng(len(name)).uniform(-3, 3, gate.n_params))
+    k = gate.n_qubits
+    sv = StateVector(k, batch=1 << k)
+    sv.amplitudes[...] = np.eye(1 << k)  # state c = |c>; after the gate, row c = U|c>
+    sv.apply(name, list(range(k)), [np.full(1 << k, p) for p in params] if params else None)
+    want = Operator(getattr(lib, QISKIT[name])(*params)).data
+    np.testing.assert_allclose(sv.amplitudes.T, want, atol=1e-13, err_msg=name)
+    np.testing.assert_allclose(REF[name](*params), want, atol=1e-13, err_msg=f"{name}: the written-out reference")
 
 
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
@@ -187,10 +297,16 @@ def test_bad_input_leaves_the_state_alone(call):
 
 
 def test_non_unitary_is_refused_with_hpr_check(monkeypatch):
+    """HPR_CHECK=1, read once into hpr.config (what hpr.init does), makes apply_matrix check unitarity."""
     monkeypatch.setenv("HPR_CHECK", "1")
-    sv = StateVector(2)
-    with pytest.raises(hpr.ConfigError, match="not unitary"):
-        sv.apply_matrix(np.array([[1, 1], [0, 1]]), [0])
+    before = hpr.config.current()
+    hpr.config.set_current(hpr.config.from_env())
+    try:
+        sv = StateVector(2)
+        with pytest.raises(hpr.ConfigError, match="not unitary"):
+            sv.apply_matrix(np.array([[1, 1], [0, 1]]), [0])
+    finally:
+        hpr.config.set_current(before)
 
 
 def test_sizes_checked_before_allocating():

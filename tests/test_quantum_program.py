@@ -46,7 +46,7 @@ def random_circuit(n, n_gates, seed, trainable=True):
     """Every named gate at random qubits, with fixed angles, and (trainable) rotations from inputs and
     weights."""
     r = np.random.default_rng(seed)
-    names = sorted(set(g.name for g in GATES.values()))
+    names = sorted(set(g.name for g in GATES.values() if g.n_qubits <= n))
     c = Circuit(n, n_inputs=2, n_weights=3)
     for i in range(n_gates):
         name = names[i % len(names)] if i < len(names) else names[r.integers(len(names))]

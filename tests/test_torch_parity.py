@@ -17,7 +17,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from hpr.bench.torch_reference import _build  # noqa: E402
+from hpr.bench.torch_reference import build_model  # noqa: E402
 from hpr.model.gpt import GPT, GPTConfig  # noqa: E402
 from hpr.optim import AdamW, CosineSchedule, clip_scale, grad_norm_sq  # noqa: E402
 
@@ -49,7 +49,7 @@ def build_pair(dtype):
     cfg = GPTConfig.preset("tiny", dtype=dtype)
     model = GPT(cfg, seed=SEED)
     tdtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
-    tm = _build(cfg).to(tdtype)
+    tm = build_model(cfg).to(tdtype)
     tparams = dict(tm.named_parameters())
     mapping = {p.name: torch_name(p.name) for p in model.layout.entries}
     assert sorted(tn for tn, _ in mapping.values()) == sorted(tparams), "name mapping is not a bijection"

@@ -4,14 +4,11 @@ spans, and their order within each step, across the gradient buckets and across 
 import json
 import os
 import re
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
-from test_train_cli import corpus, env  # noqa: F401
-from test_failures import job, succeeded
+from launch import mpi_job, script
+from train_jobs import job, succeeded
 
 SKEW_US = 20  # on one host the ranks share a clock: only rounding to µs separates them
 
@@ -90,7 +87,7 @@ def inside(e, outer):
     return outer["ts"] <= e["ts"] and end(e) <= end(outer)
 
 
-def test_data_parallel_timeline(corpus, env, tmp_path):  # noqa: F811
+def test_data_parallel_timeline(corpus, env, tmp_path):
     """2 ranks, 3 gradient buckets, a checkpoint and a validation: every step of every rank runs forward,
     then backward, then waits for the buckets, then the optimizer; each bucket is queued during or
     after backward, reduced after it was queued and before its wait ended, one after another; and the
@@ -137,7 +134,7 @@ def test_data_parallel_timeline(corpus, env, tmp_path):  # noqa: F811
             assert a["ts"] <= end(b) + SKEW_US and b["ts"] <= end(a) + SKEW_US, (s, k, a, b)
 
 
-def test_pipeline_timeline(corpus, env, tmp_path):  # noqa: F811
+def test_pipeline_timeline(corpus, env, tmp_path):
     """2 stages, 2 micro-batches: stage 1 receives each micro-batch's activations after stage 0 sent them,
     and runs its forward after the receive; stage 0 receives the gradients after stage 1's backward."""
     path = tmp_path / "trace.json"
@@ -164,23 +161,19 @@ def test_pipeline_timeline(corpus, env, tmp_path):  # noqa: F811
         assert [e for e in first if e["name"] == "wait sends" and inside(e, st0)]
 
 
-def test_hpr_trace_in_any_program(tmp_path):
+def test_hpr_trace_in_any_program(tmp_path, env):
     """HPR_TRACE=FILE with no trainer: spans of the program's own, merged over the ranks at exit."""
-    from test_train_cli import mpiexec
-
-    script = tmp_path / "prog.py"
-    script.write_text(textwrap.dedent("""
+    prog = script(tmp_path, """
         import time, hpr
         from hpr import trace
         comm = hpr.init()
         for i in range(3):
             with trace.span("work", "mine", i=i):
                 time.sleep(0.01 * (comm.rank + 1))
-        """))
+        """, "prog.py")
     path = tmp_path / "t.json"
-    p = subprocess.run([mpiexec(), "-n", "2", sys.executable, str(script)], capture_output=True, text=True,
-                       timeout=60, env=dict(os.environ, HPR_TRACE=str(path)), cwd=tmp_path)
-    assert p.returncode == 0, p.stderr
+    p = mpi_job(2, [prog], tmp_path, env, 60, HPR_TRACE=path)
+    assert p.code == 0, p.err
     by_rank, meta = load(path)
     assert sorted(by_rank) == [0, 1]
     for r, evs in by_rank.items():
@@ -189,22 +182,18 @@ def test_hpr_trace_in_any_program(tmp_path):
     assert {(e["pid"], e["args"]["name"]) for e in meta if e["name"] == "thread_name"} == {(0, "mine"), (1, "mine")}
 
 
-def test_clocks_of_ranks_on_other_hosts_are_aligned_by_ping_pong(tmp_path):
+def test_clocks_of_ranks_on_other_hosts_are_aligned_by_ping_pong(tmp_path, env):
     """Pretend every rank is on its own host, so align() measures each clock's offset from rank 0's by
     ping-pong; the ranks really share one clock, so the offset found must be (close to) zero."""
-    from test_train_cli import mpiexec
-
-    script = tmp_path / "prog.py"
-    script.write_text(textwrap.dedent("""
+    prog = script(tmp_path, """
         import hpr
         from hpr import trace
         comm = hpr.init()
         trace.align(comm, hosts=[f"host{r}" for r in range(comm.size)])
         print(f"OFFSET {comm.rank} {trace._zero - comm.bcast_obj(trace._zero, root=0)}", flush=True)
-        """))
-    p = subprocess.run([mpiexec(), "-n", "3", sys.executable, str(script)], capture_output=True, text=True,
-                       timeout=60, cwd=tmp_path)
-    assert p.returncode == 0, p.stderr
-    got = {int(r): int(v) for r, v in re.findall(r"OFFSET (\d+) (-?\d+)", p.stdout)}  # lines may interleave
+        """, "prog.py")
+    p = mpi_job(3, [prog], tmp_path, env, 60)
+    assert p.code == 0, p.err
+    got = {int(r): int(v) for r, v in re.findall(r"OFFSET (\d+) (-?\d+)", p.out)}  # lines may interleave
     assert sorted(got) == [0, 1, 2] and got[0] == 0
     assert all(abs(v) < 200_000 for v in got.values()), got  # ns: well under the 1-4 ms of a barrier's skew

@@ -1,10 +1,7 @@
 """The trainer's command line as a user runs it: examples/train_lm.py in subprocesses, alone and under
 mpiexec, on a tiny corpus in tmp_path. Exact resumption, a kill -9 while saving, damaged checkpoints,
 SIGTERM / SIGUSR1 (preemption) on one rank, rejected flags, and the same parameters on any layout."""
-import hashlib
-import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -14,65 +11,8 @@ import time
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN = os.path.join(REPO, "examples", "train_lm.py")
-BASE = ["--preset", "tiny", "--batch", "4", "--eval-every", "0", "--sample-tokens", "0", "--threads", "1"]
-
-
-def mpiexec():
-    local = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    return local if os.path.exists(local) else shutil.which("mpiexec") or "mpiexec"
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """~90 KB of varied text in 10 files; doc6.txt (crc32 % 1000 = 12) is the validation split."""
-    root = tmp_path_factory.mktemp("corpus")
-    r = random.Random(0)
-    words = ("the of and to in is that for it as with was on be by this are from at or an have not which "
-             "but they all def return class import self None True").split()
-    for name in [f"doc{i}.txt" for i in range(8)] + ["code.py", "notes/readme.md"]:
-        path = root / name
-        path.parent.mkdir(exist_ok=True)
-        lines = [" ".join(r.choice(words) for _ in range(r.randint(3, 12))) + r.choice(".!?,;:")
-                 for _ in range(150)]
-        path.write_text("\n".join(lines))
-    (root / "skipped.bin").write_bytes(bytes(range(256)))  # not a text suffix: ignored
-    return root
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    return dict(os.environ, HPR_CACHE_DIR=str(cache), HPR_TIMEOUT="30", PYTHONDONTWRITEBYTECODE="1")
-
-
-def _children():
-    """{ppid: [pid]} of every process now alive."""
-    kids = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])  # the name may hold spaces and ")"
-        kids.setdefault(ppid, []).append(int(d))
-    return kids
-
-
-def descendants(pid):
-    """Every process below pid (the ranks of mpiexec sit below hydra_pmi_proxy, each in its own session,
-    so killing mpiexec's process group does not reach them)."""
-    kids, out, todo = _children(), [], [pid]
-    while todo:
-        p = todo.pop()
-        for c in kids.get(p, []):
-            out.append(c)
-            todo.append(c)
-    return out
+from launch import descendants, kill_tree, mpiexec
+from train_jobs import BASE, REPO, TRAIN, complete, latest, losses, steps_in
 
 
 def cmdline(pid):
@@ -92,21 +32,6 @@ def rank_of(pid):
     except (OSError, ValueError):
         pass
     return None
-
-
-def kill_tree(proc, sig=signal.SIGKILL):
-    """sig to proc and everything below it, deepest first (a job that outlived its limit, or a crash)."""
-    pids = descendants(proc.pid)
-    for p in reversed(pids):
-        try:
-            os.kill(p, sig)
-        except ProcessLookupError:
-            pass
-    try:
-        os.kill(proc.pid, sig)
-    except ProcessLookupError:
-        pass
-    return pids
 
 
 def start(corpus, env, cwd, *flags, n=1, out=None):
@@ -135,41 +60,6 @@ def ok(res):
     assert code == 0, f"exit {code}\n--- stdout\n{out}\n--- stderr\n{err}"
     assert "Traceback" not in err, err
     return out, err
-
-
-def losses(path):
-    """{step: loss} of a --log-json file (training lines, not validation lines)."""
-    got = {}
-    with open(path) as f:
-        for line in f:
-            d = json.loads(line)
-            if "loss" in d and "val_loss" not in d:
-                assert d["step"] not in got, f"step {d['step']} logged twice in {path}"
-                got[d["step"]] = d["loss"]
-    return got
-
-
-def steps_in(ckpt_dir):
-    return sorted(int(n[5:]) for n in os.listdir(ckpt_dir) if n.startswith("step-") and n[5:].isdigit())
-
-
-def latest(ckpt_dir):
-    with open(os.path.join(ckpt_dir, "latest")) as f:
-        name = f.read().strip()
-    assert name.startswith("step-"), name
-    return int(name[5:])
-
-
-def complete(path):
-    """meta of a checkpoint folder whose every listed file is there with its sha256 (checked here, not
-    with hpr.checkpoint, so the test does not trust the code under test)."""
-    with open(os.path.join(path, "meta.json")) as f:
-        meta = json.load(f)
-    assert meta["files"] and "params.safetensors" in meta["files"], meta
-    for fname, want in meta["files"].items():
-        with open(os.path.join(path, fname), "rb") as f:
-            assert hashlib.sha256(f.read()).hexdigest() == want, f"{path}/{fname} fails its hash"
-    return meta
 
 
 def params(path):
@@ -319,6 +209,30 @@ def test_signal_on_one_rank_saves_and_exits_0(corpus, env, tmp_path, n, sig):
     assert steps_in(ck) == [stopped] and latest(ck) == stopped
     assert complete(ck / f"step-{stopped:08d}")["step"] == stopped
     assert max(losses(tmp_path / "log.json")) == stopped
+
+
+def test_sigterm_during_setup_saves_at_the_first_step_and_exits_0(corpus, env, tmp_path):
+    """SIGTERM to rank 1 while the setup is still running (HPR_FAULT stall_setup: 4 s before the corpus
+    is loaded, as a slow corpus would): the handler is already in place, so the job stops at its first
+    step boundary with a checkpoint, exit 0 on every rank."""
+    ck, out_file = tmp_path / "ck", tmp_path / "job.out"
+    p = start(corpus, dict(env, HPR_FAULT="stall_setup@step=0"), tmp_path, "--steps", 2000, "--ckpt-dir", ck,
+              "--log-every", 1, n=2, out=out_file)
+    try:
+        assert wait_for(lambda: "rank 1: setup stalled" in out_file.read_text(), 60, p, "the setup stall"), \
+            out_file.read_text()
+        ranks = {rank_of(q): q for q in descendants(p.pid) if "train_lm.py" in cmdline(q)}
+        assert 1 in ranks, ranks
+        os.kill(ranks[1], signal.SIGTERM)
+        code = p.wait(60)
+    finally:
+        if p.poll() is None:
+            kill_tree(p)
+            p.wait(30)
+    text = out_file.read_text()
+    assert code == 0 and "Traceback" not in text, text
+    assert "step 2:" not in text and "step 1: signal 15 received; checkpoint saved, exiting" in text, text
+    assert steps_in(ck) == [1] and latest(ck) == 1 and complete(ck / "step-00000001")["step"] == 1
 
 
 # 5 ---------------------------------------------------------------------------------------------------

@@ -1,16 +1,9 @@
-"""``python -m hpr.bench <what> [options]``; ``python -m hpr.bench --help`` lists what there is."""
+"""``python -m hpr.bench <what> [options]``; ``python -m hpr.bench --help`` lists what there is (the table
+is hpr.bench.BENCHES)."""
 import importlib
 import sys
 
-BENCHES = {
-    "allreduce": ("hpr.bench.allreduce", "hpr's allreduce against MPI_Allreduce, 8 B to 256 MiB"),
-    "dp": ("hpr.bench.dp", "data-parallel weak scaling over 1, 2, 4.. ranks, beside PyTorch DDP when installed"),
-    "layouts": ("hpr.bench.layouts", "every dp x tp x pp layout of the world: tokens/s, memory, bubble, bytes per axis"),
-    "oversubscribe": ("hpr.bench.oversubscribe", "a computing rank beside ranks waiting in hpr's vs MPI's barrier"),
-    "quantum": ("hpr.bench.quantum", "state-vector gates at 16-22 qubits: time, GB/s beside numpy's copy; a batched workload"),
-    "train": ("hpr.bench.train", "one GPT training step: tokens/s and MFU, beside PyTorch eager when installed"),
-    "all": ("hpr.bench.report", "all of the above at sizes for this machine: a Markdown report and charts (--out DIR)"),
-}
+from . import BENCHES, ResultsDisagree
 
 
 def main(argv=None):
@@ -23,8 +16,12 @@ def main(argv=None):
             print(f"\nunknown benchmark {argv[0]!r}")
             return 2
         return 0
-    mod = importlib.import_module(BENCHES[argv[0]][0])
-    return mod.main(argv[1:])
+    mod = importlib.import_module(BENCHES[argv[0]][0])  # only the benchmark asked for is imported
+    try:
+        return mod.main(argv[1:])
+    except ResultsDisagree as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
 
 
 if __name__ == "__main__":

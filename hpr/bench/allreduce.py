@@ -7,7 +7,8 @@ iterations) and bus bandwidth (bytes/time × 2(n-1)/n, as nccl-tests defines it)
                hpr keeps its gradient buffers — reduced straight from the neighbours' copies
   hpr(numpy)   comm.allreduce on a plain numpy array (staged through the shared window)
 
-and the ratios hpr/MPI. With ``--device gpu`` the buffers are CuPy arrays on each rank's GPU: hpr's
+and the ratios hpr/MPI. Before each size is timed, hpr's sums (both columns) are checked against
+MPI_Allreduce of the same random input (ResultsDisagree past the rounding bound, and the benchmark exits 2). With ``--device gpu`` the buffers are CuPy arrays on each rank's GPU: hpr's
 allreduce of the device buffer against MPI_Allreduce of the same device buffer when the MPI is
 CUDA-aware, else against what a user writes without hpr (copy to the host, MPI_Allreduce, copy back).
 ``--json FILE`` writes {"ranks", "mpi", "rows": [{"bytes", "algorithm",
@@ -19,7 +20,7 @@ import numpy as np
 from mpi4py import MPI
 
 import hpr
-from hpr.bench import write_json
+from hpr.bench import ResultsDisagree, write_json
 from hpr.errors import ConfigError
 
 
@@ -58,6 +59,32 @@ def sizes(lo, hi, factor):
 def busbw(count, t, p):
     """Bus bandwidth (GB/s) of an allreduce of count float32 taking t seconds on p ranks."""
     return count * 4 / t * 2 * (p - 1) / p / 1e9 if p > 1 else count * 4 / t / 1e9
+
+
+def check_sums(comm, count, shared):
+    """hpr's allreduce of `shared` (from comm.alloc) and of a plain array against MPI_Allreduce of the
+    same float32 input (random, different on every rank). Any order of a float32 sum of p terms is within
+    (p-1) eps sum|x| of the exact sum, so two orders differ by at most twice that (eps: float32's unit
+    roundoff, 2^-24; the bound is taken elementwise from sum|x| in float64). Every rank checks its own
+    copy and the largest excess over the bound, over the ranks, must be <= 0."""
+    src = np.random.default_rng(20 + comm.rank).standard_normal(count).astype(np.float32)
+    want = src.copy()
+    comm.mpi.Allreduce(MPI.IN_PLACE, want)
+    bound = np.abs(src).astype(np.float64)
+    comm.mpi.Allreduce(MPI.IN_PLACE, bound)
+    bound *= 2 * (comm.size - 1) * 2.0 ** -24 * 1.01  # 1.01: the O(eps^2) terms of the bound
+    plain = src.copy()
+    shared[:] = src
+    comm.allreduce(shared)
+    comm.allreduce(plain)
+    for name, got in (("hpr (comm.alloc buffer)", shared), ("hpr(numpy)", plain)):
+        diff = np.abs(got.astype(np.float64) - want)
+        worst = np.array([float((diff - bound).max()), float(diff.max())])  # over the bound; largest
+        comm.mpi.Allreduce(MPI.IN_PLACE, worst, op=MPI.MAX)
+        if not worst[0] <= 0:  # a NaN fails too
+            raise ResultsDisagree(f"allreduce of {count * 4} bytes on {comm.size} ranks: {name} differs from "
+                                  f"MPI_Allreduce of the same input by up to {worst[1]:.3e}, beyond the rounding "
+                                  "bound 2(p-1) eps sum|x|; the timings would be of a wrong sum")
 
 
 def time_all(fns, budget, comm):
@@ -100,6 +127,7 @@ def main(argv=None):
     for count in sizes(lo, hi, args.factor):
         x = np.ones(count, np.float32)
         sx = comm.alloc(count, np.float32)
+        check_sums(comm, count, sx)
         sx[:] = 1
         bw = lambda t: busbw(count, t, p)  # noqa: E731
         t = time_all({"mpi": lambda: mpi.Allreduce(MPI.IN_PLACE, x), "hpr": lambda: comm.allreduce(sx),

@@ -17,14 +17,14 @@ import time
 
 import numpy as np
 
+from .. import cpu
+from ..kernels import nn as K
 from . import torch_reference, write_json
 
 
 def _hpr_step(b, t, h, d, dtype, seed):
     """A closure that runs one forward + backward of hpr's attention on fixed random inputs, and the
     bytes the attention holds (saved lse + per-thread scratch)."""
-    from hpr.kernels import nn as K
-
     rng = np.random.default_rng(seed)
     c = h * d
     qkv = rng.standard_normal((b * t, 3 * c)).astype(dtype)  # (B*T, 3C)
@@ -87,8 +87,6 @@ def measure(t, d, heads, tokens, threads, repeats, dtype=np.float32, with_torch=
 
 
 def main(argv=None):
-    from hpr import cpu
-
     ap = argparse.ArgumentParser(prog="python -m hpr.bench.attention", description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=1, help="threads for hpr's kernels and torch (default 1)")
     ap.add_argument("--T", default="128,256,512,1024", help="sequence lengths, comma separated")

@@ -7,6 +7,8 @@ writes no file. Each ``*_md(runs, ctx)`` returns Markdown lines, each ``*_chart(
 """
 import re
 
+from hpr.model import GPTConfig
+
 MIB = 2 ** 20
 
 
@@ -81,10 +83,8 @@ def layout_mfu(d, ctx):
     the job used, or None without a train run."""
     peak = ctx.get("peak_gflops")
     try:
-        from hpr.model import GPTConfig
-
         ftok = GPTConfig.preset(d["preset"]).flops_per_token()
-    except Exception:
+    except Exception:  # a preset this version does not know (an older JSON): no MFU column
         return None
     if not peak:
         return None
@@ -219,7 +219,7 @@ def oversubscribe_md(runs, ctx):
 
 # ------------------------------------------------------------------------------------ charts
 def thousands():
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter  # lazy: matplotlib is optional (the plot extra)
 
     return FuncFormatter(lambda v, _: f"{v:,.0f}")
 
@@ -235,7 +235,7 @@ def allreduce_chart(plt, runs, ctx=None):
         if any(v is not None for v in bw):
             ax[0].plot(x, bw, style, label=label, ms=4)
             ax[1].plot(x, [w.get(f"{key}_us") for w in rows], style, label=label, ms=4)
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # lazy: matplotlib is optional
 
     ticks = x[::max(1, -(-len(x) // 6))]  # at most 6 labels
     label = FuncFormatter(lambda v, _: f"{v:g}")

@@ -1,7 +1,7 @@
 """``mpiexec -n N python -m hpr.bench layouts --preset M|S|tiny [--batch B] [--micro-batches m] [--steps N]
 [--threads K] [--json FILE]``: every dp x tp x pp layout of the world, side by side. For each layout that
 hpr.parallel.valid_layouts allows for N ranks, this model, the batch and m, it builds the grid, the
-tensor-parallel group, the 1F1B pipeline, DataParallel and AdamW exactly as hpr.train.run does, runs one
+tensor-parallel group, the 1F1B pipeline, DataParallel and AdamW exactly as hpr.train.Run.build does, runs one
 untimed step and then --steps timed optimizer steps of hpr.train.train_step (the same global batch of
 random-corpus windows for every layout, m micro-batches per data-parallel rank: 1F1B micro-batches with
 stages, plain gradient accumulation without), and prints one row per layout:
@@ -51,16 +51,26 @@ import time
 
 import numpy as np
 
-from . import write_json
+import hpr
+from hpr import cpu
+from hpr.errors import ConfigError
+from hpr.model import GPT, GPTConfig
+from hpr.optim import AdamW
+from hpr.parallel import DataParallel, Pipeline, ProcessGrid, TensorParallel, check_same_params, valid_layouts
+from hpr.parallel.grid import layout_problem
+from hpr.parallel.schedule import bubble_fraction, simulate
+from hpr.train import BETA2, train_step
 
+from . import settings_with_timeout, write_json
+from .train import random_batches
+
+STAGE_TIMEOUT = 1800  # seconds: slow presets on few cores wait long between stages (unless HPR_TIMEOUT is set)
 DEFAULT_STEPS = {"M": 2, "S": 3, "tiny": 5}
 MIB = 2 ** 20
 
 
 def default_micro_batches(n, config):
     """4 x the largest pp of any layout of n ranks this model allows."""
-    from hpr.parallel import valid_layouts
-
     return 4 * max(pp for _, _, pp in valid_layouts(n, config.n_heads, config.d_model, config.n_layers,
                                                     vocab_size=config.vocab_size))
 
@@ -81,15 +91,9 @@ def _count_calls(obj, name, counter):
     setattr(obj, name, wrapped)
 
 
-def measure(world, config, layout, batch, m, steps, tokens, seed=0, lr=1e-3, bucket_mb=1.0):
-    """One layout: build it as hpr.train.run does, 1 untimed + `steps` timed train_steps. Returns this
-    rank's figures (a dict), to be gathered on rank 0."""
-    from hpr.data import Batches
-    from hpr.model import GPT
-    from hpr.optim import AdamW
-    from hpr.parallel import DataParallel, Pipeline, ProcessGrid, TensorParallel, check_same_params
-    from hpr.train import BETA2, train_step
-
+def measure(world, config, layout, batch, m, steps, batches, seed=0, lr=1e-3, bucket_mb=1.0):
+    """One layout: build it as hpr.train's Run.build does, 1 untimed + `steps` timed train_steps over
+    `batches`. Returns this rank's figures (a dict), to be gathered on rank 0."""
     dp, tp_n, pp = layout
     grid = ProcessGrid(world, dp=dp, tp=tp_n, pp=pp, n_heads=config.n_heads, d_model=config.d_model,
                        n_layers=config.n_layers, batch=batch, micro_batches=m, vocab_size=config.vocab_size)
@@ -123,7 +127,6 @@ def measure(world, config, layout, batch, m, steps, tokens, seed=0, lr=1e-3, buc
             return out
         pipe.run = timed_run
 
-    batches = Batches(tokens, config.context, seed)
     times = []
     for i in range(1 + steps):
         if i == 1:  # after the warmup: count the timed steps only
@@ -153,7 +156,7 @@ def measure(world, config, layout, batch, m, steps, tokens, seed=0, lr=1e-3, buc
     out = {
         "coords": (grid.dp_rank, grid.tp_rank, grid.pp_rank), "times": times,
         "params": model.params.nbytes, "grads": model.grads.nbytes, "opt": opt.m.nbytes + opt.v.nbytes,
-        "act": sum(a.nbytes for r in replicas for a in r.ws._bufs.values()),
+        "act": sum(r.ws.nbytes for r in replicas),
         "dp_bytes": dp_sent[0] / steps, "dp_bytes_analytic": model.grads.nbytes if dp > 1 else 0,
         "tp_bytes": tp.bytes_moved / steps, "tp_act": tp_act, "tp_extra": tp_extra,
         "pp_bytes": pp_sent[0] / steps,
@@ -172,8 +175,6 @@ def simulated_bubble(busy, m, b_over_f=2.0):
     """The 1F1B bubble (mean over stages of 1 - busy/makespan) with each stage's own cost: stage s spends
     busy[s] on its m forwards and backwards, a backward b_over_f times a forward; communication free
     (hpr.parallel.schedule.simulate with per-stage costs)."""
-    from hpr.parallel.schedule import simulate
-
     f = [t / (m * (1.0 + b_over_f)) for t in busy]
     return simulate(len(busy), m, f_cost=f, b_cost=[x * b_over_f for x in f]).bubble
 
@@ -201,8 +202,6 @@ def _bubble(ranks, pp, steps, m):
 
 
 def summarize(ranks, layout, batch, m, steps, config):
-    from hpr.parallel.schedule import bubble_fraction
-
     dp, tp_n, pp = layout
     step_max = np.max(np.array([r["times"] for r in ranks]), axis=0)  # the slowest rank, per step
     med = statistics.median(step_max.tolist())
@@ -294,14 +293,6 @@ def print_notes(rows, m):
 
 
 def main(argv=None):
-    os.environ.setdefault("HPR_TIMEOUT", "1800")  # slow presets on few cores: long waits between stages
-    import hpr
-    from hpr import cpu
-    from hpr.errors import ConfigError
-    from hpr.model import GPTConfig
-    from hpr.parallel import valid_layouts
-    from hpr.parallel.grid import layout_problem
-
     ap = argparse.ArgumentParser(prog="python -m hpr.bench layouts", description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="S", help="tiny, S or M (default S)")
     ap.add_argument("--batch", type=int, default=None,
@@ -314,7 +305,7 @@ def main(argv=None):
     ap.add_argument("--json", metavar="FILE", help="write the rows as JSON (rank 0)")
     a = ap.parse_args(argv)
     config = GPTConfig.preset(a.preset)
-    world = hpr.init(threads=a.threads)
+    world = hpr.init(threads=a.threads, settings=settings_with_timeout(STAGE_TIMEOUT))
     n, lead = world.size, world.rank == 0
     m = a.micro_batches or default_micro_batches(n, config)
     batch = a.batch or default_batch(n, m)
@@ -332,7 +323,7 @@ def main(argv=None):
     if not layouts:
         raise ConfigError(f"no layout of {n} rank(s) fits preset {a.preset} with batch {batch} and m={m}")
     threads = cpu.num_threads()
-    tokens = np.random.default_rng(1234).integers(0, config.vocab_size, 1 << 20).astype(np.uint8)
+    batches = random_batches(config)  # the same windows for every layout
     if lead:
         print(f"hpr.bench layouts: preset {a.preset} ({config.n_layers} layers, d_model {config.d_model}, "
               f"{config.n_heads} heads, context {config.context}, {config.dtype}), {n} ranks x {threads} thread(s) "
@@ -343,7 +334,7 @@ def main(argv=None):
             print(f"  skipped {s['layout']}: {s['why']}")
     rows = []
     for lay in layouts:
-        mine = measure(world, config, lay, batch, m, steps, tokens)
+        mine = measure(world, config, lay, batch, m, steps, batches)
         ranks = world.mpi.gather(mine, root=0)
         if lead:
             row = summarize(ranks, lay, batch, m, steps, config)

@@ -4,6 +4,7 @@ the computing rank's time in each case against the same computation with the oth
 ("alone"), and the ratios. Under MPICH's default launcher a rank spinning in MPI takes the core from
 the one computing; hpr's waits give it back."""
 import argparse
+import os
 import time
 
 import numpy as np
@@ -62,8 +63,6 @@ def main(argv=None):
     t_hpr = case(comm.barrier)
     t_mpi = case(mpi.Barrier)
     if comm.rank == 0:
-        import os
-
         print(f"# one rank computes, {comm.size - 1} wait; {comm.size} ranks on {os.cpu_count()} cores; "
               f"median of {args.repeats}")
         print(f"{'case':<28} {'compute ms':>10} {'vs alone':>9}")

@@ -18,41 +18,31 @@ in the same run.
 
 The other simulators' per-gate times are what each offers: qulacs applies one gate to a state in place
 (timed like hpr); qiskit-aer and lightning run whole circuits, so their time per gate is (circuit of R
-copies - empty circuit) / R, which leaves out their per-run overhead."""
+copies - empty circuit) / R, which leaves out their per-run overhead.
+
+The gates, circuits and timer are hpr/bench/circuits.py's (the GPU tables, quantum_gpu.py, use them too).
+The other simulators are imported only by the functions that time them, when installed."""
 import argparse
+import importlib.util
+import os
 import statistics
 import sys
 import time
 
 import numpy as np
 
-from . import write_json
+from hpr import cpu
+from hpr.quantum import StateVector
+from hpr.quantum.circuit import Circuit
 
-
-def median_time(fn, budget=0.25, min_reps=5, max_reps=200):
-    """Median seconds of fn, after one warm-up call, over as many calls as fit budget (>= min_reps)."""
-    t0 = time.perf_counter()
-    fn()
-    t1 = time.perf_counter() - t0
-    reps = int(max(min_reps, min(max_reps, budget / max(t1, 1e-9))))
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
-
-
-def gate_list(n):
-    h = n // 2
-    return [("h", (0,), None, "H q0"), ("h", (h,), None, f"H q{h}"), ("h", (n - 1,), None, f"H q{n - 1}"),
-            ("cx", (0, n - 1), None, f"CNOT 0,{n - 1}"), ("rz", (h,), 0.3, f"RZ q{h}")]
+from . import check_agree, quantum_gpu, write_json
+from .circuits import circuit20, gate_list, median_time, workload
 
 
 # ------------------------------------------------------------------------------- other simulators
 def _qulacs(n, gates, budget):
-    import qulacs
-    from qulacs import gate as qg
+    import qulacs  # lazy: optional simulator, timed only when installed
+    from qulacs import gate as qg  # lazy: optional simulator, timed only when installed
 
     st = qulacs.QuantumState(n)
     make = {"h": lambda q, p: qg.H(q[0]), "cx": lambda q, p: qg.CNOT(q[0], q[1]),
@@ -71,8 +61,8 @@ def _circuit_diff(run_empty, run_k, reps=20, budget=1.0):
 
 
 def _qiskit_aer(n, gates, budget, reps=20):
-    from qiskit import QuantumCircuit
-    from qiskit_aer import AerSimulator
+    from qiskit import QuantumCircuit  # lazy: optional simulator, timed only when installed
+    from qiskit_aer import AerSimulator  # lazy: optional simulator, timed only when installed
 
     sim = AerSimulator(method="statevector", precision="double")
 
@@ -92,7 +82,7 @@ def _qiskit_aer(n, gates, budget, reps=20):
 
 
 def _lightning(n, gates, budget, reps=20):
-    import pennylane as qml
+    import pennylane as qml  # lazy: optional simulator, timed only when installed
 
     dev = qml.device("lightning.qubit", wires=n)
     ops = {"h": lambda q, p: qml.Hadamard(q[0]), "cx": lambda q, p: qml.CNOT(wires=list(q)),
@@ -115,31 +105,21 @@ OTHERS = [("qulacs", "qulacs", _qulacs), ("qiskit-aer", "qiskit_aer", _qiskit_ae
 
 
 def available_others():
-    import importlib.util
-
     return [(name, fn) for name, mod, fn in OTHERS if importlib.util.find_spec(mod) is not None]
-
-
-# ------------------------------------------------------------------------------ the 20-gate circuit
-def circuit20():
-    """(name, qubits) of the 20-gate circuit: H on 0..9, then CNOT(q, q+1) for q = 0..9."""
-    return [("h", (q,)) for q in range(10)] + [("cx", (q, q + 1)) for q in range(10)]
 
 
 def circuit20_others(n, budget):
     """{simulator: seconds for the 20 gates} for the installed simulators."""
-    import importlib.util
-
     out = {}
     if importlib.util.find_spec("qulacs") is not None:
-        import qulacs
+        import qulacs  # lazy: optional simulator, timed only when installed
 
         st, qc = qulacs.QuantumState(n), qulacs.QuantumCircuit(n)
         for name, qs in circuit20():
             qc.add_H_gate(qs[0]) if name == "h" else qc.add_CNOT_gate(*qs)
         out["qulacs"] = median_time(lambda: qc.update_quantum_state(st), budget, min_reps=3)
     if importlib.util.find_spec("pennylane_lightning") is not None:
-        import pennylane as qml
+        import pennylane as qml  # lazy: optional simulator, timed only when installed
 
         dev = qml.device("lightning.qubit", wires=n)
 
@@ -152,23 +132,6 @@ def circuit20_others(n, budget):
             return c
         out["lightning"] = _circuit_diff(make([]), make(circuit20()), 1, budget)
     return out
-
-
-# ---------------------------------------------------------------------------------- batched workload
-def workload(n=8, layers=4):
-    """The batched workload's circuit: RY(input q) on every qubit, then `layers` x (RY(w), RZ(w) on every
-    qubit, CNOT(q, q+1 mod n)); weights 2 n layers."""
-    from hpr.quantum.circuit import Circuit
-
-    c = Circuit(n, n_inputs=n, n_weights=2 * n * layers)
-    for q in range(n):
-        c.add("ry", [q], ("in", q))
-    for l in range(layers):
-        for q in range(n):
-            c.add("ry", [q], ("w", 2 * n * l + q)).add("rz", [q], ("w", 2 * n * l + n + q))
-        for q in range(n):
-            c.add("cx", [q, (q + 1) % n])
-    return c
 
 
 class NumpyCircuit:
@@ -243,8 +206,8 @@ class NumpyCircuit:
 def lightning_adjoint(circuit, x, w, g, budget):
     """Seconds per circuit of forward + gradient with lightning's adjoint method (qml.grad of
     sum(g * <Z>)), over as many of the circuits as fit the budget (>= 3)."""
-    import pennylane as qml
-    from pennylane import numpy as pnp
+    import pennylane as qml  # lazy: optional simulator, timed only when installed
+    from pennylane import numpy as pnp  # lazy: optional simulator, timed only when installed
 
     n = circuit.n
     dev = qml.device("lightning.qubit", wires=n)
@@ -288,6 +251,7 @@ def batched(B, budget, others):
     zh = c.forward(x, w)
     dxh, dwh = c.backward(g)
     err = max(float(np.abs(zh - zn).max()), float(np.abs(dxh - dxn).max()), float(np.abs(dwh - dwn).max()))
+    check_agree("batched workload, hpr against numpy einsum (float64)", err, 1e-9)
 
     def fb(sim):
         sim.forward(x, w)
@@ -306,7 +270,7 @@ def batched(B, budget, others):
 
 
 # ------------------------------------------------------------------------------------------- main
-def main(argv=None):
+def build_parser():
     ap = argparse.ArgumentParser(prog="python -m hpr.bench quantum", description=__doc__.split("\n\n")[0])
     ap.add_argument("--max-qubits", type=int, default=None, help="largest n of the single gates, 16..26 in steps "
                     "of 2 (default 24; 26 needs 1 GiB per state; on the GPU 20..30, default 28)")
@@ -321,32 +285,12 @@ def main(argv=None):
                     help="gpu: the GPU kernels (CuPy) against the device's copy bandwidth; see quantum_gpu.py")
     ap.add_argument("--dtype", default="complex128", choices=("complex64", "complex128"),
                     help="state dtype on the GPU (default complex128; the CPU part is complex128)")
-    a = ap.parse_args(argv)
-    if a.max_qubits is None:
-        a.max_qubits = 28 if a.device == "gpu" else 24
-    if a.batch is None:
-        a.batch = (1 << 20) if a.device == "gpu" else 1024
-    if a.device == "gpu":
-        from . import quantum_gpu
+    return ap
 
-        if a.max_qubits < 20 or a.batch < 0:
-            print("with --device gpu: --max-qubits >= 20 (default 28 there) and --batch >= 0", file=sys.stderr)
-            return 2
-        return quantum_gpu.main(a)
-    sizes = [n for n in (16, 18, 20, 22, 24, 26) if n <= a.max_qubits]
-    if not sizes or a.threads < 1 or a.batch < 0 or not (a.circuit_qubits == 0 or 11 <= a.circuit_qubits <= 30):
-        print("need --max-qubits >= 16, --threads >= 1, --batch >= 0 and --circuit-qubits 0 or 11..30",
-              file=sys.stderr)
-        return 2
-    import os
 
-    os.environ["OMP_NUM_THREADS"] = str(a.threads)  # before any OpenMP runtime of another simulator loads
-    from hpr import cpu
-    from hpr.quantum import StateVector
-
-    cpu.set_num_threads(a.threads)
-    others = available_others()
-    print(f"hpr.bench quantum: complex128, {a.threads} thread(s) for hpr and the others (OMP_NUM_THREADS)")
+def single_gates(sizes, budget, others):
+    """Part 1: each gate of gate_list(n) on one state of n qubits, beside numpy's copy of the same bytes
+    and the installed simulators; prints a line per gate and returns the rows."""
     print("1. single gates on one state: median time per gate; GB/s = 2 * 16 * 2**n bytes / time")
     print("   reference: np.copyto of the same 2**n complex128 array, same run (read + write, single thread); "
           "x = hpr GB/s / copy GB/s")
@@ -365,17 +309,17 @@ def main(argv=None):
         nbytes = 2 * 16 * (1 << n)
         src = np.ones(1 << n, np.complex128)
         dst = np.empty_like(src)
-        t_copy = median_time(lambda: np.copyto(dst, src), a.budget)
+        t_copy = median_time(lambda: np.copyto(dst, src), budget)
         copy_bw = nbytes / t_copy / 1e9
         gates = gate_list(n)
         other_t = {}
         for k, fn in others:
             try:
-                other_t[k] = fn(n, gates, a.budget)
+                other_t[k] = fn(n, gates, budget)
             except Exception as e:  # a broken optional install must not stop hpr's figures
                 print(f"({k}: skipped, {type(e).__name__}: {e})")
         for name, qs, p, label in gates:
-            t = median_time(lambda: sv.apply(name, list(qs), p), a.budget)
+            t = median_time(lambda: sv.apply(name, list(qs), p), budget)
             bw = nbytes / t / 1e9
             row = {"n": n, "gate": label, "us": t * 1e6, "gbps": bw, "copy_us": t_copy * 1e6,
                    "copy_gbps": copy_bw, "ratio_to_copy": bw / copy_bw}
@@ -390,61 +334,93 @@ def main(argv=None):
             rows.append(row)
             print(line, flush=True)
         sv = src = dst = None  # freed before the next size is allocated
-    out = {"threads": a.threads, "dtype": "complex128", "rows": rows, "others": [k for k, _ in others]}
+    return rows
 
-    if a.circuit_qubits:
-        from hpr.quantum.circuit import Circuit
 
-        n = a.circuit_qubits
-        c = Circuit(n)
-        for name, qs in circuit20():
-            c.add(name, list(qs))
-        sv = StateVector(n, 1, np.complex128)
-        sv.apply("h", [n - 1])
-        zx, zw = np.zeros((1, 0)), np.zeros(0)
-        progs = {"compiled": c.compile(0), "fused": c.compile(4)}
-        s = np.zeros((1, 1 << n), np.complex128)
-        s[0, :] = 1 / np.sqrt(1 << n)
-        t_gbg = median_time(lambda: [sv.apply(name, list(qs)) for name, qs in circuit20()], a.budget, min_reps=3)
-        t_c = {k: median_time(lambda p=p: p.run(s, zx, zw), a.budget, min_reps=3) for k, p in progs.items()}
-        ot = {}
-        try:
-            ot = circuit20_others(n, a.budget)
-        except Exception as e:
-            print(f"(20-gate circuit in the other simulators: skipped, {type(e).__name__}: {e})")
-        print(f"\n2. the 20-gate circuit at n = {n} (H on 0..9, CNOT(q, q+1) for q = 0..9), one state, ms; "
-              "x_other = their time / hpr's")
-        print(f"   {'hpr gate by gate':<34}{t_gbg * 1e3:>9.2f}")
-        labels = {"compiled": "hpr compiled (chunked runs)", "fused": "hpr compiled, dense blocks <= 4q"}
-        for k, t in t_c.items():
-            line = f"   {labels[k]:<34}{t * 1e3:>9.2f}"
-            for o, to in ot.items():
-                line += f"   x_{o} {to / t:5.2f}"
-            print(line)
+def circuit_part(n, budget):
+    """Part 2: the 20-gate circuit at n qubits, gate by gate and compiled (and fused), beside the
+    installed simulators; prints its table and returns its figures."""
+    c = Circuit(n)
+    for name, qs in circuit20():
+        c.add(name, list(qs))
+    sv = StateVector(n, 1, np.complex128)
+    sv.apply("h", [n - 1])
+    zx, zw = np.zeros((1, 0)), np.zeros(0)
+    progs = {"compiled": c.compile(0), "fused": c.compile(4)}
+    s = np.zeros((1, 1 << n), np.complex128)
+    s[0, :] = 1 / np.sqrt(1 << n)
+    t_gbg = median_time(lambda: [sv.apply(name, list(qs)) for name, qs in circuit20()], budget, min_reps=3)
+    t_c = {k: median_time(lambda p=p: p.run(s, zx, zw), budget, min_reps=3) for k, p in progs.items()}
+    ot = {}
+    try:
+        ot = circuit20_others(n, budget)
+    except Exception as e:
+        print(f"(20-gate circuit in the other simulators: skipped, {type(e).__name__}: {e})")
+    print(f"\n2. the 20-gate circuit at n = {n} (H on 0..9, CNOT(q, q+1) for q = 0..9), one state, ms; "
+          "x_other = their time / hpr's")
+    print(f"   {'hpr gate by gate':<34}{t_gbg * 1e3:>9.2f}")
+    labels = {"compiled": "hpr compiled (chunked runs)", "fused": "hpr compiled, dense blocks <= 4q"}
+    for k, t in t_c.items():
+        line = f"   {labels[k]:<34}{t * 1e3:>9.2f}"
         for o, to in ot.items():
-            print(f"   {o:<34}{to * 1e3:>9.2f}")
-        out["circuit20"] = {"n": n, "hpr_gate_by_gate_us": t_gbg * 1e6, "hpr_us": t_c["compiled"] * 1e6,
-                            "hpr_fused_us": t_c["fused"] * 1e6, "hpr_ops": len(progs["compiled"].ops),
-                            "hpr_fused_ops": len(progs["fused"].ops),
-                            **{f"{o}_us": to * 1e6 for o, to in ot.items()}}
-        sv = s = None
+            line += f"   x_{o} {to / t:5.2f}"
+        print(line)
+    for o, to in ot.items():
+        print(f"   {o:<34}{to * 1e3:>9.2f}")
+    return {"n": n, "hpr_gate_by_gate_us": t_gbg * 1e6, "hpr_us": t_c["compiled"] * 1e6,
+            "hpr_fused_us": t_c["fused"] * 1e6, "hpr_ops": len(progs["compiled"].ops),
+            "hpr_fused_ops": len(progs["fused"].ops), **{f"{o}_us": to * 1e6 for o, to in ot.items()}}
 
+
+def batched_part(B, budget, others):
+    """Part 3: the batched workload (see `batched`), printed; returns its figures."""
+    bt = batched(B, budget, others)
+    print(f"\n3. batched workload: {bt['circuits']} circuits x {bt['qubits']} qubits, {bt['gates']} gates "
+          f"(RY encoding, {bt['layers']} x (RY + RZ, CNOT ring)), <Z_i>; circuits/s (higher is better)")
+    print(f"   {'':<28}{'forward':>12}{'fwd + grad':>12}")
+    print(f"   {'hpr (one call per batch)':<28}{bt['hpr_forward_cps']:>12,.0f}{bt['hpr_forward_grad_cps']:>12,.0f}")
+    print(f"   {'numpy einsum (reference)':<28}{bt['numpy_forward_cps']:>12,.0f}{bt['numpy_forward_grad_cps']:>12,.0f}")
+    if "lightning_forward_grad_cps" in bt:
+        print(f"   {'lightning adjoint':<28}{'-':>12}{bt['lightning_forward_grad_cps']:>12,.1f}")
+    print(f"   hpr / numpy: forward {bt['hpr_forward_cps'] / bt['numpy_forward_cps']:.1f}x, fwd + grad "
+          f"{bt['hpr_forward_grad_cps'] / bt['numpy_forward_grad_cps']:.1f}x" +
+          (f"; hpr / lightning fwd + grad {bt['hpr_forward_grad_cps'] / bt['lightning_forward_grad_cps']:.0f}x"
+           if "lightning_forward_grad_cps" in bt else "") +
+          f"; backward / forward time {bt['hpr_forward_cps'] / bt['hpr_forward_grad_cps'] - 1:.2f}"
+          f" (results agree to {bt['max_abs_diff']:.1e})")
+    return bt
+
+
+def main(argv=None):
+    a = build_parser().parse_args(argv)
+    if a.max_qubits is None:
+        a.max_qubits = 28 if a.device == "gpu" else 24
+    if a.batch is None:
+        a.batch = (1 << 20) if a.device == "gpu" else 1024
+    if a.device == "gpu":
+        if a.max_qubits < 20 or a.batch < 0:
+            print("with --device gpu: --max-qubits >= 20 (default 28 there) and --batch >= 0", file=sys.stderr)
+            return 2
+        return quantum_gpu.main(a)
+    sizes = [n for n in (16, 18, 20, 22, 24, 26) if n <= a.max_qubits]
+    if not sizes or a.threads < 1 or a.batch < 0 or not (a.circuit_qubits == 0 or 11 <= a.circuit_qubits <= 30):
+        print("need --max-qubits >= 16, --threads >= 1, --batch >= 0 and --circuit-qubits 0 or 11..30",
+              file=sys.stderr)
+        return 2
+    # The environment of the OpenMP runtimes, not a setting of hpr's: OpenMP reads OMP_NUM_THREADS once,
+    # when its runtime loads, so it is set before any loads one (hpr's kernels on their first call, the
+    # other simulators when the functions that time them import them), and every simulator runs on
+    # a.threads threads. hpr's own count is set directly.
+    os.environ["OMP_NUM_THREADS"] = str(a.threads)
+    cpu.set_num_threads(a.threads)
+    others = available_others()
+    print(f"hpr.bench quantum: complex128, {a.threads} thread(s) for hpr and the others (OMP_NUM_THREADS)")
+    out = {"threads": a.threads, "dtype": "complex128", "rows": single_gates(sizes, a.budget, others),
+           "others": [k for k, _ in others]}
+    if a.circuit_qubits:
+        out["circuit20"] = circuit_part(a.circuit_qubits, a.budget)
     if a.batch:
-        bt = batched(a.batch, max(a.budget, 1.0), dict(others))
-        out["batched"] = bt
-        print(f"\n3. batched workload: {bt['circuits']} circuits x {bt['qubits']} qubits, {bt['gates']} gates "
-              f"(RY encoding, {bt['layers']} x (RY + RZ, CNOT ring)), <Z_i>; circuits/s (higher is better)")
-        print(f"   {'':<28}{'forward':>12}{'fwd + grad':>12}")
-        print(f"   {'hpr (one call per batch)':<28}{bt['hpr_forward_cps']:>12,.0f}{bt['hpr_forward_grad_cps']:>12,.0f}")
-        print(f"   {'numpy einsum (reference)':<28}{bt['numpy_forward_cps']:>12,.0f}{bt['numpy_forward_grad_cps']:>12,.0f}")
-        if "lightning_forward_grad_cps" in bt:
-            print(f"   {'lightning adjoint':<28}{'-':>12}{bt['lightning_forward_grad_cps']:>12,.1f}")
-        print(f"   hpr / numpy: forward {bt['hpr_forward_cps'] / bt['numpy_forward_cps']:.1f}x, fwd + grad "
-              f"{bt['hpr_forward_grad_cps'] / bt['numpy_forward_grad_cps']:.1f}x" +
-              (f"; hpr / lightning fwd + grad {bt['hpr_forward_grad_cps'] / bt['lightning_forward_grad_cps']:.0f}x"
-               if "lightning_forward_grad_cps" in bt else "") +
-              f"; backward / forward time {bt['hpr_forward_cps'] / bt['hpr_forward_grad_cps'] - 1:.2f}"
-              f" (results agree to {bt['max_abs_diff']:.1e})")
+        out["batched"] = batched_part(a.batch, max(a.budget, 1.0), dict(others))
     if a.json:
         write_json(a.json, out)
     return 0

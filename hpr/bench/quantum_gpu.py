@@ -9,15 +9,21 @@ hpr's state-vector kernels on one GPU (CuPy), each beside its reference measured
 2. The batched workload of the CPU benchmark (8 qubits, RY encoding, 4 x (RY + RZ, CNOT ring), <Z_i>) at
    1024, 65536 and 1048576 circuits: forward and forward + adjoint gradient, circuits/s, one launch per
    pass with each state in shared memory; checked against the CPU kernels first. Target: >= 1e6
-   circuits/s. The CPU kernels' figure for 1024 circuits is printed beside it."""
+   circuits/s. The CPU kernels' figure for 1024 circuits is printed beside it.
+
+``python -m hpr.bench quantum`` parses the flags and calls main(a) here; the gates, circuits and timer
+are hpr/bench/circuits.py's, the same the CPU tables use. CuPy is reached through hpr.device."""
 import numpy as np
 
-from . import write_json
-from .quantum import median_time
+import hpr
+from hpr.quantum import StateVector
+
+from . import check_agree, write_json
+from .circuits import gate_list, median_time, workload
 
 
 def _timed(fn, sync, budget, min_reps=5):
-    """quantum.median_time of fn with the device synchronised after each call, after one extra warm-up
+    """circuits.median_time of fn with the device synchronised after each call, after one extra warm-up
     (a first call compiles its kernels, which would set the repetition count)."""
     def call():
         fn()
@@ -39,11 +45,6 @@ def _theoretical_bandwidth(dev):
 
 
 def main(a):
-    import hpr
-    from hpr.quantum import StateVector
-
-    from .quantum import gate_list, workload
-
     dev = hpr.device.select("gpu", local_rank=0)
     cp, sync = dev.xp, dev.synchronize
     dt = np.dtype(a.dtype)
@@ -90,6 +91,8 @@ def main(a):
         dxg, dwg = c.backward(cp.asarray(g))
         err = max(float(np.abs(zg.get() - zc).max()), float(np.abs(dxg.get() - dxc).max()),
                   float(np.abs(dwg.get() - dwc).max()))
+        # the same kernels' arithmetic on two devices: a few hundred roundings apart at most
+        check_agree(f"batched workload, GPU against the CPU kernels ({dt.name})", err, 1e5 * float(np.finfo(dt).eps))
         t_cpu = _timed(lambda: c.forward(x, w, dt), lambda: None, a.budget, min_reps=3)
         print(f"\n2. batched workload: {c.n} qubits, {len(c.ops)} gates; circuits/s (GPU agrees with the CPU "
               f"kernels to {err:.1e}); CPU kernels, 1024 circuits, forward: {1024 / t_cpu:,.0f}/s")

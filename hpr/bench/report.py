@@ -17,6 +17,7 @@ renamed, so DIR never holds half a report.
 import argparse
 import datetime
 import importlib.util
+import io
 import json
 import os
 import platform
@@ -29,7 +30,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from hpr.bench.__main__ import BENCHES
+import numpy as np
+
+from hpr.bench import BENCHES, torch_reference
 from hpr.bench.figures import (allreduce_chart, allreduce_md, batched_chart, dp_chart, dp_md, layouts_md,
                                oversubscribe_md, quantum_chart, quantum_md, table, train_md, training_chart)
 from hpr.errors import ConfigError, HprError
@@ -76,9 +79,7 @@ def write_atomic(path, data):
 
 def save_chart(fig, path):
     """A matplotlib figure as PNG at path, atomically (see write_atomic)."""
-    import io
-
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib is optional (the plot extra)
 
     buf = io.BytesIO()
     try:
@@ -91,11 +92,11 @@ def save_chart(fig, path):
 def pyplot():
     """matplotlib.pyplot on the non-interactive Agg backend, or None when matplotlib is not installed."""
     try:
-        import matplotlib
+        import matplotlib  # lazy: optional (the plot extra); without it the report has tables only
     except ImportError:
         return None
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after choosing the Agg backend
 
     return plt
 
@@ -119,6 +120,7 @@ class Run:
 
 
 def find_mpiexec():
+    """The mpiexec beside this Python (pip's mpich puts it there), else the one on PATH, else None."""
     local = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     return local if os.path.exists(local) else shutil.which("mpiexec")
 
@@ -199,9 +201,6 @@ def run_bench(name, bench, ranks, flags, out, shown_out, limit, mpiexec):
 
 def machine(ranks, load_at_start=None):
     """[(what, value)] about this machine, and the output of ``python -m hpr config``."""
-    import numpy as np
-
-    from hpr.bench import torch_reference
 
     def first(path, key):
         try:
@@ -212,7 +211,7 @@ def machine(ranks, load_at_start=None):
 
     mem = first("/proc/meminfo", "MemTotal")
     try:
-        import matplotlib
+        import matplotlib  # lazy: optional (the plot extra)
 
         mpl = matplotlib.__version__
     except ImportError:

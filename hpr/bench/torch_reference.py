@@ -1,13 +1,19 @@
 """hpr's GPT and training recipe written again in PyTorch eager: a side-by-side reference for
 ``python -m hpr.bench train``, used only when torch happens to be installed. torch is never a dependency
-of hpr (not in pyproject, not in CI): it is imported inside the functions, so importing this module
-needs only the standard library, and ``available()`` says whether the reference can run.
+of hpr (only of its `test` extra, for the references CI compares against): it is imported inside the
+functions, so importing this module needs only the standard library, and ``available()`` says whether
+the reference can run.
 
     python -m hpr.bench.torch_reference --preset S --threads 1 --batch 16 --steps 10
 
 Dimensions: B batch, T context, C d_model, V vocab, L layers, H heads.
+
+``python -m hpr.bench dp`` wraps the same model (build_model) and optimizer (adamw) in DDP.
 """
 import argparse
+import importlib.metadata
+import importlib.util
+import json
 import math
 import statistics
 import time
@@ -27,9 +33,6 @@ def _dims(cfg):
 def available():
     """torch's version string if torch is installed, else None. Found without importing torch: an
     imported torch starts OpenMP threads that spin beside the benchmark's own work."""
-    import importlib.metadata
-    import importlib.util
-
     if importlib.util.find_spec("torch") is None:
         return None
     try:
@@ -52,11 +55,11 @@ def model_flops_per_token(cfg):
     return float(6 * n_matmul + 12 * L * T * C)
 
 
-def _build(cfg):
+def build_model(cfg):
     """The GPT as a torch.nn.Module, initialised as hpr initialises its own."""
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
+    import torch  # lazy: optional and heavy (its OpenMP threads spin once imported)
+    import torch.nn as nn  # lazy: optional and heavy
+    import torch.nn.functional as F  # lazy: optional and heavy
 
     V, T, C, L, H = _dims(cfg)
 
@@ -101,9 +104,9 @@ def _build(cfg):
     return GPT()
 
 
-def _adamw(model, lr):
+def adamw(model, lr):
     """AdamW with weight decay on the 2-D Linear weights only (not biases, LayerNorm or embeddings)."""
-    import torch
+    import torch  # lazy: optional and heavy (its OpenMP threads spin once imported)
 
     decay = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
     ids = {id(p) for p in decay}
@@ -117,15 +120,15 @@ def train_step_times(cfg, batch, threads, steps, warmup, seed=0, lr=1e-3):
     (restored afterwards). Each step draws a new (batch, T+1) block of uniform random tokens from a
     generator seeded with `seed`: inputs are its first T columns, targets the next-token shift.
     loss_first is the first step's loss (warmup included, ~ln V), loss_last the last timed step's."""
-    import torch
+    import torch  # lazy: optional and heavy (its OpenMP threads spin once imported)
 
     V, T, _, _, _ = _dims(cfg)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         torch.manual_seed(seed)
-        model = _build(cfg).float()
-        opt = _adamw(model, lr)
+        model = build_model(cfg).float()
+        opt = adamw(model, lr)
         gen = torch.Generator().manual_seed(seed)
         times, losses = [], []
         for i in range(warmup + steps):
@@ -150,7 +153,7 @@ def train_step_times(cfg, batch, threads, steps, warmup, seed=0, lr=1e-3):
 
 def matmul_flops(threads, n=2048, repeats=5):
     """torch's float32 FLOP/s on an n x n @ n x n matmul (median of `repeats`, after one warm-up)."""
-    import torch
+    import torch  # lazy: optional and heavy (its OpenMP threads spin once imported)
 
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -170,8 +173,8 @@ def matmul_flops(threads, n=2048, repeats=5):
 def sdpa_backend(cfg, batch):
     """Which kernel torch's dispatcher picks for this model's attention call (e.g. FLASH_ATTENTION,
     torch's fused CPU kernel, or MATH, the unfused composite)."""
-    import torch
-    from torch.nn.attention import SDPBackend
+    import torch  # lazy: optional and heavy (its OpenMP threads spin once imported)
+    from torch.nn.attention import SDPBackend  # lazy: optional and heavy
 
     _, T, C, _, H = _dims(cfg)
     q = torch.randn(batch, H, T, C // H, requires_grad=True)  # (B, H, T, C/H)
@@ -195,8 +198,6 @@ def main(argv=None):
     r = train_step_times(cfg, args.batch, args.threads, args.steps, args.warmup, seed=args.seed)
     peak = matmul_flops(args.threads)
     if args.json:
-        import json
-
         with open(args.json, "w") as f:
             json.dump(dict(r, matmul_flops=peak), f)
     achieved = model_flops_per_token(cfg) * r["tokens_per_s"]

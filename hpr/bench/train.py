@@ -7,36 +7,56 @@ machine hits both; medians of all timed steps are compared.
 
 With --device gpu the step runs on one GPU (CuPy; parameters, activations and optimizer state there) and
 MFU is against the float32 and float16 matmul FLOP/s cuBLAS reaches on that GPU in this same run (the
-tensor-core peak is the float16 one); no torch reference there."""
+tensor-core peak is the float16 one); no torch reference there.
+
+The step is hpr.train.train_step, the trainer's own, on one process (hpr.init over MPI.COMM_SELF: its
+DataParallel has nothing to average), over windows of a random corpus (random_batches, which the dp and
+layouts benchmarks use too)."""
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
+from mpi4py import MPI
+
+import hpr
+from hpr import cpu
+from hpr.data import Batches
+from hpr.model import GPT, GPTConfig
+from hpr.optim import AdamW
+from hpr.parallel import DataParallel
+from hpr.train import train_step
 
 from . import torch_reference, write_json
 
+RANDOM_CORPUS_SEED = 1234  # the random corpus is the same in every process and every run
 
-def hpr_step_times(config, batch, steps, warmup, seed=0, lr=1e-3, device=None):
-    from hpr.model import GPT
-    from hpr.optim import AdamW, clip_scale, grad_norm_sq
 
+def random_batches(config, seed=0, n_tokens=1 << 20):
+    """train_step's batches over a random corpus: n_tokens tokens drawn uniformly from the vocabulary
+    (the same in every process), windows in hpr.data.Batches's order for `seed`."""
+    tokens = np.random.default_rng(RANDOM_CORPUS_SEED).integers(0, config.vocab_size, n_tokens)
+    return Batches(tokens.astype(np.uint8 if config.vocab_size <= 256 else np.int32), config.context, seed)
+
+
+def hpr_step_times(world, config, batch, steps, warmup, seed=0, lr=1e-3, device=None):
+    """Seconds of `steps` train_steps of `batch` sequences after `warmup` untimed ones, on the ranks of
+    world (one, here), and every step's loss."""
     model = GPT(config, seed=seed, device=device)
-    sync = device.synchronize if device is not None else (lambda: None)
+    sync = DataParallel(world, model.layout)
     opt = AdamW(model.layout, model.params, model.grads)
-    rng = np.random.default_rng(seed)
+    batches = random_batches(config, seed)
+    finish = device.synchronize if device is not None else (lambda: None)
     times, losses = [], []
     for i in range(warmup + steps):
-        tok = rng.integers(0, config.vocab_size, (batch, config.context + 1)).astype(np.int32)  # (B, T+1)
-        x, y = np.ascontiguousarray(tok[:, :-1]), np.ascontiguousarray(tok[:, 1:])
         t0 = time.perf_counter()
-        model.zero_grad()
-        loss = model.forward(x, y)
-        model.backward()
-        opt.step(lr, clip_scale(float(np.sqrt(grad_norm_sq(model.grads))), 1.0))
-        sync()
+        loss, _, _ = train_step(model, opt, sync, lambda step: lr, batches, i + 1, batch)
+        finish()
         dt = time.perf_counter() - t0
         losses.append(loss)
         if i >= warmup:
@@ -45,17 +65,11 @@ def hpr_step_times(config, batch, steps, warmup, seed=0, lr=1e-3, device=None):
 
 
 def torch_in_subprocess(preset, batch, threads, steps, seed):
-    import os
-    import subprocess
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "torch.json")
         cmd = [sys.executable, "-m", "hpr.bench.torch_reference", "--preset", preset, "--batch", str(batch),
                "--threads", str(threads), "--steps", str(steps), "--warmup", "2", "--seed", str(seed), "--json", out]
         env = dict(os.environ)
-        from hpr import cpu
-
         if cpu.set_wait_policy:  # hpr's choice for its own OpenMP, not torch's
             env.pop("OMP_WAIT_POLICY", None)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
@@ -64,9 +78,6 @@ def torch_in_subprocess(preset, batch, threads, steps, seed):
 
 
 def main(argv=None):
-    from hpr import cpu
-    from hpr.model import GPTConfig
-
     ap = argparse.ArgumentParser(prog="python -m hpr.bench train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="S", help="S or M (or tiny)")
     ap.add_argument("--threads", type=int, default=1, help="threads for BLAS, hpr's kernels and torch (default 1)")
@@ -82,7 +93,7 @@ def main(argv=None):
     config = GPTConfig.preset(a.preset)
     batch = a.batch or (8 if a.preset == "M" else 16)
     steps = a.steps or (3 if a.preset == "M" else 6)
-    cpu.set_num_threads(a.threads)
+    world = hpr.init(MPI.COMM_SELF, threads=a.threads)  # this process alone, a.threads threads
     tv = None if a.no_torch else torch_reference.available()
 
     peak = cpu.matmul_flops("float32")
@@ -94,7 +105,7 @@ def main(argv=None):
     print(f"reference: numpy float32 matmul (1024^3, {cpu.blas_info()}) {peak / 1e9:.1f} GFLOP/s")
     ht, tt, torch_peak = [], [], None
     for r in range(a.rounds):
-        t, losses = hpr_step_times(config, batch, steps, warmup=1, seed=r)
+        t, losses = hpr_step_times(world, config, batch, steps, warmup=1, seed=r)
         ht += t
         if tv:  # in its own process: torch's OpenMP threads would otherwise spin beside hpr's next round
             res = torch_in_subprocess(a.preset, batch, a.threads, steps, seed=r)
@@ -129,10 +140,7 @@ def main(argv=None):
 
 
 def gpu_main(a):
-    import hpr
-    from hpr import cpu
-    from hpr.model import GPTConfig
-
+    world = hpr.init(MPI.COMM_SELF)
     dev = hpr.device.select("gpu", local_rank=0)
     config = GPTConfig.preset(a.preset)
     batch = a.batch or 64
@@ -148,7 +156,7 @@ def gpu_main(a):
           flush=True)
     times = []
     for r in range(a.rounds):
-        t, losses = hpr_step_times(config, batch, steps, warmup=2, seed=r, device=dev)
+        t, losses = hpr_step_times(world, config, batch, steps, warmup=2, seed=r, device=dev)
         times += t
     med = statistics.median(times)
     tps = tokens / med

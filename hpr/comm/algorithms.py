@@ -6,7 +6,9 @@ or by two ranks as a+b and b+a, which IEEE addition makes equal).
 
 Non-power-of-two sizes fold the first 2·rem ranks in pairs: even ranks hand their data to the odd
 neighbour and sit out, and get the result back at the end (the scheme MPICH documents).
-Usage: ``ring_allreduce(link, x, red, scale)`` with ``red(acc, incoming)`` a reduce_into."""
+ALLREDUCE names the point-to-point allreduce algorithms: the one table the channels dispatch on (the node
+engine's "shm" and "hierarchical" live in channel.py; cost.py predicts every one's time).
+Usage: ``ALLREDUCE["ring"](link, x, red, scale)`` with ``red(acc, incoming)`` a reduce_into."""
 import numpy as np
 
 TAG = 11  # collectives run on their own duplicated communicator; one tag is enough
@@ -220,3 +222,7 @@ def dissemination_barrier(link, token):
     while k < p:
         link.sendrecv(token, (r + k) % p, inbox, (r - k) % p)
         k <<= 1
+
+
+ALLREDUCE = {"recursive_doubling": recursive_doubling_allreduce, "rabenseifner": rabenseifner_allreduce,
+             "ring": ring_allreduce}

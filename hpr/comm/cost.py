@@ -1,6 +1,7 @@
 """The alpha-beta cost model that picks an allreduce algorithm per call from the message size, the
 communicator size and how its ranks sit on nodes. The choice depends only on numbers every rank has,
-so every rank picks the same algorithm (a static plan). HPR_ALLREDUCE=<name> forces one.
+so every rank picks the same algorithm (a static plan). A CommConfig's ``allreduce`` (HPR_ALLREDUCE)
+forces one; that is the channel's business (channel.py), not the model's.
 
   alpha  seconds per message between processes (MPI latency plus hpr's Python per step)
   beta   seconds per byte moved between processes
@@ -10,11 +11,9 @@ so every rank picks the same algorithm (a static plan). HPR_ALLREDUCE=<name> for
 
 Usage: ``CostModel().choose(nbytes, size, layout)``; ``python -m hpr config`` prints the thresholds."""
 import math
-import os
 
+from ..config import ALGORITHMS
 from ..errors import ConfigError
-
-ALGORITHMS = ("recursive_doubling", "rabenseifner", "ring", "shm", "hierarchical")
 
 
 class NodeLayout:
@@ -97,12 +96,3 @@ class CostModel:
         """The same, among the point-to-point algorithms only (what runs between nodes)."""
         return self.thresholds(p, None, max_bytes)
 
-
-def forced_algorithm():
-    """HPR_ALLREDUCE, validated: None for automatic choice."""
-    v = os.environ.get("HPR_ALLREDUCE", "").strip().lower()
-    if v in ("", "auto"):
-        return None
-    if v not in ALGORITHMS:
-        raise ConfigError(f"HPR_ALLREDUCE={v!r} is not an algorithm; use auto or one of {', '.join(ALGORITHMS)}")
-    return v

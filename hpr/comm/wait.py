@@ -6,6 +6,10 @@ A wait tests its requests in a short spin, then sleeps for an eighth of the time
 ~5×). The spin keeps latency low when the peer is about to arrive; the sleep is at most ~12% of the
 wait. Past the deadline it raises CommTimeout naming the operation and the peers still missing.
 
+Owns the wait loop, the OpContext a wait belongs to and the timeout message. Does not own the settings:
+the deadline and the spin are the channel's (from its CommConfig: ``timeout``, ``spin_seconds``), carried
+by the OpContext, so two communicators with different settings never change each other's waits.
+
 Usage: ``wait_all([req1, req2], [peer1, peer2], ctx)`` where ctx describes the operation."""
 import os
 import socket
@@ -13,63 +17,12 @@ import time
 
 from mpi4py import MPI
 
-from ..errors import CommTimeout, ConfigError
-
-
-def _env_float(name, default):
-    v = os.environ.get(name)
-    if v is None or not v.strip():
-        return default
-    try:
-        f = float(v)
-    except ValueError:
-        raise ConfigError(f"{name}={v!r} is not a number of seconds") from None
-    if f <= 0:
-        raise ConfigError(f"{name}={v!r} must be positive")
-    return f
-
-
-def default_timeout():
-    """HPR_TIMEOUT in seconds (default 300)."""
-    return _env_float("HPR_TIMEOUT", 300.0)
-
-
-def _cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def spin_seconds(ranks_on_node=1):
-    """HPR_SPIN_US, how long a wait spins before sleeping: default 50 µs, or none at all when the node
-    has more ranks than this process may use cores (a spinning waiter would hold the core that the
-    rank it waits for needs)."""
-    default = 50.0 if ranks_on_node <= _cores() else 0.0
-    v = os.environ.get("HPR_SPIN_US", "").strip()
-    if not v:
-        return default * 1e-6
-    try:
-        f = float(v)
-    except ValueError:
-        raise ConfigError(f"HPR_SPIN_US={v!r} is not a number of microseconds") from None
-    if f < 0:
-        raise ConfigError(f"HPR_SPIN_US={v!r} must be >= 0")
-    return f * 1e-6
-
-
-SPIN = spin_seconds()
-
-
-def set_spin(seconds):
-    global SPIN
-    SPIN = seconds
+from ..cpu import cpu_kernels
+from ..errors import CommTimeout
 
 
 def short_sleeps():
     """Let this thread's sleeps be as short as asked (Linux timer slack 1 µs instead of 50 µs)."""
-    from ..cpu import cpu_kernels
-
     cpu_kernels().set_timer_slack(1000)
 
 
@@ -95,14 +48,16 @@ def process_state(host, pid):
 
 
 class OpContext:
-    """What a wait is part of, for the timeout message: operation, sequence number, rank, size."""
+    """What a wait is part of: operation, sequence number, rank, size (for the timeout message), and
+    how it waits: timeout, the deadline in seconds; spin, seconds to test before the first sleep."""
 
-    __slots__ = ("op", "seq", "rank", "size", "timeout", "peer_names", "peer_procs")
+    __slots__ = ("op", "seq", "rank", "size", "timeout", "peer_names", "peer_procs", "spin")
 
-    def __init__(self, op, seq, rank, size, timeout, peer_names=None, peer_procs=None):
+    def __init__(self, op, seq, rank, size, timeout, peer_names=None, peer_procs=None, spin=0.0):
         self.op, self.seq, self.rank, self.size, self.timeout = op, seq, rank, size, timeout
         self.peer_names = peer_names  # maps a peer index in this comm to a name, e.g. world rank
         self.peer_procs = peer_procs  # [(host, pid)] of every rank of this comm, to tell dead from stuck
+        self.spin = spin
 
     def timeout_error(self, peers):
         """CommTimeout naming the operation and the missing peers, and whether they are dead (their
@@ -136,25 +91,42 @@ class OpContext:
         return str(p) if self.peer_names is None else self.peer_names(p)
 
 
+def abandon(reqs, grace=1.0):
+    """Cancel the requests still in flight, wait up to grace seconds for the cancels to complete, and
+    free whatever is left (MPI then completes it on its own), so no request handle leaks."""
+    live = [r for r in reqs if r != MPI.REQUEST_NULL]
+    for r in live:
+        try:
+            r.Cancel()
+        except MPI.Exception:
+            pass
+    t0 = time.perf_counter()
+    while live and time.perf_counter() - t0 < grace:
+        live = [r for r in live if r != MPI.REQUEST_NULL and not r.Test()]
+        if live:
+            time.sleep(0.001)
+    for r in live:
+        if r != MPI.REQUEST_NULL:
+            try:
+                r.Free()
+            except MPI.Exception:
+                pass
+
+
 def wait_all(reqs, peers, ctx):
     """Wait for every request (reqs[i] talks to peers[i]) politely, within ctx.timeout."""
     if MPI.Request.Testall(reqs):
         return
     t0 = time.perf_counter()
-    testall, sleep, perf = MPI.Request.Testall, time.sleep, time.perf_counter
+    testall, sleep, perf, spin = MPI.Request.Testall, time.sleep, time.perf_counter, ctx.spin
     while True:
         if testall(reqs):
             return
         waited = perf() - t0
-        if waited > SPIN:
+        if waited > spin:
             if waited > ctx.timeout:
                 pending = [p for r, p in zip(reqs, peers) if not r.Test()]
-                for r in reqs:
-                    if r != MPI.REQUEST_NULL:
-                        try:
-                            r.Cancel()
-                        except MPI.Exception:
-                            pass
+                abandon(reqs)
                 raise ctx.timeout_error(pending)
             d = waited * 0.125
             sleep(0.000002 if d < 0.000002 else (0.002 if d > 0.002 else d))

@@ -35,7 +35,7 @@ def half_to_float(bits, bfloat):
 def float_to_half(x, bfloat):
     """float32 rounded to float16 (or bfloat16) bit patterns, nearest-even."""
     if bfloat:
-        import ml_dtypes
+        import ml_dtypes  # lazy: an optional package (the test extra); only bfloat16 needs it
 
         return x.astype(ml_dtypes.bfloat16).view(np.uint16)
     with np.errstate(over="ignore"):  # overflow to inf is the rounding we want

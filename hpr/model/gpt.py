@@ -4,6 +4,9 @@ embedding, softmax cross-entropy averaged over tokens). Parameters and gradients
 (`model.params`, `model.grads`), live: writing into `params` changes the model, `backward` adds
 into `grads`. Owns the model's math; not its sharding (hpr.parallel) or training loop (hpr.train).
 
+For use after training: `GPT.load(ckpt_dir)` (the model and its tokenizer), `logits(tokens)`, and
+generation with a key/value cache (`prefill`, `decode_step`; the loop is hpr.model.kvcache's).
+
 Dimensions: B batch, T time (<= context), C d_model, V vocab, N = B*T.
 Usage: ``m = GPT(GPTConfig.preset("S")); loss = m.forward(x, y); m.backward()``"""
 import dataclasses
@@ -11,14 +14,21 @@ import dataclasses
 import numpy as np
 
 from ..device import CPU, to_host
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..kernels import nn as K
 from ..nn import Block, Embedding, LayerNorm, ParamLayout, Workspace
+from ..quantum.layer import QuantumLayer
+from . import kvcache, saved
+from .tokenizer import for_checkpoint
 
 PRESETS = {
     "tiny": dict(context=16, d_model=32, n_layers=2, n_heads=4),
     "S": dict(context=128, d_model=128, n_layers=4, n_heads=4),
     "M": dict(context=256, d_model=384, n_layers=6, n_heads=6),
+    # GPT-2's shapes (124M and 355M parameters with its 50257-token vocabulary, which comes from the
+    # tokenizer: vocab_size=...); the same architecture, so their weights convert (hpr.convert)
+    "gpt2": dict(context=1024, d_model=768, n_layers=12, n_heads=12),
+    "gpt2-medium": dict(context=1024, d_model=1024, n_layers=24, n_heads=16),
 }
 DTYPES = ("float32", "float64")
 
@@ -56,7 +66,8 @@ class GPTConfig:
 
     @classmethod
     def preset(cls, name, **overrides):
-        """A named size: 'tiny' (tests), 'S' or 'M'; keyword overrides (e.g. dtype='float64')."""
+        """A named size: 'tiny' (tests), 'S', 'M', 'gpt2' or 'gpt2-medium'; keyword overrides (e.g.
+        dtype='float64', vocab_size=50257)."""
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         fields = [f.name for f in dataclasses.fields(cls)]
@@ -135,8 +146,6 @@ class GPT:
         lay.owning = self.last
         self.qlayer = None
         if c.n_qubits:
-            from ..quantum.layer import QuantumLayer
-
             self.qlayer = QuantumLayer(lay, "quantum", c.d_model, c.n_qubits, c.q_depth, std, self.tp)
         self.ln_f = LayerNorm(lay, "ln_f", c.d_model)
         lay.owning = True
@@ -152,6 +161,8 @@ class GPT:
         for b in self.blocks:
             b.set_workspace(self.ws)
         self._ready = None
+        self.vocab_size = c.vocab_size  # the tokenizer's; smaller when the embedding rows are padded
+        self.tokenizer = None  # set by GPT.load
 
     @property
     def n_params(self):
@@ -303,42 +314,128 @@ class GPT:
     def zero_grad(self):
         self.grads[:] = 0
 
+    def _head(self, xf):
+        """Final-norm rows (R, C) -> logits (R, V) on the host: the tied head x @ wte^T, the vocabulary
+        parts gathered under tensor parallelism, the padded rows (past the tokenizer's) dropped."""
+        z = xf @ self.emb.wte.data.T  # (R, V) or this rank's (R, V/tp)
+        if self.tp:  # generation only: gather the vocabulary parts
+            z = self.tp.comm.allgather(self.xp.ascontiguousarray(z.T)).T
+        return to_host(z)[:, :self.vocab_size]
+
     def logits_last(self, tokens):
         """Logits of the last position of each row: (B, V), a numpy array wherever the model lives."""
         tokens = self._check_tokens(tokens, "tokens")
         self._ready = None  # the layers' caches now hold this call, not the last forward
         xf = self.hidden(tokens)
         b, t = tokens.shape
-        last = xf.reshape(b, t, -1)[:, -1]
-        z = last @ self.emb.wte.data.T  # (B, V) or this rank's (B, V/tp)
-        if self.tp:  # generation only: gather the vocabulary parts
-            z = self.tp.comm.allgather(self.xp.ascontiguousarray(z.T)).T
-        return to_host(z)
+        return self._head(xf.reshape(b, t, -1)[:, -1])
 
-    def generate(self, prompt, n_tokens, temperature=1.0, top_k=None, seed=0):
-        """Sample n_tokens bytes after `prompt` (bytes, str, or int sequence); returns bytes of prompt +
-        sample. temperature 0 is greedy; top_k keeps the k likeliest tokens."""
+    def logits(self, tokens):
+        """Logits of every position, (B, T, V) numpy: row t predicts token t+1 from tokens[:, :t+1]."""
+        tokens = self._check_tokens(tokens, "tokens")
+        self._ready = None
+        b, t = tokens.shape
+        return self._head(self.hidden(tokens)).reshape(b, t, -1)
+
+    # ---- generation with a key/value cache (the loop: hpr.model.kvcache.generate) ----
+
+    def new_cache(self, batch, capacity=None):
+        """An empty KVCache for `batch` rows of up to `capacity` positions (default: the context)."""
+        c = self.config
+        capacity = c.context if capacity is None else capacity
+        if not 1 <= capacity <= c.context:
+            raise ConfigError(f"cache capacity {capacity} must be 1..{c.context} (the model's context)")
+        heads = c.n_heads // (self.tp.size if self.tp else 1)
+        return kvcache.KVCache(len(self.blocks), batch, heads, capacity, c.d_model // c.n_heads, self.dtype,
+                               self.xp)
+
+    def _cached_hidden(self, tokens, cache, pos):
+        b, t = tokens.shape
+        x = self.emb.forward_at(tokens, pos)
+        for blk, k, v in zip(self.blocks, cache.k, cache.v):
+            x = blk.forward_cached(x, b, t, k, v, pos)
+        if self.qlayer is not None:
+            x = self.qlayer.forward(x)
+        return self.ln_f.forward(x)  # (B*t, C)
+
+    def prefill(self, prompts, cache):
+        """Run B prompts (id sequences, 1..capacity long) into an empty cache, right-padded to the
+        longest (causal attention: padding after a row's end never reaches its positions); returns the
+        logits (B, V) of each row's last token and sets cache.pos to the lengths."""
+        self._whole("prefill()")
+        lens = np.array([len(p) for p in prompts], np.int64)
+        if len(prompts) != cache.batch or lens.min() < 1 or lens.max() > cache.capacity:
+            raise ConfigError(f"prefill takes {cache.batch} prompt(s) of 1..{cache.capacity} tokens (the "
+                              f"cache's batch and capacity), got lengths {lens.tolist()}")
+        tokens = np.zeros((len(prompts), int(lens.max())), np.int64)  # (B, T)
+        for b, p in enumerate(prompts):
+            tokens[b, :lens[b]] = p
+        tokens = self._check_tokens(tokens, "prompt")
+        self._ready = None
+        b, t = tokens.shape
+        xf = self._cached_hidden(tokens, cache, self.xp.zeros(b, np.int64)).reshape(b, t, -1)
+        cache.pos[:] = lens
+        return self._head(xf[np.arange(b), lens - 1])
+
+    def decode_step(self, ids, cache, at=None):
+        """One new token per row, ids (B,), at position at[b] (default cache.pos; the caller advances
+        cache.pos): each block attends over the row's cached positions 0..at[b]. Returns logits (B, V)."""
+        self._whole("decode_step()")
+        at = cache.pos if at is None else np.asarray(at, np.int64)
+        ids = np.asarray(ids)
+        if at.shape != (cache.batch,) or ids.shape != at.shape or ids.dtype.kind not in "iu":
+            raise ConfigError(f"decode_step takes one integer id per row of the cache ({cache.batch}), got "
+                              f"{ids.dtype} {ids.shape} at positions {at.shape}")
+        lo, hi = min(int(at.min()), int(ids.min())), max(int(at.max()) - cache.capacity, int(ids.max()) - self.config.vocab_size)
+        if lo < 0 or hi >= 0:
+            raise ConfigError(f"decode_step: ids {ids.tolist()} must be in [0, {self.config.vocab_size}) and positions "
+                              f"{at.tolist()} in [0, {cache.capacity}) (the cache's capacity)")
+        self._ready = None
+        tokens = self.device.asarray(ids.astype(np.int32).reshape(-1, 1))
+        return self._head(self._cached_hidden(tokens, cache, self.xp.asarray(at)))
+
+    def generate(self, prompt, n_tokens, temperature=1.0, top_k=None, seed=0, top_p=None):
+        """Sample n_tokens after `prompt` (bytes, str, or int sequence) with the key/value cache; returns
+        bytes of prompt + sample for a byte vocabulary, else the list of ids. temperature 0 is greedy;
+        top_k keeps the k likeliest tokens, top_p the smallest set reaching that probability."""
         if isinstance(prompt, str):
             prompt = prompt.encode("utf-8")
-        toks = list(np.asarray(list(prompt), dtype=np.int64))
+        toks = [int(t) for t in prompt]
         if not toks:
             raise ConfigError("generate needs a prompt of at least one token")
-        if temperature < 0 or (top_k is not None and top_k < 1) or n_tokens < 0:
-            raise ConfigError("generate wants temperature >= 0, top_k >= 1 (or None), n_tokens >= 0")
-        rng = np.random.default_rng(seed)
-        V = self.config.vocab_size
-        for _ in range(n_tokens):
-            ctx = np.array(toks[-self.config.context:], dtype=np.int32)[None]
-            z = self.logits_last(ctx)[0].astype(np.float64)
-            if temperature == 0:
-                nxt = int(np.argmax(z))
-            else:
-                z = z / temperature
-                if top_k is not None and top_k < V:
-                    kth = np.partition(z, V - top_k)[V - top_k]
-                    z = np.where(z < kth, -np.inf, z)
-                p = np.exp(z - z.max())
-                p /= p.sum()
-                nxt = int(rng.choice(V, p=p))
-            toks.append(nxt)
-        return bytes(int(t) & 0xFF for t in toks) if V <= 256 else toks
+        if n_tokens < 0:
+            raise ConfigError(f"generate wants n_tokens >= 0, got {n_tokens}")
+        toks += kvcache.generate(self, [toks], n_tokens, kvcache.Sampler(temperature, top_k, top_p, seed))[0]
+        return bytes(int(t) & 0xFF for t in toks) if self.config.vocab_size <= 256 else toks
+
+    @classmethod
+    def load(cls, ckpt_dir, dtype=None, tp=None):
+        """The model of a checkpoint (a --ckpt-dir: its newest intact step; or one step folder), with
+        its tokenizer as `model.tokenizer` (None when it has none and its vocabulary is not bytes).
+        dtype: compute in float32 / float64 instead of the saved dtype. tp: a TensorParallel to split
+        the heads over (generation under mpiexec); the vocabulary rows are then padded to a multiple
+        of tp (the padding never sampled). CheckpointError when the folder holds no usable model."""
+        path, meta = saved.find(ckpt_dir)
+        try:
+            config = GPTConfig(**{**meta["config"], **({"dtype": dtype} if dtype is not None else {})})
+        except TypeError as e:
+            raise CheckpointError(f"{path}: meta.json's config does not fit this hpr's GPTConfig ({e})") from None
+        tok = for_checkpoint(path, ckpt_dir, config.vocab_size)
+        tensors = saved.read_params(path)
+        n = tp.size if tp is not None else 1
+        padded = -(-config.vocab_size // n) * n
+        model = cls(dataclasses.replace(config, vocab_size=padded), seed=0, tp=tp)
+        for p in model.layout.entries:
+            if p.name not in tensors:
+                raise CheckpointError(f"{path}: {saved.PARAMS} has no tensor {p.name!r}; the checkpoint is "
+                                      "incomplete or from another model")
+            t = tensors[p.name]
+            if p.name == "wte" and padded != t.shape[0]:
+                t = np.concatenate([t, np.zeros((padded - t.shape[0],) + t.shape[1:], t.dtype)])
+            if tuple(t.shape) != p.full_shape:
+                raise CheckpointError(f"{path}: tensor {p.name!r} is {tuple(t.shape)}, the config says "
+                                      f"{p.full_shape}")
+            p.data[...] = model.xp.asarray(p.shard(t) if p.sharded else t)
+        model.tokenizer = tok
+        model.vocab_size = tok.vocab_size if tok is not None else config.vocab_size
+        return model

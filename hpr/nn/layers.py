@@ -3,7 +3,11 @@ LayerNorm, Linear, CausalSelfAttention, MLP, Block. Each forward caches only wha
 and returns a buffer the layer owns (reused step after step: no allocation in the training loop);
 each backward ADDS into its parameters' gradient views and returns the gradient of its input.
 Matmuls go to BLAS through hpr.kernels.nn.matmul on views (no copies or transposes; rows split over the
-rank's threads); everything between them is a fused kernel from hpr.kernels.nn. Never imports comm: model parallelism wraps these layers.
+rank's threads); everything between them is a fused kernel from hpr.kernels.nn. Never imports comm:
+model parallelism wraps these layers.
+For generation, Embedding.forward_at, CausalSelfAttention.forward_cached and Block.forward_cached run
+new positions against a key/value cache (prefill, then one position per step); they keep nothing for
+backward.
 
 Dimensions: B batch, T time, C channels (d_model), H heads, D = C / H head size, N = B*T rows.
 Usage: ``ln = LayerNorm(layout, "ln_f", C); y = ln.forward(x); dx += ...; ln.backward(dy, dx)``"""
@@ -29,6 +33,11 @@ class Workspace:
         if zero:
             a[...] = 0
         return a
+
+    @property
+    def nbytes(self):
+        """Bytes of activation memory the workspace holds now (what the layout benchmark reports)."""
+        return sum(a.nbytes for a in self._bufs.values())
 
 
 class LayerNorm:
@@ -130,6 +139,22 @@ class Embedding:
         mine = (self.tokens >= self.lo) & (self.tokens < self.hi)
         K.scatter_add(self.wte.grad, self.tokens[mine] - self.lo, d[mine])  # repeated tokens each add
 
+    def forward_at(self, tokens, pos):
+        """Generation: tokens (B, t) whose first position in each row is pos[b] ((B,) ints) -> (B*t, C),
+        a new array; nothing is kept for backward. The same sums as forward (one add per element)."""
+        b, t = tokens.shape
+        xp = xp_of(self.wte.data)
+        at = pos[:, None] + xp.arange(t)  # (B, t) absolute positions
+        if self.tp is None:
+            out = self.wte.data[tokens]  # (B, t, C)
+        else:  # this rank's vocabulary rows, zeros for the others; g sums the parts
+            mine = (tokens >= self.lo) & (tokens < self.hi)
+            out = xp.zeros((b, t, self.wte.shape[1]), self.wte.data.dtype)
+            out[mine] = self.wte.data[tokens[mine] - self.lo]
+            self.tp.g_forward(out)
+        out += self.wpe.data[at]
+        return out.reshape(b * t, -1)
+
 
 class CausalSelfAttention:
     """Multi-head causal self-attention. qkv = x Wqkv + b lays out each row as [q | k | v], each
@@ -183,6 +208,52 @@ class CausalSelfAttention:
         K.attention_backward(dy, self.y, self.saved, self.qkv_out, b, t, self.H, dqkv)
         dx = self.qkv.backward(dqkv)
         return self.tp.f_backward(dx) if self.tp else dx
+
+    def forward_cached(self, x, b, t, cache_k, cache_v, pos):
+        """Generation with a key/value cache. x (B*t, C): t new positions of each of B rows, row b's
+        first at pos[b]. cache_k, cache_v (B, H, capacity, D): this rank's heads (H/tp under tensor
+        parallelism); the new keys and values are written at [pos[b], pos[b] + t).
+        t > 1, a prefill (every pos 0): the fused causal kernel, as forward. t == 1, one decode step:
+        row b's query against its keys 0..pos[b], softmax(q k^T / sqrt(D)) v, O(pos) per head.
+        Rows may stand at different positions (prompts of different lengths): keys past a row's
+        position are masked out. Returns (B*t, C); nothing is kept for backward."""
+        tp, ws, xp = self.tp, self.ws, xp_of(x)
+        if tp:
+            x = tp.f_forward(x)
+        qkv = self.qkv.forward(x)  # (B*t, 3C/tp): rows [q | k | v], heads side by side
+        c = qkv.shape[1] // 3
+        h = self.H
+        d = c // h
+        q5 = qkv.reshape(b, t, 3, h, d)
+        if t > 1:
+            cache_k[:, :, :t] = q5[:, :, 1].transpose(0, 2, 1, 3)  # (B, H, t, D)
+            cache_v[:, :, :t] = q5[:, :, 2].transpose(0, 2, 1, 3)
+            saved = ws.get(self.name + ".saved", K.attention_saved_shape(b, h, t, ws.xp))
+            y = ws.get(self.name + ".y", (b * t, c))
+            K.attention_forward(qkv, b, t, h, saved, y)
+        else:
+            lo, n = int(pos.min()), int(pos.max()) + 1
+            if lo + 1 == n:  # every row at the same position: a plain slice
+                cache_k[:, :, lo] = q5[:, 0, 1]
+                cache_v[:, :, lo] = q5[:, 0, 2]
+            else:
+                rows = xp.arange(b)
+                cache_k[rows, :, pos] = q5[:, 0, 1]  # (B, H, D) into each row's slot pos[b]
+                cache_v[rows, :, pos] = q5[:, 0, 2]
+            s = xp.matmul(q5[:, 0, 0][:, :, None], cache_k[:, :, :n].swapaxes(-1, -2))  # (B, H, 1, n)
+            s *= 1.0 / np.sqrt(d)
+            if lo + 1 < n:  # shorter rows: their slots past pos[b] hold no key of theirs
+                past = xp.arange(n)[None, :] > pos[:, None]  # (B, n)
+                s += xp.where(past, -np.inf, 0.0).astype(s.dtype)[:, None, None, :]
+            s -= s.max(-1, keepdims=True)
+            xp.exp(s, out=s)
+            s /= s.sum(-1, keepdims=True)
+            y = xp.matmul(s, cache_v[:, :, :n]).reshape(b, c)  # (B, H, 1, D) -> (B, C)
+        if not tp:
+            return self.proj.forward(y)
+        out = tp.g_forward(self.proj.forward_nobias(y))
+        out += self.proj.b.data
+        return out
 
 
 class MLP:
@@ -245,6 +316,17 @@ class Block:
     def forward(self, x, b, t):
         """x: (N, C) -> (N, C); x must stay untouched until backward (ln1 keeps it)."""
         a = self.attn.forward(self.ln1.forward(x), b, t)
+        x1 = self.ws.get(self.name + ".x1", x.shape)
+        xp_of(x).add(x, a, out=x1)
+        m = self.mlp.forward(self.ln2.forward(x1))
+        x2 = self.ws.get(self.name + ".x2", x.shape)
+        xp_of(x).add(x1, m, out=x2)
+        return x2
+
+    def forward_cached(self, x, b, t, cache_k, cache_v, pos):
+        """forward for generation: attention reads and extends this block's key/value cache
+        (CausalSelfAttention.forward_cached); x (B*t, C) -> (B*t, C)."""
+        a = self.attn.forward_cached(self.ln1.forward(x), b, t, cache_k, cache_v, pos)
         x1 = self.ws.get(self.name + ".x1", x.shape)
         xp_of(x).add(x, a, out=x1)
         m = self.mlp.forward(self.ln2.forward(x1))

@@ -22,6 +22,7 @@ Usage::
     dp = DataParallel(comm, model.layout, bucket_mb=4)
     dp.begin(); model.backward(on_ready=dp.ready); dp.finish()   # grads now averaged
 """
+import time
 import zlib
 
 import numpy as np
@@ -37,7 +38,7 @@ COMM_DTYPES = ("float32", "bfloat16", "float16")
 def _half_dtype(name):
     if name == "bfloat16":
         try:
-            import ml_dtypes
+            import ml_dtypes  # lazy: optional (the test extra); only --grad-comm-dtype bfloat16 needs it
         except ImportError:
             raise ConfigError("--grad-comm-dtype bfloat16 needs ml_dtypes (pip install ml_dtypes)") from None
         return np.dtype(ml_dtypes.bfloat16)
@@ -119,8 +120,6 @@ class DataParallel:
     def finish(self):
         """After backward: every bucket averaged over the group (replicated), or, with ZeRO-1, this
         rank's shard of the averaged gradient in grads[lo:hi] (the rest of grads is stale)."""
-        import time
-
         if self.size == 1:
             return
         t0 = time.perf_counter()

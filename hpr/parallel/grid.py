@@ -80,7 +80,7 @@ class ProcessGrid:
         # the first and the last stage of each pipeline both hold wte (embedding and tied head)
         self.tied = None
         if pp > 1:
-            from mpi4py import MPI
+            from mpi4py import MPI  # lazy: initialises MPI; single-process tools import hpr.parallel
 
             ends = self.pp_rank in (0, pp - 1)
             self.tied = world.split(color=self.dp_rank * tp + self.tp_rank if ends else MPI.UNDEFINED, key=r)

@@ -163,6 +163,7 @@ class Program:
                 imats.extend(np.ravel(im))
             rows.append([OPS[kind], q0, q1, mask, SRC[src], idx, off, 0])
 
+        ops = [sub for op in ops for sub in _unfold(op)]
         for item in (_fuse(ops, fuse) if fuse >= 2 else ops):
             if item[0] == "block":
                 _, qs, m = item
@@ -237,6 +238,13 @@ class Program:
         lam = np.empty_like(psi)
         return K.adjoint_program(psi, lam, g, self.ops, self._mats(psi.dtype, True), self.fixed,
                                  np.ascontiguousarray(inputs), np.ascontiguousarray(weights))
+
+
+def _unfold(op):
+    """[op], or the gates a "seq" gate (cswap, rccx, ...) is made of."""
+    if G.GATES[op[0]].kind != "seq":
+        return [op]
+    return [(g, list(q), None) for g, q in G.expand(op[0], op[1])]
 
 
 def _fuse(ops, kmax):

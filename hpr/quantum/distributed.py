@@ -10,16 +10,25 @@ What moves data and what does not:
 - diagonal gates (z, s, t, rz, p, cz, crz, cp, rzz, ...) on global qubits: no messages; each rank
   multiplies by the diagonal entry its rank bits select;
 - swap: no messages at all, only the qubit map changes;
-- x / cx / ccx / controlled gates: a global CONTROL is no message (a rank whose control bit is 0 does
-  nothing, the others drop that control); a global TARGET is first swapped with a local qubit;
-- dense 1- and 2-qubit gates (h, rx, u3, apply_matrix, ...) on global qubits: each such qubit is first
-  swapped with the highest local physical qubit the gate does not use.
+- x / cx / ccx / controlled gates (any number of controls): a global CONTROL is no message (a rank
+  whose control bit is 0 does nothing, the others drop that control); a global TARGET is first swapped
+  with a local qubit the gate does not use, or, when every local qubit is one of its controls, with
+  one of those controls (which then becomes a rank predicate in turn);
+- dense 1- and 2-qubit gates (h, rx, u3, ecr, apply_matrix, ...) on global qubits: each such qubit is
+  first swapped with the highest local physical qubit the gate does not use;
+- gates made of others (cswap, rccx, ...) run as those gates.
 An exchange sends half of this rank's amplitudes to its partner (rank ^ 2**j) and receives as many,
 in chunks of at most ``chunk_elems`` amplitudes, so it needs only two chunk-sized buffers beyond the
 state (about 1.0x the state plus 2 * 2**20 amplitudes by default).
 
-Why at least 2 local qubits: a dense two-qubit gate on two global qubits needs both moved onto local
-qubits the gate does not use, so the slice must hold at least two qubits.
+At least 1 local qubit per rank (n >= g + 1). With exactly one, a dense two-qubit gate on two global
+qubits has no two local places to go to: the whole state (2 amplitudes per rank, so small) is then
+gathered on every rank, the gate applied, and each rank keeps its slice again; where the whole state
+does not fit one rank's memory that is a ConfigError, raised on every rank before any work.
+
+Measurements (measure, reset: collective, every rank gets the same outcome, drawn on rank 0) collapse
+the state in place; hpr.quantum.simulate runs shots on a sharded state one trajectory at a time, or
+samples the final probabilities rank by rank (sample).
 
 On GPUs (device=hpr.device.select("gpu", comm)) each rank's slice lives on its GPU, the gates are the
 GPU kernels, and the exchanges go through hpr's point-to-point on device buffers (straight to a
@@ -47,7 +56,7 @@ class DistributedStateVector:
     chunk_elems = CHUNK_ELEMS
 
     def __init__(self, n_qubits, comm, dtype=np.complex128, device=None):
-        from ..comm import Communicator
+        from ..comm import Communicator  # lazy: hpr.comm loads mpi4py, which a single-rank user never needs
 
         if not isinstance(comm, Communicator):
             raise ConfigError(f"DistributedStateVector needs an hpr Communicator (hpr.init()), not "
@@ -61,10 +70,9 @@ class DistributedStateVector:
                               f"has {p}. Run with a power-of-two rank count or comm.split a sub-communicator")
         g = p.bit_length() - 1
         n = int(n_qubits)
-        if n - g < 2:
-            raise ConfigError(f"{n} qubits over {p} ranks leaves {n - g} local qubit(s) per rank; at least 2 "
-                              f"are needed (a two-qubit gate on global qubits is moved onto two local ones). "
-                              f"Use >= {g + 2} qubits or fewer ranks")
+        if n - g < 1:
+            raise ConfigError(f"{n} qubits over {p} ranks leaves {n - g} local qubit(s) per rank; at least 1 "
+                              f"is needed. Use >= {g + 1} qubits or fewer ranks")
         # memory per rank: agreed collectively so that every rank raises, or none
         err = None
         device = CPU if device is None else device
@@ -107,6 +115,10 @@ class DistributedStateVector:
         gate = _gate(name)
         qs = self._qubits(qubits, gate.n_qubits, name)
         _, arr = G.build(name, self._params(gate, params))
+        if gate.kind == "seq":  # exactly a sequence of other gates (cswap, rccx, ...)
+            for sub, sq in G.expand(gate.name, qs):
+                self.apply(sub, list(sq))
+            return self
         self._run(gate.kind, gate.n_controls, qs, arr)
         return self
 
@@ -147,11 +159,15 @@ class DistributedStateVector:
                 K.apply_diag_1q(s, p1, self._cast(np.stack([a[..., 2 * b2], a[..., 1 + 2 * b2]], -1)))
             return
         # non-diagonal: the qubits that must be local (controls may stay global), then the local kernel
+        if kind == "2q" and L < 2 and any(p >= L for p in ph):
+            return self._apply_whole(qs, arr)  # one local qubit: no room for two
         must = range(len(qs)) if kind in ("1q", "2q") else [len(qs) - 1]
         for i in must:
             if ph[i] >= L:
-                free = [p for p in range(L - 1, -1, -1) if p not in ph][0]  # highest unused local qubit
-                self._swap_global(ph[i], free)
+                free = [p for p in range(L - 1, -1, -1) if p not in ph]  # local qubits the gate does not use
+                if not free:  # every local qubit is a control: trade places with one, which goes global
+                    free = [p for p in ph[:n_controls] if p < L]
+                self._swap_global(ph[i], free[0])
                 ph = [self._l2p[q] for q in qs]
         if kind == "1q":
             K.apply_1q(s, ph[0], self._cast(arr))
@@ -171,6 +187,28 @@ class DistributedStateVector:
             K.apply_controlled(s, tuple(controls), ph[-1], self._cast(arr))
         else:
             K.apply_1q(s, ph[-1], self._cast(arr))
+
+    def _apply_whole(self, qs, U):
+        """A dense two-qubit U on LOGICAL qubits qs, through the whole state gathered on every rank
+        (only with one local qubit, when the state is 2 amplitudes per rank)."""
+        err = None
+        try:
+            check_size(self.n, 1, self.dtype)
+        except ConfigError as e:
+            err = e
+        flag = self.comm.allreduce(np.array([0 if err is None else 1], np.int64), "max")
+        if flag[0]:
+            raise ConfigError(f"a dense two-qubit gate on global qubits with one local qubit per rank needs the "
+                              f"whole state of {self.n} qubits on each rank, which does not fit: use fewer ranks")
+        full = self.gather(0)
+        if full is None:
+            full = np.empty(1 << self.n, self.dtype)
+        full = np.ascontiguousarray(full)[None]  # (1, 2**n) logical order
+        self.comm.broadcast(full.view(full.real.dtype), root=0)  # as (re, im) pairs: reductions' dtypes
+        K.apply_2q(full, qs[0], qs[1], np.ascontiguousarray(U, self.dtype))
+        m = 1 << self.n_local
+        self.local[...] = self.xp.asarray(full[0, self.rank * m:(self.rank + 1) * m])[None]
+        self._l2p = list(range(self.n))
 
     def _swap_global(self, pg, pl):
         """Exchange global physical qubit pg with local physical qubit pl (pairwise with the partner
@@ -248,3 +286,69 @@ class DistributedStateVector:
         s = np.array([float(self.xp.vdot(self.local, self.local).real)], np.float64)
         self.comm.allreduce(s, "sum")
         return float(np.sqrt(s[0]))
+
+    # -- measurement and reset (collective) ---------------------------------------------------------
+    def prob_one(self, q):
+        """P(LOGICAL qubit q is 1), the same on every rank (one allreduce; the state is normalised)."""
+        p, L = self._l2p[q], self.n_local
+        if p < L:  # the amplitudes whose local bit p is 1: the upper half of each 2**(p+1) block
+            upper = self.local.reshape(-1, 2, 1 << p)[:, 1, :]
+            part = float(self.xp.vdot(upper, upper).real)
+        else:
+            part = float(self.xp.vdot(self.local, self.local).real) if self._bit(p) else 0.0
+        s = self.comm.allreduce(np.array([part], np.float64), "sum")
+        return min(max(float(s[0]), 0.0), 1.0)
+
+    def measure(self, q, u):
+        """Measure LOGICAL qubit q: outcome 1 when u (a uniform number in [0, 1)) < P(1), decided on rank 0
+        and broadcast, so every rank agrees; the state collapses and is renormalised. Returns 0 or 1."""
+        p1 = self.prob_one(q)
+        d = self.comm.broadcast(np.array([float(u < p1), p1], np.float64), root=0)
+        out, p1 = int(d[0]), float(d[1])
+        scale = 1.0 / np.sqrt(max(p1 if out else 1.0 - p1, 1e-300))
+        p, L = self._l2p[q], self.n_local
+        if p < L:
+            diag = np.zeros(2, self.dtype)
+            diag[out] = scale
+            K.apply_diag_1q(self.local, p, diag)
+        else:
+            self.local *= self.dtype.type(scale if self._bit(p) == out else 0.0)
+        return out
+
+    def reset(self, q, u):
+        """LOGICAL qubit q back to |0>: measured (u as in measure), then flipped where it gave 1."""
+        if self.measure(q, u):
+            self.apply("x", [q])
+
+    def snapshot(self):
+        """A copy of this rank's slice and the qubit map (restore puts them back)."""
+        return self.local.copy(), list(self._l2p)
+
+    def restore(self, snap):
+        self.local[...] = snap[0]
+        self._l2p = list(snap[1])
+
+    def sample(self, shots, seed):
+        """(logical basis-state indices (k,), counts (k,)) of `shots` draws from the whole state's
+        probabilities, gathered on rank 0 (None elsewhere); no rank holds more than its own slice: rank 0
+        splits the shots over the ranks by their probability mass (a multinomial), then each rank draws
+        its share from its slice. seed must be the same on every rank."""
+        rng = np.random.default_rng(seed)
+        prob = np.abs(to_host(self.local[0])) ** 2  # (2**(n-g),) this rank's slice
+        mass = np.zeros(self.size, np.float64)
+        mass[self.rank] = prob.sum()
+        self.comm.allreduce(mass, "sum")
+        share = rng.multinomial(shots, mass / mass.sum()).astype(np.int64)
+        self.comm.broadcast(share, root=0)
+        seeds = rng.integers(0, 2 ** 62, self.size)
+        mine = share[self.rank]
+        hits = np.random.default_rng(int(seeds[self.rank])).multinomial(mine, prob / prob.sum()) if mine else prob * 0
+        idx = np.flatnonzero(hits)
+        phys = (self.rank << self.n_local) | idx  # physical index: the rank's bits on top
+        logical = np.zeros_like(phys)
+        for q, p in enumerate(self._l2p):
+            logical |= ((phys >> p) & 1) << q
+        got = self.comm.gather_obj((logical, hits[idx].astype(np.int64)), root=0)
+        if got is None:
+            return None
+        return np.concatenate([g[0] for g in got]), np.concatenate([g[1] for g in got])

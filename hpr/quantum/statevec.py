@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from .. import config
 from ..device import CPU, to_host
 from ..errors import ConfigError
 from ..kernels import statevec as K
@@ -56,14 +57,14 @@ def check_size(n_qubits, batch, dtype, avail=None):
 
 def check_matrix(U, batch):
     """(U as an array, its qubit count 1 or 2) for apply_matrix, or ConfigError: a (2, 2) / (4, 4)
-    matrix or one per state, unitary when HPR_CHECK=1."""
+    matrix or one per state, unitary when HPR_CHECK=1 (hpr.config.current().check)."""
     U = to_host(U)
     k = {2: 1, 4: 2}.get(U.shape[-1] if U.ndim >= 2 else 0)
     if k is None or U.shape[-2:] != (1 << k, 1 << k) or U.ndim not in (2, 3) or \
             (U.ndim == 3 and U.shape[0] != batch):
         raise ConfigError(f"apply_matrix wants a (2, 2) or (4, 4) matrix, or one per state ({batch}, 2, 2) "
                           f"/ ({batch}, 4, 4); got shape {U.shape}")
-    if os.environ.get("HPR_CHECK", "") not in ("", "0"):
+    if config.current().check:
         m = U.reshape(-1, 1 << k, 1 << k)
         err = np.abs(m @ np.conj(np.swapaxes(m, -1, -2)) - np.eye(1 << k)).max()
         if err > 1e-6:
@@ -149,6 +150,10 @@ class StateVector:
         qs = self._qubits(qubits, gate.n_qubits, name)
         _, arr = G.build(name, self._params(gate, params))
         s, k = self.state, gate.kind
+        if k == "seq":  # exactly a sequence of other gates (cswap, rccx, ...)
+            for sub, sq in G.expand(gate.name, qs):
+                self.apply(sub, list(sq))
+            return self
         if k == "1q":
             K.apply_1q(s, qs[0], self._cast(arr))
         elif k == "2q":

@@ -12,11 +12,13 @@
 #      on the GPU on the built-in corpus (1 rank), and, if mpiexec exists, the device allreduce benchmark
 #      and the trainer on 2 ranks sharing the GPU.
 # Step limits add up to about 420 s, under the device tool's 600 s per command with the build.
-# Logs and JSON go to $OUT.
+# Logs and JSON go to $OUT. Exits 0 only when every step that ran exited 0; else 1, naming the failed
+# steps on the last line (a step past its limit counts as failed: timeout's exit 124).
 set -uo pipefail
+FAILED=""
 OUT=${OUT:-/tmp/hpr-gpu-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HPR_CACHE_DIR=/tmp/hpr-cache
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt" || FAILED+=" nvidia-smi"
 t0=$(date +%s)
 HPR_BUILD_BACKEND=setuptools python3 -m pip install -q --no-build-isolation --no-deps --target /tmp/site . \
     > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
@@ -30,6 +32,7 @@ step() {  # step NAME LIMIT_S command...
     timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
     local rc=$?
     echo "== $name: exit $rc, $(( $(date +%s) - s )) s"; tail -n 25 "$OUT/$name.log"
+    [ "$rc" -eq 0 ] || FAILED+=" $name"
 }
 # nvcc and NVRTC compiles are CI's (tests/test_cuda_sources.py); here only what needs the GPU
 step gpu_tests 90 python3 -m pytest -q -p no:cacheprovider -rs "$REPO/tests/test_gpu.py"
@@ -52,3 +55,8 @@ else
     echo "== no usable MPI under mpi4py here (see mpi_probe.log): config and trainer steps skipped"; cat "$OUT/mpi_probe.log"
 fi
 echo "total: $(( $(date +%s) - t0 )) s"
+if [ -n "$FAILED" ]; then
+    echo "FAILED:$FAILED"
+    exit 1
+fi
+echo "all steps passed"

@@ -1,8 +1,8 @@
-"""hpr's collectives under mpiexec, against MPI's own collectives and numpy, at any rank count.
+"""hpr's collectives under mpiexec, against MPI's own collectives and numpy, at any rank count, on every
+kind of communicator mpi4py's own tests use: the world, a split of it (ranks reversed; two interleaved
+halves when the world divides evenly), a duplicate of the world, and COMM_SELF. Each test compares with MPI's collective over the same group (``comm.mpi``). An algorithm is
+picked by the CommConfig a Communicator is made with, never by the environment.
 Run by tests/run_all.py as ``mpiexec -n N python tests/mpi/run_ranks.py`` for N = 2, 3, 4, 8."""
-import os
-from contextlib import contextmanager
-
 import ml_dtypes
 import numpy as np
 import pytest
@@ -18,115 +18,201 @@ WORLD = MPI.COMM_WORLD
 DTYPES = [np.float16, ml_dtypes.bfloat16, np.float32, np.float64, np.int32, np.int64]
 SIZES = [0, 1, 7, 1000, 65539, 300001]
 MPI_OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
+OPS = ["sum", "max", "min", "avg"]
+KINDS = ["world", "split", "dup", "self"]
+P2P = ["recursive_doubling", "rabenseifner", "ring"]
 
 
-@contextmanager
-def env(**kv):
-    old = {k: os.environ.get(k) for k in kv}
-    os.environ.update({k: str(v) for k, v in kv.items()})
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def base():
+    """The settings of this run (HPR_* read once by hpr.config), which every test communicator starts from."""
+    return hpr.config.current().comm
 
 
-def algorithms():
-    """Every algorithm this world can run; hierarchical by pretending nodes of 2 ranks."""
-    out = [("auto", {}), ("recursive_doubling", {}), ("rabenseifner", {}), ("ring", {}), ("shm", {})]
-    if WORLD.size >= 4 and WORLD.size % 2 == 0:
-        out.append(("hierarchical", {"HPR_NODE_SIZE": 2}))
-    return out
+def halves():
+    """Whether the split test communicator is two interleaved halves (else the whole world, reversed)."""
+    return WORLD.size >= 4 and WORLD.size % 2 == 0
+
+
+def kind_size(kind):
+    """Ranks in the communicator of a kind: the same number on every rank, so every rank collects the
+    same tests."""
+    return {"world": WORLD.size, "dup": WORLD.size, "self": 1,
+            "split": WORLD.size // 2 if halves() else WORLD.size}[kind]
+
+
+# Whether MPI puts every rank in one shared-memory domain (not so under MPIR_CVAR_NOLOCAL=1, where
+# every rank is its own node to MPICH and traffic goes over TCP): collective at import, on every rank.
+_shared = WORLD.Split_type(MPI.COMM_TYPE_SHARED)
+ONE_MACHINE = _shared.Get_size() == WORLD.size
+_shared.Free()
+
+
+def algorithms(kind):
+    """Every algorithm the communicator of this kind can run, with the settings that make it possible:
+    {name: CommConfig}. When MPI sees every rank on one machine, a node is the whole communicator unless
+    node_size (HPR_NODE_SIZE) pretends smaller ones; hierarchical pretends nodes of 2 ranks if unset."""
+    n, ns = kind_size(kind), base().node_size
+    out = {"auto": None, **{a: a for a in P2P}}
+    if ONE_MACHINE and (ns == 0 or ns >= n):
+        out["shm"] = "shm"
+    hier = ns or 2
+    configs = {name: base().replace(allreduce=a, shm_slot_kb=64) for name, a in out.items()}
+    if hier > 1 and n > hier and n % hier == 0:
+        configs["hierarchical"] = base().replace(allreduce="hierarchical", shm_slot_kb=64, node_size=hier)
+    return configs
 
 
 _comms = {}
 
 
-def comm_for(algo):
-    """One Communicator per algorithm, created collectively in the same order on every rank."""
-    if algo not in _comms:
-        extra = dict(algorithms())[algo]
-        with env(HPR_ALLREDUCE=algo, HPR_SHM_SLOT_KB=64, **extra):
-            _comms[algo] = Communicator(WORLD)
-    return _comms[algo]
+def comm_for(kind, algo=None, check=False):
+    """One Communicator per (kind, algorithm, check), made collectively in the same order on every rank
+    (pytest runs the tests in the same order everywhere). algo None: the run's own settings, as
+    hpr.init() makes the world."""
+    key = (kind, algo, check)
+    if key not in _comms:
+        cfg = (base() if algo is None else algorithms(kind)[algo]).replace(check=check)
+        if kind == "world":
+            c = Communicator(WORLD, config=cfg)
+        elif kind == "dup":
+            c = Communicator(WORLD.Dup(), config=cfg)
+        elif kind == "self":
+            c = Communicator(MPI.COMM_SELF, config=cfg)
+        else:  # MPI's split of the world: ranks reversed, interleaved halves when the world divides evenly
+            c = Communicator(WORLD.Split(WORLD.rank % 2 if halves() else 0, key=-WORLD.rank), config=cfg)
+        _comms[key] = c
+    return _comms[key]
 
 
-def local_input(n, dtype, rank, salt=0):
+HALF = (np.float16, ml_dtypes.bfloat16)
+
+
+def local_input(n, dtype, rank, salt=0, positive=False):
+    """positive: values in [1, ~20), so an average is never zero and bit patterns order like values."""
     rng = np.random.default_rng(1000 * rank + n + salt)
     if np.dtype(dtype).kind == "i":
         return rng.integers(-50, 50, n).astype(dtype)
+    if positive:
+        return (np.abs(rng.standard_normal(n)) * 4 + 1).astype(dtype)
     return (rng.standard_normal(n) * 4).astype(dtype)
 
 
-def reference(x, op):
-    """MPI's own allreduce where MPI has the type; otherwise numpy over everyone's inputs."""
+def check_half_avg(comm, algo, x, got):
+    """avg of float16 / bfloat16 against the ordered reference (everyone's x in rank order, accumulated
+    in float32, scaled by 1/p and rounded once: _ref.reduce_many). The node engine (shm) computes
+    exactly that: bit for bit. The point-to-point algorithms round each partial sum to the half type:
+    at most p - 1 roundings of half an ulp of a partial sum (<= the whole sum, the inputs being
+    positive), so after the scale at most p ulps of the average, plus the reference's own half ulp:
+    p + 1 ulps, counted as the distance of the (positive, so monotonic) bit patterns."""
+    want = _ref.reduce_many(comm.mpi.allgather(x), "sum", scale=1.0 / comm.size)
+    assert x.size == 0 or want.astype(np.float32).min() >= 1, "the average must not be zero"
+    bits, ref = got.view(np.uint16).astype(np.int64), want.view(np.uint16).astype(np.int64)
+    if algo in ("shm", "none"):  # none: one rank, a copy
+        np.testing.assert_array_equal(bits, ref, err_msg=f"{algo} n={x.size}: not the ordered reference")
+    elif x.size:
+        ulps = int(np.abs(bits - ref).max())
+        assert ulps <= comm.size + 1, f"{algo} n={x.size}: {ulps} ulps from the ordered reference"
+
+
+def reference(comm, x, op):
+    """MPI's own allreduce over comm's group where MPI has the type; otherwise numpy over everyone's
+    inputs."""
     if x.dtype in (np.float32, np.float64, np.int32, np.int64) and op != "avg":
         out = x.copy()
-        WORLD.Allreduce(MPI.IN_PLACE, out, op=MPI_OPS[op])
+        comm.mpi.Allreduce(MPI.IN_PLACE, out, op=MPI_OPS[op])
         return out
-    everyone = WORLD.allgather(x)
+    everyone = comm.mpi.allgather(x)
     out = _ref.reduce_many(everyone, op)
     if op == "avg":
-        out = (out.astype(np.float64) / WORLD.size).astype(x.dtype)
+        out = (out.astype(np.float64) / comm.size).astype(x.dtype)
     return out
 
 
-def same_everywhere(x):
-    """True when every rank holds the same bytes."""
+def same_everywhere(comm, x):
+    """True when every rank of comm holds the same bytes."""
     mine = x.view(np.uint8).tobytes()
-    return all(b == mine for b in WORLD.allgather(mine))
+    return all(b == mine for b in comm.mpi.allgather(mine))
 
 
-@pytest.mark.parametrize("algo", [a for a, _ in algorithms()])
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("op", ["sum", "max", "min", "avg"])
-def test_allreduce_against_mpi(algo, dtype, op):
-    if op == "avg" and np.dtype(dtype).kind == "i":
-        pytest.skip("avg is for floating dtypes")
-    comm = comm_for(algo)
+def allreduce_cases():
+    """(kind, algorithm, dtype, op): on the world every algorithm with every dtype and op; on the other
+    kinds every algorithm with each dtype and each op at least once (what differs between kinds is the
+    group, which the algorithms see through rank and size only; the dtypes and ops are the kernels')."""
+    out = [("world", a, d, op) for a in algorithms("world") for d in DTYPES for op in OPS
+           if not (op == "avg" and np.dtype(d).kind == "i")]
+    some = list(zip(DTYPES, ["sum", "avg", "max", "avg", "min", "sum"]))
+    return out + [(k, a, d, op) for k in KINDS[1:] for a in algorithms(k) for d, op in some]
+
+
+@pytest.mark.parametrize("kind,algo,dtype,op", [
+    pytest.param(*c, id=f"{c[0]}-{c[1]}-{np.dtype(c[2]).name}-{c[3]}") for c in allreduce_cases()])
+def test_allreduce_against_mpi(kind, algo, dtype, op):
+    comm = comm_for(kind, algo)
+    half_avg = op == "avg" and dtype in HALF
     for n in SIZES:
-        x = local_input(n, dtype, comm.rank)
-        want = reference(x, op)
+        x = local_input(n, dtype, comm.rank, positive=half_avg)
+        want = reference(comm, x, op)
         got = comm.allreduce(x.copy(), op)
-        assert same_everywhere(got), f"{algo}: ranks disagree (n={n})"
-        if np.dtype(dtype).kind == "i" or op in ("max", "min"):
+        assert same_everywhere(comm, got), f"{algo}: ranks disagree (n={n})"
+        if half_avg:
+            check_half_avg(comm, comm.algorithm_for(x.nbytes), x, got)
+        elif np.dtype(dtype).kind == "i" or op in ("max", "min"):
             np.testing.assert_array_equal(got, want, err_msg=f"{algo} n={n}")
         else:
             # summation order differs between algorithms: compare within rounding of the dtype
             eps = {2: 8e-3 if dtype == np.float16 else 6e-2, 4: 1e-5, 8: 1e-12}[np.dtype(dtype).itemsize]
-            scale = WORLD.size * 16
+            scale = comm.size * 16
             np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64),
-                                       rtol=eps * WORLD.size, atol=eps * scale, err_msg=f"{algo} n={n}")
+                                       rtol=eps * comm.size, atol=eps * scale, err_msg=f"{algo} n={n}")
 
 
-def test_allreduce_multidimensional_and_returns_same_array():
-    comm = hpr.init()
+@pytest.mark.parametrize("kind", KINDS)
+def test_allreduce_multidimensional_and_returns_same_array(kind):
+    comm = comm_for(kind)
     x = np.full((3, 5, 7), comm.rank + 1.0)
     assert comm.allreduce(x) is x
-    assert np.all(x == WORLD.size * (WORLD.size + 1) / 2)
+    assert np.all(x == comm.size * (comm.size + 1) / 2)
 
 
-def test_shared_buffers_reduce_in_place():
-    comm = hpr.init()
+@pytest.mark.parametrize("kind", KINDS)
+def test_node_and_plan_properties(kind):
+    """local_rank / local_size are this rank's place on its node (or the pretended node of
+    node_size ranks), and algorithm_for follows cost_model's choice for this communicator."""
+    comm = comm_for(kind)
+    ns = comm.config.node_size
+    node = comm.mpi.Split(comm.rank // ns, comm.rank) if ns else comm.mpi.Split_type(MPI.COMM_TYPE_SHARED)
+    assert (comm.local_rank, comm.local_size) == (node.Get_rank(), node.Get_size())
+    node.Free()
+    for n in (8, 1 << 16, 1 << 24):
+        if comm.size == 1:
+            want = "none"
+        elif comm.shared_memory_missing:  # no node window (MPIR_CVAR_NOLOCAL=1 with HPR_NODE_SIZE): p2p
+            want = comm.config.allreduce or comm.cost_model.choose(n, comm.size, None)
+        else:
+            want = comm.config.allreduce or comm.cost_model.choose(n, comm.size, comm.layout)
+        assert comm.algorithm_for(n) == want
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shared_buffers_reduce_in_place(kind):
+    comm = comm_for(kind)
     for n in (5000, 300007, 2_500_001):  # staged below 512 KiB, in place above
         g = comm.alloc(n, np.float32)
         g[:] = local_input(n, np.float32, comm.rank)
-        want = reference(g.copy(), "sum")
+        want = reference(comm, g.copy(), "sum")
         comm.allreduce(g)
         np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-4)
-        assert same_everywhere(g)
+        assert same_everywhere(comm, g)
         g[:] = local_input(n, np.float32, comm.rank, salt=1)
-        want = reference(g.copy(), "avg")
+        want = reference(comm, g.copy(), "avg")
         sl = g[17:n - 3]  # a slice at the same place on every rank
         comm.allreduce(sl, "avg")
         np.testing.assert_allclose(sl, want[17:n - 3], rtol=1e-5, atol=1e-5)
 
 
-def test_shared_buffer_mismatched_slices_raise_everywhere():
-    comm = hpr.init()
+@pytest.mark.parametrize("kind", KINDS)
+def test_shared_buffer_mismatched_slices_raise_everywhere(kind):
+    comm = comm_for(kind)
     if comm.algorithm_for(1 << 20) != "shm":
         pytest.skip("only the shared-memory path can see the slices")
     g = comm.alloc(300000, np.float32)
@@ -135,49 +221,84 @@ def test_shared_buffer_mismatched_slices_raise_everywhere():
         comm.allreduce(sl)
 
 
-def test_reduce_scatter_blocks_like_array_split():
-    comm = hpr.init()
+@pytest.mark.parametrize("kind", [k for k in KINDS if kind_size(k) > 1])
+def test_shared_buffer_mismatched_dtype_or_op_raise_everywhere(kind):
+    """The engine compares dtype and operation too: a float32 slice against the same bytes read as
+    int32, or sum against max, is a CommMismatch on every rank, not a silent mix."""
+    comm = comm_for(kind)
+    if comm.algorithm_for(1 << 20) != "shm":
+        pytest.skip("only the shared-memory path can see the slices")
+    g = comm.alloc(300000, np.float32)
+    with pytest.raises(hpr.CommMismatch, match="different parts"):
+        comm.allreduce(g if comm.rank == 0 else g.view(np.int32))
+    with pytest.raises(hpr.CommMismatch, match="different parts"):
+        comm.allreduce(g, "sum" if comm.rank == 0 else "max")
+    with pytest.raises(hpr.CommMismatch, match="different parts"):
+        comm.allreduce(g, "sum" if comm.rank == 0 else "avg")
+    g[:] = comm.rank + 1  # and the communicator still works (a mismatch leaves the ranks in step)
+    comm.allreduce(g, "max")
+    assert np.all(g == comm.size)
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if kind_size(k) > 1])
+def test_alloc_of_different_sizes_or_dtypes_raises_everywhere(kind):
+    comm = comm_for(kind)
+    with pytest.raises(hpr.CommMismatch, match=r"alloc #\d+: ranks asked for different shared arrays"):
+        comm.alloc(1000 + (comm.rank == 0), np.float32)
+    with pytest.raises(hpr.CommMismatch, match="rank 0: 4000 bytes of float32"):
+        comm.alloc(1000, np.float32 if comm.rank == 0 else np.int32)
+    assert comm.alloc(1000, np.float64).shape == (1000,)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_reduce_scatter_blocks_like_array_split(kind):
+    comm = comm_for(kind)
     for rows, dtype, op in [(10, np.float64, "sum"), (7, np.float32, "avg"), (1001, np.int64, "max"),
                             (3, np.float32, "sum")]:
         x = local_input(rows * 3, dtype, comm.rank).reshape(rows, 3)
-        full = reference(x.reshape(-1).copy(), op).reshape(rows, 3)
+        full = reference(comm, x.reshape(-1).copy(), op).reshape(rows, 3)
         got = comm.reduce_scatter(x, op)
-        want = np.array_split(full, WORLD.size, axis=0)[comm.rank]
+        want = np.array_split(full, comm.size, axis=0)[comm.rank]
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_allgather_with_different_lengths():
-    comm = hpr.init()
+@pytest.mark.parametrize("kind", KINDS)
+def test_allgather_with_different_lengths(kind):
+    comm = comm_for(kind)
     x = np.arange(comm.rank * 2 + 1, dtype=np.float32).reshape(-1, 1) + 100 * comm.rank
     x = np.repeat(x, 3, axis=1)
     got = comm.allgather(x)
-    want = np.concatenate(WORLD.allgather(x), axis=0)
+    want = np.concatenate(comm.mpi.allgather(x), axis=0)
     np.testing.assert_array_equal(got, want)
     empty = np.zeros((0, 4), np.int32) if comm.rank == 0 else np.full((2, 4), comm.rank, np.int32)
-    np.testing.assert_array_equal(comm.allgather(empty), np.concatenate(WORLD.allgather(empty)))
+    np.testing.assert_array_equal(comm.allgather(empty), np.concatenate(comm.mpi.allgather(empty)))
 
 
-def test_allgather_rejects_different_row_shapes():
-    comm = hpr.init()
+@pytest.mark.parametrize("kind", [k for k in KINDS if kind_size(k) > 1])
+def test_allgather_rejects_different_row_shapes(kind):
+    comm = comm_for(kind)
     x = np.zeros((2, 3 if comm.rank == 0 else 4), np.float32)
     with pytest.raises(hpr.CommMismatch, match="row shape"):
         comm.allgather(x)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("n", [1, 1000, 300001])
-def test_broadcast_from_every_root(n):
-    comm = hpr.init()
+def test_broadcast_from_every_root(kind, n):
+    comm = comm_for(kind)
     for root in range(comm.size):
         x = local_input(n, np.float32, comm.rank)
-        want = WORLD.bcast(x if comm.rank == root else None, root=root)
+        want = comm.mpi.bcast(x if comm.rank == root else None, root=root)
         comm.broadcast(x, root)
         np.testing.assert_array_equal(x, want)
 
 
-def test_split_subcommunicators():
-    comm = hpr.init()
+@pytest.mark.parametrize("kind", KINDS)
+def test_split_subcommunicators(kind):
+    comm = comm_for(kind)
     sub = comm.split(comm.rank % 2, key=-comm.rank)  # reversed order inside each half
+    assert sub.config == comm.config  # a split runs with its parent's settings
     members = [r for r in range(comm.size) if r % 2 == comm.rank % 2]
     assert sub.size == len(members)
     assert sub.rank == sorted(members, reverse=True).index(comm.rank)
@@ -191,10 +312,11 @@ def test_split_subcommunicators():
     sub.free()
 
 
-def test_iallreduce_overlaps_a_computation():
-    comm = hpr.init()
+@pytest.mark.parametrize("kind", KINDS)
+def test_iallreduce_overlaps_a_computation(kind):
+    comm = comm_for(kind)
     xs = [local_input(200003, np.float32, comm.rank, salt=s) for s in range(3)]
-    wants = [reference(x.copy(), "sum") for x in xs]
+    wants = [reference(comm, x.copy(), "sum") for x in xs]
     handles = [comm.iallreduce(x, "sum") for x in xs]
     a = np.random.default_rng(0).random((300, 300))
     for _ in range(5):
@@ -209,22 +331,23 @@ def test_iallreduce_overlaps_a_computation():
     assert np.allclose(g[:50000], (comm.size - 1) / 2) and np.all(g[50000:] == comm.rank)
 
 
-def test_point_to_point_ring_and_barrier():
-    comm = hpr.init()
+@pytest.mark.parametrize("kind", KINDS)
+def test_point_to_point_ring_and_barrier(kind):
+    comm = comm_for(kind)
     right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
     got = np.empty(10, np.int64)
     comm.sendrecv(np.full(10, comm.rank, np.int64), right, got, left)
     assert np.all(got == left)
-    if comm.rank == 0:
+    if comm.rank == 0 and comm.size > 1:
         comm.send(np.arange(5.0), 1, tag=3)
     elif comm.rank == 1:
         assert np.array_equal(comm.recv(np.empty(5), 0, tag=3), np.arange(5.0))
     comm.barrier()
 
 
-def test_check_catches_length_mismatch_on_every_rank():
-    with env(HPR_CHECK=1):
-        comm = Communicator(WORLD)
+@pytest.mark.parametrize("kind", [k for k in KINDS if kind_size(k) > 1])
+def test_check_catches_length_mismatch_on_every_rank(kind):
+    comm = comm_for(kind, check=True)
     x = np.zeros(10 if comm.rank == 0 else 11, np.float32)
     with pytest.raises(hpr.CommMismatch, match="count=10") as e:
         comm.allreduce(x)
@@ -232,11 +355,11 @@ def test_check_catches_length_mismatch_on_every_rank():
     y = np.ones(4, np.float32)  # the communicator is still usable afterwards
     comm.allreduce(y)
     assert np.all(y == comm.size)
-    comm.free()
 
 
-def test_bad_arguments_raise_config_errors():
-    comm = hpr.init()
+@pytest.mark.parametrize("kind", KINDS)
+def test_bad_arguments_raise_config_errors(kind):
+    comm = comm_for(kind)
     with pytest.raises(hpr.ConfigError, match="contiguous"):
         comm.allreduce(np.zeros((4, 4))[:, 1])
     with pytest.raises(hpr.ConfigError, match="not supported"):

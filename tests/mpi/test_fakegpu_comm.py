@@ -1,8 +1,8 @@
 """hpr's collectives and point-to-point on device arrays, under mpiexec, with the numpy-backed stand-in
 for CuPy (tests/fakegpu), against MPI's own collectives on host copies: staged through host memory
-(MPI not CUDA-aware) and passed straight to MPI (HPR_CUDA_AWARE=1; the stand-in's __cuda_array_interface__
-points at host memory, so any MPI takes it). The CUDA kernels themselves: tests/test_gpu.py on a GPU."""
-import contextlib
+(MPI not CUDA-aware) and passed straight to MPI (CommConfig.cuda_aware=True, as HPR_CUDA_AWARE=1 sets it;
+the stand-in's __cuda_array_interface__ points at host memory, so any MPI takes it). The CUDA kernels
+themselves: tests/test_gpu.py on a GPU."""
 import importlib
 import os
 import sys
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from hpr import config
+import hpr
 from hpr.comm import Communicator
 
 pytestmark = pytest.mark.mpi(min_size=2)
@@ -37,32 +37,19 @@ def cp():
 _comms = {}
 
 
-@contextlib.contextmanager
-def cuda_aware_as(aware):
-    """The current hpr.config with HPR_CUDA_AWARE=aware ("0"/"1"), as hpr.init would read it."""
-    before = config.current()
-    comm = before.comm.replace(cuda_aware=config.from_env({"HPR_CUDA_AWARE": aware}).comm.cuda_aware)
-    config.set_current(before.replace(comm=comm))
-    try:
-        yield
-    finally:
-        config.set_current(before)
+def config_for(mode, algo="auto"):
+    """The run's settings with the algorithm and the CUDA-aware answer of this mode."""
+    return hpr.config.current().comm.replace(allreduce=None if algo == "auto" else algo,
+                                             cuda_aware=mode == "direct")
 
 
 def comm_for(mode, algo="auto"):
     """One Communicator per (mode, algorithm), made collectively in the same order on every rank; the
-    CUDA-aware answer is taken at its first device call, with HPR_CUDA_AWARE set for that mode."""
+    CUDA-aware answer comes from its config and is agreed at its first device call (here)."""
     key = (mode, algo)
     if key not in _comms:
-        old = os.environ.get("HPR_ALLREDUCE")
-        if algo != "auto":
-            os.environ["HPR_ALLREDUCE"] = algo
-        try:
-            c = Communicator(WORLD)
-        finally:
-            os.environ.pop("HPR_ALLREDUCE", None) if old is None else os.environ.__setitem__("HPR_ALLREDUCE", old)
-        with cuda_aware_as("1" if mode == "direct" else "0"):
-            assert c.cuda_aware == (mode == "direct")
+        c = Communicator(WORLD, config=config_for(mode, algo))
+        assert c.cuda_aware == (mode == "direct")
         _comms[key] = c
     return _comms[key]
 
@@ -149,16 +136,13 @@ def test_integer_device_allreduce(cp, mode):
 
 
 @pytest.mark.skipif(WORLD.size & (WORLD.size - 1), reason="a sharded state needs 2**g ranks")
-@pytest.mark.parametrize("aware", ["0", "1"])
-def test_sharded_state_on_devices(cp, aware):
+@pytest.mark.parametrize("mode", MODES)
+def test_sharded_state_on_devices(cp, mode):
     """DistributedStateVector with its slices on the (stand-in) GPUs, against the same circuit on the CPU:
     global-qubit exchanges through device buffers, staged or CUDA-aware."""
-    import hpr
     from hpr.quantum import DistributedStateVector
 
-    comm = Communicator(WORLD)
-    with cuda_aware_as(aware):
-        assert comm.cuda_aware == (aware == "1")  # asked now, kept by the communicator
+    comm = Communicator(WORLD, config=config_for(mode))
     n = WORLD.size.bit_length() - 1 + 4
     dev = hpr.device.select("gpu", comm)
     a = DistributedStateVector(n, comm, np.complex128)

@@ -22,7 +22,7 @@ from hpr.model import GPT, GPTConfig
 from hpr.optim import AdamW, CosineSchedule
 from hpr.parallel import DataParallel, Pipeline, ProcessGrid, TensorParallel, check_same_params, valid_layouts
 from hpr.parallel.schedule import one_f_one_b
-from hpr.train import _restore, _save, build_parser, train_step
+from hpr.train import Run, build_parser, restore_checkpoint, save_checkpoint, train_step
 
 pytestmark = pytest.mark.mpi(min_size=2)
 
@@ -298,7 +298,7 @@ def _split_layout():
 
 
 def _args(ckpt_dir, zero, m):
-    """The trainer's flags, as _save and _restore read them."""
+    """The trainer's flags, as save_checkpoint and restore_checkpoint read them."""
     return build_parser().parse_args([
         "--preset", "tiny", "--dtype", "float64", "--steps", str(RESUME_STEPS), "--batch", str(BATCH),
         "--lr", str(LR), "--warmup", str(WARMUP), "--seed", str(SEED), "--ckpt-dir", ckpt_dir,
@@ -309,7 +309,8 @@ def _resume_job(world, lay, zero, m, ckpt_dir):
     job = Job(world, config(), *lay, m=m, zero=zero, steps=RESUME_STEPS)
     path, meta = checkpoint.load(world, ckpt_dir)
     assert path is not None and os.path.basename(path) == f"step-{SAVE_AT:08d}", path
-    step0 = _restore(world, job.grid, _args(ckpt_dir, zero, m), job.cfg, job.model, job.opt, job.sync, path, meta)
+    step0 = restore_checkpoint(Run(_args(ckpt_dir, zero, m), world, job.cfg, job.grid, job.model, job.opt, job.sync),
+                               path, meta)
     assert step0 == SAVE_AT
     return job
 
@@ -332,7 +333,7 @@ def test_checkpoint_resumes_in_another_layout(direction):
         for s in range(1, RESUME_STEPS + 1):
             ref.append(job.step(s)[0])
             if s == SAVE_AT:
-                _save(world, job.grid, args, job.cfg, job.model, job.opt, job.sync, s)
+                save_checkpoint(Run(args, world, job.cfg, job.grid, job.model, job.opt, job.sync), s)
         world.barrier()
 
         # resumed in layout b, and on one rank (each rank alone, from the same files)

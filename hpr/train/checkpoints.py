@@ -1,0 +1,115 @@
+"""The glue between a training Run and its checkpoints: the state gathered into canonical form (whole named
+tensors, whatever the dp x tp x pp layout) and written by hpr.checkpoint, the metadata a resumed run is
+checked against, each rank's part scattered back on --resume, and the whole trained model on rank 0 for
+the final sample. Owns what the arrays mean and which flags must match; not the files (hpr.checkpoint)
+nor the sharding arithmetic (hpr.parallel.canonical).
+
+Every function takes the Run (hpr.train.loop) and reads its world, grid, args, config, model, opt, sync
+and faults; a test may build a Run from those parts alone.
+
+Usage: ``path = save_checkpoint(run, step)``; ``step0 = restore_checkpoint(run, path, meta)``"""
+import dataclasses
+
+from .. import checkpoint, trace
+from ..device import to_host
+from ..errors import CheckpointError
+from ..model import GPT
+from ..parallel import canonical
+
+
+def gather_state(run, tp, with_optimizer=False):
+    """The parameters (and AdamW's moments) in canonical form (whole named tensors) on world rank 0."""
+    flats = {"params": to_host(run.model.params)}  # copies off a GPU
+    ranges = None
+    if with_optimizer:
+        flats.update(m=to_host(run.opt.m), v=to_host(run.opt.v))
+        zero = bool(run.args.zero)  # ZeRO-1: each dp rank holds only its shard of the moments
+        ranges = {"m": zero, "v": zero}
+    return canonical.gather(run.world, tp, run.model.layout, flats, dp=run.grid.dp, ranges=ranges,
+                            first_stage=run.model.first, contribute=run.grid.dp_rank == 0)
+
+
+def whole_model(run):
+    """On world rank 0, a single-rank GPT holding the trained parameters (for sampling); None elsewhere."""
+    if run.world.size == 1:
+        return run.model
+    full = gather_state(run, run.tp)
+    if run.world.rank != 0:
+        return None
+    whole = GPT(run.config, seed=run.args.seed)
+    for p in whole.layout.entries:
+        p.data[...] = full["params"][p.name]
+    return whole
+
+
+def checkpoint_meta(run, step):
+    """What a checkpoint records beside its tensors: the model, layout, data position, schedule, optimizer."""
+    a, grid, opt = run.args, run.grid, run.opt
+    return {"config": dataclasses.asdict(run.config),
+            "layout": {"dp": grid.dp_size, "tp": grid.tp_size, "pp": grid.pp_size, "zero": a.zero,
+                       "micro_batches": a.accum},
+            "seed": a.seed, "data": {"next_sample": step * a.batch, "batch": a.batch},
+            "schedule": {"lr": a.lr, "steps": a.steps, "warmup": a.warmup, "min_lr_ratio": a.min_lr_ratio},
+            "optimizer": {"t": opt.t, "betas": list(opt.betas), "eps": opt.eps, "weight_decay": opt.weight_decay}}
+
+
+def save_checkpoint(run, step):
+    """A checkpoint in canonical form (layout-independent), written by world rank 0 into --ckpt-dir;
+    returns its path. HPR_FAULT's save faults for this step (run.faults) fire inside the write."""
+    with trace.span("checkpoint", step=step):
+        with trace.span("gather state"):
+            full = gather_state(run, run.sync.tp, with_optimizer=True)
+        files = {}
+        if run.world.rank == 0:
+            files["params.safetensors"] = full["params"]
+            files["optim.safetensors"] = {f"{k}.{n}": a for k in ("m", "v") for n, a in full[k].items()}
+        with trace.span("write"):
+            return checkpoint.save(run.world, run.args.ckpt_dir, step, files, checkpoint_meta(run, step),
+                                   keep=run.args.ckpt_keep,
+                                   fault=run.faults.save_hook(step) if run.faults else None)
+
+
+def check_meta(run, path, meta):
+    """A CheckpointError when the checkpoint at path cannot continue this run (another model, seed or
+    batch); a note on rank 0 when only the learning-rate schedule differs."""
+    a = run.args
+    if meta["config"] != dataclasses.asdict(run.config):
+        raise CheckpointError(f"{path} was saved by a different model ({meta['config']}); resume with the same "
+                              "--preset and --dtype, or use another --ckpt-dir")
+    if meta["seed"] != a.seed:
+        raise CheckpointError(f"{path} was trained with --seed {meta['seed']}; resume with the same --seed so "
+                              "the data order continues (or use another --ckpt-dir)")
+    sch = meta["schedule"]
+    if run.world.rank == 0 and (sch["lr"], sch["steps"], sch["warmup"], sch["min_lr_ratio"]) != (
+            a.lr, a.steps, a.warmup, a.min_lr_ratio):
+        print(f"resume: note: the learning-rate schedule differs from the checkpoint's ({sch}); the run "
+              "continues with this run's flags")
+    if meta["data"]["batch"] != a.batch:
+        raise CheckpointError(f"{path} was trained with --batch {meta['data']['batch']}; resume with the same "
+                              "--batch so the data order continues")
+
+
+def restore_checkpoint(run, path, meta):
+    """Load this rank's part of the params and optimizer state from a canonical checkpoint, whatever
+    layout saved it; returns the step to continue after."""
+    check_meta(run, path, meta)
+    world, model, opt = run.world, run.model, run.opt
+    tensors = None
+    if world.rank == 0:
+        opt_t = checkpoint.read_arrays(path, "optim.safetensors")
+        tensors = {"params": checkpoint.read_arrays(path, "params.safetensors"),
+                   "m": {k[2:]: v for k, v in opt_t.items() if k.startswith("m.")},
+                   "v": {k[2:]: v for k, v in opt_t.items() if k.startswith("v.")}}
+    try:
+        live = {"params": model.params, "m": opt.m, "v": opt.v}
+        host = {k: to_host(a) for k, a in live.items()}  # the arrays themselves on the CPU
+        canonical.scatter(world, model.layout, tensors, {"params": host["params"]})
+        lo, hi = run.sync.opt_range()
+        canonical.scatter(world, model.layout, tensors, {"m": host["m"], "v": host["v"]}, lo, hi)
+        for k, a in live.items():
+            if a is not host[k]:
+                a[...] = model.xp.asarray(host[k])
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path} does not fit this model: {e}") from None
+    opt.t = int(meta["optimizer"]["t"])
+    return int(meta["step"])

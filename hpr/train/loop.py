@@ -1,0 +1,425 @@
+"""A training run, start to end: Run.build wires one job from the flags (process grid, model stage,
+pipeline, data parallelism, AdamW, corpus, a resumed checkpoint), Run.describe prints the banner,
+Run.loop runs the steps (with evaluation, replica checks, checkpoints and signals) and Run.finish the
+summary, the trace and a generated sample. `main` turns its failures into exit codes. Owns the order of
+a run and its printing; not the step (hpr.train.step), the flags (hpr.train.flags), the checkpoint glue
+(hpr.train.checkpoints), the math (hpr.model, hpr.optim) or the data (hpr.data).
+
+Usage: ``run = Run.build(args); run.describe(); run.loop() or run.finish()`` (what ``run(args)`` does)"""
+import dataclasses
+import faulthandler
+import json
+import math
+import signal
+import sys
+import time
+from typing import Any, Optional
+
+import numpy as np
+
+import hpr
+
+from .. import checkpoint, cpu, trace
+from ..data import Batches, Corpus
+from ..errors import CommError, DataError, HprError
+from ..faults import Faults
+from ..model import GPT, GPTConfig
+from ..model.gpt import stage_blocks
+from ..optim import AdamW, CosineSchedule
+from ..parallel import DataParallel, Pipeline, ProcessGrid, TensorParallel, check_replicas, check_same_params
+from ..parallel.schedule import bubble_fraction
+from .checkpoints import restore_checkpoint, save_checkpoint, whole_model
+from .flags import build_parser, check_args, warmup_steps
+from .step import evaluate, train_step
+
+
+class Progress:
+    """A tqdm bar on a terminal; plain lines every `every` steps otherwise (batch logs stay readable)."""
+
+    def __init__(self, total, every, out=sys.stdout):
+        self.total, self.every, self.out = total, every, out
+        self.bar = None
+        if out.isatty():
+            from tqdm import tqdm  # lazy: only on a terminal, where the bar is drawn
+
+            self.bar = tqdm(total=total, file=out, dynamic_ncols=True, unit="step")
+
+    def update(self, step, **fields):
+        text = " ".join(f"{k} {v}" for k, v in fields.items())
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.update(1)
+        elif step % self.every == 0 or step == self.total:
+            print(f"step {step:>6}/{self.total}  {text}", file=self.out, flush=True)
+
+    def write(self, line):
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, file=self.out, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class StopFlag:
+    """SIGTERM / SIGUSR1 (Slurm's warning before preemption or the time limit) on any rank: every rank
+    saves a checkpoint at the next step boundary and exits 0. The flag is OR-ed over the ranks each step.
+    Run.build installs it first, so a signal during the setup (corpus, model) stops the run at its first
+    step boundary, with a save, instead of ending the rank unsaved."""
+
+    def __init__(self):
+        self.hit = 0
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._set)
+
+    def _set(self, signum, frame):
+        self.hit = signum
+
+    def any(self, comm):
+        if comm.size == 1:
+            return self.hit
+        return int(comm.allreduce(np.array([self.hit], np.int32), op="max")[0])
+
+
+def load_corpus(comm, path):
+    """Rank 0 reads (and caches) the corpus first, so the ranks do not all tokenise it at once; a
+    DataError on rank 0 is raised on every rank."""
+    err = None
+    corpus = None
+    if comm.rank == 0:
+        try:
+            corpus = Corpus.load(path)
+        except DataError as e:
+            err = str(e)
+    err = comm.bcast_obj(err, root=0)
+    if err:
+        raise DataError(err)
+    return corpus if comm.rank == 0 else Corpus.load(path)
+
+
+@dataclasses.dataclass
+class Run:
+    """One training job: what Run.build wires from the flags, and the loop's state. The step and the
+    checkpoint glue take it whole instead of a long list of arguments. A test may build one from the
+    first seven fields alone (what save_checkpoint and restore_checkpoint read)."""
+
+    args: Any                      # the flags (hpr.train.flags.build_parser)
+    world: Any                     # hpr.comm.Communicator of the whole job
+    config: GPTConfig
+    grid: ProcessGrid              # dp x tp x pp and this rank's groups
+    model: GPT                     # this rank's stage (the pipeline's first replica when pp > 1)
+    opt: AdamW
+    sync: DataParallel             # gradient averaging over grid.dp (and the global norm)
+    tp: Optional[TensorParallel] = None
+    pipe: Optional[Pipeline] = None
+    schedule: Optional[CosineSchedule] = None
+    device: Any = None             # hpr.device.Device: where this rank's arrays live
+    faults: Optional[Faults] = None  # HPR_FAULT's rules for this rank (tests only), else None
+    corpus: Optional[Corpus] = None
+    train: Optional[Batches] = None
+    val: Optional[Batches] = None
+    entropy: float = 0.0           # the corpus's unigram entropy, nats/byte: the loss to beat
+    peak: float = 0.0              # the whole job's matmul FLOP/s (MFU's denominator)
+    step0: int = 0                 # the step a resumed checkpoint holds (0: a fresh start)
+    step: int = 0                  # the last step run
+    val_loss: Optional[float] = None
+    bar: Optional[Progress] = None  # rank 0's progress, while looping
+    log: Any = None                # rank 0's --log-json file, while looping
+    t_start: float = 0.0
+    stop: Optional[StopFlag] = None  # SIGTERM / SIGUSR1 seen (installed first thing in build)
+
+    @property
+    def lead(self):
+        return self.world.rank == 0
+
+    def say(self, *a, **k):
+        if self.lead:
+            print(*a, **k)
+
+    @classmethod
+    def build(cls, args):
+        """Every rank: check the flags, start hpr, and wire the job (collective)."""
+        stop = StopFlag()  # before the long setup: a signal during it is kept for the first step boundary
+        check_args(args)
+        world = hpr.init(threads=args.threads)
+        device = hpr.device.select(args.device, world)
+        if not faulthandler.is_enabled():
+            faulthandler.enable()  # a crashing rank (SIGSEGV, SIGBUS, SIGABRT ...) prints where it was
+        faults = Faults.from_config(world.rank)  # HPR_FAULT (tests only); None otherwise
+        if args.trace:
+            trace.start(args.trace)  # HPR_TRACE needs nothing here: hpr.init starts it
+        config = GPTConfig.preset(args.preset, dtype=args.dtype, n_qubits=args.qubits, q_depth=args.q_depth)
+        grid = ProcessGrid(world, dp=args.dp, tp=args.tp, pp=args.pp, n_heads=config.n_heads,
+                           d_model=config.d_model, n_layers=config.n_layers, batch=args.batch,
+                           micro_batches=args.accum, vocab_size=config.vocab_size)
+        if faults is not None:
+            faults.stall_setup()
+        corpus = load_corpus(world, args.data)
+        corpus.check_context(config.context)
+        schedule = CosineSchedule(args.lr, args.steps, warmup_steps(args), args.min_lr_ratio)
+        tp = TensorParallel(grid.tp)
+        dp, pp = grid.dp_size, grid.pp_size
+
+        def make_stage(params, grads):
+            alloc = grid.dp.alloc if (dp > 1 and grads is None and not device.is_gpu) else None
+            return GPT(config, seed=args.seed, tp=tp, stage=(grid.pp_rank, pp), params=params, grads=grads,
+                       alloc=alloc, device=device)
+
+        pipe = Pipeline(grid.pp, make_stage, args.accum, tied=grid.tied) if pp > 1 else None
+        model = pipe.model if pipe else make_stage(None, None)
+        skip = []
+        if pp > 1 and model.last:  # the tied wte is counted in the gradient norm on the first stage
+            skip = [(model.emb.wte.offset, model.emb.wte.offset + model.emb.wte.size)]
+        sync = DataParallel(grid.dp, model.layout, args.bucket_mb, args.grad_comm_dtype, args.zero, tp=tp,
+                            pp=grid.pp, norm_skip=skip)
+        lo, hi = sync.opt_range()
+        opt = AdamW(model.layout, model.params, model.grads, betas=(0.9, args.beta2),
+                    weight_decay=args.weight_decay, lo=lo, hi=hi)
+        check_same_params(grid.dp, model.params)  # every replica built them from the same seed: prove it
+        run = cls(args, world, config, grid, model, opt, sync, tp=tp, pipe=pipe, schedule=schedule,
+                  device=device, faults=faults, corpus=corpus, stop=stop)
+        run.resume()
+        run.train = Batches(corpus.train, config.context, args.seed)
+        run.val = Batches(corpus.val, config.context, args.seed + 1)
+        run.entropy = corpus.unigram_entropy()
+        world.barrier()
+        mine = args.peak_tflops * 1e12 if args.peak_tflops else cpu.matmul_flops(config.dtype, device=device)
+        run.peak = float(world.allreduce(np.array([mine]), op="sum")[0])  # the whole job's
+        return run
+
+    def resume(self):
+        """--resume: this rank's part of the newest intact checkpoint in --ckpt-dir, if there is one."""
+        a = self.args
+        if not a.resume:
+            return
+        path, meta = checkpoint.load(self.world, a.ckpt_dir)
+        if path is None:
+            self.say(f"resume: no checkpoint in {a.ckpt_dir} yet; starting from step 0")
+        else:
+            self.step0 = restore_checkpoint(self, path, meta)
+            self.say(f"resume: continuing from {path} (step {self.step0})")
+
+    # -- the banner ------------------------------------------------------------------------------------
+    def describe(self):
+        """Rank 0 prints what the run is: model, layout, processes, memory, data, schedule (collective)."""
+        a, config, grid, world, say = self.args, self.config, self.grid, self.world, self.say
+        dp, tp_n, pp, m = grid.dp_size, grid.tp_size, grid.pp_size, a.accum
+        local = a.batch // dp
+        if self.faults is not None:
+            say(f"HPR_FAULT={self.faults.spec!r} is set: faults will be injected (tests only)")
+        say(f"hpr {a.preset}: {self.model.layout.full_size:,} parameters "
+            f"({config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads, context {config.context}, "
+            f"{config.dtype})")
+        if self.device.is_gpu:
+            self.describe_devices()
+        say(f"layout: dp {dp} x tp {tp_n} x pp {pp} = {world.size} rank(s), {cpu.num_threads()} thread(s) each; "
+            f"{local} sequences per data-parallel rank per step"
+            + (f" in {m} micro-batches of {local // m}" if m > 1 else "")
+            + (f"; gradient buckets of {a.bucket_mb:g} MiB ({len(self.sync.buckets)}), communication in "
+               f"{a.grad_comm_dtype}" if dp > 1 else "") + ("; ZeRO-1" if a.zero else ""))
+        if pp > 1:
+            say(f"pipeline: {pp} stages (blocks {[b for b in stage_blocks(config.n_layers, pp)]}), 1F1B over {m} "
+                f"micro-batches; bubble in theory (pp-1)/(m+pp-1) = {bubble_fraction(pp, m):.1%}")
+        if world.size > 1 and self.lead and a.log_every and (tp_n > 1 or pp > 1):
+            print(grid.describe())
+        if 1 < world.size <= 64:  # the launcher names a dead rank by its pid: this line maps it to the rank
+            hosts = {}
+            for r, (host, pid) in enumerate(world.procs):
+                hosts.setdefault(host, []).append(f"rank {r} pid {pid}")
+            say("processes: " + "; ".join(f"on {h}: {', '.join(v)}" for h, v in hosts.items()))
+        model, opt = self.model, self.opt
+        say(f"memory per rank (rank 0): parameters {model.params.nbytes / 2**20:.2f} MiB, gradients "
+            f"{model.grads.nbytes / 2**20:.2f} MiB, optimizer state {(opt.m.nbytes + opt.v.nbytes) / 2**20:.2f} MiB"
+            + (f" (1/{dp} of {2 * model.params.size * model.params.itemsize / 2**20:.2f})" if a.zero and dp > 1
+               else ""))
+        corpus = self.corpus
+        say(f"data: {corpus.source}: {corpus.train.size:,} train bytes, {corpus.val.size:,} validation bytes; "
+            f"unigram entropy {self.entropy:.3f} nats/byte")
+        say(f"steps {a.steps}, batch {a.batch} x {config.context} = {a.batch * config.context:,} tokens/step, lr "
+            f"{a.lr:g} (warmup {warmup_steps(a)}, cosine to {a.lr * a.min_lr_ratio:g}); "
+            f"{'given' if a.peak_tflops else ('cuBLAS' if self.device.is_gpu else 'BLAS') + ' matmul'} peak of "
+            f"the job {self.peak / 1e9:.1f} GFLOP/s", flush=True)
+
+    def describe_devices(self):
+        """With --device gpu: which GPU each rank took, how MPI moves device buffers, shared GPUs (collective)."""
+        world, say = self.world, self.say
+        where = world.gather_obj((self.device.index, self.device.name()), root=0)
+        aware = world.cuda_aware  # collective (every rank agrees)
+        say("devices: " + ", ".join(f"rank {r} GPU {i} ({nm})" for r, (i, nm) in enumerate(where or []))
+            + f"; MPI {'takes device buffers (CUDA-aware)' if aware else 'stages through pinned host memory'}")
+        if not self.lead:
+            return
+        shared = {}
+        for r, (i, _) in enumerate(where):
+            shared.setdefault((world.procs[r][0], i), []).append(r)
+        for (host, i), ranks in shared.items():
+            if len(ranks) > 1:
+                say(f"note: ranks {ranks} share GPU {i} on {host} (more ranks than GPUs there): they take "
+                    "turns on it; one rank per GPU is the fast layout")
+
+    # -- the steps -------------------------------------------------------------------------------------
+    def loop(self):
+        """Steps step0 + 1 .. --steps. Returns the signal that stopped the run early (after a save, when
+        there is a --ckpt-dir), else 0. A CommError is raised again with the step it happened in."""
+        a = self.args
+        stop = self.stop or StopFlag()
+        # line by line: a killed job keeps its log
+        self.log = open(a.log_json, "a", buffering=1) if (a.log_json and self.lead) else None
+        self.bar = Progress(a.steps, a.log_every) if self.lead else None
+        if trace.on:
+            trace.align(self.world)  # a common zero for the ranks' clocks
+        self.t_start = time.perf_counter()
+        self.step = self.step0
+        bad = 0  # non-finite steps in a row
+        try:
+            for step in range(self.step0 + 1, a.steps + 1):
+                self.step = step
+                bad = self.one_step(step, bad)
+                if a.check_every and self.grid.dp_size > 1 and step % a.check_every == 0:
+                    check_replicas(self.world, self.model.params, lambda r: self.grid.coords(r)[::2], step)
+                if (a.eval_every and step % a.eval_every == 0) or step == a.steps:
+                    self.validate(step)
+                signum = stop.any(self.world)
+                if self.save_or_stop(step, signum):
+                    return signum
+        except CommError as e:
+            raise type(e)(f"step {self.step}: {e}") from None
+        finally:
+            if self.bar:
+                self.bar.close()
+            if self.log:
+                self.log.close()
+        return 0
+
+    def one_step(self, step, bad):
+        """train_step, its progress line and log record; returns the count of non-finite steps in a row
+        (stopping the run after --max-bad-steps of them)."""
+        a = self.args
+        t0 = time.perf_counter()
+        fault = self.faults.at(step) if self.faults else None
+        with trace.span("step", step=step):
+            loss, lr, norm = train_step(self.model, self.opt, self.sync, self.schedule, self.train, step, a.batch,
+                                        a.accum, a.clip, pipe=self.pipe, fault=fault)
+        tps = a.batch * self.config.context / (time.perf_counter() - t0)
+        bad = 0 if math.isfinite(loss) and math.isfinite(norm) else bad + 1
+        if bad and self.lead:
+            self.bar.write(f"step {step}: skipped: loss {loss:.4g}, gradient norm {norm:.4g} (not finite); no "
+                           f"update, optimizer state untouched ({bad} in a row, --max-bad-steps {a.max_bad_steps})")
+            if self.log:
+                self.log.write(json.dumps({"step": step, "skipped": True, "loss": None, "grad_norm": None,
+                                           "lr": lr}) + "\n")
+        elif self.lead:
+            self.bar.update(step, loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}",
+                            mfu=f"{tps * self.config.flops_per_token() / self.peak:.0%}")
+            if self.log:
+                self.log.write(json.dumps({"step": step, "loss": loss, "lr": lr, "tokens_per_s": tps}) + "\n")
+        if bad >= a.max_bad_steps:
+            where = save_checkpoint(self, step) if a.ckpt_dir else None
+            raise HprError(
+                f"stopped at step {step}: {bad} steps in a row had a NaN or Inf in the loss or the gradients "
+                f"(--max-bad-steps {a.max_bad_steps}). "
+                + (f"Checkpoint {where} holds the parameters of the last good step. " if where else
+                   "No --ckpt-dir, so nothing was saved. ")
+                + f"Lower --lr (now {a.lr:g}) or --clip, check the data, or use --dtype float64; then --resume.")
+        return bad
+
+    def validate(self, step):
+        """The validation loss over --eval-batches batches, printed and logged by rank 0 (collective)."""
+        with trace.span("eval"):
+            self.val_loss = evaluate(self.model, self.val, self.args.eval_batches, self.args.batch, self.grid.dp,
+                                     self.pipe)
+        if self.lead:
+            self.bar.write(f"step {step}: val_loss {self.val_loss:.4f} nats/byte (unigram entropy {self.entropy:.3f})")
+            if self.log:
+                self.log.write(json.dumps({"step": step, "val_loss": self.val_loss,
+                                           "unigram_entropy": self.entropy}) + "\n")
+                self.log.flush()
+
+    def save_or_stop(self, step, signum):
+        """A checkpoint when one is due or a signal came; True when the run stops here (the signal)."""
+        a = self.args
+        due = a.ckpt_dir and ((a.ckpt_every and step % a.ckpt_every == 0) or step == a.steps)
+        if not (due or signum):
+            return False
+        if a.ckpt_dir:
+            where = save_checkpoint(self, step)
+            if self.lead:
+                self.bar.write(f"step {step}: checkpoint {where}")
+        if not signum:
+            return False
+        if self.lead:
+            self.bar.write(f"step {step}: signal {signum} received; "
+                           + ("checkpoint saved, " if a.ckpt_dir else "no --ckpt-dir, nothing saved; ") + "exiting")
+        self.write_trace()
+        return True
+
+    # -- the end ---------------------------------------------------------------------------------------
+    def finish(self):
+        """The summary line, the trace file, the pipeline's idle share and the sample (collective)."""
+        a, world = self.args, self.world
+        dp, pp = self.grid.dp_size, self.grid.pp_size
+        wall = time.perf_counter() - self.t_start
+        done = self.step - self.step0
+        exposed = world.allreduce(np.array([self.sync.wait_s]), op="avg")[0] if dp > 1 else 0.0
+        self.say(f"done: {done} steps in {wall:.1f} s ({done * a.batch * self.config.context / max(wall, 1e-9):,.0f} "
+                 "tokens/s for the job"
+                 + (f"; waiting on gradient communication {100 * exposed / max(wall, 1e-9):.1f}% of the time"
+                    if dp > 1 else "") + ")"
+                 + (f"; final val_loss {self.val_loss:.4f} vs unigram entropy {self.entropy:.3f} nats/byte"
+                    if self.val_loss is not None else ""))
+        self.write_trace()
+        if self.pipe is not None:
+            idle = self.grid.pp.gather_obj(self.pipe.idle_s, root=0)
+            if self.lead:
+                print("pipeline idle (waiting for a neighbour) per stage: "
+                      + ", ".join(f"stage {i} {100 * v / max(wall, 1e-9):.1f}%" for i, v in enumerate(idle))
+                      + f" of the run; theory (pp-1)/(m+pp-1) = {bubble_fraction(pp, a.accum):.1%}")
+        if a.sample_tokens:
+            whole = whole_model(self)
+            if self.lead:
+                text = whole.generate(a.prompt, a.sample_tokens, a.temperature, a.top_k, seed=a.seed)
+                print("--- sample ---")
+                print(text.decode("utf-8", errors="replace"), flush=True)
+
+    def write_trace(self):
+        """--trace / HPR_TRACE: every rank's timeline, merged into one file by rank 0 (collective)."""
+        if trace.on:
+            n = trace.recorded()
+            path = trace.finish(self.world)
+            self.say(f"trace: {path} ({self.world.size} rank(s), {n:,} spans on rank 0; open it in "
+                     "https://ui.perfetto.dev)")
+
+
+def run(args):
+    """One training run from parsed flags: build, describe, loop, finish. Returns the exit code (0)."""
+    job = Run.build(args)
+    job.describe()
+    if not job.loop():  # a signal ends the run after its checkpoint, without the summary
+        job.finish()
+    return 0
+
+
+def main(argv=None):
+    """The command line: 0 when the run ended (or a signal stopped it), 2 for a bad flag, file or value
+    (HprError), 3 when a peer died or hung (the whole job is aborted)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except CommError as e:  # a peer died or is stuck: the others may be anywhere, so end the whole job
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return abort_job(3)
+    except HprError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def abort_job(code):
+    """End every rank of the job with exit code `code` (a lone process just returns it)."""
+    from mpi4py import MPI  # lazy: importing mpi4py.MPI starts MPI, which `import hpr.train` must not
+
+    if MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1:
+        time.sleep(0.3)  # let the launcher forward this rank's message before it ends the others
+        MPI.COMM_WORLD.Abort(code)
+    return code
