@@ -63,21 +63,42 @@ cdef extern from "nn.h" nogil:
                                     int64_t H)
     double hpr_sumsq_f32(const float *x, int64_t n, int nthreads)
     double hpr_sumsq_f64(const double *x, int64_t n, int nthreads)
-    void hpr_attention_forward_f32(float *y, float *att, const float *q, const float *k, const float *v,
+    void hpr_attention_forward_f32(float *y, float *lse, const float *q, const float *k, const float *v,
                                    int64_t B, int64_t T, int64_t H, int64_t D, int64_t sq, int64_t sy,
                                    double scale, float *scratch, int nthreads)
-    void hpr_attention_forward_f64(double *y, double *att, const double *q, const double *k,
+    void hpr_attention_forward_f64(double *y, double *lse, const double *q, const double *k,
                                    const double *v, int64_t B, int64_t T, int64_t H, int64_t D, int64_t sq,
                                    int64_t sy, double scale, double *scratch, int nthreads)
-    void hpr_attention_backward_f32(float *dq, float *dk, float *dv, const float *dy, const float *att,
-                                    const float *q, const float *k, const float *v, int64_t B, int64_t T,
-                                    int64_t H, int64_t D, int64_t sq, int64_t sy, double scale,
+    void hpr_attention_backward_f32(float *dq, float *dk, float *dv, const float *dy, const float *y,
+                                    const float *lse, const float *q, const float *k, const float *v, int64_t B,
+                                    int64_t T, int64_t H, int64_t D, int64_t sq, int64_t sy, double scale,
                                     float *scratch, int nthreads)
-    void hpr_attention_backward_f64(double *dq, double *dk, double *dv, const double *dy, const double *att,
-                                    const double *q, const double *k, const double *v, int64_t B, int64_t T,
-                                    int64_t H, int64_t D, int64_t sq, int64_t sy, double scale,
-                                    double *scratch, int nthreads)
+    void hpr_attention_backward_f64(double *dq, double *dk, double *dv, const double *dy, const double *y,
+                                    const double *lse, const double *q, const double *k, const double *v,
+                                    int64_t B, int64_t T, int64_t H, int64_t D, int64_t sq, int64_t sy,
+                                    double scale, double *scratch, int nthreads)
+    int hpr_nn_isa_widest()
+    int hpr_nn_set_isa(int level)
+    int hpr_nn_isa()
 
+# Instruction-set levels of the layer kernels (csrc/hpr_clones.h), in order; the import starts on the
+# widest this CPU has, hpr.cpu may choose a lower one (HPR_ISA).
+ISA_LEVELS = ("baseline", "avx2", "avx512")
+hpr_nn_set_isa(hpr_nn_isa_widest())
+
+
+def isa():
+    """(level in use, [levels this build runs on this CPU]) as names from ISA_LEVELS."""
+    return ISA_LEVELS[hpr_nn_isa()], list(ISA_LEVELS[:hpr_nn_isa_widest() + 1])
+
+
+def set_isa(str name):
+    """Use the layer kernels compiled for `name` (one of isa()[1]) from now on. Returns the name."""
+    if name not in ISA_LEVELS:
+        raise ValueError(f"unknown instruction-set level {name!r}; one of {', '.join(ISA_LEVELS)}")
+    if hpr_nn_set_isa(ISA_LEVELS.index(name)) < 0:
+        raise ValueError(f"this CPU (or build) runs only {', '.join(isa()[1])}, not {name}")
+    return name
 
 cdef _View _buf(object obj, bint writable, int64_t count, int isz, str name):
     """A contiguous buffer of exactly `count` elements of `isz` bytes, held for one call."""
@@ -282,50 +303,52 @@ def sumsq(x, int isz, int nthreads=1):
     return s
 
 
-def attention_forward(y, att, qkv, scratch, int64_t B, int64_t T, int64_t H, int64_t D, double scale, int isz,
+def attention_forward(y, lse, qkv, scratch, int64_t B, int64_t T, int64_t H, int64_t D, double scale, int isz,
                       int nthreads=1):
-    """qkv (B*T, 3C) with rows [q | k | v], y (B*T, C), att (B, H, T, T); C = H*D."""
+    """qkv (B*T, 3C) with rows [q | k | v] -> y (B*T, C) and the row log-sum-exp lse (B, H, T); C = H*D."""
     _isz(isz)
     cdef int64_t C = H * D
     cdef int nt = nthreads if nthreads > 1 else 1
-    cdef _View yy = _buf(y, True, B * T * C, isz, "y"), aa = _buf(att, True, B * H * T * T, isz, "att")
+    cdef _View yy = _buf(y, True, B * T * C, isz, "y"), ll = _buf(lse, True, B * H * T, isz, "lse")
     cdef _View xx = _buf(qkv, False, B * T * 3 * C, isz, "qkv")
     cdef _View sc = _buf(scratch, True, nt * hpr_attention_scratch(T, D), isz, "scratch")
     cdef char *base = <char *>xx.view.buf
     with nogil:
         if isz == 4:
-            hpr_attention_forward_f32(<float *>yy.view.buf, <float *>aa.view.buf, <const float *>base,
+            hpr_attention_forward_f32(<float *>yy.view.buf, <float *>ll.view.buf, <const float *>base,
                                       <const float *>base + C, <const float *>base + 2 * C, B, T, H, D, 3 * C, C,
                                       scale, <float *>sc.view.buf, nt)
         else:
-            hpr_attention_forward_f64(<double *>yy.view.buf, <double *>aa.view.buf, <const double *>base,
+            hpr_attention_forward_f64(<double *>yy.view.buf, <double *>ll.view.buf, <const double *>base,
                                       <const double *>base + C, <const double *>base + 2 * C, B, T, H, D, 3 * C,
                                       C, scale, <double *>sc.view.buf, nt)
 
 
-def attention_backward(dqkv, dy, att, qkv, scratch, int64_t B, int64_t T, int64_t H, int64_t D, double scale,
+def attention_backward(dqkv, dy, y, lse, qkv, scratch, int64_t B, int64_t T, int64_t H, int64_t D, double scale,
                        int isz, int nthreads=1):
-    """dqkv (B*T, 3C) written whole from dy (B*T, C), att and qkv."""
+    """dqkv (B*T, 3C) written whole from dy (B*T, C), the forward's y and lse, and qkv."""
     _isz(isz)
     cdef int64_t C = H * D
     cdef int nt = nthreads if nthreads > 1 else 1
     cdef _View dd = _buf(dqkv, True, B * T * 3 * C, isz, "dqkv"), gg = _buf(dy, False, B * T * C, isz, "dy")
-    cdef _View aa = _buf(att, False, B * H * T * T, isz, "att"), xx = _buf(qkv, False, B * T * 3 * C, isz, "qkv")
+    cdef _View yy = _buf(y, False, B * T * C, isz, "y"), ll = _buf(lse, False, B * H * T, isz, "lse")
+    cdef _View xx = _buf(qkv, False, B * T * 3 * C, isz, "qkv")
     cdef _View sc = _buf(scratch, True, nt * hpr_attention_scratch(T, D), isz, "scratch")
     cdef char *base = <char *>xx.view.buf
     cdef char *dbase = <char *>dd.view.buf
     with nogil:
         if isz == 4:
             hpr_attention_backward_f32(<float *>dbase, <float *>dbase + C, <float *>dbase + 2 * C,
-                                       <const float *>gg.view.buf, <const float *>aa.view.buf,
-                                       <const float *>base, <const float *>base + C, <const float *>base + 2 * C,
-                                       B, T, H, D, 3 * C, C, scale, <float *>sc.view.buf, nt)
+                                       <const float *>gg.view.buf, <const float *>yy.view.buf,
+                                       <const float *>ll.view.buf, <const float *>base, <const float *>base + C,
+                                       <const float *>base + 2 * C, B, T, H, D, 3 * C, C, scale,
+                                       <float *>sc.view.buf, nt)
         else:
             hpr_attention_backward_f64(<double *>dbase, <double *>dbase + C, <double *>dbase + 2 * C,
-                                       <const double *>gg.view.buf, <const double *>aa.view.buf,
-                                       <const double *>base, <const double *>base + C,
-                                       <const double *>base + 2 * C, B, T, H, D, 3 * C, C, scale,
-                                       <double *>sc.view.buf, nt)
+                                       <const double *>gg.view.buf, <const double *>yy.view.buf,
+                                       <const double *>ll.view.buf, <const double *>base,
+                                       <const double *>base + C, <const double *>base + 2 * C, B, T, H, D, 3 * C,
+                                       C, scale, <double *>sc.view.buf, nt)
 
 
 def attention_scratch(int64_t T, int64_t D):

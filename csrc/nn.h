@@ -4,7 +4,9 @@
  * kernels ADD into parameter gradients (and into dx where the name says so), as llm.c's do.
  *
  * Names of dimensions: N rows (= B*T tokens), C channels, V vocabulary, BH = batch*heads, T time.
- * nthreads: OpenMP threads for the row loops (1 = serial; ignored without OpenMP). */
+ * nthreads: OpenMP threads for the row loops (1 = serial; ignored without OpenMP). Each kernel is
+ * compiled for every instruction-set level and called through the table of the level in use
+ * (hpr_nn_set_isa, below). */
 #ifndef HPR_NN_H
 #define HPR_NN_H
 #include <stdint.h>
@@ -50,14 +52,15 @@
                         int nthreads);                                                               \
     /* sum of squares, accumulated in double. */                                                     \
     double hpr_sumsq##SFX(const REAL *x, int64_t n, int nthreads);                                   \
-    /* causal attention over (sequence, head) pairs; see nn_impl.h for the strided layouts. */       \
-    void hpr_attention_forward##SFX(REAL *y, REAL *att, const REAL *q, const REAL *k, const REAL *v, \
+    /* causal attention over (sequence, head) pairs in the flash style (attention_impl.h): y and the  \
+     * row log-sum-exp lse (B, H, T) out; backward recomputes the probabilities from lse. */        \
+    void hpr_attention_forward##SFX(REAL *y, REAL *lse, const REAL *q, const REAL *k, const REAL *v, \
                                     int64_t B, int64_t T, int64_t H, int64_t D, int64_t sq,          \
                                     int64_t sy, double scale, REAL *scratch, int nthreads);          \
-    void hpr_attention_backward##SFX(REAL *dq, REAL *dk, REAL *dv, const REAL *dy, const REAL *att,  \
-                                     const REAL *q, const REAL *k, const REAL *v, int64_t B,         \
-                                     int64_t T, int64_t H, int64_t D, int64_t sq, int64_t sy,        \
-                                     double scale, REAL *scratch, int nthreads);                     \
+    void hpr_attention_backward##SFX(REAL *dq, REAL *dk, REAL *dv, const REAL *dy, const REAL *y,    \
+                                     const REAL *lse, const REAL *q, const REAL *k, const REAL *v,   \
+                                     int64_t B, int64_t T, int64_t H, int64_t D, int64_t sq,         \
+                                     int64_t sy, double scale, REAL *scratch, int nthreads);         \
     /* one LSTM time step, gates [i | f | g | o] (see nn_impl.h) */                                  \
     void hpr_lstm_cell_forward##SFX(REAL *a, REAL *c, REAL *tc, REAL *h, const REAL *c_prev,         \
                                     int64_t B, int64_t H);                                           \
@@ -68,6 +71,14 @@
 HPR_NN_DECLARE(float, _f32)
 HPR_NN_DECLARE(double, _f64)
 
-/* REALs of scratch one thread of the attention kernels needs (head size D <= 128). */
+/* REALs of scratch one thread of the attention kernels needs: O(T D) (head size D <= 128). */
 int64_t hpr_attention_scratch(int64_t T, int64_t D);
+
+/* Instruction-set levels (hpr_clones.h: 0 baseline, 1 avx2, 2 avx512). hpr_nn_isa_widest: the widest
+ * this build runs on this CPU; hpr_nn_set_isa(level): use that level's kernels from now on (every
+ * level up to the widest exists; returns the level, or -1 if it is above the widest and nothing
+ * changed); hpr_nn_isa: the level in use. Not to be called while kernels run on other threads. */
+int hpr_nn_isa_widest(void);
+int hpr_nn_set_isa(int level);
+int hpr_nn_isa(void);
 #endif

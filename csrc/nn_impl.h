@@ -1,9 +1,10 @@
-/* The body of nn.c's kernels, written once and included twice: REAL = float with FN(x) = x##_f32,
- * then REAL = double with FN(x) = x##_f64. EXP names the exponential for REAL (a
- * vectorisable polynomial exp for float, libm for double). No include guard on purpose.
+/* The body of nn.c's kernels, written once and included for every (instruction-set level, REAL) pair
+ * by nn_level.h: REAL = float with FN(x) = x##_f32##<level>, then double with x##_f64##<level>. EXP
+ * names the exponential for REAL (a vectorisable polynomial exp for float, libm for double). The
+ * attention kernels are in attention_impl.h. No include guard on purpose.
  * Shapes: N rows (= B*T), C channels, V vocabulary, BH = batch*heads, T time. */
 
-HPR_KERNEL void FN(hpr_layernorm_forward)(REAL *out, REAL *mean, REAL *rstd, const REAL *x, const REAL *w,
+NN_KERNEL void FN(hpr_layernorm_forward)(REAL *out, REAL *mean, REAL *rstd, const REAL *x, const REAL *w,
                                const REAL *b, int64_t N, int64_t C, double eps, int nthreads) {
     int par = nthreads > 1 && N * C >= HPR_NN_OMP_MIN;
     (void)par;
@@ -26,7 +27,7 @@ HPR_KERNEL void FN(hpr_layernorm_forward)(REAL *out, REAL *mean, REAL *rstd, con
     }
 }
 
-HPR_KERNEL void FN(hpr_layernorm_backward)(REAL *dx, REAL *dw, REAL *db, const REAL *dout, const REAL *x,
+NN_KERNEL void FN(hpr_layernorm_backward)(REAL *dx, REAL *dw, REAL *db, const REAL *dout, const REAL *x,
                                 const REAL *w, const REAL *mean, const REAL *rstd, int64_t N,
                                 int64_t C, REAL *scratch, int nthreads) {
     int nt = nthreads < 1 ? 1 : nthreads;
@@ -67,7 +68,7 @@ HPR_KERNEL void FN(hpr_layernorm_backward)(REAL *dx, REAL *dw, REAL *db, const R
     }
 }
 
-HPR_KERNEL void FN(hpr_softmax_causal_forward)(REAL *att, const REAL *pre, int64_t BH, int64_t T, double scale,
+NN_KERNEL void FN(hpr_softmax_causal_forward)(REAL *att, const REAL *pre, int64_t BH, int64_t T, double scale,
                                     int nthreads) {
     int64_t rows = BH * T;
     int par = nthreads > 1 && rows * T >= HPR_NN_OMP_MIN;
@@ -92,7 +93,7 @@ HPR_KERNEL void FN(hpr_softmax_causal_forward)(REAL *att, const REAL *pre, int64
     }
 }
 
-HPR_KERNEL void FN(hpr_softmax_causal_backward)(REAL *dpre, const REAL *datt, const REAL *att, int64_t BH,
+NN_KERNEL void FN(hpr_softmax_causal_backward)(REAL *dpre, const REAL *datt, const REAL *att, int64_t BH,
                                      int64_t T, double scale, int nthreads) {
     int64_t rows = BH * T;
     int par = nthreads > 1 && rows * T >= HPR_NN_OMP_MIN;
@@ -113,7 +114,7 @@ HPR_KERNEL void FN(hpr_softmax_causal_backward)(REAL *dpre, const REAL *datt, co
 }
 
 /* gelu_tanh(x) = x/2 * (1 + tanh(k (x + 0.044715 x^3))), k = sqrt(2/pi), computed as x * sigmoid(2u) */
-HPR_KERNEL void FN(hpr_gelu_forward)(REAL *out, REAL *x, const REAL *bias, int64_t N, int64_t C, int nthreads) {
+NN_KERNEL void FN(hpr_gelu_forward)(REAL *out, REAL *x, const REAL *bias, int64_t N, int64_t C, int nthreads) {
     int par = nthreads > 1 && N * C >= HPR_NN_OMP_MIN;
     (void)par;
     const REAL k = (REAL)0.7978845608028654, c3 = (REAL)0.044715;
@@ -135,7 +136,7 @@ HPR_KERNEL void FN(hpr_gelu_forward)(REAL *out, REAL *x, const REAL *bias, int64
     }
 }
 
-HPR_KERNEL void FN(hpr_gelu_backward)(REAL *dx, const REAL *x, const REAL *dout, int64_t n, int nthreads) {
+NN_KERNEL void FN(hpr_gelu_backward)(REAL *dx, const REAL *x, const REAL *dout, int64_t n, int nthreads) {
     int par = nthreads > 1 && n >= HPR_NN_OMP_MIN;
     (void)par;
     const REAL k = (REAL)0.7978845608028654, c3 = (REAL)0.044715;
@@ -157,7 +158,7 @@ HPR_KERNEL void FN(hpr_gelu_backward)(REAL *dx, const REAL *x, const REAL *dout,
     }
 }
 
-HPR_KERNEL int64_t FN(hpr_crossentropy)(REAL *losses, REAL *dlogits, const REAL *logits, const int32_t *targets,
+NN_KERNEL int64_t FN(hpr_crossentropy)(REAL *losses, REAL *dlogits, const REAL *logits, const int32_t *targets,
                              int64_t N, int64_t V, double dscale, int nthreads) {
     int par = nthreads > 1 && N * V >= HPR_NN_OMP_MIN;
     (void)par;
@@ -190,7 +191,7 @@ HPR_KERNEL int64_t FN(hpr_crossentropy)(REAL *losses, REAL *dlogits, const REAL 
     return bad;
 }
 
-HPR_KERNEL int64_t FN(hpr_embedding_forward)(REAL *out, const int32_t *tokens, const REAL *wte, const REAL *wpe,
+NN_KERNEL int64_t FN(hpr_embedding_forward)(REAL *out, const int32_t *tokens, const REAL *wte, const REAL *wpe,
                                   int64_t B, int64_t T, int64_t C, int64_t V, int nthreads) {
     int64_t N = B * T, bad = 0;
     int par = nthreads > 1 && N * C >= HPR_NN_OMP_MIN;
@@ -208,7 +209,7 @@ HPR_KERNEL int64_t FN(hpr_embedding_forward)(REAL *out, const int32_t *tokens, c
     return bad;
 }
 
-HPR_KERNEL void FN(hpr_embedding_backward)(REAL *dwte, REAL *dwpe, const REAL *dout, const int32_t *tokens,
+NN_KERNEL void FN(hpr_embedding_backward)(REAL *dwte, REAL *dwpe, const REAL *dout, const int32_t *tokens,
                                 int64_t B, int64_t T, int64_t C) {
     for (int64_t n = 0; n < B * T; n++) {
         const REAL *g = dout + n * C;
@@ -218,7 +219,7 @@ HPR_KERNEL void FN(hpr_embedding_backward)(REAL *dwte, REAL *dwpe, const REAL *d
     }
 }
 
-HPR_KERNEL void FN(hpr_bias_backward)(REAL *db, const REAL *dout, int64_t N, int64_t C) {
+NN_KERNEL void FN(hpr_bias_backward)(REAL *db, const REAL *dout, int64_t N, int64_t C) {
     for (int64_t n = 0; n < N; n++) {
         const REAL *g = dout + n * C;
         SIMD
@@ -226,7 +227,7 @@ HPR_KERNEL void FN(hpr_bias_backward)(REAL *db, const REAL *dout, int64_t N, int
     }
 }
 
-HPR_KERNEL void FN(hpr_adamw)(REAL *p, const REAL *g, REAL *m, REAL *v, int64_t n, double lr, double beta1,
+NN_KERNEL void FN(hpr_adamw)(REAL *p, const REAL *g, REAL *m, REAL *v, int64_t n, double lr, double beta1,
                    double beta2, double eps, double wd, double bc1, double bc2, double gscale,
                    int nthreads) {
     int par = nthreads > 1 && n >= HPR_NN_OMP_MIN;
@@ -250,7 +251,7 @@ HPR_KERNEL void FN(hpr_adamw)(REAL *p, const REAL *g, REAL *m, REAL *v, int64_t 
     }
 }
 
-HPR_KERNEL double FN(hpr_sumsq)(const REAL *x, int64_t n, int nthreads) {
+NN_KERNEL double FN(hpr_sumsq)(const REAL *x, int64_t n, int nthreads) {
     int par = nthreads > 1 && n >= HPR_NN_OMP_MIN;
     (void)par;
     double s = 0;
@@ -266,209 +267,12 @@ HPR_KERNEL double FN(hpr_sumsq)(const REAL *x, int64_t n, int nthreads) {
     return s;
 }
 
-/* ---- causal attention: small register-blocked products for one (sequence, head) pair ----
- * Blocks of AB rows share every load of the other operand, and the accumulators are explicit vectors
- * (GCC/Clang vector extensions, 64 bytes: one AVX-512 register, two AVX2 or four SSE ones), so they
- * stay in registers. The same routines serve q k^T, dy v^T, att v, dS k, att^T dy and dS^T q. */
-#define AB 4    /* rows per block */
-#define ADMAX 128
-typedef REAL FN(vec) __attribute__((vector_size(64)));
-#define VL ((int64_t)(64 / sizeof(REAL)))
-
-static inline FN(vec) FN(vload)(const REAL *p) { FN(vec) v; memcpy(&v, p, sizeof v); return v; }
-static inline void FN(vstore)(REAL *p, FN(vec) v) { memcpy(p, &v, sizeof v); }
-
-/* s[r][j] = sum_d a[r][d] * bt[d][j] for j < n (rows r < rows); bt is (D, ldb) with ldb >= n rounded
- * up to VL and zero padded; a is (AB, ADMAX); s rows have stride lds. */
-static inline void FN(att_rows_times_t)(REAL *s, int64_t lds, const REAL *a, int64_t rows, const REAL *bt,
-                                        int64_t ldb, int64_t n, int64_t D) {
-    for (int64_t j0 = 0; j0 < n; j0 += VL) {
-        FN(vec) c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
-        for (int64_t d = 0; d < D; d++) {
-            FN(vec) b = FN(vload)(bt + d * ldb + j0);
-            c0 += a[d] * b;
-            c1 += a[ADMAX + d] * b;
-            c2 += a[2 * ADMAX + d] * b;
-            c3 += a[3 * ADMAX + d] * b;
-        }
-        REAL tmp[AB][64 / sizeof(REAL)];
-        FN(vstore)(tmp[0], c0);
-        FN(vstore)(tmp[1], c1);
-        FN(vstore)(tmp[2], c2);
-        FN(vstore)(tmp[3], c3);
-        int64_t w = n - j0 < VL ? n - j0 : VL;
-        for (int64_t r = 0; r < rows; r++)
-            memcpy(s + r * lds + j0, tmp[r], w * sizeof(REAL));
-    }
-}
-
-/* out[r][:D] = sum_{j < n} w[r][j] * x[j][:D] (x rows at stride ldx), rows r < rows (w rows beyond
- * `rows` are read as 0); w rows stride ldw. */
-static inline void FN(att_rows_times)(REAL *out, int64_t ldo, const REAL *w, int64_t ldw, int64_t rows,
-                                      const REAL *x, int64_t ldx, int64_t n, int64_t D) {
-    const REAL *w0 = w, *w1 = rows > 1 ? w + ldw : NULL, *w2 = rows > 2 ? w + 2 * ldw : NULL,
-               *w3 = rows > 3 ? w + 3 * ldw : NULL;
-    int64_t dv = D / VL * VL;
-    for (int64_t d0 = 0; d0 < dv; d0 += VL) {
-        FN(vec) c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
-        for (int64_t j = 0; j < n; j++) {
-            FN(vec) xv = FN(vload)(x + j * ldx + d0);
-            c0 += w0[j] * xv;
-            c1 += (w1 ? w1[j] : 0) * xv;
-            c2 += (w2 ? w2[j] : 0) * xv;
-            c3 += (w3 ? w3[j] : 0) * xv;
-        }
-        FN(vec) cs[AB] = {c0, c1, c2, c3};
-        for (int64_t r = 0; r < rows; r++) FN(vstore)(out + r * ldo + d0, cs[r]);
-    }
-    for (int64_t r = 0; r < rows; r++)  /* head sizes that are not a multiple of the vector */
-        for (int64_t d = dv; d < D; d++) {
-            REAL acc = 0;
-            for (int64_t j = 0; j < n; j++) acc += w[r * ldw + j] * x[j * ldx + d];
-            out[r * ldo + d] = acc;
-        }
-}
-
-/* out[c][:D] = sum_{i >= j0} w[i][j0 + c] * x[i][:D] for the AB columns j0.. of a lower-triangular
- * w (T, T) (zero above the diagonal, so rows i < j0 + c add nothing): att^T dy, dS^T q. */
-static inline void FN(att_cols_times)(REAL *out, int64_t ldo, const REAL *w, int64_t T, int64_t j0, int64_t cols,
-                                      const REAL *x, int64_t ldx, int64_t D) {
-    int64_t dv = D / VL * VL;
-    for (int64_t d0 = 0; d0 < dv; d0 += VL) {
-        FN(vec) c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
-        for (int64_t i = j0; i < T; i++) {
-            const REAL *wi = w + i * T + j0;
-            FN(vec) xv = FN(vload)(x + i * ldx + d0);
-            c0 += wi[0] * xv;
-            c1 += (cols > 1 ? wi[1] : 0) * xv;
-            c2 += (cols > 2 ? wi[2] : 0) * xv;
-            c3 += (cols > 3 ? wi[3] : 0) * xv;
-        }
-        FN(vec) cs[AB] = {c0, c1, c2, c3};
-        for (int64_t c = 0; c < cols; c++) FN(vstore)(out + c * ldo + d0, cs[c]);
-    }
-    for (int64_t c = 0; c < cols; c++)
-        for (int64_t d = dv; d < D; d++) {
-            REAL acc = 0;
-            for (int64_t i = j0 + c; i < T; i++) acc += w[i * T + j0 + c] * x[i * ldx + d];
-            out[c * ldo + d] = acc;
-        }
-}
-
-/* Causal multi-head attention for one layer, every (sequence, head) pair a task for the OpenMP
- * threads (BLAS cannot split the many small per-head products with profit, nor can Python threads
- * around numpy: small numpy matmuls hold the GIL and OpenBLAS serialises them). q, k, v, dq, dk, dv:
- * row t of sequence b, head h starts at base + b*T*sq + t*sq + h*D (sq = 3C for the fused qkv
- * buffer); y, dy: the same with row stride sy. att: (B, H, T, T) contiguous, kept by forward for
- * backward, 0 above the diagonal; only j <= i is computed. D <= 128. scratch: nthreads *
- * attention_scratch(T, D) REALs. */
-HPR_KERNEL void FN(hpr_attention_forward)(REAL *y, REAL *att, const REAL *q, const REAL *k, const REAL *v,
-                                          int64_t B, int64_t T, int64_t H, int64_t D, int64_t sq, int64_t sy,
-                                          double scale, REAL *scratch, int nthreads) {
-    int nt = nthreads < 1 ? 1 : nthreads;
-    int par = nt > 1 && B * H > 1;
-    (void)par;
-    const REAL sc = (REAL)scale;
-    int64_t tp = (T + VL - 1) / VL * VL;
-    OMP_REGION
-    {
-        REAL *kt = scratch + HPR_ATT_SCRATCH(T, D) * OMP_TID;  /* (D, tp): k transposed, zero padded */
-        REAL *qs = kt + D * tp;                                 /* (AB, ADMAX): a block of scaled q rows */
-        OMP_FOR
-        for (int64_t bh = 0; bh < B * H; bh++) {
-            int64_t b = bh / H, h = bh % H;
-            int64_t off = b * T * sq + h * D;
-            const REAL *qb = q + off, *kb = k + off, *vb = v + off;
-            REAL *yb = y + b * T * sy + h * D, *ab = att + bh * T * T;
-            for (int64_t d = 0; d < D; d++) {
-                for (int64_t j = 0; j < T; j++) kt[d * tp + j] = kb[j * sq + d];
-                for (int64_t j = T; j < tp; j++) kt[d * tp + j] = 0;
-            }
-            for (int64_t i0 = 0; i0 < T; i0 += AB) {
-                int64_t rows = T - i0 < AB ? T - i0 : AB;
-                for (int64_t r = 0; r < AB; r++)
-                    for (int64_t d = 0; d < D; d++) qs[r * ADMAX + d] = r < rows ? qb[(i0 + r) * sq + d] * sc : 0;
-                FN(att_rows_times_t)(ab + i0 * T, T, qs, rows, kt, tp, i0 + rows, D);
-                for (int64_t r = 0; r < rows; r++) {  /* causal softmax of row i */
-                    int64_t i = i0 + r, n = i + 1;
-                    REAL *s = ab + i * T;
-                    REAL m = s[0];
-                    SIMD_MAX(m)
-                    for (int64_t j = 1; j < n; j++) m = s[j] > m ? s[j] : m;
-                    REAL sum = 0;
-                    SIMD_SUM(sum)
-                    for (int64_t j = 0; j < n; j++) { REAL e = EXP(s[j] - m); s[j] = e; sum += e; }
-                    REAL inv = (REAL)1 / sum;
-                    SIMD
-                    for (int64_t j = 0; j < n; j++) s[j] *= inv;
-                    for (int64_t j = n; j < T; j++) s[j] = 0;
-                }
-                FN(att_rows_times)(yb + i0 * sy, sy, ab + i0 * T, T, rows, vb, sq, i0 + rows, D);
-            }
-        }
-    }
-}
-
-/* Backward of hpr_attention_forward: from dy and the kept att, writes dq, dk, dv (overwriting; they
- * are slices of the fused dqkv buffer). */
-HPR_KERNEL void FN(hpr_attention_backward)(REAL *dq, REAL *dk, REAL *dv, const REAL *dy, const REAL *att,
-                                           const REAL *q, const REAL *k, const REAL *v, int64_t B, int64_t T,
-                                           int64_t H, int64_t D, int64_t sq, int64_t sy, double scale,
-                                           REAL *scratch, int nthreads) {
-    int nt = nthreads < 1 ? 1 : nthreads;
-    int par = nt > 1 && B * H > 1;
-    (void)par;
-    const REAL sc = (REAL)scale;
-    int64_t tp = (T + VL - 1) / VL * VL;
-    OMP_REGION
-    {
-        REAL *vt = scratch + HPR_ATT_SCRATCH(T, D) * OMP_TID;  /* (D, tp): v transposed, zero padded */
-        REAL *gs = vt + D * tp;                                 /* (AB, ADMAX): a block of dy rows */
-        REAL *ds = gs + AB * ADMAX;                             /* (T, T): d(q.k), 0 above the diagonal */
-        OMP_FOR
-        for (int64_t bh = 0; bh < B * H; bh++) {
-            int64_t b = bh / H, h = bh % H;
-            int64_t off = b * T * sq + h * D;
-            const REAL *qb = q + off, *kb = k + off, *vb = v + off;
-            REAL *dqb = dq + off, *dkb = dk + off, *dvb = dv + off;
-            const REAL *dyb = dy + b * T * sy + h * D, *ab = att + bh * T * T;
-            for (int64_t d = 0; d < D; d++) {
-                for (int64_t j = 0; j < T; j++) vt[d * tp + j] = vb[j * sq + d];
-                for (int64_t j = T; j < tp; j++) vt[d * tp + j] = 0;
-            }
-            for (int64_t i0 = 0; i0 < T; i0 += AB) {
-                int64_t rows = T - i0 < AB ? T - i0 : AB;
-                for (int64_t r = 0; r < AB; r++)
-                    for (int64_t d = 0; d < D; d++) gs[r * ADMAX + d] = r < rows ? dyb[(i0 + r) * sy + d] : 0;
-                FN(att_rows_times_t)(ds + i0 * T, T, gs, rows, vt, tp, i0 + rows, D);  /* d(att) = dy v^T */
-                for (int64_t r = 0; r < rows; r++) {  /* softmax backward, with the score scale */
-                    int64_t i = i0 + r, n = i + 1;
-                    const REAL *ai = ab + i * T;
-                    REAL *si = ds + i * T;
-                    REAL dot = 0;
-                    SIMD_SUM(dot)
-                    for (int64_t j = 0; j < n; j++) dot += ai[j] * si[j];
-                    SIMD
-                    for (int64_t j = 0; j < n; j++) si[j] = sc * ai[j] * (si[j] - dot);
-                    for (int64_t j = n; j < T; j++) si[j] = 0;
-                }
-                FN(att_rows_times)(dqb + i0 * sq, sq, ds + i0 * T, T, rows, kb, sq, i0 + rows, D);  /* dS k */
-            }
-            for (int64_t j0 = 0; j0 < T; j0 += AB) {
-                int64_t cols = T - j0 < AB ? T - j0 : AB;
-                FN(att_cols_times)(dvb + j0 * sq, sq, ab, T, j0, cols, dyb, sy, D);  /* att^T dy */
-                FN(att_cols_times)(dkb + j0 * sq, sq, ds, T, j0, cols, qb, sq, D);   /* dS^T q */
-            }
-        }
-    }
-}
-
 /* ---- LSTM cell (one time step), gates laid out [i | f | g | o], each H wide ----
  * forward: a (B, 4H) pre-activations in, activated gates out (in place); c = f*c_prev + i*g,
  * tc = tanh(c), h = o*tc. backward: from dh (gradient of h) and dc_next (of c, through the next
  * step), writes da (B, 4H) and dc_prev (B, H) (dc_prev may be dc_next). float uses the vectorised
  * exp (and tanh from it), double libm's, for the gradient checks. */
-HPR_KERNEL void FN(hpr_lstm_cell_forward)(REAL *a, REAL *c, REAL *tc, REAL *h, const REAL *c_prev, int64_t B,
+NN_KERNEL void FN(hpr_lstm_cell_forward)(REAL *a, REAL *c, REAL *tc, REAL *h, const REAL *c_prev, int64_t B,
                                           int64_t H) {
     for (int64_t n = 0; n < B; n++) {
         REAL *an = a + n * 4 * H;
@@ -486,7 +290,7 @@ HPR_KERNEL void FN(hpr_lstm_cell_forward)(REAL *a, REAL *c, REAL *tc, REAL *h, c
     }
 }
 
-HPR_KERNEL void FN(hpr_lstm_cell_backward)(REAL *da, REAL *dc_prev, const REAL *dh, const REAL *dc_next,
+NN_KERNEL void FN(hpr_lstm_cell_backward)(REAL *da, REAL *dc_prev, const REAL *dh, const REAL *dc_next,
                                            const REAL *gates, const REAL *c_prev, const REAL *tc, int64_t B,
                                            int64_t H) {
     for (int64_t n = 0; n < B; n++) {

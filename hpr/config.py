@@ -26,6 +26,10 @@ anything else is refused. The table (also in the README):
                                                    (hpr.init starts hpr.trace)
   HPR_FAULT             fault                      tests only: faults to inject (hpr.faults)  None
   HPR_GPU               gpu                        GPU index for --device gpu                 None: local rank
+  HPR_ISA               isa                        instruction-set level of the CPU kernels:  None: widest
+                                                   baseline (x86-64), avx2 (x86-64-v3: AVX2,
+                                                   FMA) or avx512 (x86-64-v4); auto = widest;
+                                                   a level above the CPU's is refused at load
 
 Usage: ``cfg = hpr.config.from_env(); cfg.comm.timeout``."""
 import dataclasses
@@ -36,6 +40,7 @@ from typing import Optional
 from .errors import ConfigError
 
 ALGORITHMS = ("recursive_doubling", "rabenseifner", "ring", "shm", "hierarchical")
+ISA_LEVELS = ("baseline", "avx2", "avx512")  # csrc/hpr_clones.h, narrowest first
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 MAX_TIMEOUT = 1e7  # seconds (~115 days): beyond this the deadline arithmetic in the C engine overflows
 
@@ -131,6 +136,11 @@ class Config:
     trace: Optional[str] = None
     fault: Optional[str] = None
     gpu: Optional[int] = None
+    isa: Optional[str] = None  # a name from ISA_LEVELS, None for the widest the CPU has
+
+    def __post_init__(self):
+        if self.isa is not None and self.isa not in ISA_LEVELS:
+            raise ConfigError(f"instruction-set level {self.isa!r} is unknown; use one of {', '.join(ISA_LEVELS)}")
 
     @property
     def check(self):
@@ -170,7 +180,10 @@ def from_env(env=None):
     gpu = (g("HPR_GPU") or "").strip()
     if gpu and not gpu.isdigit():
         raise ConfigError(f"HPR_GPU={gpu!r} must be a GPU index (0, 1, ...); unset it to pick by local rank")
-    return Config(comm=comm, num_threads=threads, omp_wait_policy=g("OMP_WAIT_POLICY") or None,
+    isa = (g("HPR_ISA") or "").strip().lower()
+    if isa not in ("", "auto") and isa not in ISA_LEVELS:
+        raise ConfigError(f"HPR_ISA={isa!r} is not an instruction-set level; use auto or one of {', '.join(ISA_LEVELS)}")
+    return Config(comm=comm, num_threads=threads, isa=None if isa in ("", "auto") else isa, omp_wait_policy=g("OMP_WAIT_POLICY") or None,
                   cache_dir=cache, trace=(g("HPR_TRACE") or "").strip() or None,
                   fault=(g("HPR_FAULT") or "").strip() or None, gpu=int(gpu) if gpu else None)
 

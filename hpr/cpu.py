@@ -1,9 +1,13 @@
-"""The CPU side of a rank: the compiled extension (hpr._kernels), how many threads its kernels and
-numpy's BLAS may use, how many cores this process has, and the matmul rate MFU is measured against.
+"""The CPU side of a rank: the compiled extension (hpr._kernels) and the instruction-set level its layer
+kernels run at (isa, set_isa: HPR_ISA), how many threads its kernels and matmuls may use (matmul splits
+a product's rows over them, each part one single-threaded BLAS call), how many cores this process has,
+and the matmul rate MFU is measured against.
 Which kernel serves an array (numpy or CuPy) is decided in hpr.kernels (the one seam is
 hpr.kernels.dispatch), not here. Usage: ``from hpr.cpu import cpu_kernels; cpu_kernels().info()``."""
+import concurrent.futures
 import os
 import platform
+import threading
 import time
 import warnings
 
@@ -11,7 +15,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from . import config
-from .errors import KernelsMissing
+from .errors import ConfigError, KernelsMissing
 
 _kernels = None
 _threads = None
@@ -28,8 +32,37 @@ def cpu_kernels():
             from . import _kernels as k  # lazy: loads OpenMP, which reads OMP_WAIT_POLICY set just above
         except ImportError as e:  # source tree on sys.path, or a broken build
             raise KernelsMissing.at(os.path.dirname(os.path.abspath(__file__)), e) from None
+        want = config.current().isa
+        if want is not None and want not in k.isa()[1]:
+            raise ConfigError(f"HPR_ISA={want} asks for kernels this CPU cannot run (it has "
+                              f"{', '.join(k.isa()[1])}); unset HPR_ISA or choose one of those")
+        k.set_isa(want or k.isa()[1][-1])
         _kernels = k
     return _kernels
+
+
+def isa():
+    """(level in use, [levels this CPU runs]) of the layer kernels, names from hpr.config.ISA_LEVELS
+    narrowest first: e.g. ('avx512', ['baseline', 'avx2', 'avx512']). The widest unless HPR_ISA or
+    set_isa chose a lower one. (The state-vector kernels pick their own clone when the library loads.)"""
+    return cpu_kernels().isa()
+
+
+def set_isa(level):
+    """Run the layer kernels compiled for `level` from now on (one of isa()[1]; tests run each in turn).
+    Returns the level that was in use. Not while kernels run on other threads."""
+    k = cpu_kernels()
+    was, have = k.isa()
+    if level not in have:
+        raise ConfigError(f"instruction-set level {level!r} is not available here; choose one of {', '.join(have)}")
+    k.set_isa(level)
+    return was
+
+
+def isa_summary():
+    """One line for ``python -m hpr config``: the level in use and those this CPU has."""
+    now, have = isa()
+    return f"instruction set: {now} (available here: {', '.join(have)}; HPR_ISA=<level> forces a lower one)"
 
 
 def num_threads():
@@ -42,6 +75,8 @@ def num_threads():
 
 
 _blas_limit = None
+_pool = None  # (threads, ThreadPoolExecutor of threads - 1 workers): matmul's helpers
+SPLIT_MIN_FLOPS = 4e6  # a product below this runs whole: handing a part to a thread costs ~20-50 µs
 _warned_serial = False
 
 
@@ -63,14 +98,64 @@ def warn_if_serial(n):
 
 
 def set_num_threads(n, blas=True):
-    """Threads for hpr's kernels and, with blas=True, for the BLAS numpy's matmuls call (through
-    threadpoolctl), so a rank never runs more threads than it was given. Warns once per process when
-    n > 1 and the kernels have no OpenMP."""
+    """Threads for hpr's kernels and matmuls. With blas=True numpy's BLAS is held to ONE thread
+    (threadpoolctl) and matmul splits each product's rows over the n threads itself: OpenBLAS's own
+    threads busy-wait for each other inside a product, which on a 2-core node doubled the CPU time of
+    the model's matmuls (and far worse when a core is shared), while the split parts never wait. A rank
+    still never runs more than n threads. Warns once per process when n > 1 and the kernels have no
+    OpenMP."""
     global _threads, _blas_limit
     _threads = max(1, int(n))
     warn_if_serial(_threads)
     if blas:
-        _blas_limit = threadpool_limits(limits=_threads, user_api="blas")  # stays applied
+        _blas_limit = threadpool_limits(limits=1, user_api="blas")  # stays applied
+
+
+def matmul(a, b, out):
+    """out = a @ b for 2-D numpy arrays (either may be a transposed view), on this rank's threads: the
+    rows of out are cut into blocks (about 4 per thread, whole multiples of 8 rows), each block one
+    single-threaded BLAS call (numpy releases the GIL for it), taken in turn by the caller and the
+    process's pool of num_threads() - 1 helpers, so a thread the OS sets aside (a core shared with
+    another process) leaves its blocks to the others, and the call returns when every block is written
+    without waiting for a helper that never got a core. Small products run whole. Returns out."""
+    nt = num_threads()
+    m = out.shape[0]
+    if (nt < 2 or m < 2 * 8 or 2.0 * m * a.shape[1] * out.shape[1] < SPLIT_MIN_FLOPS or a.ndim != 2
+            or b.ndim != 2 or out.shape != (a.shape[0], b.shape[1]) or a.shape[1] != b.shape[0]):
+        return np.matmul(a, b, out=out)  # (a wrong shape raises numpy's own error here)
+    global _pool, _blas_limit
+    if _blas_limit is None:  # threads came from the config, not set_num_threads: BLAS must not add its own
+        _blas_limit = threadpool_limits(limits=1, user_api="blas")
+    if _pool is None or _pool[0] != nt:
+        if _pool is not None:
+            _pool[1].shutdown(wait=False)
+        _pool = (nt, concurrent.futures.ThreadPoolExecutor(nt - 1, thread_name_prefix="hpr-matmul"))
+    per = -(-m // (4 * nt))  # ceil(m / (4 nt)) rows a block
+    step = max(8, (per + 7) // 8 * 8)
+    starts = range(0, m, step)
+    blocks = iter(starts)  # next() on it is atomic under the GIL: each block is taken once
+    state = {"done": 0, "error": None}
+    lock, finished = threading.Lock(), threading.Event()
+
+    def take():
+        try:
+            for lo in blocks:
+                np.matmul(a[lo:lo + step], b, out=out[lo:lo + step])
+                with lock:
+                    state["done"] += 1
+                    if state["done"] == len(starts):
+                        finished.set()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller below
+            state["error"] = e
+            finished.set()
+
+    for _ in range(nt - 1):
+        _pool[1].submit(take)  # a helper that starts late finds no block left; nobody waits for it
+    take()
+    finished.wait()  # every block written, whoever wrote it
+    if state["error"] is not None:
+        raise state["error"]
+    return out
 
 
 def blas_info():
@@ -80,7 +165,7 @@ def blas_info():
 
 def matmul_flops(dtype="float32", n=1024, repeats=7, device=None):
     """The machine's matmul FLOP/s as this process sees it now: the best of `repeats` n x n x n
-    products through numpy's BLAS (with the current thread limit), or cuBLAS through CuPy on a GPU
+    products through hpr.cpu.matmul (numpy's BLAS on num_threads() row blocks), or cuBLAS through CuPy on a GPU
     device (n raised to 8192 there: a GPU needs a large product to reach its peak), after one warm-up.
     The reference MFU is measured against (best, not median: a peak, and robust to a neighbour's burst)."""
     gpu = device is not None and device.is_gpu
@@ -90,13 +175,14 @@ def matmul_flops(dtype="float32", n=1024, repeats=7, device=None):
     a = xp.asarray(rng.standard_normal((n, n)).astype(dtype))
     b = xp.asarray(rng.standard_normal((n, n)).astype(dtype))
     c = xp.empty((n, n), dtype)
-    xp.matmul(a, b, out=c)
+    mm = xp.matmul if gpu else (lambda a, b, out: matmul(a, b, out))  # the CPU's as the model's layers run it
+    mm(a, b, out=c)
     sync = device.synchronize if gpu else (lambda: None)
     ts = []
     for _ in range(repeats):
         sync()
         t0 = time.perf_counter()
-        xp.matmul(a, b, out=c)
+        mm(a, b, out=c)
         sync()
         ts.append(time.perf_counter() - t0)
     return 2.0 * n ** 3 / min(ts)

@@ -1,11 +1,23 @@
 """The fused layer kernels (hpr.kernels.nn) against their numpy twins (hpr.kernels._ref), on random and
-odd shapes, in float32 and float64, and with one and two threads."""
+odd shapes, in float32 and float64, with one and two threads, and at every instruction-set level this
+CPU runs (baseline, avx2, avx512: each test runs once per level, hpr.cpu.set_isa)."""
 import numpy as np
 import pytest
 
 import hpr
+from hpr import cpu
 from hpr.cpu import set_num_threads, num_threads
 from hpr.kernels import _ref, nn
+
+LEVELS = cpu.isa()[1]
+
+
+@pytest.fixture(autouse=True, params=LEVELS)
+def isa(request):
+    """Every test here at every level the machine has; the widest is restored afterwards."""
+    was = cpu.set_isa(request.param)
+    yield request.param
+    cpu.set_isa(was)
 
 DTYPES = [np.float32, np.float64]
 SHAPES = [(1, 1), (3, 7), (64, 128), (130, 97), (513, 384)]
@@ -191,28 +203,78 @@ def test_rejects_wrong_dtypes_and_sizes():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("b,t,h,d", [(1, 1, 1, 1), (2, 5, 2, 4), (3, 70, 4, 16), (2, 40, 3, 24), (1, 33, 1, 128),
-                                     (2, 131, 2, 20)])
+                                     (2, 131, 2, 20), (1, 64, 2, 32), (1, 97, 1, 64), (1, 300, 1, 8)])
 def test_attention(dtype, b, t, h, d, threads):
-    """The fused causal attention (forward and backward) against its numpy twin: odd lengths, head sizes
-    that are and are not a multiple of the vector width, one and two threads."""
+    """The flash-style causal attention (forward and backward) against its numpy twin: lengths that are and
+    are not a multiple of the tiles (32 queries, 64 keys), head sizes that are and are not a multiple of
+    the vector width, one and two threads."""
     rng = np.random.default_rng(10)
     c = h * d
-    qkv = rng.standard_normal((b * t, 3 * c)).astype(dtype)
-    y, att = np.empty((b * t, c), dtype), np.full((b, h, t, t), np.nan, dtype)
-    nn.attention_forward(qkv, b, t, h, att, y)
-    ry, ratt = _ref.attention_forward(qkv.astype(np.float64), b, t, h)
-    np.testing.assert_allclose(att, ratt, **tol(dtype))
-    np.testing.assert_allclose(y, ry, **tol(dtype))
-    assert np.all(att[..., np.triu_indices(t, 1)[0], np.triu_indices(t, 1)[1]] == 0)
+    qkv = (rng.standard_normal((b * t, 3 * c)) * 2).astype(dtype)  # scores of a few units: a peaked softmax
+    y, lse = np.full((b * t, c), np.nan, dtype), np.full(nn.attention_saved_shape(b, h, t), np.nan, dtype)
+    assert lse.shape == (b, h, t)  # O(T): the probabilities are not kept
+    nn.attention_forward(qkv, b, t, h, lse, y)
+    ry, rlse, _ = _ref.attention_forward(qkv.astype(np.float64), b, t, h)
+    t2 = dict(rtol=1e-4, atol=2e-5) if dtype == np.float32 else tol(dtype)  # float32: sums over T keys
+    np.testing.assert_allclose(lse, rlse, **t2)
+    np.testing.assert_allclose(y, ry, **t2)
     dy = rng.standard_normal((b * t, c)).astype(dtype)
     dqkv = np.full_like(qkv, np.nan)
-    nn.attention_backward(dy, att, qkv, b, t, h, dqkv)
-    ref = _ref.attention_backward(dy.astype(np.float64), att.astype(np.float64), qkv.astype(np.float64), b, t, h)
-    t2 = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else tol(dtype)
+    nn.attention_backward(dy, y, lse, qkv, b, t, h, dqkv)
+    ref = _ref.attention_backward(dy.astype(np.float64), rlse, qkv.astype(np.float64), b, t, h)
     np.testing.assert_allclose(dqkv, ref, **t2)
+
+
+def test_attention_twin_is_softmax_attention():
+    """The numpy twin itself against the textbook formula (scores, masked softmax, weighted sum) and its
+    lse against the log of the softmax's denominator."""
+    rng = np.random.default_rng(3)
+    b, t, h, d = 2, 7, 2, 3
+    qkv = rng.standard_normal((b * t, 3 * h * d))
+    y, lse, att = _ref.attention_forward(qkv, b, t, h)
+    x = qkv.reshape(b, t, 3, h, d)
+    for bb in range(b):
+        for hh in range(h):
+            q, k, v = x[bb, :, 0, hh], x[bb, :, 1, hh], x[bb, :, 2, hh]
+            for i in range(t):
+                s = q[i] @ k[: i + 1].T / np.sqrt(d)
+                p = np.exp(s - s.max())
+                np.testing.assert_allclose(np.log(p.sum()) + s.max(), lse[bb, hh, i], rtol=1e-13)
+                np.testing.assert_allclose(att[bb, hh, i, : i + 1], p / p.sum(), rtol=1e-12)
+                np.testing.assert_allclose(y.reshape(b, t, h, d)[bb, i, hh], p @ v[: i + 1] / p.sum(), rtol=1e-12)
+
+
+def test_isa_levels_and_override():
+    """isa() names the level in use and those the CPU has, widest last; set_isa switches and refuses
+    levels the machine lacks; HPR_ISA is validated when read."""
+    now, have = cpu.isa()
+    assert now in have and have[0] == "baseline" and list(have) == list(hpr.config.ISA_LEVELS[:len(have)])
+    for lv in hpr.config.ISA_LEVELS[len(have):]:
+        with pytest.raises(hpr.ConfigError, match="not available"):
+            cpu.set_isa(lv)
+    with pytest.raises(hpr.ConfigError, match="HPR_ISA"):
+        hpr.config.from_env({"HPR_ISA": "sse9"})
+    assert hpr.config.from_env({"HPR_ISA": "AVX2"}).isa == "avx2"
+    assert hpr.config.from_env({"HPR_ISA": "auto"}).isa is None
+    assert "instruction set: " + now in cpu.isa_summary()
 
 
 def test_attention_rejects_big_heads():
     qkv = np.zeros((2, 3 * 256), np.float32)
     with pytest.raises(hpr.ConfigError, match="head size"):
-        nn.attention_forward(qkv, 1, 2, 1, np.empty((1, 1, 2, 2), np.float32), np.empty((2, 256), np.float32))
+        nn.attention_forward(qkv, 1, 2, 1, np.empty((1, 1, 2), np.float32), np.empty((2, 256), np.float32))
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 3, 2), (17, 5, 9), (2048, 128, 384), (129, 2048, 96)])
+def test_matmul_splits_rows_over_threads(m, k, n, threads):
+    """nn.matmul (hpr.cpu.matmul: rows of out split over the rank's threads, each part one BLAS call) equals
+    numpy's product, for plain and transposed views, at one and two threads, odd sizes included."""
+    rng = np.random.default_rng(m + n)
+    a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
+    out = np.full((m, n), np.nan, np.float32)
+    nn.matmul(a, b, out)
+    np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5)
+    at, bt = np.ascontiguousarray(a.T), np.ascontiguousarray(b.T)  # x.T @ dy and dy @ W.T as Linear uses them
+    out2 = np.full((m, n), np.nan, np.float32)
+    nn.matmul(at.T, bt.T, out2)
+    np.testing.assert_allclose(out2, a @ b, rtol=1e-5, atol=1e-5)

@@ -13,6 +13,7 @@ Dimensions: B batch, T time, C channels, H heads, D = C/H, N = B*T, V vocabulary
 import numpy as np
 import pytest
 
+from hpr.kernels import nn as K
 from hpr.model import GPT, GPTConfig
 from hpr.nn import MLP, Block, CausalSelfAttention, Embedding, LayerNorm, Linear, ParamLayout, Workspace
 
@@ -199,10 +200,11 @@ def np_attention(x, b, t, h, wqkv, bqkv, wproj, bproj):
     q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (B, H, T, D)
     s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(d)
     s = np.where(np.tril(np.ones((t, t), bool)), s, -np.inf)
-    att = np.exp(s - s.max(-1, keepdims=True))
-    att /= att.sum(-1, keepdims=True)
+    m = s.max(-1, keepdims=True)
+    lse = m[..., 0] + np.log(np.exp(s - m).sum(-1))  # (B, H, T): what hpr's CPU kernel keeps
+    att = np.exp(s - lse[..., None])
     y = (att @ v).transpose(0, 2, 1, 3).reshape(b * t, c)
-    return y @ wproj + bproj, att
+    return y @ wproj + bproj, att, lse
 
 
 def np_gpt_loss(model, tokens, targets):
@@ -213,7 +215,7 @@ def np_gpt_loss(model, tokens, targets):
     x = (P["wte"][tokens] + P["wpe"][:t]).reshape(b * t, -1)
     for i in range(cfg.n_layers):
         p = f"h{i}."
-        a, _ = np_attention(np_layernorm(x, P[p + "ln1.w"], P[p + "ln1.b"]), b, t, cfg.n_heads,
+        a, _, _ = np_attention(np_layernorm(x, P[p + "ln1.w"], P[p + "ln1.b"]), b, t, cfg.n_heads,
                             P[p + "attn.qkv.w"], P[p + "attn.qkv.b"], P[p + "attn.proj.w"], P[p + "attn.proj.b"])
         x = x + a
         hmid = np_gelu(np_layernorm(x, P[p + "ln2.w"], P[p + "ln2.b"]) @ P[p + "mlp.fc.w"] + P[p + "mlp.fc.b"])
@@ -229,12 +231,45 @@ def test_attention_forward_matches_numpy():
     lay, attn = build(lambda lay: CausalSelfAttention(lay, "attn", C, H, n_layers=2))
     x = np.random.default_rng(8).standard_normal((B * T, C))
     out = attn.forward(x, B, T)
-    want, att = np_attention(x, B, T, H, lay["attn.qkv.w"].data, lay["attn.qkv.b"].data,
-                             lay["attn.proj.w"].data, lay["attn.proj.b"].data)
+    want, att, lse = np_attention(x, B, T, H, lay["attn.qkv.w"].data, lay["attn.qkv.b"].data,
+                                  lay["attn.proj.w"].data, lay["attn.proj.b"].data)
     np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(attn.att, att, rtol=1e-10, atol=1e-14)
+    assert attn.saved.shape == (B, H, T)  # the row log-sum-exp, O(T), not the (T, T) probabilities
+    np.testing.assert_allclose(attn.saved, lse, rtol=1e-12, atol=1e-13)
     iu = np.triu_indices(T, 1)
-    assert np.all(attn.att[:, :, iu[0], iu[1]] == 0)  # nothing from the future
+    assert np.all(att[:, :, iu[0], iu[1]] == 0)  # the reference takes nothing from the future
+
+
+@pytest.mark.parametrize("b,t,h,d", [(1, 1, 1, 3), (2, 37, 2, 5), (1, 97, 2, 16), (1, 300, 1, 8)])
+def test_attention_gradient_by_finite_differences(b, t, h, d):
+    """The fused attention's backward against central differences of its own forward, float64, at lengths
+    up to 300 (several query and key tiles): L = sum(y * w) for a random w, checked along random
+    directions (all of dqkv at once) and at single entries of q, k and v, including the last row."""
+    rng = np.random.default_rng(t)
+    c = h * d
+    qkv = rng.standard_normal((b * t, 3 * c))
+    w = rng.standard_normal((b * t, c))
+
+    def loss(x):
+        y, lse = np.empty((b * t, c)), np.empty((b, h, t))
+        K.attention_forward(x, b, t, h, lse, y)
+        return float((y * w).sum()), y, lse
+
+    _, y, lse = loss(qkv)
+    grad = np.full_like(qkv, np.nan)
+    K.attention_backward(w, y, lse, qkv, b, t, h, grad)
+    eps = 1e-6
+    for _ in range(3):
+        u = rng.standard_normal(qkv.shape)
+        fd = (loss(qkv + eps * u)[0] - loss(qkv - eps * u)[0]) / (2 * eps)
+        assert fd == pytest.approx(float((grad * u).sum()), rel=1e-7, abs=1e-8)
+    rows = sorted({0, t // 2, t - 1})
+    for r in rows:
+        for col in (0, c + d // 2, 3 * c - 1):  # a q, a k and a v entry
+            e = np.zeros_like(qkv)
+            e[r, col] = eps
+            fd = (loss(qkv + e)[0] - loss(qkv - e)[0]) / (2 * eps)
+            assert fd == pytest.approx(grad[r, col], rel=1e-6, abs=1e-8), (r, col)
 
 
 def tiny_model(dtype="float64", seed=0, jitter=0.02):

@@ -128,19 +128,30 @@ def _heads(qkv, b, t, h):
     return s[0], s[1], s[2]
 
 
+def attention_scores(qkv, b, t, h):
+    """(B, H, T, T) scaled scores q k^T / sqrt(D), -inf above the diagonal (keys after the query)."""
+    q, k, _ = _heads(qkv, b, t, h)
+    s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])
+    return np.where(np.tril(np.ones((t, t), bool)), s, -np.inf)
+
+
 def attention_forward(qkv, b, t, h):
-    """(y (B*T, C), att (B, H, T, T)): causal softmax(q k^T / sqrt(D)) v per sequence and head."""
-    q, k, v = _heads(qkv, b, t, h)
-    d = q.shape[-1]
-    att = softmax_causal_forward(q @ k.transpose(0, 1, 3, 2), 1.0 / np.sqrt(d))
-    y = (att @ v).transpose(0, 2, 1, 3).reshape(b * t, h * d)
-    return y, att
+    """(y (B*T, C), lse (B, H, T), att (B, H, T, T)): y = causal softmax(q k^T / sqrt(D)) v per sequence
+    and head; lse the row log-sum-exp of the scores (what the flash kernel keeps), att the probabilities."""
+    _, _, v = _heads(qkv, b, t, h)
+    s = attention_scores(qkv, b, t, h)
+    m = s.max(-1, keepdims=True)
+    lse = m[..., 0] + np.log(np.exp(s - m).sum(-1))
+    att = np.exp(s - lse[..., None])
+    y = (att @ v).transpose(0, 2, 1, 3).reshape(b * t, -1)
+    return y, lse, att
 
 
-def attention_backward(dy, att, qkv, b, t, h):
-    """dqkv (B*T, 3C) from dy (B*T, C) and the forward's att."""
+def attention_backward(dy, lse, qkv, b, t, h):
+    """dqkv (B*T, 3C) from dy (B*T, C) and the forward's lse: the probabilities recomputed from it."""
     q, k, v = _heads(qkv, b, t, h)
     d = q.shape[-1]
+    att = np.exp(attention_scores(qkv, b, t, h) - lse[..., None])
     dyh = dy.reshape(b, t, h, d).transpose(0, 2, 1, 3)
     dv = att.transpose(0, 1, 3, 2) @ dyh
     ds = softmax_causal_backward(dyh @ v.transpose(0, 1, 3, 2), att, 1.0 / np.sqrt(d))

@@ -9,6 +9,7 @@ Dimensions: N rows (= B*T), C channels, V vocabulary, B batch, T time, H heads, 
 Usage: ``nn.layernorm_forward(x, w, b, out, mean, rstd)``."""
 import numpy as np
 
+from .. import cpu
 from ..cpu import cpu_kernels, num_threads
 from ..device import xp_of
 from ..errors import ConfigError
@@ -152,6 +153,18 @@ def sumsq(x):
     return cpu_kernels().sumsq(x, _isz(x), num_threads())
 
 
+def _matmul_any(a, b, out):
+    """a @ b into out with a's array module (on a GPU one cuBLAS call)."""
+    return xp_of(a).matmul(a, b, out=out)
+
+
+@device_twin(twin=_matmul_any)
+def matmul(a, b, out):
+    """out = a @ b (2-D; transposed views welcome): hpr.cpu.matmul on numpy arrays (rows split over the
+    rank's threads, each part one single-threaded BLAS call), one cuBLAS call on CuPy arrays."""
+    return cpu.matmul(a, b, out)
+
+
 def _heads(a, b, t, parts, h):
     """Views (B, H, T, D) of the `parts` head groups side by side in the rows of a (B*T, parts*H*D)."""
     d = a.shape[1] // (parts * h)
@@ -159,9 +172,17 @@ def _heads(a, b, t, parts, h):
     return [a5[:, :, i].transpose(0, 2, 1, 3) for i in range(parts)]
 
 
+def attention_saved_shape(b, h, t, xp=np):
+    """Shape of what attention_forward keeps for attention_backward: on the CPU (numpy) the row
+    log-sum-exp, (B, H, T), O(T) (the flash kernel recomputes the probabilities from it); on a GPU
+    (cupy: the batched-matmul twins) the probabilities themselves, (B, H, T, T)."""
+    return (b, h, t) if xp is np else (b, h, t, t)
+
+
 def attention_bmm_forward(qkv, b, t, h, att, y):
     """attention_forward as batched matmuls (the GPU's way: one cuBLAS call per product, the whole
-    (T, T) score block, its upper half zeroed by the causal softmax kernel). Any array module."""
+    (T, T) score block, its upper half zeroed by the causal softmax kernel); keeps the probabilities
+    att (B, H, T, T). Any array module."""
     xp = xp_of(qkv)
     q, k, v = _heads(qkv, b, t, 3, h)
     xp.matmul(q, k.swapaxes(-1, -2), out=att)  # raw scores; the kernel scales, masks and normalises
@@ -170,8 +191,9 @@ def attention_bmm_forward(qkv, b, t, h, att, y):
     return y
 
 
-def attention_bmm_backward(dy, att, qkv, b, t, h, dqkv):
-    """attention_backward as batched matmuls; dqkv written whole. Any array module."""
+def attention_bmm_backward(dy, y, att, qkv, b, t, h, dqkv):
+    """attention_backward as batched matmuls from the kept probabilities att (y is not needed);
+    dqkv written whole. Any array module."""
     xp = xp_of(qkv)
     q, k, v = _heads(qkv, b, t, 3, h)
     g = _heads(dy, b, t, 1, h)[0]
@@ -188,6 +210,7 @@ ATTENTION_MAX_HEAD = 128
 
 
 def _attn_scratch(t, d, dtype):
+    """The kernels' per-thread scratch, O(T D) each, kept per (T, D, threads, dtype)."""
     if d > ATTENTION_MAX_HEAD:
         raise ConfigError(f"head size {d} is above the attention kernel's {ATTENTION_MAX_HEAD}; use more heads")
     nt = num_threads()
@@ -198,27 +221,34 @@ def _attn_scratch(t, d, dtype):
     return s, nt
 
 
+def attention_scratch_bytes(t, d, dtype):
+    """Bytes of scratch the CPU attention kernels hold for (T, D) at the current thread count: O(T D)."""
+    return num_threads() * cpu_kernels().attention_scratch(t, d) * np.dtype(dtype).itemsize
+
+
 @device_twin(twin=attention_bmm_forward)
-def attention_forward(qkv, b, t, h, att, y):
+def attention_forward(qkv, b, t, h, saved, y):
     """Causal multi-head attention: qkv (B*T, 3C) rows [q | k | v] with heads side by side, into
-    y (B*T, C) and the kept probabilities att (B, H, T, T). Scores are q.k / sqrt(D). CuPy arrays take
-    attention_bmm_forward (cuBLAS batched matmuls around the causal softmax kernel)."""
+    y (B*T, C) and `saved` (attention_saved_shape) for backward: on the CPU the row log-sum-exp of the
+    scores q.k / sqrt(D), (B, H, T), from the flash-style kernel (tiles of queries against tiles of
+    keys, online softmax, O(T) memory). CuPy arrays take attention_bmm_forward (cuBLAS batched
+    matmuls around the causal softmax kernel), where `saved` is the probabilities (B, H, T, T)."""
     c = qkv.shape[1] // 3
     d = c // h
     s, nt = _attn_scratch(t, d, qkv.dtype)
-    cpu_kernels().attention_forward(y, att, qkv, s, b, t, h, d, 1.0 / np.sqrt(d), _isz(qkv, att, y), nt)
+    cpu_kernels().attention_forward(y, saved, qkv, s, b, t, h, d, 1.0 / np.sqrt(d), _isz(qkv, saved, y), nt)
     return y
 
 
 @device_twin(twin=attention_bmm_backward)
-def attention_backward(dy, att, qkv, b, t, h, dqkv):
-    """dqkv (B*T, 3C), written whole, from dy (B*T, C), the forward's att and qkv. CuPy arrays take
-    attention_bmm_backward."""
+def attention_backward(dy, y, saved, qkv, b, t, h, dqkv):
+    """dqkv (B*T, 3C), written whole, from dy (B*T, C) and the forward's y, saved and qkv (the CPU
+    kernel recomputes the probabilities from the log-sum-exp). CuPy arrays take attention_bmm_backward."""
     c = qkv.shape[1] // 3
     d = c // h
     s, nt = _attn_scratch(t, d, qkv.dtype)
-    cpu_kernels().attention_backward(dqkv, dy, att, qkv, s, b, t, h, d, 1.0 / np.sqrt(d),
-                                     _isz(qkv, att, dy, dqkv), nt)
+    cpu_kernels().attention_backward(dqkv, dy, y, saved, qkv, s, b, t, h, d, 1.0 / np.sqrt(d),
+                                     _isz(qkv, saved, dy, y, dqkv), nt)
     return dqkv
 
 

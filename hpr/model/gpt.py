@@ -261,7 +261,7 @@ class GPT:
         n = xf.shape[0]
         wte = self.emb.wte.data  # (V, C), or this rank's vocabulary rows (V/tp, C)
         logits = self.ws.get("logits", (n, wte.shape[0]))
-        self.xp.matmul(xf, wte.T, out=logits)  # tied head: x @ wte^T
+        K.matmul(xf, wte.T, logits)  # tied head: x @ wte^T (rows over the rank's threads)
         pad = self.pad_columns
         if pad is not None:
             logits[:, pad] = -np.inf  # padded vocabulary: no probability (module docstring)
@@ -315,11 +315,11 @@ class GPT:
             wte = self.emb.wte
             dx = self.ws.get("dx", xf.shape, zero=True)  # the residual stream's gradient, (N, C)
             dxf = self.ws.get("dxf", xf.shape)
-            self.xp.matmul(dlogits, wte.data, out=dxf)
+            K.matmul(dlogits, wte.data, dxf)
             if self.tp:
                 self.tp.f_backward(dxf)  # the head is column-parallel over the vocabulary: sum the parts
             tmp = self.ws.get("dwte", wte.shape)
-            self.xp.matmul(dlogits.T, xf, out=tmp)
+            K.matmul(dlogits.T, xf, tmp)
             wte.grad += tmp
             self.ln_f.backward(dxf, dx)
             if on_ready:

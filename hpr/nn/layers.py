@@ -2,8 +2,9 @@
 LayerNorm, Linear, CausalSelfAttention, MLP, Block. Each forward caches only what its backward needs
 and returns a buffer the layer owns (reused step after step: no allocation in the training loop);
 each backward ADDS into its parameters' gradient views and returns the gradient of its input.
-Matmuls go to BLAS through numpy on views (no copies or transposes); everything between them is a
-fused kernel from hpr.kernels.nn. Never imports comm: model parallelism wraps these layers.
+Matmuls go to BLAS through hpr.kernels.nn.matmul on views (no copies or transposes; rows split over the
+rank's threads); everything between them is a fused kernel from hpr.kernels.nn. Never imports comm:
+model parallelism wraps these layers.
 For generation, Embedding.forward_at, CausalSelfAttention.forward_cached and Block.forward_cached run
 new positions against a key/value cache (prefill, then one position per step); they keep nothing for
 backward.
@@ -83,18 +84,18 @@ class Linear:
         """x W without the bias, for callers that add it later (fused into GELU, or after g's sum)."""
         self.x = x
         y = self.ws.get(self.name + ".y", (x.shape[0], self.W.shape[1]))
-        return xp_of(x).matmul(x, self.W.data, out=y)
+        return K.matmul(x, self.W.data, y)
 
     def backward(self, dy, dx=None):
         """dW += x^T dy, db += sum(dy); returns dx = dy W^T (into `dx` if given)."""
         self.backward_params(dy)
         if dx is None:
             dx = self.ws.get(self.name + ".dx", self.x.shape)
-        return xp_of(dy).matmul(dy, self.W.data.T, out=dx)
+        return K.matmul(dy, self.W.data.T, dx)
 
     def backward_params(self, dy):
         tmp = self.ws.get(self.name + ".dw", self.W.shape)
-        xp_of(dy).matmul(self.x.T, dy, out=tmp)
+        K.matmul(self.x.T, dy, tmp)
         self.W.grad += tmp
         if self.b is not None:
             K.bias_backward(dy, self.b.grad)
@@ -158,9 +159,11 @@ class Embedding:
 class CausalSelfAttention:
     """Multi-head causal self-attention. qkv = x Wqkv + b lays out each row as [q | k | v], each
     (H, D); the attention itself (scores q k^T / sqrt(D), causal softmax, the weighted sum of v, and
-    all of backward) is one fused kernel over (sequence, head) pairs that reads the heads straight
-    from the qkv buffer and computes only the causal half (hpr.kernels.nn.attention_forward; its numpy
-    twin is hpr.kernels._ref.attention_forward). att, (B, H, T, T), is kept for backward.
+    all of backward) is one fused flash-style kernel over (sequence, head) pairs that reads the heads
+    straight from the qkv buffer and computes only the causal half (hpr.kernels.nn.attention_forward;
+    its numpy twin is hpr.kernels._ref.attention_forward). Kept for backward: y and `saved`, the row
+    log-sum-exp (B, H, T) on the CPU (O(T): backward recomputes the probabilities), the probabilities
+    (B, H, T, T) on a GPU (hpr.kernels.nn.attention_saved_shape).
 
     With tensor parallelism (tp) each rank holds H/tp heads: qkv is column-parallel by heads, proj
     row-parallel, and the pair f (entry) / g (exit) joins them to the replicated residual stream."""
@@ -185,9 +188,9 @@ class CausalSelfAttention:
             x = tp.f_forward(x)
         self.qkv_out = self.qkv.forward(x)  # (N, 3C/tp)
         c = self.qkv_out.shape[1] // 3  # this rank's heads x D
-        self.att = ws.get(self.name + ".att", (b, self.H, t, t))
-        y = ws.get(self.name + ".y", (b * t, c))
-        K.attention_forward(self.qkv_out, b, t, self.H, self.att, y)
+        self.saved = ws.get(self.name + ".saved", K.attention_saved_shape(b, self.H, t, ws.xp))
+        self.y = y = ws.get(self.name + ".y", (b * t, c))
+        K.attention_forward(self.qkv_out, b, t, self.H, self.saved, y)
         self.bt = (b, t)
         if not tp:
             return self.proj.forward(y)
@@ -202,7 +205,7 @@ class CausalSelfAttention:
             dout = self.tp.g_backward(dout)
         dy = self.proj.backward(dout)  # (N, C/tp)
         dqkv = self.ws.get(self.name + ".dqkv", (b * t, 3 * dy.shape[1]))
-        K.attention_backward(dy, self.att, self.qkv_out, b, t, self.H, dqkv)
+        K.attention_backward(dy, self.y, self.saved, self.qkv_out, b, t, self.H, dqkv)
         dx = self.qkv.backward(dqkv)
         return self.tp.f_backward(dx) if self.tp else dx
 
@@ -225,9 +228,9 @@ class CausalSelfAttention:
         if t > 1:
             cache_k[:, :, :t] = q5[:, :, 1].transpose(0, 2, 1, 3)  # (B, H, t, D)
             cache_v[:, :, :t] = q5[:, :, 2].transpose(0, 2, 1, 3)
-            att = ws.get(self.name + ".att", (b, h, t, t))
+            saved = ws.get(self.name + ".saved", K.attention_saved_shape(b, h, t, ws.xp))
             y = ws.get(self.name + ".y", (b * t, c))
-            K.attention_forward(qkv, b, t, h, att, y)
+            K.attention_forward(qkv, b, t, h, saved, y)
         else:
             lo, n = int(pos.min()), int(pos.max()) + 1
             if lo + 1 == n:  # every row at the same position: a plain slice

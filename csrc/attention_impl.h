@@ -1,0 +1,317 @@
+/* Causal multi-head attention in the flash style (Dao et al., FlashAttention-2), the body of nn.c's
+ * hpr_attention_forward/backward: included once per (instruction-set level, REAL), like nn_impl.h.
+ * The level gives VBYTES (its vector width), MR and NVMAX (the micro-kernel's register block); nn.c
+ * gives ATT_BQ, ATT_BK (tile sizes) and ATT_PAD. No include guard on purpose.
+ *
+ * Each (sequence, head) pair is one task for the OpenMP threads. A task packs its head into the
+ * thread's scratch (O(T D), never O(T^2)): q scaled by 1/sqrt(D) and k, v, dy as rows padded to Dp
+ * columns, k and v also transposed (D, Tp). Queries are taken in tiles of ATT_BQ rows, keys in tiles
+ * of ATT_BK; only tiles on or below the diagonal are visited, and inside the diagonal tile only the
+ * columns j <= i are kept.
+ *
+ * forward, per query tile, for each key tile j (online softmax, rows r of the tile):
+ *     S = Qs Kt[:, j]                      (BQ, BK) scores, already scaled
+ *     m' = max(m, rowmax S);  P = exp(S - m');  a = exp(m - m')
+ *     l = a l + rowsum P;     O = a O + P V[j];  m = m'
+ *   then y = O / l and lse = m + log l: the row log-sum-exp is all backward keeps (B, H, T).
+ * backward, with Di = rowsum(dy * y), per query tile i and key tile j:
+ *     P = exp(Qs Kt[:, j] - lse)   (recomputed)      dP = dY Vt[:, j]
+ *     dS = P (dP - Di)                              dV[j] += P^T dY
+ *     dK[j] += dS^T Qs   (Qs carries the 1/sqrt(D))  dQ += dS K[j]   (times 1/sqrt(D) when written)
+ *
+ * Every product is one micro-kernel: MR rows of C by nv vectors, C[r] (+)= sum_k A[r, k] B[k], with
+ * A read by strides (a row of Q, or a column of P for P^T) and broadcast, B rows loaded as vectors
+ * (GCC/Clang vector extensions of the level's width: the accumulators stay in registers). Packed
+ * buffers are zero padded (rows to a whole tile, columns to Dp), so the micro-kernel never has a
+ * ragged edge. */
+
+typedef REAL FN(vec) __attribute__((vector_size(VBYTES)));
+#define VL ((int64_t)(VBYTES / sizeof(REAL)))
+
+static inline FN(vec) FN(vload)(const REAL *p) { FN(vec) v; memcpy(&v, p, sizeof v); return v; }
+static inline void FN(vstore)(REAL *p, FN(vec) v) { memcpy(p, &v, sizeof v); }
+
+/* c[r][0 : nv VL] (+)= sum_{k < kdim} a[r ars + k aks] * b[k ldb + 0 : nv VL] for r < MR; nv <= NVMAX is
+ * a constant after inlining, so acc[][] is MR x nv registers. */
+static inline __attribute__((always_inline)) void FN(att_mk)(const int nv, REAL *c, int64_t ldc, const REAL *a,
+                                                             int64_t ars, int64_t aks, const REAL *b, int64_t ldb,
+                                                             int64_t kdim, int accumulate) {
+    FN(vec) acc[MR][NVMAX];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < nv; v++) acc[r][v] = accumulate ? FN(vload)(c + r * ldc + v * VL) : (FN(vec)){0};
+    for (int64_t k = 0; k < kdim; k++) {
+        FN(vec) bv[NVMAX];
+        for (int v = 0; v < nv; v++) bv[v] = FN(vload)(b + k * ldb + v * VL);
+        for (int r = 0; r < MR; r++) {
+            REAL s = a[r * ars + k * aks];
+            for (int v = 0; v < nv; v++) acc[r][v] += s * bv[v];
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < nv; v++) FN(vstore)(c + r * ldc + v * VL, acc[r][v]);
+}
+
+/* C (rows, nvec VL) (+)= A (rows, kdim) B (kdim, nvec VL); rows a multiple of MR. The vectors are split
+ * into near-equal chunks of at most NVMAX; each chunk's panel of B is reused by every row block. */
+static void FN(att_gemm)(REAL *c, int64_t ldc, const REAL *a, int64_t ars, int64_t aks, int64_t rows,
+                         const REAL *b, int64_t ldb, int64_t nvec, int64_t kdim, int accumulate) {
+#ifdef ATT_NO_GEMM
+    return;
+#endif
+    int64_t nch = (nvec + NVMAX - 1) / NVMAX;
+    for (int64_t ch = 0, v0 = 0; ch < nch; ch++) {
+        int64_t nv = (nvec - v0 + (nch - ch) - 1) / (nch - ch);
+        for (int64_t r0 = 0; r0 < rows; r0 += MR) {
+            REAL *cc = c + r0 * ldc + v0 * VL;
+            const REAL *aa = a + r0 * ars, *bb = b + v0 * VL;
+            if (nv == 1)
+                FN(att_mk)(1, cc, ldc, aa, ars, aks, bb, ldb, kdim, accumulate);
+            else if (nv == 2)
+                FN(att_mk)(2, cc, ldc, aa, ars, aks, bb, ldb, kdim, accumulate);
+            else
+                FN(att_mk)(3, cc, ldc, aa, ars, aks, bb, ldb, kdim, accumulate);
+        }
+        v0 += nv;
+    }
+}
+
+/* Ask for row i + ATT_PREFETCH of x (D REALs at stride ld) while row i is copied: the rows come from
+ * the big activation buffers, usually from L3 or memory, and the loads of one row alone cannot hide
+ * that latency. */
+static inline void FN(att_prefetch_row)(const REAL *x, int64_t ld, int64_t i, int64_t T, int64_t D) {
+    if (i + ATT_PREFETCH < T)
+        for (int64_t d = 0; d < D; d += 64 / (int64_t)sizeof(REAL)) __builtin_prefetch(x + (i + ATT_PREFETCH) * ld + d);
+}
+
+/* Prefetch rows [i0, i1) of the NEXT task's head (x + next, D REALs each at stride ld) while this one
+ * computes: spread over the query tiles, the next head's rows are in cache when its packing starts
+ * (they sit in the same rows of the activation buffer, a few heads further on). next = 0: none. */
+static inline void FN(att_prefetch_next)(const REAL *x, int64_t next, int64_t ld, int64_t i0, int64_t i1,
+                                         int64_t D) {
+    if (!next) return;
+    for (int64_t i = i0; i < i1; i++)
+        for (int64_t d = 0; d < D; d += 64 / (int64_t)sizeof(REAL)) __builtin_prefetch(x + next + i * ld + d);
+}
+
+/* rows (T, D) at stride ld, times f, into out (Tp, Dp): zero padded to the right and below */
+static void FN(att_pack_rows)(REAL *out, const REAL *x, int64_t ld, int64_t T, int64_t D, int64_t Tp,
+                              int64_t Dp, REAL f) {
+    for (int64_t i = 0; i < Tp; i++) {
+        REAL *o = out + i * Dp;
+        int64_t n = i < T ? D : 0;
+        FN(att_prefetch_row)(x, ld, i, T, D);
+        for (int64_t d = 0; d < n; d++) o[d] = x[i * ld + d] * f;
+        for (int64_t d = n; d < Dp; d++) o[d] = 0;
+    }
+}
+
+/* rows (T, D) at stride ld, transposed into out (D, Tp), columns T.. zero, and when rows_out is not
+ * NULL also copied as rows into rows_out (Tp, Dp), zero padded (one read of x for both). Blocks of 16
+ * rows: each d then writes one whole cache line of out from 16 rows that stay in L1 (a row at a time
+ * would store with stride Tp, which for T = 1024 floats maps every store of a row to one L1 set). */
+static void FN(att_pack_cols)(REAL *out, REAL *rows_out, const REAL *x, int64_t ld, int64_t T, int64_t D,
+                              int64_t Tp, int64_t Dp) {
+    for (int64_t j0 = 0; j0 < Tp; j0 += 16) {
+        int64_t nj = T - j0 < 16 ? (T > j0 ? T - j0 : 0) : 16;
+        for (int64_t jj = 0; jj < nj; jj++) FN(att_prefetch_row)(x, ld, j0 + jj, T, D);
+        for (int64_t d = 0; d < D; d++) {
+            REAL *o = out + d * Tp + j0;
+            for (int64_t jj = 0; jj < nj; jj++) o[jj] = x[(j0 + jj) * ld + d];
+            for (int64_t jj = nj; jj < 16; jj++) o[jj] = 0;
+        }
+        if (rows_out)
+            for (int64_t jj = 0; jj < 16; jj++) {
+                REAL *o = rows_out + (j0 + jj) * Dp;
+                int64_t n = jj < nj ? D : 0;
+                for (int64_t d = 0; d < n; d++) o[d] = x[(j0 + jj) * ld + d];
+                for (int64_t d = n; d < Dp; d++) o[d] = 0;
+            }
+    }
+}
+
+/* the per-thread scratch, aligned to 64 bytes (hpr_attention_scratch counts the slack) */
+static inline REAL *FN(att_scratch)(REAL *scratch, int64_t T, int64_t D, int tid) {
+    uintptr_t p = (uintptr_t)(scratch + HPR_ATT_SCRATCH(T, D) * tid);
+    return (REAL *)((p + 63) & ~(uintptr_t)63);
+}
+
+/* the forward of one (sequence, head): y rows (T, D) at stride sy, lse (T) */
+static void FN(att_forward_head)(REAL *y, REAL *lse, const REAL *q, const REAL *k, const REAL *v, int64_t T,
+                                 int64_t D, int64_t sq, int64_t sy, REAL sc, REAL *ws, int64_t next) {
+    const int64_t Dp = ATT_ROUND(D, ATT_PAD), Tp = ATT_ROUND(T, ATT_BK), nvd = Dp / VL;
+    REAL *qs = ws, *kt = qs + Tp * Dp, *vs = kt + Tp * Dp, *o = vs + Tp * Dp, *s = o + ATT_BQ * Dp;
+    REAL *mrow = s + ATT_BQ * ATT_BK, *lrow = mrow + ATT_BQ;
+    FN(att_pack_rows)(qs, q, sq, T, D, Tp, Dp, sc);
+    FN(att_pack_cols)(kt, NULL, k, sq, T, D, Tp, Dp);
+    FN(att_pack_rows)(vs, v, sq, T, D, Tp, Dp, 1);
+    for (int64_t i0 = 0; i0 < T; i0 += ATT_BQ) {
+        const int64_t rows = T - i0 < ATT_BQ ? T - i0 : ATT_BQ, rowsp = ATT_ROUND(rows, MR), jend = i0 + rows;
+        FN(att_prefetch_next)(q, next, sq, i0, jend, D);
+        FN(att_prefetch_next)(k, next, sq, i0, jend, D);
+        FN(att_prefetch_next)(v, next, sq, i0, jend, D);
+        for (int64_t r = 0; r < rowsp; r++) { mrow[r] = -INFINITY; lrow[r] = 0; }
+        memset(o, 0, (size_t)(rowsp * Dp) * sizeof(REAL));
+        for (int64_t j0 = 0; j0 < jend; j0 += ATT_BK) {
+            const int64_t nk = jend - j0 < ATT_BK ? jend - j0 : ATT_BK, nkv = ATT_ROUND(nk, VL);
+            FN(att_gemm)(s, ATT_BK, qs + i0 * Dp, Dp, 1, rowsp, kt + j0, Tp, nkv / VL, D, 0);
+            for (int64_t r = 0; r < rowsp; r++) {
+                REAL *sr = s + r * ATT_BK, *orow = o + r * Dp;
+                int64_t n = i0 + r - j0 + 1;  /* keys j0 .. i of this tile are visible to row i */
+                n = r >= rows ? 0 : n < nk ? n : nk;
+                if (n == 0) {
+                    for (int64_t j = 0; j < nk; j++) sr[j] = 0;
+                    continue;
+                }
+                /* whole vectors up to nkv (the gemm wrote them): columns j >= n masked, no scalar tails */
+                REAL mx = -INFINITY;
+                SIMD_MAX(mx)
+                for (int64_t j = 0; j < nkv; j++) { REAL x = j < n ? sr[j] : -INFINITY; mx = x > mx ? x : mx; }
+                const REAL mo = mrow[r], mn = mx > mo ? mx : mo;
+                REAL sum = 0;
+                SIMD_SUM(sum)
+                for (int64_t j = 0; j < nkv; j++) {
+                    REAL e = EXP(sr[j] - mn);
+                    e = j < n ? e : 0;
+                    sr[j] = e;
+                    sum += e;
+                }
+                const REAL alpha = mo == -INFINITY ? 0 : EXP(mo - mn);
+                lrow[r] = lrow[r] * alpha + sum;
+                mrow[r] = mn;
+                if (alpha != 1) {
+                    SIMD
+                    for (int64_t d = 0; d < Dp; d++) orow[d] *= alpha;
+                }
+            }
+            FN(att_gemm)(o, Dp, s, ATT_BK, 1, rowsp, vs + j0 * Dp, Dp, nvd, nk, 1);
+        }
+        for (int64_t r = 0; r < rows; r++) {
+            const REAL inv = (REAL)1 / lrow[r];
+            REAL *yr = y + (i0 + r) * sy;
+            for (int64_t d = 0; d < D; d++) yr[d] = o[r * Dp + d] * inv;
+            lse[i0 + r] = mrow[r] + LOG(lrow[r]);
+        }
+    }
+}
+
+/* Causal attention over the B*H (sequence, head) pairs. q, k, v: row t of sequence b, head h starts at
+ * b*T*sq + t*sq + h*D (sq = 3C for the fused qkv buffer); y the same with row stride sy. lse (B, H, T):
+ * the row log-sum-exp of the scaled scores, kept for backward. D <= 128 (the caller checks). scratch:
+ * nthreads * hpr_attention_scratch(T, D) REALs. */
+NN_KERNEL void FN(hpr_attention_forward)(REAL *y, REAL *lse, const REAL *q, const REAL *k, const REAL *v,
+                                         int64_t B, int64_t T, int64_t H, int64_t D, int64_t sq, int64_t sy,
+                                         double scale, REAL *scratch, int nthreads) {
+    int nt = nthreads < 1 ? 1 : nthreads;
+    int par = nt > 1 && B * H > 1;
+    (void)par;
+    OMP_REGION
+    {
+        REAL *ws = FN(att_scratch)(scratch, T, D, OMP_TID);
+        OMP_FOR_TASKS
+        for (int64_t bh = 0; bh < B * H; bh++) {
+            int64_t b = bh / H, h = bh % H, off = b * T * sq + h * D;
+            int64_t nb = bh + nt;  /* the task this thread most likely takes next (dynamic, 1) */
+            int64_t next = nb < B * H ? nb / H * T * sq + nb % H * D - off : 0;
+            FN(att_forward_head)(y + b * T * sy + h * D, lse + bh * T, q + off, k + off, v + off, T, D, sq, sy,
+                                 (REAL)scale, ws, next);
+        }
+    }
+}
+
+/* softmax backward of one tile, in place: s holds the scores and becomes P = exp(s - lse); dp holds
+ * dL/dP and becomes dS = P (dP - Di) (the 1/sqrt(D) is applied by the caller). Entries right of the
+ * diagonal and rows beyond `rows` are zeroed up to nkr columns. */
+static void FN(att_softmax_backward_tile)(REAL *s, REAL *dp, const REAL *lse, const REAL *di, int64_t i0,
+                                          int64_t j0, int64_t rows, int64_t rowsp, int64_t nk, int64_t nkr) {
+    const int64_t nkw = ATT_ROUND(nkr, VL);  /* whole vectors; entries j >= n (masked) become 0 */
+    for (int64_t r = 0; r < rowsp; r++) {
+        REAL *sr = s + r * ATT_BK, *dr = dp + r * ATT_BK;
+        int64_t n = i0 + r - j0 + 1;
+        n = r >= rows ? 0 : n < nk ? n : nk;
+        const REAL l = r < rows ? lse[i0 + r] : 0, dd = r < rows ? di[i0 + r] : 0;
+        SIMD
+        for (int64_t j = 0; j < nkw; j++) {
+            REAL p = EXP(sr[j] - l);
+            p = j < n ? p : 0;
+            REAL g = j < n ? dr[j] - dd : 0;  /* select, not multiply: masked entries may hold anything */
+            sr[j] = p;
+            dr[j] = p * g;
+        }
+    }
+}
+
+/* the backward of one (sequence, head): dq, dk, dv rows at stride sq (written whole) */
+static void FN(att_backward_head)(REAL *dq, REAL *dk, REAL *dv, const REAL *dy, const REAL *y, const REAL *lse,
+                                  const REAL *q, const REAL *k, const REAL *v, int64_t T, int64_t D, int64_t sq,
+                                  int64_t sy, REAL sc, REAL *ws, int64_t next, int64_t ynext) {
+    const int64_t Dp = ATT_ROUND(D, ATT_PAD), Tp = ATT_ROUND(T, ATT_BK), nvd = Dp / VL;
+    REAL *qs = ws, *ks = qs + Tp * Dp, *kt = ks + Tp * Dp, *vt = kt + Tp * Dp, *dys = vt + Tp * Dp;
+    REAL *dka = dys + Tp * Dp, *dva = dka + Tp * Dp, *dqt = dva + Tp * Dp, *s = dqt + ATT_BQ * Dp;
+    REAL *dp = s + ATT_BQ * ATT_BK, *di = dp + ATT_BQ * ATT_BK;
+    FN(att_pack_rows)(qs, q, sq, T, D, Tp, Dp, sc);
+    FN(att_pack_cols)(kt, ks, k, sq, T, D, Tp, Dp);
+    FN(att_pack_cols)(vt, NULL, v, sq, T, D, Tp, Dp);
+    FN(att_pack_rows)(dys, dy, sy, T, D, Tp, Dp, 1);
+    memset(dka, 0, (size_t)(2 * Tp * Dp) * sizeof(REAL));  /* dK and dV accumulators */
+    for (int64_t i = 0; i < T; i++) {  /* Di = rowsum(dy * y) = rowsum(P * dP) */
+        FN(att_prefetch_row)(y, sy, i, T, D);
+        const REAL *yr = y + i * sy, *g = dys + i * Dp;
+        REAL acc = 0;
+        SIMD_SUM(acc)
+        for (int64_t d = 0; d < D; d++) acc += g[d] * yr[d];
+        di[i] = acc;
+    }
+    for (int64_t i0 = 0; i0 < T; i0 += ATT_BQ) {
+        const int64_t rows = T - i0 < ATT_BQ ? T - i0 : ATT_BQ, rowsp = ATT_ROUND(rows, MR), jend = i0 + rows;
+        const REAL *qi = qs + i0 * Dp, *dyi = dys + i0 * Dp;
+        FN(att_prefetch_next)(q, next, sq, i0, jend, D);
+        FN(att_prefetch_next)(k, next, sq, i0, jend, D);
+        FN(att_prefetch_next)(v, next, sq, i0, jend, D);
+        FN(att_prefetch_next)(dy, ynext, sy, i0, jend, D);
+        FN(att_prefetch_next)(y, ynext, sy, i0, jend, D);
+        memset(dqt, 0, (size_t)(rowsp * Dp) * sizeof(REAL));
+        for (int64_t j0 = 0; j0 < jend; j0 += ATT_BK) {
+            const int64_t nk = jend - j0 < ATT_BK ? jend - j0 : ATT_BK, nvk = (nk + VL - 1) / VL;
+            const int64_t nkr = ATT_ROUND(nk, MR);
+            FN(att_gemm)(s, ATT_BK, qi, Dp, 1, rowsp, kt + j0, Tp, nvk, D, 0);    /* S = Qs K^T */
+            FN(att_gemm)(dp, ATT_BK, dyi, Dp, 1, rowsp, vt + j0, Tp, nvk, D, 0);  /* dP = dY V^T */
+            FN(att_softmax_backward_tile)(s, dp, lse, di, i0, j0, rows, rowsp, nk, nkr);
+            FN(att_gemm)(dva + j0 * Dp, Dp, s, 1, ATT_BK, nkr, dyi, Dp, nvd, rowsp, 1);  /* dV += P^T dY */
+            FN(att_gemm)(dka + j0 * Dp, Dp, dp, 1, ATT_BK, nkr, qi, Dp, nvd, rowsp, 1);  /* dK += dS^T Qs */
+            FN(att_gemm)(dqt, Dp, dp, ATT_BK, 1, rowsp, ks + j0 * Dp, Dp, nvd, nk, 1);   /* dQ += dS K */
+        }
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t d = 0; d < D; d++) dq[(i0 + r) * sq + d] = dqt[r * Dp + d] * sc;
+    }
+    for (int64_t j = 0; j < T; j++)
+        for (int64_t d = 0; d < D; d++) {
+            dk[j * sq + d] = dka[j * Dp + d];
+            dv[j * sq + d] = dva[j * Dp + d];
+        }
+}
+
+/* Backward of hpr_attention_forward: dq, dk, dv (strided as q, k, v; slices of the fused dqkv buffer,
+ * overwritten) from dy, the forward's y and lse, and q, k, v. */
+NN_KERNEL void FN(hpr_attention_backward)(REAL *dq, REAL *dk, REAL *dv, const REAL *dy, const REAL *y,
+                                          const REAL *lse, const REAL *q, const REAL *k, const REAL *v, int64_t B,
+                                          int64_t T, int64_t H, int64_t D, int64_t sq, int64_t sy, double scale,
+                                          REAL *scratch, int nthreads) {
+    int nt = nthreads < 1 ? 1 : nthreads;
+    int par = nt > 1 && B * H > 1;
+    (void)par;
+    OMP_REGION
+    {
+        REAL *ws = FN(att_scratch)(scratch, T, D, OMP_TID);
+        OMP_FOR_TASKS
+        for (int64_t bh = 0; bh < B * H; bh++) {
+            int64_t b = bh / H, h = bh % H, off = b * T * sq + h * D, yo = b * T * sy + h * D;
+            int64_t nb = bh + nt;  /* the task this thread most likely takes next (dynamic, 1) */
+            int64_t next = nb < B * H ? nb / H * T * sq + nb % H * D - off : 0;
+            int64_t ynext = nb < B * H ? nb / H * T * sy + nb % H * D - yo : 0;
+            FN(att_backward_head)(dq + off, dk + off, dv + off, dy + yo, y + yo, lse + bh * T, q + off, k + off,
+                                  v + off, T, D, sq, sy, (REAL)scale, ws, next, ynext);
+        }
+    }
+}
+
+#undef VL
