@@ -53,7 +53,8 @@ def plan(quick, ranks, cores):
                 ("quantum", "quantum", 0, {"--max-qubits": "16", "--budget": "0.02", "--circuit-qubits": "16",
                                             "--batch": "64"}),
                 ("oversubscribe", "oversubscribe", over, {"--ms": "5", "--repeats": "3"}),
-                ("data", "data", 0, {"--quick": None, "--vocab-size": "512"})]
+                ("data", "data", 0, {"--quick": None, "--vocab-size": "512"}),
+                ("scale", "scale", 0, {"--quick": None})]
     return [("allreduce", "allreduce", ranks, {"--max-bytes": "128M", "--budget": "0.2"}),
             ("train-S", "train", 0, {"--preset": "S"}),
             ("train-M", "train", 0, {"--preset": "M"}),
@@ -61,7 +62,8 @@ def plan(quick, ranks, cores):
             ("dp", "dp", ranks, {"--preset": "S"}),
             ("quantum", "quantum", 0, {"--max-qubits": "24", "--circuit-qubits": "24", "--batch": "1024"}),
             ("oversubscribe", "oversubscribe", over, {}),
-            ("data", "data", 0, {})]
+            ("data", "data", 0, {}),
+            ("scale", "scale", 0, {"--presets": "S", "--layouts": "1x1x1,2x1x1,1x2x1"})]
 
 
 # ------------------------------------------------------------------------------------ files
