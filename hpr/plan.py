@@ -12,9 +12,14 @@ Where the numbers come from (docs/architecture.md has the long form):
       shape (held equal to a real model's by tests/test_plan.py); a pipeline stage s keeps
       min(pp - s, m) replicas' (1F1B), each with its own buffers.
   communication  the pipeline's send copies (m per direction, held until the step's end) and the
-      received input each replica keeps; the pages of the node's shared gradient window a rank
-      reduces from its neighbours ((dp-1)/dp of the gradients); ZeRO-1's reduce-scatter result and
-      allgathered parameter copy (transient, counted at the peak).
+      received input each replica keeps; the pages of the node's shared gradient window a rank maps
+      from its neighbours (measured: all of every neighbour's copy, (dp-1) x the gradients, for the
+      in-place allreduce; none that shows for ZeRO-1's reduce-scatter): counted in the rank's RSS,
+      but once in the node's total, since they are the neighbours' gradients; ZeRO-1's reduce-scatter
+      result (1/dp of the gradients, counted at the peak; the allgathered parameter copy measured no
+      higher peak, M at dp 2).
+  evaluation  the trainer's validation runs the whole --batch through one forward on a dp rank
+      (without stages): the growth of the forward's buffers from the step's micro-batch to it.
   data  the corpus held in memory by every rank (what the trainer measured; --data-mib here).
   baseline  BASELINE_MIB, the resident memory of an idle rank: Python, numpy, mpi4py + MPICH
       initialised, hpr with its compiled kernels and the trainer's imports, BLAS threads started.
@@ -92,7 +97,8 @@ class Job:
 
 
 def rank_roles(job, dp, tp, pp, stage, zero):
-    """({role: bytes} in the steady state after a step, peak bytes) of one rank at `stage`."""
+    """({role: bytes} in the steady state after a step, peak bytes, bytes of the peak that are the
+    neighbours' shared gradient windows) of one rank at `stage`."""
     config = dataclasses.replace(job.config, vocab_multiple=vocab_multiple(job.config.vocab_size, tp))
     item = np.dtype(config.dtype).itemsize
     m, t = job.micro_batches, config.context
@@ -114,28 +120,36 @@ def rank_roles(job, dp, tp, pp, stage, zero):
     comm = 0
     if pp > 1:
         comm += m * n_c * ((stage < pp - 1) + (stage > 0)) + (slots * n_c if stage > 0 else 0)
-    if sharded and zero <= 1:
-        comm += p * (dp - 1) // dp  # the neighbours' pages of the shared gradient window
-    transient = p + p // dp if sharded and zero == 1 else 0  # ZeRO-1: reduce-scatter result, allgather copy
-    roles["communication"] = comm
+    shared = 0  # pages of the neighbours' gradient windows: in this rank's RSS, the same physical memory
+    if sharded and zero == 0:  # the in-place allreduce reads (and writes) all of every neighbour's copy
+        shared = p * (dp - 1)
+    transient = p // dp if sharded and zero == 1 else 0  # ZeRO-1: the reduce-scatter's result
+    roles["communication"] = comm + shared
     roles["data"] = job.data_bytes
     roles["baseline"] = int(job.baseline_mib * MIB)
     steady = sum(roles[k] for k in ROLES[:6])
-    if pp == 1 and job.batch > b:  # evaluation runs the whole --batch through forward on each dp rank
-        ev, _ = split_bytes(stage_buffers(config, job.batch, t, tp, stage, pp, job.recompute, grad=False), item)
-        steady = max(steady, steady - roles["activations"] + ev + act)
+    if pp == 1 and job.batch > b:  # evaluation runs the whole --batch through forward on one dp rank:
+        # its forward buffers replace the step's, so the growth of the forward's buffers adds
+        grown = _forward_bytes(config, job.batch, t, tp, job.recompute) - _forward_bytes(config, b, t, tp, job.recompute)
+        steady += max(0, grown)
     init = p + roles["gradients"] + 2 * 8 * largest_init_draw(config, tp, stage, pp)
     probe = p + roles["gradients"] + PROBE_N ** 2 * (3 * item + 8)
     peak = roles["data"] + roles["baseline"] + max(steady + transient, init, probe)
-    return roles, peak
+    return roles, peak, shared
+
+
+def _forward_bytes(config, b, t, tp, recompute):
+    """Bytes of every buffer a forward without backward holds (evaluation's), one stage of one."""
+    return sum(split_bytes(stage_buffers(config, b, t, tp, 0, 1, recompute, grad=False),
+                           np.dtype(config.dtype).itemsize))
 
 
 def estimate(job, dp, tp, pp, zero):
     """The Estimate of a layout: its largest rank (over the pipeline stages) and the node's sum."""
     best, node = None, 0
     for s in range(pp):
-        roles, peak = rank_roles(job, dp, tp, pp, s, zero)
-        node += peak * dp * tp
+        roles, peak, shared = rank_roles(job, dp, tp, pp, s, zero)
+        node += (peak - shared) * dp * tp  # the node's memory holds each shared window once
         if best is None or peak > best[2]:
             best = (s, roles, peak)
     s, roles, peak = best

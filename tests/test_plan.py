@@ -30,7 +30,7 @@ def _tokens(config, b, seed=0):
 
 
 def _ws_shapes(model):
-    return {k: a.shape for k, a in model.ws._bufs.items()}
+    return {k: a.shape for k, a in model.ws.buffers().items()}
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -76,7 +76,7 @@ def test_recompute_bit_identical(dtype):
 
 
 def _activation_bytes(model):
-    return sum(a.nbytes for k, a in model.ws._bufs.items() if not is_workspace(k))
+    return sum(a.nbytes for k, a in model.ws.buffers().items() if not is_workspace(k))
 
 
 def test_recompute_frees_activations():

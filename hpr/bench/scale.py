@@ -33,7 +33,7 @@ import numpy as np
 from hpr.bench import write_json
 from hpr.bench.report import find_mpiexec
 from hpr.model import GPT, GPTConfig
-from hpr.model.memory import is_workspace, split_bytes, stage_buffers
+from hpr.model.memory import measured_split, split_bytes, stage_buffers
 from hpr.nn import RECOMPUTE
 
 TARGETS = {"block": (0.60, 0.35), "mlp": (0.30, 0.10)}  # (least activation cut, most extra time)
@@ -107,7 +107,7 @@ def recompute_table(preset, batch, rounds):
                 times[mode].append(time.perf_counter() - t0)
     rows = []
     for mode, m in models.items():
-        act = sum(a.nbytes for key, a in m.ws._bufs.items() if not is_workspace(key))
+        act = measured_split(m.ws)[0]
         planned = split_bytes(stage_buffers(config, batch, config.context, recompute=mode), m.dtype.itemsize)[0]
         rows.append({"mode": mode, "act_mib": act / 2 ** 20, "act_mib_planner": planned / 2 ** 20,
                      "step_ms": 1e3 * statistics.median(times[mode])})

@@ -108,6 +108,12 @@ def split_bytes(bufs, itemsize):
     return act, ws
 
 
+def measured_split(ws):
+    """(activation bytes, workspace bytes) a real Workspace holds now, split as split_bytes splits."""
+    act = sum(a.nbytes for key, a in ws.buffers().items() if not is_workspace(key))
+    return act, ws.nbytes - act
+
+
 def loss_transient(config, b, t, tp=1):
     """Bytes of the temporaries the vocabulary-parallel loss allocates for a moment on the last stage
     (logits - max and its exp, (N, V/tp) each); 0 without tp (one fused kernel)."""

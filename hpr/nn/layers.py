@@ -37,6 +37,10 @@ class Workspace:
             a[...] = 0
         return a
 
+    def buffers(self):
+        """{key: array} of every buffer held now (a new dict; the arrays are the workspace's)."""
+        return dict(self._bufs)
+
     @property
     def nbytes(self):
         """Bytes of activation memory the workspace holds now (what the layout benchmark reports)."""

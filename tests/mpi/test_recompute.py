@@ -79,4 +79,4 @@ def test_memory_model_matches_tensor_parallel_workspace():
         m = GPT(cfg, seed=0, tp=tpo, recompute=mode)
         m.forward(x, x)
         m.backward()
-        assert {k: a.shape for k, a in m.ws._bufs.items()} == stage_buffers(cfg, b, t, N, 0, 1, mode), mode
+        assert {k: a.shape for k, a in m.ws.buffers().items()} == stage_buffers(cfg, b, t, N, 0, 1, mode), mode
