@@ -19,12 +19,17 @@ Where the numbers come from (docs/architecture.md has the long form):
       result (1/dp of the gradients, counted at the peak; the allgathered parameter copy measured no
       higher peak, M at dp 2).
   evaluation  the trainer's validation runs the whole --batch through one forward on a dp rank
-      (without stages): the growth of the forward's buffers from the step's micro-batch to it.
+      (--batch / m per micro-batch with stages): the growth of the forward's buffers from the step's
+      micro-batch to that size.
   data  the corpus held in memory by every rank (what the trainer measured; --data-mib here).
-  baseline  BASELINE_MIB, the resident memory of an idle rank: Python, numpy, mpi4py + MPICH
-      initialised, hpr with its compiled kernels and the trainer's imports, BLAS threads started.
-      Measured on this project's machine (x86-64, CPython 3.11, MPICH 4) as the VmHWM of
-      ``import hpr.train; hpr.init(); K.matmul`` on a small product under mpiexec -n 2: 62 MiB.
+  baseline  BASELINE_MIB = IDLE_RANK_MIB + HEAP_SLACK_MIB. IDLE_RANK_MIB is the resident memory of
+      an idle rank: Python, numpy, mpi4py + MPICH initialised, hpr with its compiled kernels and the
+      trainer's imports, BLAS threads started; measured on this project's machine (x86-64, CPython
+      3.11, MPICH 4) as the VmHWM of ``import hpr.train; hpr.init(); K.matmul`` on a small product
+      under mpiexec -n 2: 62 MiB. HEAP_SLACK_MIB is what glibc's allocator keeps beyond the live
+      arrays in a run: reading the corpus left 3-4 MiB more than its bytes, and the matmul probe's
+      freed arrays (below malloc's 32 MiB mmap threshold) stayed in the heap, later buffers reusing
+      only part of them; measured at presets S and M (the runs of ``python -m hpr.bench scale``): 8 MiB.
   the peak  the largest of: the steady state after a step; the model's init (ParamLayout.build draws
       each whole tensor in float64: two float64 copies of the largest, wte or fc, at once); the
       start's matmul probe (hpr.cpu.matmul_flops: three 1024^2 matrices and a float64 draw).
@@ -48,10 +53,13 @@ from .nn import RECOMPUTE
 from .parallel.grid import valid_layouts
 
 MIB = 2 ** 20
-BASELINE_MIB = 62.0  # an idle rank's resident memory (module docstring: how it was measured)
+IDLE_RANK_MIB = 62.0  # an idle rank's resident memory (module docstring: how it was measured)
+HEAP_SLACK_MIB = 8.0  # the allocator's keep beyond the live arrays (module docstring)
+BASELINE_MIB = IDLE_RANK_MIB + HEAP_SLACK_MIB
 PROBE_N = 1024  # hpr.cpu.matmul_flops's matrix size on the CPU
 ZERO_STAGES = (0, 1, 2, 3)
-ROLES = ("parameters", "gradients", "optimizer", "activations", "workspace", "communication", "data", "baseline")
+ROLES = ("parameters", "gradients", "optimizer", "activations", "workspace", "communication", "data", "baseline",
+         "peak")  # peak: what the peak holds beyond the steady state (evaluation, init or the probe)
 
 
 @dataclasses.dataclass
@@ -128,19 +136,21 @@ def rank_roles(job, dp, tp, pp, stage, zero):
     roles["data"] = job.data_bytes
     roles["baseline"] = int(job.baseline_mib * MIB)
     steady = sum(roles[k] for k in ROLES[:6])
-    if pp == 1 and job.batch > b:  # evaluation runs the whole --batch through forward on one dp rank:
-        # its forward buffers replace the step's, so the growth of the forward's buffers adds
-        grown = _forward_bytes(config, job.batch, t, tp, job.recompute) - _forward_bytes(config, b, t, tp, job.recompute)
-        steady += max(0, grown)
+    eb = job.batch if pp == 1 else job.batch // m  # evaluation's rows per forward (hpr.train.evaluate)
+    if eb > b:  # its forward buffers replace the step's in each replica: their growth adds
+        grown = _forward_bytes(config, eb, t, tp, stage, pp, job.recompute) - \
+            _forward_bytes(config, b, t, tp, stage, pp, job.recompute)
+        steady += slots * max(0, grown)
     init = p + roles["gradients"] + 2 * 8 * largest_init_draw(config, tp, stage, pp)
     probe = p + roles["gradients"] + PROBE_N ** 2 * (3 * item + 8)
     peak = roles["data"] + roles["baseline"] + max(steady + transient, init, probe)
+    roles["peak"] = peak - sum(roles[k] for k in ROLES[:8])
     return roles, peak, shared
 
 
-def _forward_bytes(config, b, t, tp, recompute):
-    """Bytes of every buffer a forward without backward holds (evaluation's), one stage of one."""
-    return sum(split_bytes(stage_buffers(config, b, t, tp, 0, 1, recompute, grad=False),
+def _forward_bytes(config, b, t, tp, stage, pp, recompute):
+    """Bytes of every buffer a forward without backward holds (evaluation's)."""
+    return sum(split_bytes(stage_buffers(config, b, t, tp, stage, pp, recompute, grad=False),
                            np.dtype(config.dtype).itemsize))
 
 
@@ -205,7 +215,7 @@ def mem_available():
 def format_table(estimates, mem, measured=None):
     """The plan as a table, MiB per rank (the largest); measured: {(dp, tp, pp, zero): MiB} adds a column."""
     head = (f"{'layout':<20} {'zero':>4} {'params':>8} {'grads':>8} {'optim':>8} {'activ':>8} {'wkspace':>8} "
-            f"{'comm':>7} {'data':>6} {'base':>5} {'total':>8} {'node':>8} {'step s':>7} fits")
+            f"{'comm':>7} {'data':>6} {'base':>5} {'+peak':>7} {'total':>8} {'node':>8} {'step s':>8} fits")
     if measured is not None:
         head += f" {'measured':>9} {'ratio':>6}"
     lines = [f"# MiB per rank (the largest; its pipeline stage in the layout column), node: the sum over "
@@ -214,8 +224,8 @@ def format_table(estimates, mem, measured=None):
         r = {k: v / MIB for k, v in e.roles.items()}
         row = (f"{e.layout + (f' s{e.stage}' if e.pp > 1 else ''):<20} {e.zero:>4} {r['parameters']:>8.1f} "
                f"{r['gradients']:>8.1f} {r['optimizer']:>8.1f} {r['activations']:>8.1f} {r['workspace']:>8.1f} "
-               f"{r['communication']:>7.1f} {r['data']:>6.1f} {r['baseline']:>5.0f} {e.total / MIB:>8.1f} "
-               f"{e.node_total / MIB:>8.0f} {e.step_s:>7.2f} {'yes' if e.fits else 'NO'}")
+               f"{r['communication']:>7.1f} {r['data']:>6.1f} {r['baseline']:>5.0f} {r['peak']:>7.1f} "
+               f"{e.total / MIB:>8.1f} {e.node_total / MIB:>8.0f} {e.step_s:>8.2f} {'yes' if e.fits else 'NO'}")
         if measured is not None:
             got = measured.get((e.dp, e.tp, e.pp, e.zero))
             row += f" {got:>9.1f} {got / (e.total / MIB):>6.2f}" if got else f" {'-':>9} {'-':>6}"
@@ -306,8 +316,11 @@ def main(argv=None):
           f"{c.vocab_size}, {c.dtype}), {a.ranks} ranks, batch {a.batch} in {a.micro_batches} micro-batch(es), "
           f"--recompute {a.recompute}" + (f", matmul {rate / 1e9:.1f} GFLOP/s" if rate else ""))
     print(format_table(est, mem))
-    print(f"# baseline {job.baseline_mib:g} MiB per rank (Python, numpy, MPI, hpr: measured, a constant); "
-          "ZeRO stages 1-3 listed only where dp > 1")
+    print(f"# base: {job.baseline_mib:g} MiB, an idle rank (Python, numpy, MPI, hpr) and the allocator's slack "
+          f"(measured, constants: hpr.plan's docstring); +peak: "
+          "what the peak holds beyond the steady state (evaluation's whole-batch forward, the init's float64 "
+          "draw or the matmul probe); comm counts the neighbours' gradient windows a rank maps, node counts them "
+          "once; step s: FLOPs / the matmul rate, communication not counted; ZeRO 1-3 listed only where dp > 1")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"preset": a.preset, "ranks": a.ranks, "batch": a.batch, "micro_batches": a.micro_batches,
