@@ -232,7 +232,7 @@ class Run:
         if self.memory is not None:
             e, mib = self.memory, plan.MIB
             say(f"memory plan (largest rank{f', stage {e.stage}' if pp > 1 else ''}; python -m hpr.plan): "
-                + ", ".join(f"{k} {v / mib:.1f}" for k, v in e.roles.items())
+                + ", ".join(f"{'+' if k == 'peak' else ''}{k} {v / mib:.1f}" for k, v in e.roles.items())
                 + f" -> peak {e.total / mib:.1f} MiB per rank, {e.node_total / mib:,.0f} MiB for the job"
                 + (f" (--recompute {a.recompute})" if a.recompute != "none" else ""))
         say(f"data: {self.data.source}")
