@@ -71,12 +71,13 @@ def stage_buffers(config, b, t, tp=1, stage=0, pp=1, recompute="none", grad=True
     for i in range(lo, hi):
         a = "shared" if recompute in ("attn", "block") else f"h{i}"
         m = "shared" if recompute in ("mlp", "block") else f"h{i}"
+        g = "shared" if recompute == "block" else f"h{i}"  # the LayerNorms: recomputed by block only
         for key, shape in (
-                (f"{a}.ln1.out", (n, c)), (f"{a}.ln1.mean", (n,)), (f"{a}.ln1.rstd", (n,)),
+                (f"{g}.ln1.out", (n, c)), (f"{g}.ln1.mean", (n,)), (f"{g}.ln1.rstd", (n,)),
                 (f"{a}.attn.qkv.y", (n, 3 * c // tp)), (f"{a}.attn.saved", (b, hl, t)),
                 (f"{a}.attn.y", (n, c // tp)), ("tmp.attn.proj.y", (n, c)),
                 (("shared" if recompute == "block" else f"h{i}") + ".x1", (n, c)),
-                (f"{m}.ln2.out", (n, c)), (f"{m}.ln2.mean", (n,)), (f"{m}.ln2.rstd", (n,)),
+                (f"{g}.ln2.out", (n, c)), (f"{g}.ln2.mean", (n,)), (f"{g}.ln2.rstd", (n,)),
                 (f"{m}.mlp.fc.y", (n, 4 * c // tp)), (f"{m}.mlp.h", (n, 4 * c // tp)),
                 ("tmp.mlp.proj.y", (n, c)), (f"h{i}.x2", (n, c))):
             bufs[key] = shape

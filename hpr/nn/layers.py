@@ -338,10 +338,10 @@ class Block:
     Activation recomputation (`recompute`, one of RECOMPUTE): what forward keeps for backward.
       none   everything: ln1's and ln2's outputs and statistics, qkv, the attention's y and
              log-sum-exp, x1, fc's output and the GELU's, x2.
-      attn   not the attention half (ln1, qkv, the attention): backward runs ln1 and the attention's
-             core again from the block input x, which the block keeps anyway. No communication: the
-             output projection (and tp's g) is not needed for backward.
-      mlp    not the MLP half (ln2, fc, GELU): recomputed from x1.
+      attn   not the attention's own (qkv, y, the log-sum-exp): backward runs the attention's core
+             again from ln1's output, which is kept. No communication: the output projection (and
+             tp's g) is not needed for backward.
+      mlp    not the MLP's own (fc's output, the GELU's): recomputed from ln2's output, kept.
       block  only the block's input (the previous block's x2, or the embedding): backward runs the
              block's forward again up to the GELU (under tp that includes the attention's g, one more
              allreduce of (N, C) per block).
@@ -373,19 +373,21 @@ class Block:
         self.recompute = mode
         attn = "shared" if mode in ("attn", "block") else self.name
         mlp = "shared" if mode in ("mlp", "block") else self.name
-        self.ln1.name = attn + ".ln1"
+        norms = "shared" if mode == "block" else self.name
+        self.ln1.name, self.ln2.name = norms + ".ln1", norms + ".ln2"
         self.attn.name_buffers(attn + ".attn", "tmp.attn")
-        self.ln2.name = mlp + ".ln2"
         self.mlp.name_buffers(mlp + ".mlp", "tmp.mlp")
         self.x1_key = ("shared" if mode == "block" else self.name) + ".x1"
 
     def forward(self, x, b, t):
         """x: (N, C) -> (N, C); x must stay untouched until backward (ln1 keeps it)."""
         self.x, self.bt = x, (b, t)
-        a = self.attn.forward(self.ln1.forward(x), b, t)
+        self.n1 = self.ln1.forward(x)  # (N, C), what attn / mlp recomputation starts from
+        a = self.attn.forward(self.n1, b, t)
         x1 = self.ws.get(self.x1_key, x.shape)
         xp_of(x).add(x, a, out=x1)
-        m = self.mlp.forward(self.ln2.forward(x1))
+        self.n2 = self.ln2.forward(x1)
+        m = self.mlp.forward(self.n2)
         x2 = self.ws.get(self.name + ".x2", x.shape)
         xp_of(x).add(x1, m, out=x2)
         return x2
@@ -411,9 +413,9 @@ class Block:
                           out=x1)
             self.mlp.core_forward(self.ln2.forward(x1))
         elif mode == "mlp":
-            self.mlp.core_forward(self.ln2.forward(self.ws.get(self.x1_key, self.x.shape)))
+            self.mlp.core_forward(self.n2)
         self.ln2.backward(self.mlp.backward(dx), dx)
         if mode == "attn":
-            self.attn.core_forward(self.ln1.forward(self.x), b, t)
+            self.attn.core_forward(self.n1, b, t)
         self.ln1.backward(self.attn.backward(dx), dx)
         return dx
