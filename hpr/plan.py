@@ -1,7 +1,7 @@
 """The memory planner: ``python -m hpr.plan --preset P --ranks N``. For every dp x tp x pp layout of N
 ranks (hpr.parallel.grid.valid_layouts) and every ZeRO stage, the bytes one rank holds, by role, and
-whether the job fits the node; sorted by fits, then by estimated step time. The trainer calls `predict`
-for its own layout (its plan line, and the refusal of a layout that does not fit: `check_fits`).
+whether the job fits the node; sorted by fits, then by estimated step time. The trainer calls
+`check_fits` for its own layout: its plan line, or the refusal of a layout that does not fit.
 
 Where the numbers come from (docs/architecture.md has the long form):
   parameters, gradients, optimizer state  hpr.model.memory.stage_param_elements, the flat buffers'
@@ -166,7 +166,7 @@ def estimate(job, dp, tp, pp, zero):
     return Estimate(dp, tp, pp, zero, job.recompute, s, roles, peak, node_total=node)
 
 
-def step_seconds(job, ranks, pp, rate):
+def step_seconds(job, pp, rate):
     """The step's FLOPs (plus recomputation's) over the node's matmul rate, with the 1F1B bubble."""
     c = job.config
     tokens = job.batch * c.context
@@ -193,7 +193,7 @@ def plan(job, ranks, mem_available, rate=None, zeros=ZERO_STAGES, layouts=None):
             if z and dp == 1:
                 continue
             e = estimate(job, dp, tp, pp, z)
-            e.step_s = step_seconds(job, ranks, pp, rate)
+            e.step_s = step_seconds(job, pp, rate)
             e.fits = e.node_total <= mem_available
             out.append(e)
     out.sort(key=lambda e: (not e.fits, round(e.step_s, 4), e.node_total))
@@ -231,11 +231,6 @@ def format_table(estimates, mem, measured=None):
             row += f" {got:>9.1f} {got / (e.total / MIB):>6.2f}" if got else f" {'-':>9} {'-':>6}"
         lines.append(row)
     return "\n".join(lines)
-
-
-def predict(job, dp, tp, pp, zero):
-    """The trainer's own line of the plan: the Estimate of its layout."""
-    return estimate(job, dp, tp, pp, zero)
 
 
 def check_fits(job, dp, tp, pp, zero, ranks, mem):
