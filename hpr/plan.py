@@ -21,15 +21,17 @@ Where the numbers come from (docs/architecture.md has the long form):
   evaluation  the trainer's validation runs the whole --batch through one forward on a dp rank
       (--batch / m per micro-batch with stages): the growth of the forward's buffers from the step's
       micro-batch to that size.
-  data  the corpus held in memory by every rank (what the trainer measured; --data-mib here).
   baseline  BASELINE_MIB = IDLE_RANK_MIB + HEAP_SLACK_MIB. IDLE_RANK_MIB is the resident memory of
       an idle rank: Python, numpy, mpi4py + MPICH initialised, hpr with its compiled kernels and the
       trainer's imports, BLAS threads started; measured on this project's machine (x86-64, CPython
       3.11, MPICH 4) as the VmHWM of ``import hpr.train; hpr.init(); K.matmul`` on a small product
       under mpiexec -n 2: 62 MiB. HEAP_SLACK_MIB is what glibc's allocator keeps beyond the live
-      arrays in a run: reading the corpus left 3-4 MiB more than its bytes, and the matmul probe's
-      freed arrays (below malloc's 32 MiB mmap threshold) stayed in the heap, later buffers reusing
-      only part of them; measured at presets S and M (the runs of ``python -m hpr.bench scale``): 8 MiB.
+      arrays after the start: the matmul probe's freed arrays (below malloc's 32 MiB mmap threshold)
+      stay in the heap and later buffers reuse only part of them; measured at presets S and M (the
+      runs of ``python -m hpr.bench scale``, per-phase VmRSS): 5 MiB. The probe's own phase has no
+      slack (it is the probe's memory).
+  data  the corpus every rank holds (what the trainer measured; --data-mib here), plus DATA_OVERHEAD
+      (10%: reading the 30 MiB default corpus left 33 MiB resident).
   the peak  the largest of: the steady state after a step; the model's init (ParamLayout.build draws
       each whole tensor in float64: two float64 copies of the largest, wte or fc, at once); the
       start's matmul probe (hpr.cpu.matmul_flops: three 1024^2 matrices and a float64 draw).
@@ -54,7 +56,8 @@ from .parallel.grid import valid_layouts
 
 MIB = 2 ** 20
 IDLE_RANK_MIB = 62.0  # an idle rank's resident memory (module docstring: how it was measured)
-HEAP_SLACK_MIB = 8.0  # the allocator's keep beyond the live arrays (module docstring)
+HEAP_SLACK_MIB = 5.0  # the allocator's keep beyond the live arrays after the probe (module docstring)
+DATA_OVERHEAD = 0.10  # the corpus reader leaves this fraction of the corpus resident beyond its bytes
 BASELINE_MIB = IDLE_RANK_MIB + HEAP_SLACK_MIB
 PROBE_N = 1024  # hpr.cpu.matmul_flops's matrix size on the CPU
 ZERO_STAGES = (0, 1, 2, 3)
@@ -133,8 +136,9 @@ def rank_roles(job, dp, tp, pp, stage, zero):
         shared = p * (dp - 1)
     transient = p // dp if sharded and zero == 1 else 0  # ZeRO-1: the reduce-scatter's result
     roles["communication"] = comm + shared
-    roles["data"] = job.data_bytes
+    roles["data"] = int(job.data_bytes * (1 + DATA_OVERHEAD))
     roles["baseline"] = int(job.baseline_mib * MIB)
+    slack = int(HEAP_SLACK_MIB * MIB) if job.baseline_mib >= HEAP_SLACK_MIB else 0
     steady = sum(roles[k] for k in ROLES[:6])
     eb = job.batch if pp == 1 else job.batch // m  # evaluation's rows per forward (hpr.train.evaluate)
     if eb > b:  # its forward buffers replace the step's in each replica: their growth adds
@@ -143,7 +147,7 @@ def rank_roles(job, dp, tp, pp, stage, zero):
         steady += slots * max(0, grown)
     init = p + roles["gradients"] + 2 * 8 * largest_init_draw(config, tp, stage, pp)
     probe = p + roles["gradients"] + PROBE_N ** 2 * (3 * item + 8)
-    peak = roles["data"] + roles["baseline"] + max(steady + transient, init, probe)
+    peak = roles["data"] + roles["baseline"] + max(steady + transient, init - slack, probe - slack)
     roles["peak"] = peak - sum(roles[k] for k in ROLES[:8])
     return roles, peak, shared
 
