@@ -25,7 +25,7 @@ def train(corpus, env, cwd, name, *flags, n=2, extra_env=None, limit=120):
     assert r.code == 0, f"{name}: exit {r.code}\n--- stdout\n{r.out}\n--- stderr\n{r.err}"
     rows = [json.loads(line) for line in open(log)]
     return r.out, {(("val", o["step"]) if "val_loss" in o else o["step"]): o.get("loss", o.get("val_loss"))
-                   for o in rows}
+                   for o in rows if "step" in o}  # not the closing {"memory": ...} record
 
 
 @pytest.mark.parametrize("layout,aware", [(["--dp", "2"], "0"), (["--dp", "2"], "1"), (["--tp", "2"], "0"),

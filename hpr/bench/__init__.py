@@ -22,6 +22,7 @@ BENCHES = {
     "layouts": ("hpr.bench.layouts", "every dp x tp x pp layout of the world: tokens/s, memory, bubble, bytes per axis"),
     "oversubscribe": ("hpr.bench.oversubscribe", "a computing rank beside ranks waiting in hpr's vs MPI's barrier"),
     "quantum": ("hpr.bench.quantum", "state-vector gates at 16-22 qubits: time, GB/s beside numpy's copy; a batched workload"),
+    "scale": ("hpr.bench.scale", "the memory planner's prediction vs measured peak RSS; --recompute memory and time"),
     "train": ("hpr.bench.train", "one GPT training step: tokens/s and MFU, beside PyTorch eager when installed"),
     "all": ("hpr.bench.report", "all of the above at sizes for this machine: a Markdown report and charts (--out DIR)"),
 }

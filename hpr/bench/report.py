@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hpr.bench import BENCHES, torch_reference
-from hpr.bench.figures import (allreduce_chart, allreduce_md, batched_chart, data_md, dp_chart, dp_md, layouts_md,
+from hpr.bench.figures import (allreduce_chart, allreduce_md, batched_chart, data_md, dp_chart, dp_md, fmt, layouts_md,
                                oversubscribe_md, quantum_chart, quantum_md, table, train_md, training_chart)
 from hpr.errors import ConfigError, HprError
 
@@ -53,7 +53,8 @@ def plan(quick, ranks, cores):
                 ("quantum", "quantum", 0, {"--max-qubits": "16", "--budget": "0.02", "--circuit-qubits": "16",
                                             "--batch": "64"}),
                 ("oversubscribe", "oversubscribe", over, {"--ms": "5", "--repeats": "3"}),
-                ("data", "data", 0, {"--quick": None, "--vocab-size": "512"})]
+                ("data", "data", 0, {"--quick": None, "--vocab-size": "512"}),
+                ("scale", "scale", 0, {"--quick": None})]
     return [("allreduce", "allreduce", ranks, {"--max-bytes": "128M", "--budget": "0.2"}),
             ("train-S", "train", 0, {"--preset": "S"}),
             ("train-M", "train", 0, {"--preset": "M"}),
@@ -61,7 +62,8 @@ def plan(quick, ranks, cores):
             ("dp", "dp", ranks, {"--preset": "S"}),
             ("quantum", "quantum", 0, {"--max-qubits": "24", "--circuit-qubits": "24", "--batch": "1024"}),
             ("oversubscribe", "oversubscribe", over, {}),
-            ("data", "data", 0, {})]
+            ("data", "data", 0, {}),
+            ("scale", "scale", 0, {"--presets": "S", "--layouts": "1x1x1,2x1x1,1x2x1"})]
 
 
 # ------------------------------------------------------------------------------------ files
@@ -248,8 +250,28 @@ SECTIONS = [
       ("quantum_batched.png", batched_chart, "batched workload, circuits/s")]),
     ("Ranks waiting beside a computing rank (oversubscription)", ["oversubscribe"], oversubscribe_md, []),
     ("Text to token shards", ["data"], data_md, []),
+    ("Memory: the planner against measured peaks; activation recomputation", ["scale"], None, []),
 ]
-TABLES = {"train": train_md, "layouts": layouts_md}
+
+
+def scale_md(runs, ctx):
+    """hpr.bench scale: predicted vs measured peak RSS per run, and --recompute's memory and time vs none."""
+    md = []
+    for r in runs:
+        d = r.data
+        md += table(["preset", "layout", "predicted MiB", "measured MiB", "ratio"], [
+            [x["preset"], f"dp {x['dp']} tp {x['tp']} pp {x['pp']}", fmt(x["predicted_mib"], ".1f"),
+             fmt(x["peak_rss_mib"], ".1f"), fmt(x["ratio"], ".2f")] for x in d.get("runs", [])]) + [""]
+        rec = d.get("recompute") or {}
+        md += [f"--recompute on {rec.get('preset', '?')}, batch {rec.get('batch', '?')}, one thread (CPU time); "
+               "reference: --recompute none, same run.", ""]
+        md += table(["mode", "activations MiB", "vs none", "step ms", "vs none"], [
+            [x["mode"], fmt(x["act_mib"], ".2f"), fmt(x["act_ratio"], ".2f"), fmt(x["step_ms"], ".1f"),
+             fmt(x["time_ratio"], ".2f")] for x in rec.get("rows", [])])
+    return md
+
+
+TABLES = {"train": train_md, "layouts": layouts_md, "scale": scale_md}
 
 
 def failure_md(r):

@@ -23,7 +23,7 @@ import numpy as np
 from ..device import CPU, to_host
 from ..errors import CheckpointError, ConfigError
 from ..kernels import nn as K
-from ..nn import Block, Embedding, LayerNorm, ParamLayout, Workspace
+from ..nn import RECOMPUTE, Block, Embedding, LayerNorm, ParamLayout, Workspace
 from ..quantum.layer import QuantumLayer
 from . import kvcache, saved
 from .tokenizer import for_checkpoint
@@ -129,7 +129,8 @@ def stage_blocks(n_layers, pp):
 
 
 class GPT:
-    def __init__(self, config, seed=0, params=None, grads=None, alloc=None, tp=None, stage=(0, 1), device=None):
+    def __init__(self, config, seed=0, params=None, grads=None, alloc=None, tp=None, stage=(0, 1), device=None,
+                 recompute="none"):
         """Parameters initialised from `seed`: normal(0, config.init_std) for embeddings and matmul
         weights, init_std/sqrt(2L) for the residual projections, biases 0, LayerNorm 1.
         params/grads: optional caller-owned flat arrays; alloc(n, dtype): where to allocate the
@@ -139,9 +140,14 @@ class GPT:
         (the first has the embedding, the last the final norm and the tied head, so both hold wte).
         device: an hpr.device.Device; a GPU holds parameters, gradients and activations there (the same
         initial numbers), and tokens may be passed from the host.
+        recompute: what the blocks keep for backward, one of hpr.nn.RECOMPUTE (hpr.nn.Block): "none",
+        "attn", "mlp" or "block"; the rest is recomputed in backward, with bit-identical results.
         Every layout draws the same initial numbers for the same parameter."""
         if not isinstance(config, GPTConfig):
             raise ConfigError(f"GPT wants a GPTConfig, got {type(config).__name__}")
+        if recompute not in RECOMPUTE:
+            raise ConfigError(f"recompute {recompute!r}: use one of {', '.join(RECOMPUTE)}")
+        self.recompute = recompute
         c = config
         self.config = c
         self.dtype = np.dtype(c.dtype)
@@ -182,6 +188,7 @@ class GPT:
             self.qlayer.ws = self.ws
         for b in self.blocks:
             b.set_workspace(self.ws)
+            b.set_recompute(recompute)
         self._ready = None
         self.vocab_size = c.vocab_size  # the tokenizer's; the embedding's rows are padded past it
         self.tokenizer = None  # set by GPT.load

@@ -14,7 +14,10 @@ Usage: ``ln = LayerNorm(layout, "ln_f", C); y = ln.forward(x); dx += ...; ln.bac
 import numpy as np
 
 from ..device import xp_of
+from ..errors import ConfigError
 from ..kernels import nn as K
+
+RECOMPUTE = ("none", "attn", "mlp", "block")  # Block's activation recomputation modes
 
 
 class Workspace:
@@ -33,6 +36,10 @@ class Workspace:
         if zero:
             a[...] = 0
         return a
+
+    def buffers(self):
+        """{key: array} of every buffer held now (a new dict; the arrays are the workspace's)."""
+        return dict(self._bufs)
 
     @property
     def nbytes(self):
@@ -71,6 +78,7 @@ class Linear:
         self.W = layout.add(name + ".w", (n_in, n_out), std=std, decay=True, shard=shard_w)
         self.b = layout.add(name + ".b", (n_out,), fill=0.0, shard=shard_b) if bias else None
         self.name = name
+        self.tmp = name  # workspace key of backward's temporaries (Block shares them between blocks)
         self.ws = None
 
     def forward(self, x):
@@ -90,11 +98,11 @@ class Linear:
         """dW += x^T dy, db += sum(dy); returns dx = dy W^T (into `dx` if given)."""
         self.backward_params(dy)
         if dx is None:
-            dx = self.ws.get(self.name + ".dx", self.x.shape)
+            dx = self.ws.get(self.tmp + ".dx", self.x.shape)
         return K.matmul(dy, self.W.data.T, dx)
 
     def backward_params(self, dy):
-        tmp = self.ws.get(self.name + ".dw", self.W.shape)
+        tmp = self.ws.get(self.tmp + ".dw", self.W.shape)
         K.matmul(self.x.T, dy, tmp)
         self.W.grad += tmp
         if self.b is not None:
@@ -175,14 +183,24 @@ class CausalSelfAttention:
                           shard_b=t.qkv_columns if t else None)
         self.proj = Linear(layout, name + ".proj", C, C, std=std / np.sqrt(2 * n_layers),
                            shard_w=t.rows if t else None)
-        self.H, self.name = (H // t.size if t else H), name
+        self.H, self.name, self.tmp = (H // t.size if t else H), name, name
         self.ws = None
 
     def set_workspace(self, ws):
         self.ws = self.qkv.ws = self.proj.ws = ws
 
+    def name_buffers(self, name, tmp):
+        """Workspace keys: `name` for what forward keeps, `tmp` for backward's temporaries."""
+        self.name, self.tmp = name, tmp
+        self.qkv.name, self.qkv.tmp = name + ".qkv", tmp + ".qkv"
+        self.proj.name = self.proj.tmp = tmp + ".proj"  # its output is added to the residual at once
+
     def forward(self, x, b, t):
         """x: (N, C) -> (N, C)."""
+        return self.out_forward(self.core_forward(x, b, t))
+
+    def core_forward(self, x, b, t):
+        """Everything backward needs, no communication: qkv, the attention, y (N, C/tp)."""
         tp, ws = self.tp, self.ws
         if tp:
             x = tp.f_forward(x)
@@ -192,9 +210,13 @@ class CausalSelfAttention:
         self.y = y = ws.get(self.name + ".y", (b * t, c))
         K.attention_forward(self.qkv_out, b, t, self.H, self.saved, y)
         self.bt = (b, t)
-        if not tp:
+        return y
+
+    def out_forward(self, y):
+        """The output projection (row-parallel under tp: partial sums over the heads, then g's sum)."""
+        if not self.tp:
             return self.proj.forward(y)
-        out = tp.g_forward(self.proj.forward_nobias(y))  # partial sums over the heads, then their sum
+        out = self.tp.g_forward(self.proj.forward_nobias(y))
         out += self.proj.b.data
         return out
 
@@ -204,7 +226,7 @@ class CausalSelfAttention:
         if self.tp:
             dout = self.tp.g_backward(dout)
         dy = self.proj.backward(dout)  # (N, C/tp)
-        dqkv = self.ws.get(self.name + ".dqkv", (b * t, 3 * dy.shape[1]))
+        dqkv = self.ws.get(self.tmp + ".dqkv", (b * t, 3 * dy.shape[1]))
         K.attention_backward(dy, self.y, self.saved, self.qkv_out, b, t, self.H, dqkv)
         dx = self.qkv.backward(dqkv)
         return self.tp.f_backward(dx) if self.tp else dx
@@ -273,13 +295,27 @@ class MLP:
     def set_workspace(self, ws):
         self.ws = self.fc.ws = self.proj.ws = ws
 
+    def name_buffers(self, name, tmp):
+        """Workspace keys: `name` for what forward keeps, `tmp` for backward's temporaries."""
+        self.name = name
+        self.fc.name, self.fc.tmp = name + ".fc", tmp + ".fc"
+        self.proj.name = self.proj.tmp = tmp + ".proj"  # its output is added to the residual at once
+
     def forward(self, x):
+        return self.out_forward(self.core_forward(x))
+
+    def core_forward(self, x):
+        """Everything backward needs, no communication: fc's output and the GELU's, h (N, 4C/tp)."""
         if self.tp:
             x = self.tp.f_forward(x)
         pre = self.fc.forward_nobias(x)  # (N, 4C/tp); bias added inside the GELU kernel
         h = self.ws.get(self.name + ".h", pre.shape)
         K.gelu_forward(pre, h, self.fc.b.data)
         self.pre = pre
+        return h
+
+    def out_forward(self, h):
+        """The output projection (row-parallel under tp, joined by g)."""
         if not self.tp:
             return self.proj.forward(h)
         out = self.tp.g_forward(self.proj.forward_nobias(h))
@@ -297,7 +333,22 @@ class MLP:
 
 class Block:
     """Pre-LN residual block: x1 = x + attn(ln1(x)); x2 = x1 + mlp(ln2(x1)). Matmul weights start as
-    normal(0, std), the two residual projections as normal(0, std / sqrt(2 n_layers)) (GPT-2)."""
+    normal(0, std), the two residual projections as normal(0, std / sqrt(2 n_layers)) (GPT-2).
+
+    Activation recomputation (`recompute`, one of RECOMPUTE): what forward keeps for backward.
+      none   everything: ln1's and ln2's outputs and statistics, qkv, the attention's y and
+             log-sum-exp, x1, fc's output and the GELU's, x2.
+      attn   not the attention's own (qkv, y, the log-sum-exp): backward runs the attention's core
+             again from ln1's output, which is kept. No communication: the output projection (and
+             tp's g) is not needed for backward.
+      mlp    not the MLP's own (fc's output, the GELU's): recomputed from ln2's output, kept.
+      block  only the block's input (the previous block's x2, or the embedding): backward runs the
+             block's forward again up to the GELU (under tp that includes the attention's g, one more
+             allreduce of (N, C) per block).
+    What is recomputed lives in workspace buffers shared by every block (keys "shared.*"): they hold one
+    block's activations at a time. Backward's temporaries and the residual projections' outputs are
+    shared by every block whatever the mode (keys "tmp.*"): nothing of theirs survives a block.
+    Recomputation calls the same kernels on the same inputs, so the gradients are bit-identical."""
 
     def __init__(self, layout, i, C, H, n_layers, std=0.02, tp=None):
         p = f"h{i}"
@@ -307,18 +358,36 @@ class Block:
         self.mlp = MLP(layout, p + ".mlp", C, n_layers, std, tp)
         self.name = p
         self.ws = None
+        self.set_recompute("none")
 
     def set_workspace(self, ws):
         self.ws = self.ln1.ws = self.ln2.ws = ws
         self.attn.set_workspace(ws)
         self.mlp.set_workspace(ws)
 
+    def set_recompute(self, mode):
+        """Choose what forward keeps (class docstring) by naming the workspace buffers: a block's own
+        key for a kept activation, "shared" for one that is recomputed in backward."""
+        if mode not in RECOMPUTE:
+            raise ConfigError(f"recompute {mode!r}: use one of {', '.join(RECOMPUTE)}")
+        self.recompute = mode
+        attn = "shared" if mode in ("attn", "block") else self.name
+        mlp = "shared" if mode in ("mlp", "block") else self.name
+        norms = "shared" if mode == "block" else self.name
+        self.ln1.name, self.ln2.name = norms + ".ln1", norms + ".ln2"
+        self.attn.name_buffers(attn + ".attn", "tmp.attn")
+        self.mlp.name_buffers(mlp + ".mlp", "tmp.mlp")
+        self.x1_key = ("shared" if mode == "block" else self.name) + ".x1"
+
     def forward(self, x, b, t):
         """x: (N, C) -> (N, C); x must stay untouched until backward (ln1 keeps it)."""
-        a = self.attn.forward(self.ln1.forward(x), b, t)
-        x1 = self.ws.get(self.name + ".x1", x.shape)
+        self.x, self.bt = x, (b, t)
+        self.n1 = self.ln1.forward(x)  # (N, C), what attn / mlp recomputation starts from
+        a = self.attn.forward(self.n1, b, t)
+        x1 = self.ws.get(self.x1_key, x.shape)
         xp_of(x).add(x, a, out=x1)
-        m = self.mlp.forward(self.ln2.forward(x1))
+        self.n2 = self.ln2.forward(x1)
+        m = self.mlp.forward(self.n2)
         x2 = self.ws.get(self.name + ".x2", x.shape)
         xp_of(x).add(x1, m, out=x2)
         return x2
@@ -327,7 +396,7 @@ class Block:
         """forward for generation: attention reads and extends this block's key/value cache
         (CausalSelfAttention.forward_cached); x (B*t, C) -> (B*t, C)."""
         a = self.attn.forward_cached(self.ln1.forward(x), b, t, cache_k, cache_v, pos)
-        x1 = self.ws.get(self.name + ".x1", x.shape)
+        x1 = self.ws.get(self.x1_key, x.shape)
         xp_of(x).add(x, a, out=x1)
         m = self.mlp.forward(self.ln2.forward(x1))
         x2 = self.ws.get(self.name + ".x2", x.shape)
@@ -335,7 +404,18 @@ class Block:
         return x2
 
     def backward(self, dx):
-        """dx: dL/d(output), (N, C); turned in place into dL/d(input)."""
+        """dx: dL/d(output), (N, C); turned in place into dL/d(input). Recomputes first what forward
+        did not keep (the same kernels on the same inputs: bit-identical)."""
+        mode, (b, t) = self.recompute, self.bt
+        if mode == "block":  # x1 = x + attn(ln1(x)) again, then the MLP's core from it
+            x1 = self.ws.get(self.x1_key, self.x.shape)
+            xp_of(dx).add(self.x, self.attn.out_forward(self.attn.core_forward(self.ln1.forward(self.x), b, t)),
+                          out=x1)
+            self.mlp.core_forward(self.ln2.forward(x1))
+        elif mode == "mlp":
+            self.mlp.core_forward(self.n2)
         self.ln2.backward(self.mlp.backward(dx), dx)
+        if mode == "attn":
+            self.attn.core_forward(self.n1, b, t)
         self.ln1.backward(self.attn.backward(dx), dx)
         return dx

@@ -81,6 +81,12 @@ class TrainingData:
         self.bytes_per_token, self.entropy, self.source = bytes_per_token, entropy, source
         self.corpus, self.shards = corpus, shards
 
+    def resident_bytes(self):
+        """Bytes of the two splits: what a rank holds in memory once it has read them all (the byte
+        corpus is read whole; shards are memory-mapped, and the entropy pass touches every page)."""
+        return sum(int(s.nbytes) if hasattr(s, "nbytes") else sum(int(p.nbytes) for p in s.parts)
+                   for s in (self.train, self.val))
+
     @classmethod
     def open(cls, world, data=None, tokenizer=None, threads=None):
         """The data of --data / --tokenizer (module docstring); collective, a DataError on every rank.

@@ -10,6 +10,7 @@ import os
 from ..device import KINDS
 from ..errors import ConfigError
 from ..model import DTYPES, PRESETS
+from ..nn import RECOMPUTE
 from ..parallel.data import COMM_DTYPES
 
 BETA2 = 0.999  # PyTorch's default; on the default corpus S reaches a lower loss in 300 steps than with 0.95
@@ -58,6 +59,17 @@ def build_parser():
     g.add_argument("--bucket-mb", type=float, default=1.0, help="gradient bucket size in MiB (default 1)")
     g.add_argument("--grad-comm-dtype", default="float32", help="float32, bfloat16 or float16 (default float32)")
     g.add_argument("--zero", type=int, default=0, help="1: shard the optimizer state over ranks (ZeRO-1)")
+    g = ap.add_argument_group("memory")
+    g.add_argument("--recompute", default="none",
+                   help="activation recomputation: what the blocks do not keep for backward and run again in it "
+                        "(attn: the attention half; mlp: the MLP half; block: everything but each block's input); "
+                        "bit-identical losses, less activation memory, more time (default none)")
+    g.add_argument("--no-memory-check", action="store_true",
+                   help="run even when the memory planner (python -m hpr.plan) predicts that this layout does not "
+                        "fit the node's available memory (default: refuse it with the layouts that fit)")
+    g.add_argument("--mem-mib", type=float, default=None, metavar="MIB",
+                   help="memory the job's ranks on a node may use, for the planner's check (default: the node's "
+                        "MemAvailable; set it under a cgroup or a batch system's memory limit)")
     ap.add_argument("--peak-tflops", type=float, default=None, metavar="T",
                     help="MFU against T TFLOP/s per rank (a datasheet peak) instead of the matmul FLOP/s "
                     "measured at start (numpy's BLAS, or cuBLAS at 8192^3 on a GPU)")
@@ -116,6 +128,10 @@ def check_args(a):
         raise ConfigError(f"--grad-comm-dtype {a.grad_comm_dtype!r}: use one of {', '.join(COMM_DTYPES)}")
     if not (a.bucket_mb > 0 and math.isfinite(a.bucket_mb)):
         raise ConfigError(f"--bucket-mb must be positive, got {a.bucket_mb}")
+    if a.mem_mib is not None and not (a.mem_mib > 0 and math.isfinite(a.mem_mib)):
+        raise ConfigError(f"--mem-mib must be a positive number, got {a.mem_mib}")
+    if a.recompute not in RECOMPUTE:
+        raise ConfigError(f"--recompute {a.recompute!r}: use one of {', '.join(RECOMPUTE)}")
     if a.zero not in (0, 1):
         raise ConfigError(f"--zero {a.zero} is not supported; use 0 (replicated optimizer) or 1 (sharded)")
     if a.tp < 1 or a.pp < 1 or (a.dp is not None and a.dp < 1):

@@ -11,6 +11,7 @@ import dataclasses
 import faulthandler
 import json
 import math
+import resource
 import signal
 import sys
 import time
@@ -20,7 +21,7 @@ import numpy as np
 
 import hpr
 
-from .. import checkpoint, cpu, trace
+from .. import checkpoint, cpu, plan, trace
 from ..data import Batches
 from ..errors import CommError, HprError
 from ..faults import Faults
@@ -116,6 +117,7 @@ class Run:
     log: Any = None                # rank 0's --log-json file, while looping
     t_start: float = 0.0
     stop: Optional[StopFlag] = None  # SIGTERM / SIGUSR1 seen (installed first thing in build)
+    memory: Optional[plan.Estimate] = None  # the memory planner's line for this layout (hpr.plan)
 
     @property
     def lead(self):
@@ -149,13 +151,14 @@ class Run:
         config = dataclasses.replace(config, vocab_size=v, vocab_multiple=vocab_multiple(v, grid.tp_size))
         data.check_context(config.context)
         schedule = CosineSchedule(args.lr, args.steps, warmup_steps(args), args.min_lr_ratio)
+        memory = check_memory(args, world, grid, config, data, device)  # before the model's allocations
         tp = TensorParallel(grid.tp)
         dp, pp = grid.dp_size, grid.pp_size
 
         def make_stage(params, grads):
             alloc = grid.dp.alloc if (dp > 1 and grads is None and not device.is_gpu) else None
             return GPT(config, seed=args.seed, tp=tp, stage=(grid.pp_rank, pp), params=params, grads=grads,
-                       alloc=alloc, device=device)
+                       alloc=alloc, device=device, recompute=args.recompute)
 
         pipe = Pipeline(grid.pp, make_stage, args.accum, tied=grid.tied) if pp > 1 else None
         model = pipe.model if pipe else make_stage(None, None)
@@ -169,7 +172,7 @@ class Run:
                     weight_decay=args.weight_decay, lo=lo, hi=hi)
         check_same_params(grid.dp, model.params)  # every replica built them from the same seed: prove it
         run = cls(args, world, config, grid, model, opt, sync, tp=tp, pipe=pipe, schedule=schedule,
-                  device=device, faults=faults, data=data, stop=stop)
+                  device=device, faults=faults, data=data, stop=stop, memory=memory)
         run.resume()
         run.train = Batches(data.train, config.context, args.seed)
         run.val = Batches(data.val, config.context, args.seed + 1)
@@ -226,6 +229,12 @@ class Run:
             f"{model.grads.nbytes / 2**20:.2f} MiB, optimizer state {(opt.m.nbytes + opt.v.nbytes) / 2**20:.2f} MiB"
             + (f" (1/{dp} of {2 * model.params.size * model.params.itemsize / 2**20:.2f})" if a.zero and dp > 1
                else ""))
+        if self.memory is not None:
+            e, mib = self.memory, plan.MIB
+            say(f"memory plan (largest rank{f', stage {e.stage}' if pp > 1 else ''}; python -m hpr.plan): "
+                + ", ".join(f"{'+' if k == 'peak' else ''}{k} {v / mib:.1f}" for k, v in e.roles.items())
+                + f" -> peak {e.total / mib:.1f} MiB per rank, {e.node_total / mib:,.0f} MiB for the job"
+                + (f" (--recompute {a.recompute})" if a.recompute != "none" else ""))
         say(f"data: {self.data.source}")
         say(f"steps {a.steps}, batch {a.batch} x {config.context} = {a.batch * config.context:,} tokens/step, lr "
             f"{a.lr:g} (warmup {warmup_steps(a)}, cosine to {a.lr * a.min_lr_ratio:g}); "
@@ -361,6 +370,7 @@ class Run:
                     if dp > 1 else "") + ")"
                  + (f"; final val_loss {self.val_loss:.4f} nats/token, val_bpb {self.val_bpb:.4f} vs unigram "
                     f"entropy {self.entropy:.3f} nats/token" if self.val_loss is not None else ""))
+        self.report_memory()
         self.write_trace()
         if self.pipe is not None:
             idle = self.grid.pp.gather_obj(self.pipe.idle_s, root=0)
@@ -376,6 +386,19 @@ class Run:
                 print("--- sample ---")
                 print(self.data.decode(ids), flush=True)
 
+    def report_memory(self):
+        """The largest rank's measured peak resident memory beside the planner's prediction; with
+        --log-json the last record is {"memory": {"predicted_mib", "peak_rss_mib"}} (collective)."""
+        peak = self.world.allreduce(np.array([peak_rss_bytes()], np.float64), op="max")[0] / plan.MIB
+        if self.memory is None or not self.lead:
+            return
+        predicted = self.memory.total / plan.MIB
+        print(f"memory: peak resident {peak:.1f} MiB on the largest rank, predicted {predicted:.1f} MiB "
+              f"(ratio {peak / predicted:.2f})", flush=True)
+        if self.args.log_json:
+            with open(self.args.log_json, "a") as f:
+                f.write(json.dumps({"memory": {"predicted_mib": predicted, "peak_rss_mib": peak}}) + "\n")
+
     def write_trace(self):
         """--trace / HPR_TRACE: every rank's timeline, merged into one file by rank 0 (collective)."""
         if trace.on:
@@ -383,6 +406,26 @@ class Run:
             path = trace.finish(self.world)
             self.say(f"trace: {path} ({self.world.size} rank(s), {n:,} spans on rank 0; open it in "
                      "https://ui.perfetto.dev)")
+
+
+def peak_rss_bytes():
+    """This process's peak resident memory so far (getrusage's ru_maxrss: KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def check_memory(args, world, grid, config, data, device):
+    """The planner's Estimate of this run's layout; a ConfigError on every rank, naming the layouts
+    that fit, when the node's ranks would need more than MemAvailable (unless --no-memory-check).
+    None on a GPU or with a QuantumLayer (the planner models neither)."""
+    if device.is_gpu or config.n_qubits:
+        return None
+    job = plan.Job(config, args.batch, args.accum, args.recompute, args.bucket_mb, data.resident_bytes())
+    here = sum(1 for host, _ in world.procs if host == world.procs[world.rank][0])
+    mem = plan.mem_available() if args.mem_mib is None else int(args.mem_mib * plan.MIB)
+    mem = world.bcast_obj(None if mem is None else mem * world.size // here, root=0)  # rank 0's view, job-wide
+    if args.no_memory_check:
+        mem = None
+    return plan.check_fits(job, grid.dp_size, grid.tp_size, grid.pp_size, args.zero, world.size, mem)
 
 
 def run(args):
