@@ -34,6 +34,14 @@ class Workspace:
             a[...] = 0
         return a
 
+    def scratch(self, shape):
+        """A buffer shared by every caller that asks for this shape: for backward's temporaries (a
+        Linear's dx and weight-gradient product, attention's dqkv), each consumed before the next request
+        of its shape. One buffer per shape, not one per layer, stays in cache from layer to layer: a
+        per-layer buffer was last written a whole step earlier, and writing it again brought every line
+        back from memory (at preset S that cost the backward matmuls ~20% of their time)."""
+        return self.get(("scratch",) + tuple(shape), tuple(shape))
+
     @property
     def nbytes(self):
         """Bytes of activation memory the workspace holds now (what the layout benchmark reports)."""
@@ -73,28 +81,31 @@ class Linear:
         self.name = name
         self.ws = None
 
-    def forward(self, x):
-        """x: (N, in) -> x W + b, (N, out)."""
-        y = self.forward_nobias(x)
+    def forward(self, x, keep=True):
+        """x: (N, in) -> x W + b, (N, out). keep=False: the caller consumes the result before any other
+        layer's forward or backward asks for a buffer of its shape (a residual branch's output, added
+        to the stream at once), so it goes to the workspace's shared scratch."""
+        y = self.forward_nobias(x, keep)
         if self.b is not None:
             y += self.b.data
         return y
 
-    def forward_nobias(self, x):
+    def forward_nobias(self, x, keep=True):
         """x W without the bias, for callers that add it later (fused into GELU, or after g's sum)."""
         self.x = x
-        y = self.ws.get(self.name + ".y", (x.shape[0], self.W.shape[1]))
+        shape = (x.shape[0], self.W.shape[1])
+        y = self.ws.get(self.name + ".y", shape) if keep else self.ws.scratch(shape)
         return K.matmul(x, self.W.data, y)
 
     def backward(self, dy, dx=None):
         """dW += x^T dy, db += sum(dy); returns dx = dy W^T (into `dx` if given)."""
         self.backward_params(dy)
         if dx is None:
-            dx = self.ws.get(self.name + ".dx", self.x.shape)
+            dx = self.ws.scratch(self.x.shape)  # (never dy itself: callers pass dy from other buffers)
         return K.matmul(dy, self.W.data.T, dx)
 
     def backward_params(self, dy):
-        tmp = self.ws.get(self.name + ".dw", self.W.shape)
+        tmp = self.ws.scratch(self.W.shape)
         K.matmul(self.x.T, dy, tmp)
         self.W.grad += tmp
         if self.b is not None:
@@ -193,8 +204,8 @@ class CausalSelfAttention:
         K.attention_forward(self.qkv_out, b, t, self.H, self.saved, y)
         self.bt = (b, t)
         if not tp:
-            return self.proj.forward(y)
-        out = tp.g_forward(self.proj.forward_nobias(y))  # partial sums over the heads, then their sum
+            return self.proj.forward(y, keep=False)  # added to the residual stream at once
+        out = tp.g_forward(self.proj.forward_nobias(y, keep=False))  # partial sums over the heads, then their sum
         out += self.proj.b.data
         return out
 
@@ -204,7 +215,7 @@ class CausalSelfAttention:
         if self.tp:
             dout = self.tp.g_backward(dout)
         dy = self.proj.backward(dout)  # (N, C/tp)
-        dqkv = self.ws.get(self.name + ".dqkv", (b * t, 3 * dy.shape[1]))
+        dqkv = self.ws.scratch((b * t, 3 * dy.shape[1]))
         K.attention_backward(dy, self.y, self.saved, self.qkv_out, b, t, self.H, dqkv)
         dx = self.qkv.backward(dqkv)
         return self.tp.f_backward(dx) if self.tp else dx
@@ -281,8 +292,8 @@ class MLP:
         K.gelu_forward(pre, h, self.fc.b.data)
         self.pre = pre
         if not self.tp:
-            return self.proj.forward(h)
-        out = self.tp.g_forward(self.proj.forward_nobias(h))
+            return self.proj.forward(h, keep=False)  # added to the residual stream at once
+        out = self.tp.g_forward(self.proj.forward_nobias(h, keep=False))
         out += self.proj.b.data
         return out
 
