@@ -172,11 +172,13 @@ def blas_info():
     return [(i.get("internal_api"), i.get("num_threads")) for i in threadpool_info() if i.get("user_api") == "blas"]
 
 
-def matmul_flops(dtype="float32", n=1024, repeats=7, device=None):
+def matmul_flops(dtype="float32", n=1024, repeats=7, device=None, clock=time.perf_counter):
     """The machine's matmul FLOP/s as this process sees it now: the best of `repeats` n x n x n
     products through hpr.cpu.matmul (numpy's BLAS on num_threads() row blocks), or cuBLAS through CuPy on a GPU
     device (n raised to 8192 there: a GPU needs a large product to reach its peak), after one warm-up.
-    The reference MFU is measured against (best, not median: a peak, and robust to a neighbour's burst)."""
+    The reference MFU is measured against (best, not median: a peak, and robust to a neighbour's burst).
+    clock=time.process_time gives FLOP per CPU-second of this process (every thread): the peak a
+    CPU-time MFU is measured against, steady on a machine whose cores other processes share."""
     gpu = device is not None and device.is_gpu
     xp = device.xp if gpu else np
     n = max(n, 8192) if gpu else n
@@ -190,10 +192,10 @@ def matmul_flops(dtype="float32", n=1024, repeats=7, device=None):
     ts = []
     for _ in range(repeats):
         sync()
-        t0 = time.perf_counter()
+        t0 = clock()
         mm(a, b, out=c)
         sync()
-        ts.append(time.perf_counter() - t0)
+        ts.append(clock() - t0)
     return 2.0 * n ** 3 / min(ts)
 
 
