@@ -34,13 +34,15 @@ class Workspace:
             a[...] = 0
         return a
 
-    def scratch(self, shape):
-        """A buffer shared by every caller that asks for this shape: for backward's temporaries (a
-        Linear's dx and weight-gradient product, attention's dqkv), each consumed before the next request
-        of its shape. One buffer per shape, not one per layer, stays in cache from layer to layer: a
-        per-layer buffer was last written a whole step earlier, and writing it again brought every line
-        back from memory (at preset S that cost the backward matmuls ~20% of their time)."""
-        return self.get(("scratch",) + tuple(shape), tuple(shape))
+    def scratch(self, role, shape):
+        """A buffer shared by every layer that asks for this role and shape: for backward's temporaries
+        (a Linear's dx and weight-gradient product, attention's dqkv) and outputs added to the residual
+        stream at once, each consumed before the next request of its role and shape. One buffer per
+        role and shape, not one per layer, stays in cache from layer to layer (a per-layer buffer was
+        last written a whole step earlier, so writing it brought every line back from memory). The role
+        is part of the key: shapes of different roles coincide when N = C (a dqkv (N, 3C) is then the
+        shape of the qkv weight's gradient (C, 3C), and the two are alive together)."""
+        return self.get(("scratch", role) + tuple(shape), tuple(shape))
 
     @property
     def nbytes(self):
@@ -94,18 +96,18 @@ class Linear:
         """x W without the bias, for callers that add it later (fused into GELU, or after g's sum)."""
         self.x = x
         shape = (x.shape[0], self.W.shape[1])
-        y = self.ws.get(self.name + ".y", shape) if keep else self.ws.scratch(shape)
+        y = self.ws.get(self.name + ".y", shape) if keep else self.ws.scratch("linear.y", shape)
         return K.matmul(x, self.W.data, y)
 
     def backward(self, dy, dx=None):
         """dW += x^T dy, db += sum(dy); returns dx = dy W^T (into `dx` if given)."""
         self.backward_params(dy)
         if dx is None:
-            dx = self.ws.scratch(self.x.shape)  # (never dy itself: callers pass dy from other buffers)
+            dx = self.ws.scratch("linear.dx", self.x.shape)  # dy is never this buffer: it is consumed first
         return K.matmul(dy, self.W.data.T, dx)
 
     def backward_params(self, dy):
-        tmp = self.ws.scratch(self.W.shape)
+        tmp = self.ws.scratch("linear.dw", self.W.shape)
         K.matmul(self.x.T, dy, tmp)
         self.W.grad += tmp
         if self.b is not None:
@@ -215,7 +217,7 @@ class CausalSelfAttention:
         if self.tp:
             dout = self.tp.g_backward(dout)
         dy = self.proj.backward(dout)  # (N, C/tp)
-        dqkv = self.ws.scratch((b * t, 3 * dy.shape[1]))
+        dqkv = self.ws.scratch("attn.dqkv", (b * t, 3 * dy.shape[1]))
         K.attention_backward(dy, self.y, self.saved, self.qkv_out, b, t, self.H, dqkv)
         dx = self.qkv.backward(dqkv)
         return self.tp.f_backward(dx) if self.tp else dx
