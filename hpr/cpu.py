@@ -1,6 +1,6 @@
 """The CPU side of a rank: the compiled extension (hpr._kernels) and the instruction-set level its layer
 kernels run at (isa, set_isa: HPR_ISA), how many threads its kernels and matmuls may use (matmul splits
-a product's rows over them, each part one single-threaded BLAS call), how many cores this process has,
+a product's rows, or columns, over them, each part one single-threaded BLAS call), how many cores this process has,
 and the matmul rate MFU is measured against.
 Which kernel serves an array (numpy or CuPy) is decided in hpr.kernels (the one seam is
 hpr.kernels.dispatch), not here. Usage: ``from hpr.cpu import cpu_kernels; cpu_kernels().info()``."""
