@@ -57,7 +57,7 @@ def init(comm=None, *, abort_on_exception=True, threads=None, settings=None):
     elif settings.num_threads is None:
         set_num_threads(max(1, cpu_count() // max(1, _world.local_size)))
     else:
-        set_num_threads(settings.num_threads)  # also caps BLAS at the same count
+        set_num_threads(settings.num_threads)  # and holds BLAS to 1 thread: hpr.cpu.matmul splits rows itself
     if settings.trace:
         trace.start(settings.trace)  # HPR_TRACE: rank 0 writes every rank's timeline at exit
     trace.set_world(_world)  # at exit, an unfinished trace is gathered over this world

@@ -7,7 +7,7 @@ import sys
 from importlib import metadata
 
 import hpr
-from hpr.cpu import cpu_kernels, num_threads
+from hpr.cpu import blas_info, cpu_kernels, cpu_model, isa_summary, num_threads
 
 
 def config():
@@ -16,6 +16,7 @@ def config():
         info = cpu_kernels().info()
         lines.append(f"compiled kernels: yes (hpr._kernels), OpenMP: {'yes' if info['openmp'] else 'no'}"
                      f", OpenMP max threads: {info['omp_max_threads']}")
+        lines.append(isa_summary())
         kernels = True
     except hpr.HprError as e:
         lines.append(f"compiled kernels: MISSING — {e}")
@@ -37,8 +38,9 @@ def config():
         print("\n".join(lines))
         return 1
     comm = hpr.init()
-    lines.append(f"threads: hpr kernels {num_threads()} per rank; cores {os.cpu_count()}; "
-                 f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}")
+    lines.append(f"threads: hpr kernels {num_threads()} per rank; cores {os.cpu_count()} ({cpu_model()}); "
+                 f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}; BLAS {blas_info()} "
+                 "(held to 1 thread: matmuls split rows over hpr's threads)")
     lines.append(f"CuPy: {hpr.device.cupy_status()}")
     aware, how = hpr.device.cuda_aware()
     n_gpu = hpr.device.gpu_count()

@@ -1,6 +1,6 @@
 """The CPU side of a rank: the compiled extension (hpr._kernels) and the instruction-set level its layer
 kernels run at (isa, set_isa: HPR_ISA), how many threads its kernels and matmuls may use (matmul splits
-a product's rows over them, each part one single-threaded BLAS call), how many cores this process has,
+a product's rows, or columns, over them, each part one single-threaded BLAS call), how many cores this process has,
 and the matmul rate MFU is measured against.
 Which kernel serves an array (numpy or CuPy) is decided in hpr.kernels (the one seam is
 hpr.kernels.dispatch), not here. Usage: ``from hpr.cpu import cpu_kernels; cpu_kernels().info()``."""
@@ -112,16 +112,21 @@ def set_num_threads(n, blas=True):
 
 
 def matmul(a, b, out):
-    """out = a @ b for 2-D numpy arrays (either may be a transposed view), on this rank's threads: the
-    rows of out are cut into blocks (about 4 per thread, whole multiples of 8 rows), each block one
-    single-threaded BLAS call (numpy releases the GIL for it), taken in turn by the caller and the
-    process's pool of num_threads() - 1 helpers, so a thread the OS sets aside (a core shared with
-    another process) leaves its blocks to the others, and the call returns when every block is written
-    without waiting for a helper that never got a core. Small products run whole. Returns out."""
+    """out = a @ b for 2-D numpy arrays (either may be a transposed view), on this rank's threads: out is
+    cut along its longer side (rows, or columns when it is wider than tall: the weight gradient
+    x^T dy of a Linear is (C, 4C)) into one block per thread, whole multiples of 16 (a cache line of
+    float32), each block one single-threaded BLAS call (numpy releases the GIL for it). A row block
+    reads all of b and a column block all of a, so more blocks than threads would read them again and
+    again: 4 blocks a thread cost 1.4-1.6x the CPU time of one call on the (128, 2048) x (2048, 512)
+    and (384, 2048) x (2048, 1536) weight gradients here, one block a thread 1.0-1.15x. The blocks are
+    taken in turn by the caller and the process's pool of num_threads() - 1 helpers, so a helper that
+    never gets a core (a core shared with another process) leaves its block to the caller, and the
+    call returns when every block is written without waiting for it. Small products run whole.
+    Returns out."""
     nt = num_threads()
-    m = out.shape[0]
-    if (nt < 2 or m < 2 * 8 or 2.0 * m * a.shape[1] * out.shape[1] < SPLIT_MIN_FLOPS or a.ndim != 2
-            or b.ndim != 2 or out.shape != (a.shape[0], b.shape[1]) or a.shape[1] != b.shape[0]):
+    if (nt < 2 or 2.0 * a.shape[0] * a.shape[1] * out.shape[1] < SPLIT_MIN_FLOPS or a.ndim != 2
+            or b.ndim != 2 or out.shape != (a.shape[0], b.shape[1]) or a.shape[1] != b.shape[0]
+            or max(out.shape) < 2 * 16):
         return np.matmul(a, b, out=out)  # (a wrong shape raises numpy's own error here)
     global _pool, _blas_limit
     if _blas_limit is None:  # threads came from the config, not set_num_threads: BLAS must not add its own
@@ -130,8 +135,9 @@ def matmul(a, b, out):
         if _pool is not None:
             _pool[1].shutdown(wait=False)
         _pool = (nt, concurrent.futures.ThreadPoolExecutor(nt - 1, thread_name_prefix="hpr-matmul"))
-    per = -(-m // (4 * nt))  # ceil(m / (4 nt)) rows a block
-    step = max(8, (per + 7) // 8 * 8)
+    by_rows = out.shape[0] >= out.shape[1]
+    m = out.shape[0 if by_rows else 1]
+    step = max(16, (-(-m // nt) + 15) // 16 * 16)  # ceil(m / nt) rounded up to 16
     starts = range(0, m, step)
     blocks = iter(starts)  # next() on it is atomic under the GIL: each block is taken once
     state = {"done": 0, "error": None}
@@ -140,7 +146,10 @@ def matmul(a, b, out):
     def take():
         try:
             for lo in blocks:
-                np.matmul(a[lo:lo + step], b, out=out[lo:lo + step])
+                if by_rows:
+                    np.matmul(a[lo:lo + step], b, out=out[lo:lo + step])
+                else:
+                    np.matmul(a, b[:, lo:lo + step], out=out[:, lo:lo + step])
                 with lock:
                     state["done"] += 1
                     if state["done"] == len(starts):
@@ -163,11 +172,13 @@ def blas_info():
     return [(i.get("internal_api"), i.get("num_threads")) for i in threadpool_info() if i.get("user_api") == "blas"]
 
 
-def matmul_flops(dtype="float32", n=1024, repeats=7, device=None):
+def matmul_flops(dtype="float32", n=1024, repeats=7, device=None, clock=time.perf_counter):
     """The machine's matmul FLOP/s as this process sees it now: the best of `repeats` n x n x n
     products through hpr.cpu.matmul (numpy's BLAS on num_threads() row blocks), or cuBLAS through CuPy on a GPU
     device (n raised to 8192 there: a GPU needs a large product to reach its peak), after one warm-up.
-    The reference MFU is measured against (best, not median: a peak, and robust to a neighbour's burst)."""
+    The reference MFU is measured against (best, not median: a peak, and robust to a neighbour's burst).
+    clock=time.process_time gives FLOP per CPU-second of this process (every thread): the peak a
+    CPU-time MFU is measured against, steady on a machine whose cores other processes share."""
     gpu = device is not None and device.is_gpu
     xp = device.xp if gpu else np
     n = max(n, 8192) if gpu else n
@@ -181,10 +192,10 @@ def matmul_flops(dtype="float32", n=1024, repeats=7, device=None):
     ts = []
     for _ in range(repeats):
         sync()
-        t0 = time.perf_counter()
+        t0 = clock()
         mm(a, b, out=c)
         sync()
-        ts.append(time.perf_counter() - t0)
+        ts.append(clock() - t0)
     return 2.0 * n ** 3 / min(ts)
 
 

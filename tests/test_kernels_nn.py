@@ -265,10 +265,12 @@ def test_attention_rejects_big_heads():
         nn.attention_forward(qkv, 1, 2, 1, np.empty((1, 1, 2), np.float32), np.empty((2, 256), np.float32))
 
 
-@pytest.mark.parametrize("m,k,n", [(1, 3, 2), (17, 5, 9), (2048, 128, 384), (129, 2048, 96)])
+@pytest.mark.parametrize("m,k,n", [(1, 3, 2), (17, 5, 9), (2048, 128, 384), (129, 2048, 96), (96, 2048, 517),
+                                   (128, 2048, 512)])
 def test_matmul_splits_rows_over_threads(m, k, n, threads):
-    """nn.matmul (hpr.cpu.matmul: rows of out split over the rank's threads, each part one BLAS call) equals
-    numpy's product, for plain and transposed views, at one and two threads, odd sizes included."""
+    """nn.matmul (hpr.cpu.matmul: out split along its longer side, rows or columns, over the rank's threads,
+    each part one BLAS call) equals numpy's product, for plain and transposed views, at one and two
+    threads, odd sizes included."""
     rng = np.random.default_rng(m + n)
     a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
     out = np.full((m, n), np.nan, np.float32)

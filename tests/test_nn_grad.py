@@ -180,6 +180,21 @@ def test_block_grad():
     assert_small(check_layer(lay, lambda x: blk.forward(x, B, T), bwd, x0, names))
 
 
+def test_block_grad_when_rows_equal_channels():
+    """B*T = C: the workspace's shared backward buffers of different roles then have equal shapes (a
+    dqkv (N, 3C) and the qkv weight gradient (C, 3C)) and must still be different buffers."""
+    b, t = 2, C // 2
+    lay, blk = build(lambda lay: Block(lay, 0, C, H, n_layers=2))
+    x0 = np.random.default_rng(8).standard_normal((b * t, C))
+
+    def bwd(R):
+        dx = R.copy()
+        blk.backward(dx)
+        return dx
+    names = ["h0.ln1.w", "h0.attn.qkv.w", "h0.attn.qkv.b", "h0.attn.proj.w", "h0.mlp.fc.w", "h0.mlp.proj.w"]
+    assert_small(check_layer(lay, lambda x: blk.forward(x, b, t), bwd, x0, names))
+
+
 # ---- plain-numpy forwards: the executable spec of the layers' forward buffers ----
 
 def np_layernorm(x, w, b, eps=1e-5):

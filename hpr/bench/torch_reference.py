@@ -115,9 +115,10 @@ def adamw(model, lr):
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
 
 
-def train_step_times(cfg, batch, threads, steps, warmup, seed=0, lr=1e-3):
+def train_step_times(cfg, batch, threads, steps, warmup, seed=0, lr=1e-3, compile=False):
     """Time `steps` full float32 optimizer steps after `warmup` untimed ones, on `threads` torch threads
-    (restored afterwards). Each step draws a new (batch, T+1) block of uniform random tokens from a
+    (restored afterwards); wall seconds (step_s) and the process's CPU seconds (cpu_s, every thread).
+    compile=True runs the model through torch.compile (inductor; the warm-up steps compile it). Each step draws a new (batch, T+1) block of uniform random tokens from a
     generator seeded with `seed`: inputs are its first T columns, targets the next-token shift.
     loss_first is the first step's loss (warmup included, ~ln V), loss_last the last timed step's."""
     import torch  # lazy: optional and heavy (its OpenMP threads spin once imported)
@@ -129,24 +130,26 @@ def train_step_times(cfg, batch, threads, steps, warmup, seed=0, lr=1e-3):
         torch.manual_seed(seed)
         model = build_model(cfg).float()
         opt = adamw(model, lr)
+        run = torch.compile(model) if compile else model
         gen = torch.Generator().manual_seed(seed)
-        times, losses = [], []
+        times, cpus, losses = [], [], []
         for i in range(warmup + steps):
             tok = torch.randint(0, V, (batch, T + 1), generator=gen)  # (B, T+1)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             opt.zero_grad(set_to_none=True)
-            loss = model(tok[:, :-1], tok[:, 1:])
+            loss = run(tok[:, :-1], tok[:, 1:])
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             losses.append(loss.item())
             if i >= warmup:
                 times.append(dt)
+                cpus.append(dc)
     finally:
         torch.set_num_threads(old_threads)
     med = statistics.median(times)
-    return {"torch": torch.__version__, "threads": threads, "step_s": times, "median_s": med,
+    return {"torch": torch.__version__, "threads": threads, "step_s": times, "cpu_s": cpus, "median_s": med,
             "tokens_per_s": batch * T / med, "loss_first": losses[0], "loss_last": losses[-1],
             "n_params": sum(p.numel() for p in model.parameters())}
 
@@ -190,18 +193,19 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", metavar="FILE", help="write the step times as JSON (hpr.bench train reads it)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (inductor)")
     args = ap.parse_args(argv)
     if available() is None:
         print("torch is not installed: the PyTorch reference cannot run (pip install torch)")
         return 1
     cfg = PRESETS[args.preset]
-    r = train_step_times(cfg, args.batch, args.threads, args.steps, args.warmup, seed=args.seed)
+    r = train_step_times(cfg, args.batch, args.threads, args.steps, args.warmup, seed=args.seed, compile=args.compile)
     peak = matmul_flops(args.threads)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(r, matmul_flops=peak), f)
     achieved = model_flops_per_token(cfg) * r["tokens_per_s"]
-    print(f"torch {r['torch']}  preset {args.preset} {cfg}  batch {args.batch}  threads {r['threads']}")
+    print(f"torch {r['torch']}{' compiled' if args.compile else ''}  preset {args.preset} {cfg}  batch {args.batch}  threads {r['threads']}")
     print(f"params {r['n_params']:,}  attention kernel {sdpa_backend(cfg, args.batch)}  "
           f"loss {r['loss_first']:.4f} -> {r['loss_last']:.4f}")
     print(f"step   median {r['median_s'] * 1e3:.1f} ms  (min {min(r['step_s']) * 1e3:.1f}, "

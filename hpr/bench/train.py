@@ -1,9 +1,12 @@
-"""``python -m hpr.bench train --preset S|M [--threads K] [--device gpu] [--json FILE]``: one full training step of hpr's
+"""``python -m hpr.bench train --preset S|M [--threads K] [--no-compile] [--device gpu] [--json FILE]``: one full training step of hpr's
 GPT (forward, backward, gradient norm, AdamW) timed over several steps, with tokens/s and model FLOPs
 utilisation (achieved FLOP/s over the float32 matmul FLOP/s numpy's BLAS reaches in this same run),
 and, when PyTorch happens to be installed, the same model and recipe in PyTorch eager with the same
-thread count, side by side, with the ratio. hpr and torch alternate in rounds so drift on a noisy
-machine hits both; medians of all timed steps are compared.
+thread count, side by side, with the ratio, and a torch.compile (inductor) row when compiling works on
+the machine (--no-compile skips it). hpr and torch alternate in rounds so drift on a noisy machine hits
+both; medians of all timed steps are compared, by wall time and by the process's CPU time (on a machine
+shared with other work the CPU time is the steadier figure). The header names the CPU, the instruction
+set hpr's kernels run at and the load average.
 
 With --device gpu the step runs on one GPU (CuPy; parameters, activations and optimizer state there) and
 MFU is against the float32 and float16 matmul FLOP/s cuBLAS reaches on that GPU in this same run (the
@@ -45,26 +48,29 @@ def random_batches(config, seed=0, n_tokens=1 << 20):
 
 
 def hpr_step_times(world, config, batch, steps, warmup, seed=0, lr=1e-3, device=None):
-    """Seconds of `steps` train_steps of `batch` sequences after `warmup` untimed ones, on the ranks of
-    world (one, here), and every step's loss."""
+    """Wall seconds and CPU seconds (the process's, every thread) of `steps` train_steps of `batch`
+    sequences after `warmup` untimed ones, on the ranks of world (one, here), and every step's loss."""
     model = GPT(config, seed=seed, device=device)
     sync = DataParallel(world, model.layout)
     opt = AdamW(model.layout, model.params, model.grads)
     batches = random_batches(config, seed)
     finish = device.synchronize if device is not None else (lambda: None)
-    times, losses = [], []
+    times, cpus, losses = [], [], []
     for i in range(warmup + steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss, _, _ = train_step(model, opt, sync, lambda step: lr, batches, i + 1, batch)
         finish()
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         losses.append(loss)
         if i >= warmup:
             times.append(dt)
-    return times, losses
+            cpus.append(dc)
+    return times, cpus, losses
 
 
-def torch_in_subprocess(preset, batch, threads, steps, seed):
+def torch_in_subprocess(preset, batch, threads, steps, seed, compile=False):
+    """torch_reference's figures (step_s, cpu_s, matmul_flops) from its own process; None when it
+    failed (torch.compile needs a working C++ compiler: its failure is reported, not fatal)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "torch.json")
         cmd = [sys.executable, "-m", "hpr.bench.torch_reference", "--preset", preset, "--batch", str(batch),
@@ -72,22 +78,34 @@ def torch_in_subprocess(preset, batch, threads, steps, seed):
         env = dict(os.environ)
         if cpu.set_wait_policy:  # hpr's choice for its own OpenMP, not torch's
             env.pop("OMP_WAIT_POLICY", None)
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+        if compile:
+            r = subprocess.run(cmd + ["--compile"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+            if r.returncode != 0:
+                why = (r.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
+                print(f"torch.compile did not work here: {why[:200]}")
+                return None
+        else:
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
         with open(out) as f:
             return json.load(f)
 
 
-def main(argv=None):
+def parse_args(argv):
     ap = argparse.ArgumentParser(prog="python -m hpr.bench train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="S", help="S or M (or tiny)")
-    ap.add_argument("--threads", type=int, default=1, help="threads for BLAS, hpr's kernels and torch (default 1)")
+    ap.add_argument("--threads", type=int, default=1, help="threads for hpr's kernels and matmuls and torch (default 1)")
     ap.add_argument("--batch", type=int, default=None, help="sequences per step (default 16 for S, 8 for M)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per round (default 6 for S, 3 for M)")
     ap.add_argument("--rounds", type=int, default=2, help="hpr/torch alternations (default 2)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference even if installed")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile row (its compile takes a while)")
     ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="cpu (default) or gpu (CuPy)")
-    a = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    a = parse_args(argv)
     if a.device == "gpu":
         return gpu_main(a)
     config = GPTConfig.preset(a.preset)
@@ -97,46 +115,65 @@ def main(argv=None):
     tv = None if a.no_torch else torch_reference.available()
 
     peak = cpu.matmul_flops("float32")
+    cpu_peak = cpu.matmul_flops("float32", clock=time.process_time)
     ftok = config.flops_per_token()
     tokens = batch * config.context
     print(f"hpr.bench train: preset {a.preset} ({config.n_layers} layers, d_model {config.d_model}, context "
           f"{config.context}), batch {batch} = {tokens:,} tokens/step, {a.threads} thread(s), "
           f"{ftok / 1e6:.2f} MFLOP/token")
-    print(f"reference: numpy float32 matmul (1024^3, {cpu.blas_info()}) {peak / 1e9:.1f} GFLOP/s")
-    ht, tt, torch_peak = [], [], None
+    print(f"CPU: {cpu.cpu_model()}; {cpu.isa_summary()}; load average {os.getloadavg()[0]:.2f}")
+    print(f"reference: numpy float32 matmul (1024^3 on {a.threads} thread(s), {cpu.blas_info()}) "
+          f"{peak / 1e9:.1f} GFLOP/s wall, {cpu_peak / 1e9:.1f} GFLOP per CPU-second")
+    runs = {"hpr": ([], [])}
+    torch_peak = None
     for r in range(a.rounds):
-        t, losses = hpr_step_times(world, config, batch, steps, warmup=1, seed=r)
-        ht += t
+        t, c, _ = hpr_step_times(world, config, batch, steps, warmup=1, seed=r)
+        runs["hpr"][0].extend(t)
+        runs["hpr"][1].extend(c)
         if tv:  # in its own process: torch's OpenMP threads would otherwise spin beside hpr's next round
             res = torch_in_subprocess(a.preset, batch, a.threads, steps, seed=r)
-            tt += res["step_s"]
+            runs.setdefault(f"torch {tv}", ([], []))[0].extend(res["step_s"])
+            runs[f"torch {tv}"][1].extend(res["cpu_s"])
             torch_peak = res["matmul_flops"]
-
-    def row(name, times):
-        med = statistics.median(times)
-        tps = tokens / med
-        return {"name": name, "step_ms": med * 1e3, "tokens_per_s": tps, "mfu": tps * ftok / peak,
-                "steps": len(times)}
-
-    rows = [row("hpr", ht)]
-    if tv:
-        rows.append(row(f"torch {tv}", tt))
-    print(f"\n{'':<18}{'step ms':>10}{'tokens/s':>12}{'MFU':>7}")
-    for rw in rows:
-        print(f"{rw['name']:<18}{rw['step_ms']:>10.1f}{rw['tokens_per_s']:>12,.0f}{rw['mfu']:>7.0%}")
-    out = {"preset": a.preset, "batch": batch, "threads": a.threads, "matmul_gflops": peak / 1e9, "rows": rows}
+    if tv and not a.no_compile:
+        res = torch_in_subprocess(a.preset, batch, a.threads, steps, seed=0, compile=True)
+        if res is not None:
+            runs["torch.compile"] = (res["step_s"], res["cpu_s"])
+    rows = [step_row(name, t, c, tokens, ftok, peak, cpu_peak) for name, (t, c) in runs.items()]
+    print_rows(rows)
+    out = {"preset": a.preset, "batch": batch, "threads": a.threads, "matmul_gflops": peak / 1e9,
+           "matmul_gflops_per_cpu_s": cpu_peak / 1e9, "rows": rows,
+           "cpu_model": cpu.cpu_model(), "isa": cpu.isa()[0], "load_average": os.getloadavg()[0]}
     if tv:
         ratio = rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"]
-        out["ratio_hpr_over_torch"] = ratio
-        out["torch_matmul_gflops"] = torch_peak / 1e9
-        print(f"\nhpr / torch tokens/s: {ratio:.2f}x   (torch's own matmul: {torch_peak / 1e9:.1f} GFLOP/s; MFU of "
-              "both is against numpy's)")
+        cratio = rows[1]["cpu_ms"] / rows[0]["cpu_ms"]
+        out.update(ratio_hpr_over_torch=ratio, ratio_cpu_time=cratio, torch_matmul_gflops=torch_peak / 1e9)
+        print(f"\nhpr / torch eager tokens/s: {ratio:.2f}x wall (medians), {cratio:.2f}x CPU time; torch's own "
+              f"matmul: {torch_peak / 1e9:.1f} GFLOP/s (MFU of every row is against numpy's)")
     else:
         print("\n(no side-by-side reference: " + ("--no-torch was given)" if a.no_torch else
                                                 "PyTorch is not installed; pip install torch to get one)"))
     if a.json:
         write_json(a.json, out)
     return 0
+
+
+def step_row(name, times, cpus, tokens, ftok, peak, cpu_peak):
+    """One row of the table: medians of the wall and CPU seconds of the timed steps, the fastest step,
+    tokens/s and MFU from the wall median, and the CPU-time MFU: model FLOPs per CPU-second of the
+    step over the matmul's FLOPs per CPU-second."""
+    med, cmed = statistics.median(times), statistics.median(cpus)
+    tps = tokens / med
+    return {"name": name, "step_ms": med * 1e3, "min_ms": min(times) * 1e3, "cpu_ms": cmed * 1e3,
+            "tokens_per_s": tps, "mfu": tps * ftok / peak, "cpu_mfu": tokens * ftok / cmed / cpu_peak,
+            "steps": len(times)}
+
+
+def print_rows(rows):
+    print(f"\n{'':<18}{'step ms':>10}{'min ms':>9}{'CPU ms':>9}{'tokens/s':>12}{'MFU':>7}{'CPU MFU':>9}")
+    for rw in rows:
+        print(f"{rw['name']:<18}{rw['step_ms']:>10.1f}{rw['min_ms']:>9.1f}{rw['cpu_ms']:>9.1f}"
+              f"{rw['tokens_per_s']:>12,.0f}{rw['mfu']:>7.0%}{rw['cpu_mfu']:>9.0%}")
 
 
 def gpu_main(a):
@@ -156,7 +193,7 @@ def gpu_main(a):
           flush=True)
     times = []
     for r in range(a.rounds):
-        t, losses = hpr_step_times(world, config, batch, steps, warmup=2, seed=r, device=dev)
+        t, _, losses = hpr_step_times(world, config, batch, steps, warmup=2, seed=r, device=dev)
         times += t
     med = statistics.median(times)
     tps = tokens / med

@@ -160,8 +160,8 @@ def _matmul_any(a, b, out):
 
 @device_twin(twin=_matmul_any)
 def matmul(a, b, out):
-    """out = a @ b (2-D; transposed views welcome): hpr.cpu.matmul on numpy arrays (rows split over the
-    rank's threads, each part one single-threaded BLAS call), one cuBLAS call on CuPy arrays."""
+    """out = a @ b (2-D; transposed views welcome): hpr.cpu.matmul on numpy arrays (out cut along its longer
+    side, one block per thread of the rank, each one single-threaded BLAS call), one cuBLAS call on CuPy arrays."""
     return cpu.matmul(a, b, out)
 
 

@@ -2,7 +2,7 @@
 LayerNorm, Linear, CausalSelfAttention, MLP, Block. Each forward caches only what its backward needs
 and returns a buffer the layer owns (reused step after step: no allocation in the training loop);
 each backward ADDS into its parameters' gradient views and returns the gradient of its input.
-Matmuls go to BLAS through hpr.kernels.nn.matmul on views (no copies or transposes; rows split over the
+Matmuls go to BLAS through hpr.kernels.nn.matmul on views (no copies or transposes; out split over the
 rank's threads); everything between them is a fused kernel from hpr.kernels.nn. Never imports comm:
 model parallelism wraps these layers.
 For generation, Embedding.forward_at, CausalSelfAttention.forward_cached and Block.forward_cached run

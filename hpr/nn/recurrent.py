@@ -47,7 +47,7 @@ class LSTM:
         H = self.H
         dt = x.dtype
         self.x = x
-        a = (x.reshape(b * t, e) @ self.Wx.data).reshape(b, t, 4 * H)  # (B, T, 4H)
+        a = K.matmul(x.reshape(b * t, e), self.Wx.data, np.empty((b * t, 4 * H), dt)).reshape(b, t, 4 * H)
         a += self.b.data
         self.gates = np.empty((t, b, 4 * H), dt)   # activated gates of every step
         self.c = np.zeros((t + 1, b, H), dt)       # c[0] = 0
@@ -55,7 +55,7 @@ class LSTM:
         self.tc = np.empty((t, b, H), dt)
         for s in range(t):
             g = self.gates[s]
-            np.matmul(self.h[s], self.Wh.data, out=g)
+            K.matmul(self.h[s], self.Wh.data, g)
             g += a[:, s]
             K.lstm_cell_forward(g, self.c[s], self.c[s + 1], self.tc[s], self.h[s + 1])
         return self.h[t]
@@ -70,14 +70,14 @@ class LSTM:
         WhT = self.Wh.data.T
         for s in range(t - 1, -1, -1):
             K.lstm_cell_backward(dh, dc, self.gates[s], self.c[s], self.tc[s], da[s], dc)
-            np.matmul(da[s], WhT, out=dh)  # to h_{s-1}
+            K.matmul(da[s], WhT, dh)  # to h_{s-1}
         flat = da.transpose(1, 0, 2).reshape(b * t, 4 * H)  # (B*T, 4H) in the order of x's rows
         e = self.x.shape[2]
-        self.Wx.grad += self.x.reshape(b * t, e).T @ flat
+        self.Wx.grad += K.matmul(self.x.reshape(b * t, e).T, flat, np.empty(self.Wx.shape, dt))
         hp = self.h[:t].reshape(t * b, H)  # h_{s-1} of every step, rows in (s, b) order like da
-        self.Wh.grad += hp.T @ da.reshape(t * b, 4 * H)
+        self.Wh.grad += K.matmul(hp.T, da.reshape(t * b, 4 * H), np.empty(self.Wh.shape, dt))
         self.b.grad += da.sum(axis=(0, 1))
-        return (flat @ self.Wx.data.T).reshape(b, t, e)
+        return K.matmul(flat, self.Wx.data.T, np.empty((b * t, e), dt)).reshape(b, t, e)
 
 
 class DenseSigmoidBCE:

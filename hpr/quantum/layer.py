@@ -13,6 +13,7 @@ Usage: ``q = QuantumLayer(layout, "q", C, n_qubits=4, depth=2); y = q.forward(x)
 import numpy as np
 
 from ..device import xp_of
+from ..kernels import nn as K
 from .circuit import Circuit
 
 
@@ -53,25 +54,30 @@ class QuantumLayer:
         """x: (N, C) -> x + quantum(x), (N, C), a new buffer the layer owns."""
         self.x = x
         cdt = np.complex128 if x.dtype == np.float64 else np.complex64
-        angles = x @ self.W_in.data + self.b_in.data  # (N, n)
+        xp = xp_of(x)
+        angles = K.matmul(x, self.W_in.data, xp.empty((len(x), self.n), x.dtype))  # (N, n)
+        angles += self.b_in.data
         lo, hi = self._rows(len(x))
         z = self._gather(self.circuit.forward(angles[lo:hi], self.theta.data, cdt))  # (N, n)
         self.z = z.astype(x.dtype)
         y = self.ws.get(self.name + ".y", x.shape)
-        xp_of(x).matmul(self.z, self.W_out.data, out=y)
+        K.matmul(self.z, self.W_out.data, y)
         y += x
         return y
 
     def backward(self, dy):
         """dy: (N, C) -> dx (N, C); adds the parameter gradients."""
-        self.W_out.grad += self.z.T @ dy
-        dz = dy @ self.W_out.data.T  # (N, n)
+        xp = xp_of(dy)
+        self.W_out.grad += K.matmul(self.z.T, dy, xp.empty(self.W_out.shape, dy.dtype))
+        dz = K.matmul(dy, self.W_out.data.T, xp.empty((len(dy), self.n), dy.dtype))  # (N, n)
         lo, hi = self._rows(len(dy))
         d_ang, d_theta = self.circuit.backward(dz[lo:hi])
         d_ang = self._gather(d_ang).astype(dy.dtype)
         if self.tp is not None:
             d_theta = self.tp.allreduce_sum(d_theta)
         self.theta.grad += d_theta.astype(dy.dtype)
-        self.W_in.grad += self.x.T @ d_ang
+        self.W_in.grad += K.matmul(self.x.T, d_ang, xp.empty(self.W_in.shape, dy.dtype))
         self.b_in.grad += d_ang.sum(0)
-        return dy + d_ang @ self.W_in.data.T
+        dx = K.matmul(d_ang, self.W_in.data.T, xp.empty(dy.shape, dy.dtype))
+        dx += dy
+        return dx
