@@ -25,6 +25,7 @@ import hpr
 from hpr.convert import from_hf, to_hf, write_checkpoint
 from hpr.convert.layout import hf_name, hpr_shapes
 from hpr.convert.readers import read_torch_bin
+from hpr.data import load_tokenizer
 from hpr.model import GPT, GPTConfig
 
 ENV = dict(os.environ, HPR_TIMEOUT="60", PYTHONDONTWRITEBYTECODE="1")
@@ -147,9 +148,9 @@ def test_to_hf_loads_in_transformers_with_equal_logits(tmp_path, dtype):
         at = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
     assert "warn" not in log.getvalue().lower()
     sample = "def forward(self, x): return x  # naïve ✓ <|endoftext|>"
-    ours = hpr.model.Tokenizer.load(str(tmp_path / "ck" / "step-00000000" / "tokenizer.json"))
+    ours = load_tokenizer(str(tmp_path / "ck" / "step-00000000" / "tokenizer.json"))
     assert at(sample)["input_ids"] == ours.encode_batch([sample])[0]
-    assert at.eos_token == "<|endoftext|>" and at.eos_token_id == hf.config.eos_token_id == ours.token_to_id("<|endoftext|>")
+    assert at.eos_token == "<|endoftext|>" and at.eos_token_id == hf.config.eos_token_id == ours.eot
 
 
 def test_bytes_checkpoint_gets_a_bytes_tokenizer(tmp_path):
