@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hpr.bench import BENCHES, torch_reference
-from hpr.bench.figures import (allreduce_chart, allreduce_md, batched_chart, data_md, dp_chart, dp_md, layouts_md,
-                               oversubscribe_md, quantum_chart, quantum_md, table, train_md, training_chart)
+from hpr.bench.figures import (allreduce_chart, allreduce_md, batched_chart, data_md, dp_chart, dp_md, generate_md,
+                               layouts_md, oversubscribe_md, quantum_chart, quantum_md, table, train_md, training_chart)
 from hpr.errors import ConfigError, HprError
 
 PLOT_HINT = "pip install 'hpr[plot]'"
@@ -53,7 +53,8 @@ def plan(quick, ranks, cores):
                 ("quantum", "quantum", 0, {"--max-qubits": "16", "--budget": "0.02", "--circuit-qubits": "16",
                                             "--batch": "64"}),
                 ("oversubscribe", "oversubscribe", over, {"--ms": "5", "--repeats": "3"}),
-                ("data", "data", 0, {"--quick": None, "--vocab-size": "512"})]
+                ("data", "data", 0, {"--quick": None, "--vocab-size": "512"}),
+                ("generate", "generate", 0, {"--quick": None, "--no-transformers": None})]
     return [("allreduce", "allreduce", ranks, {"--max-bytes": "128M", "--budget": "0.2"}),
             ("train-S", "train", 0, {"--preset": "S"}),
             ("train-M", "train", 0, {"--preset": "M"}),
@@ -61,7 +62,8 @@ def plan(quick, ranks, cores):
             ("dp", "dp", ranks, {"--preset": "S"}),
             ("quantum", "quantum", 0, {"--max-qubits": "24", "--circuit-qubits": "24", "--batch": "1024"}),
             ("oversubscribe", "oversubscribe", over, {}),
-            ("data", "data", 0, {})]
+            ("data", "data", 0, {}),
+            ("generate", "generate", 0, {})]
 
 
 # ------------------------------------------------------------------------------------ files
@@ -248,6 +250,7 @@ SECTIONS = [
       ("quantum_batched.png", batched_chart, "batched workload, circuits/s")]),
     ("Ranks waiting beside a computing rank (oversubscription)", ["oversubscribe"], oversubscribe_md, []),
     ("Text to token shards", ["data"], data_md, []),
+    ("Generation with the key/value cache", ["generate"], generate_md, []),
 ]
 TABLES = {"train": train_md, "layouts": layouts_md}
 
