@@ -164,7 +164,8 @@ class Run:
 
         def make_stage(params, grads):
             alloc = grid.dp.alloc if (dp > 1 and grads is None and not device.is_gpu) else None
-            return GPT(config, seed=None if start else args.seed, tp=tp,  # --init-from: no random draw stage=(grid.pp_rank, pp), params=params, grads=grads,
+            seed = None if start else args.seed  # --init-from: no random draw, its weights are loaded
+            return GPT(config, seed=seed, tp=tp, stage=(grid.pp_rank, pp), params=params, grads=grads,
                        alloc=alloc, device=device)
 
         pipe = Pipeline(grid.pp, make_stage, args.accum, tied=grid.tied) if pp > 1 else None
