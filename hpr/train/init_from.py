@@ -93,19 +93,18 @@ def plan(args):
             raise ConfigError(f"--tokenizer {args.tokenizer} is not the tokenizer of --init-from {args.init_from}: the "
                               "model's token ids mean that folder's tokens; leave --tokenizer out")
     start = HFStart(folder, config, vocab, tok, name)
-    if args.resume:
-        check_resume(start, args.ckpt_dir)
+    if args.resume:  # the newest checkpoint's meta.json only; the resume itself checks every file's hash
+        path, meta, _ = saved.scan(args.ckpt_dir, only=())
+        if path is not None:
+            check_resume(start, path, meta)
     if args.preset is None:
         args.preset = name
     return start
 
 
-def check_resume(start, ckpt_dir):
-    """ConfigError when --resume would continue a checkpoint of --ckpt-dir that did not start from this
-    folder (meta.json only; the files' hashes are checked by the resume itself)."""
-    path, meta, _ = saved.scan(ckpt_dir, only=())
-    if path is None:
-        return
+def check_resume(start, path, meta):
+    """ConfigError when --resume would continue the checkpoint at path (its meta) that did not start from
+    this folder."""
     came = (meta.get("init_from") or {}).get("path")
     if came != start.folder:
         raise ConfigError(f"--resume with --init-from {start.folder}: the checkpoint {path} in --ckpt-dir "

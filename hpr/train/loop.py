@@ -198,7 +198,7 @@ class Run:
             path, meta = checkpoint.load(self.world, a.ckpt_dir)
             if path is not None:
                 if self.start:  # plan() checked the newest meta.json; this is the one every rank agreed on
-                    init_from.check_resume(self.start, a.ckpt_dir)
+                    init_from.check_resume(self.start, path, meta)
                 self.step0 = restore_checkpoint(self, path, meta)
                 self.say(f"resume: continuing from {path} (step {self.step0})")
                 return
