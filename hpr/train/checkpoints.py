@@ -49,7 +49,7 @@ def whole_model(run):
     full = gather_state(run, run.tp)
     if run.world.rank != 0:
         return None
-    whole = GPT(run.config, seed=run.args.seed)
+    whole = GPT(run.config, seed=None)  # no random draw: every parameter is set below
     for p in whole.layout.entries:
         p.data[...] = full["params"][p.name]
     return whole
