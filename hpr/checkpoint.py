@@ -33,14 +33,11 @@ import numpy as np
 from safetensors.numpy import load_file, save as st_save
 
 from .errors import CheckpointError, CommError
-
-FORMAT = 2  # 2: whole named tensors (layout-independent); 1 (flat buffers) is not read
-
+from .model import saved
+from .model.saved import FORMAT
 
 _HINT = "; resume from an older checkpoint (--resume skips a damaged one by itself) or delete this folder"
-
-def _name(step):
-    return f"step-{step:08d}"
+_name = saved.step_name
 
 
 # fsync of a directory that this filesystem cannot do (some network and FUSE filesystems): nothing to
@@ -78,14 +75,9 @@ def _write_file(path, data, fault=None):
 
 
 def plain_name(name, where):
-    """name, if it is a bare file or folder name (no path separator, not '.', '..' nor absolute), as
-    meta.json and `latest` must hold; else CheckpointError naming `where` (the file it came from)."""
-    seps = [s for s in (os.sep, os.altsep, "/") if s]
-    if (not isinstance(name, str) or not name or name in (".", "..") or os.path.isabs(name)
-            or any(s in name for s in seps) or "\0" in name):
-        raise CheckpointError(f"{where} names {name!r}, which is not a plain file name inside the "
-                              f"checkpoint folder (a path separator, '..' or an absolute path){_HINT}")
-    return name
+    """name, if it is a bare file or folder name, as meta.json and `latest` must hold; else
+    CheckpointError naming `where` (hpr.model.saved.plain_name, with --resume's hint)."""
+    return saved.plain_name(name, where, _HINT)
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -114,14 +106,6 @@ def _swap(new, final):
         os.rename(aside, final)  # the committed folder back under its name
         raise
     return aside
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _collective(comm, fn):
@@ -222,14 +206,6 @@ def _save(comm, ckpt_dir, step, arrays, meta, keep, fault):
     return _collective(comm, commit)
 
 
-def _steps(ckpt_dir):
-    out = []
-    for n in os.listdir(ckpt_dir):
-        if n.startswith("step-") and n[5:].isdigit():
-            out.append(int(n[5:]))
-    return sorted(out, reverse=True)
-
-
 def _prune(ckpt_dir, keep, current):
     """Keep the newest `keep` checkpoints; drop leftovers of interrupted saves."""
     for n in os.listdir(ckpt_dir):
@@ -237,52 +213,21 @@ def _prune(ckpt_dir, keep, current):
             p = os.path.join(ckpt_dir, n)
             shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.remove(p)
     if keep > 0:
-        for s in _steps(ckpt_dir)[keep:]:
+        for s in saved.steps(ckpt_dir)[keep:]:
             if s != current:
                 shutil.rmtree(os.path.join(ckpt_dir, _name(s)), ignore_errors=True)
 
 
 def validate(path):
-    """meta dict of a complete, intact checkpoint folder, or CheckpointError saying what is wrong."""
-    mp = os.path.join(path, "meta.json")
-    try:
-        with open(mp, "rb") as f:
-            meta = json.loads(f.read().decode())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: meta.json missing or unreadable ({e}){_HINT}") from None
-    if meta.get("format") != FORMAT or "files" not in meta:
-        raise CheckpointError(f"{path}: meta.json is not an hpr checkpoint of format {FORMAT}{_HINT}")
-    for fname, want in meta["files"].items():
-        fp = os.path.join(path, plain_name(fname, f"{mp}"))
-        if not os.path.exists(fp):
-            raise CheckpointError(f"{path}: {fname} is missing{_HINT}")
-        if _sha256(fp) != want:
-            raise CheckpointError(f"{path}: {fname} fails its sha256 check (corrupted or partly written){_HINT}")
-    return meta
+    """meta dict of a complete, intact checkpoint folder (every file meta.json lists present and passing
+    its sha256), or CheckpointError saying what is wrong (hpr.model.saved.validate)."""
+    return saved.validate(path, hint=_HINT)
 
 
 def find(ckpt_dir):
-    """(path, meta, warnings) of the checkpoint to resume from, or (None, None, warnings)."""
-    if not os.path.isdir(ckpt_dir):
-        return None, None, []
-    order = []
-    notes = []
-    pointer = os.path.join(ckpt_dir, "latest")
-    try:
-        with open(pointer) as f:
-            order.append(plain_name(f.read().strip(), pointer))
-    except OSError:
-        pass
-    except CheckpointError as e:  # refused, never followed: the step-* folders are tried instead
-        notes.append(f"skipping checkpoint {e}")
-    order += [_name(s) for s in _steps(ckpt_dir) if _name(s) not in order]
-    for n in order:
-        path = os.path.join(ckpt_dir, n)
-        try:
-            return path, validate(path), notes
-        except CheckpointError as e:
-            notes.append(f"skipping checkpoint {e}")
-    return None, None, notes
+    """(path, meta, warnings) of the checkpoint to resume from, or (None, None, warnings)
+    (hpr.model.saved.scan: `latest` first, then the step-* folders newest first)."""
+    return saved.scan(ckpt_dir, hint=_HINT)
 
 
 def load(comm, ckpt_dir):

@@ -76,7 +76,7 @@ def complete(model, prompts, max_tokens, sampler, stop=(), on_text=None):
     if tok is None:
         raise CheckpointError("the checkpoint has no tokenizer.json and its vocabulary is not bytes, so text "
                               "cannot be turned into its ids; put the model's tokenizer.json in the checkpoint folder")
-    eos = tok.token_to_id(END_OF_TEXT)
+    eos = tok.eot  # its end-of-text token (GPT-2: <|endoftext|>), or None
     ids = tok.encode_batch(list(prompts))
     for i, row in enumerate(ids):
         if not row:

@@ -273,6 +273,9 @@ def test_all_quick_end_to_end(tmp_path):
     with open(out / "quantum.json") as f:
         q = json.load(f)
     assert f"| {q['rows'][0]['gate']} | {q['rows'][0]['us']:.1f} |" in md
+    with open(out / "generate.json") as f:
+        g = json.load(f)["rows"][0]
+    assert f"| S | 128 | 24 | {g['hpr_tok_s']:,.1f} | {g['recompute_tok_s']:,.1f} |" in md
     if HAVE_MPL:
         assert {"allreduce.png", "training.png", "dp.png", "quantum.png"} <= files
     else:

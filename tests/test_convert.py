@@ -25,7 +25,9 @@ import hpr
 from hpr.convert import from_hf, to_hf, write_checkpoint
 from hpr.convert.layout import hf_name, hpr_shapes
 from hpr.convert.readers import read_torch_bin
+from hpr.data import load_tokenizer
 from hpr.model import GPT, GPTConfig
+from hf_models import bpe_text, hf_logits, hf_model_folder
 
 ENV = dict(os.environ, HPR_TIMEOUT="60", PYTHONDONTWRITEBYTECODE="1")
 
@@ -36,19 +38,6 @@ def random_model(config, seed=0):
     m = GPT(config, seed=seed)
     m.params += np.random.default_rng(seed + 100).standard_normal(m.n_params) * 0.05
     return m
-
-
-def bpe_text(vocab=300):
-    """tokenizer.json text of a small byte-level BPE with GPT-2's <|endoftext|>."""
-    tk = pytest.importorskip("tokenizers")
-    tok = tk.Tokenizer(tk.models.BPE())
-    tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = tk.decoders.ByteLevel()
-    trainer = tk.trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<|endoftext|>"],
-                                     initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet())
-    text = ["def forward(self, x):\n    return self.proj(x) + x\n", "the quick brown fox jumps over the lazy dog. "] * 30
-    tok.train_from_iterator(text, trainer)
-    return tok.to_str()
 
 
 def save_hpr(folder, model, tokenizer_text=None):
@@ -86,12 +75,6 @@ def load_hf(folder, dtype):
     for word in ("missing", "unexpected", "newly initialized", "not initialized", "were not used", "mismatch"):
         assert word not in text, log.getvalue()
     return m.eval()
-
-
-def hf_logits(m, tokens):
-    torch = pytest.importorskip("torch")
-    with torch.no_grad():
-        return m(torch.tensor(np.asarray(tokens, np.int64))).logits.numpy()
 
 
 TOL = {"float32": 1e-4, "float64": 1e-10}
@@ -147,9 +130,9 @@ def test_to_hf_loads_in_transformers_with_equal_logits(tmp_path, dtype):
         at = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
     assert "warn" not in log.getvalue().lower()
     sample = "def forward(self, x): return x  # naïve ✓ <|endoftext|>"
-    ours = hpr.model.Tokenizer.load(str(tmp_path / "ck" / "step-00000000" / "tokenizer.json"))
+    ours = load_tokenizer(str(tmp_path / "ck" / "step-00000000" / "tokenizer.json"))
     assert at(sample)["input_ids"] == ours.encode_batch([sample])[0]
-    assert at.eos_token == "<|endoftext|>" and at.eos_token_id == hf.config.eos_token_id == ours.token_to_id("<|endoftext|>")
+    assert at.eos_token == "<|endoftext|>" and at.eos_token_id == hf.config.eos_token_id == ours.eot
 
 
 def test_bytes_checkpoint_gets_a_bytes_tokenizer(tmp_path):
@@ -191,24 +174,6 @@ def test_a_forgotten_transpose_is_caught(tmp_path, monkeypatch):
 
 
 # ---- Hugging Face -> hpr ----
-
-def hf_model_folder(folder, dtype="float64", safe=True, vocab=None, text=None, **cfg):
-    """A random GPT2LMHeadModel saved by transformers itself (+ tokenizer.json when text is given)."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    conf = dict(vocab_size=vocab or 256, n_positions=20, n_embd=32, n_layer=2, n_head=4,
-                bos_token_id=None, eos_token_id=None)
-    conf.update(cfg)
-    m = transformers.GPT2LMHeadModel(transformers.GPT2Config(**conf)).to(getattr(torch, dtype))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.05)  # LayerNorm weights and biases random too
-    m.save_pretrained(str(folder), safe_serialization=safe)
-    if text is not None:
-        (folder / "tokenizer.json").write_text(text)
-    return m.eval()
-
 
 @pytest.mark.parametrize("fmt", ["safetensors", "bin-torch", "bin-no-torch"])
 def test_from_hf_equals_transformers(tmp_path, fmt, monkeypatch):

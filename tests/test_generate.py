@@ -14,7 +14,8 @@ import pytest
 import hpr
 from hpr.convert import from_hf, write_checkpoint
 from hpr.generate import TextStream, complete
-from hpr.model import GPT, GPTConfig, Sampler, Tokenizer, generate
+from hpr.data import load_tokenizer
+from hpr.model import GPT, GPTConfig, Sampler, generate
 
 ENV = dict(os.environ, HPR_TIMEOUT="60", PYTHONDONTWRITEBYTECODE="1")
 
@@ -110,7 +111,7 @@ def test_sampler():
 
 
 def test_stream_holds_split_utf8_and_stop_strings():
-    tok = Tokenizer.load("bytes")
+    tok = load_tokenizer("bytes")
     s = TextStream(tok)
     pieces = [s.push(b) for b in "aé✓".encode("utf-8")]
     assert pieces == ["a", "", "é", "", "", "✓"] and s.text == "aé✓"
@@ -126,7 +127,7 @@ def test_stream_holds_split_utf8_and_stop_strings():
 
 def test_complete_streams_what_generate_makes():
     m = model(seed=7)
-    m.tokenizer = Tokenizer.load("bytes")
+    m.tokenizer = load_tokenizer("bytes")
     pieces = []
     texts = complete(m, ["hé", "x"], 15, Sampler(0), on_text=lambda b, p: pieces.append((b, p)))
     want = [m.generate(p, 15, temperature=0)[len(p.encode()):].decode("utf-8", errors="replace") for p in ["hé", "x"]]

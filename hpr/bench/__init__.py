@@ -19,6 +19,7 @@ BENCHES = {
     "allreduce": ("hpr.bench.allreduce", "hpr's allreduce against MPI_Allreduce, 8 B to 256 MiB"),
     "data": ("hpr.bench.data", "text to token shards: hpr's prepare beside the tokenizers library's encode_batch"),
     "dp": ("hpr.bench.dp", "data-parallel weak scaling over 1, 2, 4.. ranks, beside PyTorch DDP when installed"),
+    "generate": ("hpr.bench.generate", "greedy decoding with the key/value cache, beside recomputation and transformers"),
     "layouts": ("hpr.bench.layouts", "every dp x tp x pp layout of the world: tokens/s, memory, bubble, bytes per axis"),
     "oversubscribe": ("hpr.bench.oversubscribe", "a computing rank beside ranks waiting in hpr's vs MPI's barrier"),
     "quantum": ("hpr.bench.quantum", "state-vector gates at 16-22 qubits: time, GB/s beside numpy's copy; a batched workload"),

@@ -243,6 +243,23 @@ def oversubscribe_md(runs, ctx):
     return md
 
 
+def generate_md(runs, ctx):
+    """hpr.bench generate: greedy decoding with the key/value cache beside recomputation and transformers."""
+    rows = []
+    for r in runs:
+        for w in r.data.get("rows", []):
+            hpr_, rec, hf = w.get("hpr_tok_s"), w.get("recompute_tok_s"), w.get("transformers_tok_s")
+            rows.append([w.get("preset", "?"), w.get("context", "?"), w.get("new_tokens", "?"), fmt(hpr_, ",.1f"),
+                         fmt(rec, ",.1f"), fmt(hpr_ / rec, ".1f") if hpr_ and rec else "–", fmt(hf, ",.1f"),
+                         fmt(hpr_ / hf, ".2f") if hpr_ and hf else "–"])
+    return (["Greedy decoding, new tokens per second of the whole call (prompt 16 tokens), 1 thread. References, "
+             "same run and same weights: recomputing the whole window for every token (hpr without the cache) "
+             "and transformers' GPT2LMHeadModel.generate (– where it is not installed); the tokens are checked "
+             "equal.", ""]
+            + table(["row", "context", "new tokens", "hpr tok/s", "recompute tok/s", "x", "transformers tok/s",
+                     "x"], rows))
+
+
 # ------------------------------------------------------------------------------------ charts
 def thousands():
     from matplotlib.ticker import FuncFormatter  # lazy: matplotlib is optional (the plot extra)

@@ -1,4 +1,4 @@
-"""``python -m hpr.bench.generate [--rows S,S-gpt2vocab,gpt2] [--threads 1] [--json FILE]``: greedy decoding
+"""``python -m hpr.bench generate [--rows S,S-gpt2vocab,gpt2] [--threads 1] [--quick] [--json FILE]``: greedy decoding
 with hpr's key/value cache, beside full recomputation (the whole window run again for every token, as
 GPT.generate did before the cache) and, when transformers is installed, GPT2LMHeadModel.generate on
 the same weights (converted by hpr.convert's table, loaded by from_pretrained in a subprocess with the
@@ -9,7 +9,10 @@ First it checks in float64 that each cached step's logits equal recomputation's 
 Rows: S (context 128, prompt 16 + 112 new tokens: the cache fills the context), S-gpt2vocab (S's
 width and depth with GPT-2's context 1024 and 50257-token vocabulary: prompt 16, 128 new), gpt2
 (GPT-2's 124M shapes, random weights: prompt 16, 128 new; recomputation only over the first
---recompute-tokens, which favours it: its later tokens would cost more)."""
+--recompute-tokens, which favours it: its later tokens would cost more). --quick: row S only, 24 new
+tokens, one repeat, the float64 check over 24 steps (a smoke run of a few seconds, as `bench all --quick`).
+--json FILE: {"rows": [{"preset", "context", "new_tokens", "hpr_tok_s", "recompute_tok_s",
+"transformers_tok_s"}]}, transformers_tok_s null when transformers is not installed (or skipped)."""
 import argparse
 import importlib.util
 import json
@@ -33,6 +36,7 @@ ROWS = {  # name: (preset, overrides, prompt tokens, new tokens, recomputed toke
     "gpt2": ("gpt2", {"vocab_size": 50257}, 16, 128, 16),
 }
 
+QUICK_TOKENS = 24  # --quick: new tokens per row, and steps of the float64 check
 
 
 def recompute(model, prompt, n):
@@ -116,6 +120,7 @@ def run_reference(a):
 
 def bench_row(name, a, use_hf):
     preset, over, n_prompt, n_new, n_re = ROWS[name]
+    n_new = min(n_new, a.new_tokens) if a.new_tokens else n_new
     config = GPTConfig.preset(preset, **over)
     model = GPT(config, seed=0)
     prompt = [int(t) for t in np.random.default_rng(1).integers(0, config.vocab_size, n_prompt)]
@@ -166,6 +171,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="BLAS / kernel / torch threads (default 1)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each, the best kept (default 3)")
     ap.add_argument("--no-transformers", action="store_true", help="skip the transformers reference")
+    ap.add_argument("--quick", action="store_true", help="row S only, 24 new tokens, 1 repeat: a smoke run")
     ap.add_argument("--json", metavar="FILE", help="write the rows as JSON")
     ap.add_argument("--hf-reference", help=argparse.SUPPRESS)  # the subprocess side
     ap.add_argument("--prompt-ids", help=argparse.SUPPRESS)
@@ -174,6 +180,9 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.hf_reference:
         return run_reference(a)
+    a.new_tokens = QUICK_TOKENS if a.quick else None
+    if a.quick:
+        a.rows, a.repeats = "S", 1
     names = [n for n in a.rows.split(",") if n]
     bad = [n for n in names if n not in ROWS]
     if bad or a.threads < 1 or a.repeats < 1:
@@ -183,8 +192,9 @@ def main(argv=None):
     use_hf = not a.no_transformers and transformers_available()
     print(f"hpr.bench generate: greedy, float32, {a.threads} thread(s), best of {a.repeats}; {cpu.cpu_model()} "
           f"({cpu.cpu_count()} cores); transformers reference: {'yes' if use_hf else 'not installed or skipped'}")
-    same, worst = check_float64()
-    print(f"cache vs recomputation, float64, preset S, 112 tokens: {'same' if same else 'DIFFERENT'} greedy tokens, "
+    steps = a.new_tokens or 112
+    same, worst = check_float64(steps)
+    print(f"cache vs recomputation, float64, preset S, {steps} tokens: {'same' if same else 'DIFFERENT'} greedy tokens, "
           f"max |logit difference| {worst:.2e} (must be <= 1e-12)", flush=True)
     problems = [] if same and worst <= 1e-12 else ["float64: the cache does not equal recomputation"]
     rows = []

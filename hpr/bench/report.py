@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hpr.bench import BENCHES, torch_reference
-from hpr.bench.figures import (allreduce_chart, allreduce_md, batched_chart, data_md, dp_chart, dp_md, fmt, layouts_md,
-                               oversubscribe_md, quantum_chart, quantum_md, table, train_md, training_chart)
+from hpr.bench.figures import (allreduce_chart, allreduce_md, batched_chart, data_md, dp_chart, dp_md, fmt,
+                               generate_md, layouts_md, oversubscribe_md, quantum_chart, quantum_md, table, train_md,
+                               training_chart)
 from hpr.errors import ConfigError, HprError
 
 PLOT_HINT = "pip install 'hpr[plot]'"
@@ -54,7 +55,8 @@ def plan(quick, ranks, cores):
                                             "--batch": "64"}),
                 ("oversubscribe", "oversubscribe", over, {"--ms": "5", "--repeats": "3"}),
                 ("data", "data", 0, {"--quick": None, "--vocab-size": "512"}),
-                ("scale", "scale", 0, {"--quick": None})]
+                ("scale", "scale", 0, {"--quick": None}),
+                ("generate", "generate", 0, {"--quick": None, "--no-transformers": None})]
     return [("allreduce", "allreduce", ranks, {"--max-bytes": "128M", "--budget": "0.2"}),
             ("train-S", "train", 0, {"--preset": "S"}),
             ("train-M", "train", 0, {"--preset": "M"}),
@@ -63,7 +65,8 @@ def plan(quick, ranks, cores):
             ("quantum", "quantum", 0, {"--max-qubits": "24", "--circuit-qubits": "24", "--batch": "1024"}),
             ("oversubscribe", "oversubscribe", over, {}),
             ("data", "data", 0, {}),
-            ("scale", "scale", 0, {"--presets": "S", "--layouts": "1x1x1,2x1x1,1x2x1"})]
+            ("scale", "scale", 0, {"--presets": "S", "--layouts": "1x1x1,2x1x1,1x2x1"}),
+            ("generate", "generate", 0, {})]
 
 
 # ------------------------------------------------------------------------------------ files
@@ -251,6 +254,7 @@ SECTIONS = [
     ("Ranks waiting beside a computing rank (oversubscription)", ["oversubscribe"], oversubscribe_md, []),
     ("Text to token shards", ["data"], data_md, []),
     ("Memory: the planner against measured peaks; activation recomputation", ["scale"], None, []),
+    ("Generation with the key/value cache", ["generate"], generate_md, []),
 ]
 
 

@@ -17,10 +17,10 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from .. import checkpoint
-from ..errors import CheckpointError, ConfigError
-from ..model import DTYPES, GPTConfig, Tokenizer, saved
-from ..model.tokenizer import FILE as TOKENIZER_FILE
-from ..model.tokenizer import for_checkpoint
+from ..data import load_tokenizer
+from ..errors import CheckpointError, ConfigError, DataError
+from ..model import DTYPES, GPTConfig, saved
+from ..model.saved import TOKENIZER as TOKENIZER_FILE
 from .layout import from_hf_config, from_hf_tensors, hf_config, to_hf_tensors
 from .readers import read_weights
 from .tokenizer_files import bytes_tokenizer_json, read_hf_tokenizer, vocab_of, write_hf_tokenizer
@@ -53,16 +53,18 @@ def staged_folder(final):
 
 def _tokenizer_text(tokenizer, path, ckpt_dir, vocab_size):
     """(tokenizer.json text, its vocabulary size) for the Hugging Face side of a checkpoint."""
-    tok = Tokenizer.load(tokenizer) if tokenizer else for_checkpoint(path, ckpt_dir, vocab_size)
+    try:
+        tok = load_tokenizer(tokenizer) if tokenizer else saved.tokenizer_of(path, ckpt_dir, vocab_size)
+    except DataError as e:
+        raise ConfigError(str(e)) from None
     if tok is None:
         raise ConfigError(f"{path} has no {TOKENIZER_FILE} and a vocabulary of {vocab_size} (not bytes); pass "
                           "--tokenizer FILE with the tokenizer the model was trained with")
-    if tok.path is None:
+    if tok.to_bytes() is None:  # bytes
         return bytes_tokenizer_json(), 256
     if tok.vocab_size > vocab_size:
-        raise ConfigError(f"{tok.path} has {tok.vocab_size} tokens, more than the model's {vocab_size}")
-    with open(tok.path, encoding="utf-8") as f:
-        return f.read(), tok.vocab_size
+        raise ConfigError(f"{tok.name} has {tok.vocab_size} tokens, more than the model's {vocab_size}")
+    return tok.to_bytes().decode("utf-8"), tok.vocab_size
 
 
 def to_hf(ckpt_dir, out_dir, tokenizer=None, dtype=None):

@@ -8,7 +8,6 @@ import json
 import os
 
 from ..errors import ConfigError
-from ..model import Tokenizer
 
 END_OF_TEXT = "<|endoftext|>"  # GPT-2's one special token: its bos, eos and unk
 
@@ -61,9 +60,9 @@ def from_vocab_merges(vocab_path, merges_path):
     return tok.to_str()
 
 
-def end_of_text_id(tok):
-    """The id of <|endoftext|> in a Tokenizer, or None."""
-    return None if tok is None else tok.token_to_id(END_OF_TEXT)
+def end_of_text_id(text):
+    """The id of <|endoftext|> in a tokenizer.json text, or None."""
+    return _tokenizers().Tokenizer.from_str(text).token_to_id(END_OF_TEXT)
 
 
 def write_hf_tokenizer(out_dir, text, context):
@@ -72,7 +71,7 @@ def write_hf_tokenizer(out_dir, text, context):
     path = os.path.join(out_dir, "tokenizer.json")
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
-    eos = end_of_text_id(Tokenizer.load(path))
+    eos = end_of_text_id(text)
     special = {"bos_token": END_OF_TEXT, "eos_token": END_OF_TEXT, "unk_token": END_OF_TEXT} if eos is not None else {}
     cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": context,
            "clean_up_tokenization_spaces": False, "add_bos_token": False, "add_eos_token": False, **special}

@@ -26,7 +26,6 @@ from ..kernels import nn as K
 from ..nn import RECOMPUTE, Block, Embedding, LayerNorm, ParamLayout, Workspace
 from ..quantum.layer import QuantumLayer
 from . import kvcache, saved
-from .tokenizer import for_checkpoint
 
 PRESETS = {
     "tiny": dict(context=16, d_model=32, n_layers=2, n_heads=4),
@@ -132,7 +131,8 @@ class GPT:
     def __init__(self, config, seed=0, params=None, grads=None, alloc=None, tp=None, stage=(0, 1), device=None,
                  recompute="none"):
         """Parameters initialised from `seed`: normal(0, config.init_std) for embeddings and matmul
-        weights, init_std/sqrt(2L) for the residual projections, biases 0, LayerNorm 1.
+        weights, init_std/sqrt(2L) for the residual projections, biases 0, LayerNorm 1; seed None:
+        no initialisation (every parameter 0), for a caller that loads all of them next (GPT.load).
         params/grads: optional caller-owned flat arrays; alloc(n, dtype): where to allocate the
         gradient buffer instead (e.g. comm.alloc, memory the node's ranks share, so data-parallel sync
         reduces it in place); tp: a hpr.parallel.TensorParallel to split heads, MLP columns and the
@@ -457,12 +457,12 @@ class GPT:
             config = GPTConfig(**{**meta["config"], **({"dtype": dtype} if dtype is not None else {})})
         except TypeError as e:
             raise CheckpointError(f"{path}: meta.json's config does not fit this hpr's GPTConfig ({e})") from None
-        tok = for_checkpoint(path, ckpt_dir, config.vocab_size)
+        tok = saved.tokenizer_of(path, ckpt_dir, config.vocab_size)
         tensors = saved.read_params(path)
         n = tp.size if tp is not None else 1
         config = dataclasses.replace(config, vocab_multiple=vocab_multiple(config.vocab_size, n))  # this tp's
         padded = config.padded_vocab
-        model = cls(config, seed=0, tp=tp)
+        model = cls(config, seed=None, tp=tp)  # no random draw: every parameter is loaded below
         for p in model.layout.entries:
             if p.name not in tensors:
                 raise CheckpointError(f"{path}: {saved.PARAMS} has no tensor {p.name!r}; the checkpoint is "

@@ -89,7 +89,8 @@ class ParamLayout:
         slice, and initialise params from `seed` (drawn in registration order, so the values do not
         depend on the buffer order). Pass `params`/`grads` to place them in memory the caller owns
         (e.g. a node-shared buffer from comm.alloc). device: a GPU hpr.device.Device puts both there
-        (initialised on the host, the same numbers, then copied)."""
+        (initialised on the host, the same numbers, then copied). seed None: no initialisation at all
+        (params zero), for a caller that overwrites every parameter next (loading weights)."""
         off = 0
         for p in self.order():
             p.offset = off
@@ -105,13 +106,18 @@ class ParamLayout:
             if a.shape != (n,) or a.dtype != np.dtype(dtype) or not a.flags.c_contiguous:
                 raise ConfigError(f"{what} must be a contiguous ({n},) {np.dtype(dtype).name} array")
         self.grads[:] = 0
-        rng = np.random.default_rng(seed)
+        if seed is None:
+            self.params[:] = 0
+        rng = np.random.default_rng(seed) if seed is not None else None
         for p in self._draws:
-            full = rng.standard_normal(p.full_shape) * p.std if p.std is not None else None
+            drawn = rng is not None and p.std is not None
+            full = rng.standard_normal(p.full_shape) * p.std if drawn else None
             if not p.owned:
                 continue  # drawn only to keep the stream the same as in every other layout
             p.data = self.params[p.offset:p.offset + p.size].reshape(p.shape)
             p.grad = self.grads[p.offset:p.offset + p.size].reshape(p.shape)
+            if rng is None:
+                continue  # seed None: left zero, the caller loads every parameter
             if full is not None:  # float64 draw of the whole tensor, then cast: same in f32/f64, any layout
                 p.data[...] = p.shard(full) if p.sharded else full
             else:

@@ -9,6 +9,8 @@ over `main`. Owns a run and its printing; not the math (hpr.model, hpr.optim) or
                   signals), finish (summary, trace, sample); run(args) and main(argv)
   checkpoints.py  a Run's state to and from hpr.checkpoint, in canonical (layout-free) form, with the
                   tokenizer its data was made with
+  init_from.py    --init-from HF_DIR: a Hugging Face GPT-2 folder checked before any work, its weights
+                  converted in memory and scattered like a resume, its tokenizer for the data
   dataset.py      TrainingData: the byte corpus, prepared token shards, or raw text prepared with
                   --tokenizer into the cache; vocabulary, unigram entropy, bits per byte, the tokenizer
 

@@ -49,7 +49,7 @@ def whole_model(run):
     full = gather_state(run, run.tp)
     if run.world.rank != 0:
         return None
-    whole = GPT(run.config, seed=run.args.seed)
+    whole = GPT(run.config, seed=None)  # no random draw: every parameter is set below
     for p in whole.layout.entries:
         p.data[...] = full["params"][p.name]
     return whole
@@ -62,7 +62,7 @@ def tokenizer_hash(run):
 
 def checkpoint_meta(run, step):
     """What a checkpoint records beside its tensors: the model, layout, data position and tokenizer,
-    schedule, optimizer."""
+    schedule, optimizer, and the Hugging Face folder a --init-from run started from."""
     a, grid, opt = run.args, run.grid, run.opt
     return {"config": dataclasses.asdict(run.config),
             "layout": {"dp": grid.dp_size, "tp": grid.tp_size, "pp": grid.pp_size, "zero": a.zero,
@@ -70,7 +70,8 @@ def checkpoint_meta(run, step):
             "seed": a.seed, "data": {"next_sample": step * a.batch, "batch": a.batch,
                                      "tokenizer": tokenizer_hash(run)},
             "schedule": {"lr": a.lr, "steps": a.steps, "warmup": a.warmup, "min_lr_ratio": a.min_lr_ratio},
-            "optimizer": {"t": opt.t, "betas": list(opt.betas), "eps": opt.eps, "weight_decay": opt.weight_decay}}
+            "optimizer": {"t": opt.t, "betas": list(opt.betas), "eps": opt.eps, "weight_decay": opt.weight_decay},
+            **({"init_from": run.start.record()} if getattr(run, "start", None) else {})}
 
 
 def save_checkpoint(run, step):

@@ -18,7 +18,11 @@ BETA2 = 0.999  # PyTorch's default; on the default corpus S reaches a lower loss
 
 def build_parser():
     ap = argparse.ArgumentParser(prog="train_lm", description="Train hpr's compact GPT on bytes or subword tokens.")
-    ap.add_argument("--preset", default="S", help=f"model size: {', '.join(PRESETS)} (default S)")
+    ap.add_argument("--preset", default=None, help=f"model size: {', '.join(PRESETS)} (default S; with --init-from: "
+                    "the folder's shape)")
+    ap.add_argument("--init-from", default=None, metavar="HF_DIR",
+                    help="start from a GPT-2-architecture Hugging Face folder's weights (converted in memory) and "
+                    "train with its tokenizer: --data text is prepared with it, --data shards must match it")
     ap.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
     ap.add_argument("--batch", type=int, default=16, help="sequences per optimizer step (default 16)")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
@@ -91,8 +95,11 @@ def build_parser():
 
 
 def check_args(a):
-    """Every bad flag as a ConfigError, before any work or file is touched."""
-    if a.preset not in PRESETS:
+    """Every bad flag as a ConfigError, before any work or file is touched. --preset left out becomes S
+    (without --init-from, whose folder gives the shape: hpr.train.init_from.plan)."""
+    if a.preset is None and not getattr(a, "init_from", None):
+        a.preset = "S"
+    if a.preset is not None and a.preset not in PRESETS:
         raise ConfigError(f"unknown --preset {a.preset!r}; choose one of {', '.join(PRESETS)}")
     if a.dtype not in DTYPES:
         raise ConfigError(f"unknown --dtype {a.dtype!r}; use one of {', '.join(DTYPES)}")

@@ -30,8 +30,9 @@ from ..model.gpt import stage_blocks
 from ..optim import AdamW, CosineSchedule
 from ..parallel import DataParallel, Pipeline, ProcessGrid, TensorParallel, check_replicas, check_same_params
 from ..parallel.schedule import bubble_fraction
+from . import init_from
 from .checkpoints import restore_checkpoint, save_checkpoint, whole_model
-from .dataset import TrainingData
+from .dataset import TrainingData, is_prepared
 from .flags import build_parser, check_args, warmup_steps
 from .step import evaluate, train_step
 
@@ -118,6 +119,7 @@ class Run:
     t_start: float = 0.0
     stop: Optional[StopFlag] = None  # SIGTERM / SIGUSR1 seen (installed first thing in build)
     memory: Optional[plan.Estimate] = None  # the memory planner's line for this layout (hpr.plan)
+    start: Optional[init_from.HFStart] = None  # --init-from's folder, else None
 
     @property
     def lead(self):
@@ -132,6 +134,7 @@ class Run:
         """Every rank: check the flags, start hpr, and wire the job (collective)."""
         stop = StopFlag()  # before the long setup: a signal during it is kept for the first step boundary
         check_args(args)
+        start = init_from.plan(args)  # --init-from: its config.json, tokenizer and flags, on every rank
         world = hpr.init(threads=args.threads)
         device = hpr.device.select(args.device, world)
         if not faulthandler.is_enabled():
@@ -139,15 +142,22 @@ class Run:
         faults = Faults.from_config(world.rank)  # HPR_FAULT (tests only); None otherwise
         if args.trace:
             trace.start(args.trace)  # HPR_TRACE needs nothing here: hpr.init starts it
-        config = GPTConfig.preset(args.preset, dtype=args.dtype, n_qubits=args.qubits, q_depth=args.q_depth)
-        # no vocab_size: the vocabulary is padded to a multiple of tp below, whatever the tokenizer's
+        config = start.config if start else GPTConfig.preset(args.preset, dtype=args.dtype, n_qubits=args.qubits,
+                                                             q_depth=args.q_depth)
+        # the vocabulary (the tokenizer's, or --init-from's config.json's) is padded for tp below
         grid = ProcessGrid(world, dp=args.dp, tp=args.tp, pp=args.pp, n_heads=config.n_heads,
                            d_model=config.d_model, n_layers=config.n_layers, batch=args.batch,
                            micro_batches=args.accum)
         if faults is not None:
             faults.stall_setup()
-        data = TrainingData.open(world, args.data, args.tokenizer, threads=cpu.num_threads())
-        v = data.vocab_size
+        weights = init_from.weights(world, start) if start else None  # rank 0's; checked before the data
+        tok = args.tokenizer  # --init-from: text is prepared with the folder's; shards are checked against it
+        if start and start.tokenizer and not is_prepared(args.data):
+            tok = start.tokenizer
+        data = TrainingData.open(world, args.data, tok, threads=cpu.num_threads())
+        if start:  # the model's ids are its tokenizer's: shards of another one are refused (DataError)
+            data.check_tokenizer(start.tokenizer.hash if start.tokenizer else "bytes", f"--init-from {start.folder}")
+        v = start.vocab if start else data.vocab_size
         config = dataclasses.replace(config, vocab_size=v, vocab_multiple=vocab_multiple(v, grid.tp_size))
         data.check_context(config.context)
         schedule = CosineSchedule(args.lr, args.steps, warmup_steps(args), args.min_lr_ratio)
@@ -157,7 +167,8 @@ class Run:
 
         def make_stage(params, grads):
             alloc = grid.dp.alloc if (dp > 1 and grads is None and not device.is_gpu) else None
-            return GPT(config, seed=args.seed, tp=tp, stage=(grid.pp_rank, pp), params=params, grads=grads,
+            seed = None if start else args.seed  # --init-from: no random draw, its weights are loaded
+            return GPT(config, seed=seed, tp=tp, stage=(grid.pp_rank, pp), params=params, grads=grads,
                        alloc=alloc, device=device, recompute=args.recompute)
 
         pipe = Pipeline(grid.pp, make_stage, args.accum, tied=grid.tied) if pp > 1 else None
@@ -172,8 +183,8 @@ class Run:
                     weight_decay=args.weight_decay, lo=lo, hi=hi)
         check_same_params(grid.dp, model.params)  # every replica built them from the same seed: prove it
         run = cls(args, world, config, grid, model, opt, sync, tp=tp, pipe=pipe, schedule=schedule,
-                  device=device, faults=faults, data=data, stop=stop, memory=memory)
-        run.resume()
+                  device=device, faults=faults, data=data, stop=stop, memory=memory, start=start)
+        run.resume(weights)
         run.train = Batches(data.train, config.context, args.seed)
         run.val = Batches(data.val, config.context, args.seed + 1)
         run.entropy = data.entropy
@@ -182,17 +193,22 @@ class Run:
         run.peak = float(world.allreduce(np.array([mine]), op="sum")[0])  # the whole job's
         return run
 
-    def resume(self):
-        """--resume: this rank's part of the newest intact checkpoint in --ckpt-dir, if there is one."""
+    def resume(self, weights=None):
+        """--resume: this rank's part of the newest intact checkpoint in --ckpt-dir, if there is one; else
+        (or without --resume) --init-from's weights (rank 0's `weights`, scattered), if given."""
         a = self.args
-        if not a.resume:
-            return
-        path, meta = checkpoint.load(self.world, a.ckpt_dir)
-        if path is None:
+        if a.resume:
+            path, meta = checkpoint.load(self.world, a.ckpt_dir)
+            if path is not None:
+                if self.start:  # plan() checked the newest meta.json; this is the one every rank agreed on
+                    init_from.check_resume(self.start, path, meta)
+                self.step0 = restore_checkpoint(self, path, meta)
+                self.say(f"resume: continuing from {path} (step {self.step0})")
+                return
             self.say(f"resume: no checkpoint in {a.ckpt_dir} yet; starting from step 0")
-        else:
-            self.step0 = restore_checkpoint(self, path, meta)
-            self.say(f"resume: continuing from {path} (step {self.step0})")
+        if self.start:
+            init_from.load(self, weights)
+            self.say(f"init: weights of {self.start.folder} (Hugging Face GPT-2, converted in memory)")
 
     # -- the banner ------------------------------------------------------------------------------------
     def describe(self):
@@ -204,7 +220,7 @@ class Run:
             say(f"HPR_FAULT={self.faults.spec!r} is set: faults will be injected (tests only)")
         vocab = "" if self.data.corpus is not None else f", vocabulary {config.vocab_size}" + (
             f" padded to {config.padded_vocab}" if config.padded_vocab != config.vocab_size else "")
-        say(f"hpr {a.preset}: {self.model.layout.full_size:,} parameters "
+        say(f"hpr {a.preset or 'model'}: {self.model.layout.full_size:,} parameters "
             f"({config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads, context {config.context}"
             f"{vocab}, {config.dtype})")
         if self.device.is_gpu:
