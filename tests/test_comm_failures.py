@@ -152,6 +152,42 @@ def test_the_first_collective_has_a_deadline(tmp_path, env, first):
     assert 1.9 <= float(line[0].split()[1]) < 6, line[0]
 
 
+SETUP_CALLS = {  # what rank 0 runs while rank 1 sleeps, and the operation its CommTimeout names
+    "init": ("hpr.init(abort_on_exception=False)", "communicator setup"),
+    "Communicator": ("hpr.comm.Communicator(MPI.COMM_WORLD)", "communicator setup"),
+    "split": ("world.split(0)", "split"),
+    "cuda_aware": ("world.cuda_aware", "cuda-aware agreement"),
+}
+
+
+@pytest.mark.parametrize("call", list(SETUP_CALLS))
+def test_building_a_communicator_has_a_deadline(tmp_path, env, call):
+    """Making a Communicator (hpr.init, Communicator(), split) and its first CUDA-aware agreement run
+    MPI's blocking collectives (allgather, Dup, Split, the node split): a point-to-point meeting under
+    the deadline comes first, so a rank that never comes is named instead of waited for forever.
+    (Before: rank 0 hung in mpi4py's allgather / Split / allreduce until the job limit.)"""
+    code, want = SETUP_CALLS[call]
+    both = "init" not in call and "Communicator" not in call  # the call after a good hpr.init on both ranks
+    p, took = launch(2, f"""
+        import time, hpr, hpr.comm
+        from mpi4py import MPI  # MPI starts on both ranks; only the communicator is missing
+        world = hpr.init(abort_on_exception=False) if {both} else None
+        if MPI.COMM_WORLD.Get_rank() == 0:
+            t0 = time.perf_counter()
+            try:
+                {code}
+            except hpr.CommTimeout as e:
+                print("TIMEOUT: %.1f" % (time.perf_counter() - t0), e, flush=True)
+        else:
+            time.sleep(8)  # never builds it
+        """, tmp_path, env, limit=45, HPR_TIMEOUT=2)
+    line = [ln for ln in p.out.splitlines() if ln.startswith("TIMEOUT:")]
+    assert line, (p.code, p.out + p.err)
+    assert re.search(f" {want} #\\d+ on rank 0 of 2 timed out after 2 s waiting for rank 1\\.", line[0]), line[0]
+    assert 1.9 <= float(line[0].split()[1]) < 6, line[0]
+    assert p.code == 0, p.out + p.err
+
+
 def test_a_broken_communicator_stays_broken(tmp_path, env):
     """After a collective times out, every later call on that communicator raises CommError at once,
     naming the first failure, instead of running with the ranks' counters out of step."""

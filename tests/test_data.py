@@ -118,6 +118,23 @@ def test_damaged_cache_is_detected_and_rebuilt(tmp_path, cache_dir, damage):
     assert not list(cache_dir.glob("*.tmp*"))
 
 
+def test_cache_write_does_not_follow_a_planted_symlink(tmp_path, cache_dir):
+    """The cache is written under an unpredictable temporary name (mkstemp), never through a link another
+    user planted at a guessable one: the old name, CACHE.tmp.PID, opened with open(..., "wb"), followed a
+    symlink there and overwrote the file it pointed at."""
+    make_folder(tmp_path / "corpus")
+    good = Corpus.load(tmp_path / "corpus")
+    want = open(good.cache_path, "rb").read()
+    os.remove(good.cache_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"not yours")
+    for name in (f"{good.cache_path}.tmp.{os.getpid()}", f"{good.cache_path}.tmp"):
+        os.symlink(victim, name)
+    again = Corpus.load(tmp_path / "corpus")
+    assert victim.read_bytes() == b"not yours"
+    assert not os.path.islink(again.cache_path) and open(again.cache_path, "rb").read() == want
+
+
 def test_unwritable_cache_dir_warns_once_and_works(tmp_path):
     make_folder(tmp_path / "corpus")
     (tmp_path / "a_file").write_bytes(b"")

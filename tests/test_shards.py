@@ -9,9 +9,12 @@ import subprocess
 import sys
 import time
 import zlib
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
+import hpr.data.__main__ as cli
 
 from hpr.data import Batches, ByteTokenizer, TokenShards, load_tokenizer, prepare, train_bpe
 from hpr.data.shards import HEADER, SHARD_NAME, open_shard
@@ -341,3 +344,19 @@ def test_command_line(tmp_path, corpus):
     assert info.returncode == 0 and "checksum checked" in info.stdout
     bad = run("prepare", "--data", tmp_path / "none", "--tokenizer", "bytes", "--out", tmp_path / "q")
     assert bad.returncode == 2 and "error: data path" in bad.stderr and "does not exist" in bad.stderr
+
+
+def test_tokenizer_threads_per_rank(monkeypatch):
+    """python -m hpr.data sizes the tokenizer library's thread pool (RAYON_NUM_THREADS): prepare gives each
+    rank its share of the node's cores; training a tokenizer, where rank 0 works alone, gives it all of
+    them; a size the user set is left alone."""
+    monkeypatch.setattr(cli, "cpu_count", lambda: 8)
+    comm = SimpleNamespace(size=4, layout=SimpleNamespace(per_node=4))
+    for alone, want in ((False, "2"), (True, "8")):
+        monkeypatch.delenv("RAYON_NUM_THREADS", raising=False)
+        monkeypatch.delenv("RAYON_RS_NUM_CPUS", raising=False)
+        cli.share_cores(comm, alone=alone)
+        assert os.environ["RAYON_NUM_THREADS"] == want
+    monkeypatch.setenv("RAYON_NUM_THREADS", "3")
+    cli.share_cores(comm, alone=True)
+    assert os.environ["RAYON_NUM_THREADS"] == "3"

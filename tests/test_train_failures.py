@@ -278,3 +278,14 @@ def test_bad_failure_flags_are_rejected(corpus, env, tmp_path):
     assert code == 2 and err.startswith("error: --max-bad-steps must be >= 1"), err
     code, out, err, _ = job(corpus, env, tmp_path, "--steps", 2, n=1, fault="kill@step=two")
     assert code == 2 and "error: HPR_FAULT='kill@step=two'" in err and "Traceback" not in err, err
+
+
+def test_a_run_with_hpr_fault_set_says_so_once_on_rank_0(corpus, env, tmp_path):
+    """HPR_FAULT in production would inject faults: a run that has it prints a banner, once (rank 0, not
+    every rank), and a run without it prints none. The fault here (step 99) never fires."""
+    banner = "is set: faults will be injected (tests only)"
+    out, err = succeeded(job(corpus, env, tmp_path, "--steps", 1, fault="drift@step=99,rank=1"))
+    lines = [ln for ln in (out + err).splitlines() if banner in ln]
+    assert lines == ["HPR_FAULT='drift@step=99,rank=1' " + banner], out + err
+    out, err = succeeded(job(corpus, env, tmp_path, "--steps", 1))
+    assert "HPR_FAULT" not in out + err, out + err

@@ -18,7 +18,6 @@ Usage::
     buf.finish()                               # a staged result goes back into x
 """
 import numpy as np
-from mpi4py import MPI
 
 from ..device import Staging, cuda_aware, cupy, is_device_array
 from ..errors import ConfigError
@@ -77,10 +76,11 @@ class Buffer:
 
 
 class Buffers:
-    """The adapter of one Communicator: turns its users' arrays into Buffers."""
+    """The adapter of one Communicator: turns its users' arrays into Buffers. agree_min(value, op): the
+    smallest of every rank's integer value, agreed under the communicator's deadline (Channel.agree_min)."""
 
-    def __init__(self, mpi, config):
-        self._mpi = mpi  # the user's communicator: the CUDA-aware answer is agreed over it
+    def __init__(self, config, agree_min):
+        self._agree_min = agree_min  # the CUDA-aware answer is agreed over the communicator's ranks
         self._config = config
         self._aware = None
         self._staging = None
@@ -94,7 +94,7 @@ class Buffers:
             mine = self._config.cuda_aware
             if mine is None:
                 mine = cuda_aware()[0]
-            self._aware = bool(self._mpi.allreduce(int(mine), op=MPI.MIN))  # setup only
+            self._aware = bool(self._agree_min(int(mine), "cuda-aware agreement"))  # under the deadline
         return self._aware
 
     def adapt(self, x, what, *, read=True, write=True, keep=False, host=False):

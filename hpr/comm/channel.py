@@ -34,27 +34,49 @@ _KINDS = {"allreduce": 1, "reduce_scatter": 2, "allgather": 3, "broadcast": 4, "
 _DTYPE_NAMES = {0: "float16", 1: "bfloat16", 2: "float32", 3: "float64", 4: "int32", 5: "int64", -1: "-"}
 _OP_NAMES = {0: "sum", 1: "max", 2: "min", 3: "avg", -1: "-"}
 _warned = set()  # the fallbacks already announced by this process (each once)
+SETUP_TAG = 32000  # setup_meeting's messages on the user's communicator (MPI allows tags up to >= 32767)
 
 
 class Link:
     """Point-to-point messages of one collective context, waited on politely under its deadline (the
-    OpContext in ctx, set by the channel per operation, carries the deadline and the spin)."""
+    OpContext in ctx, set by the channel per operation, carries the deadline and the spin). tag: the
+    tag of its messages (alg.TAG on a channel's own communicator; SETUP_TAG on the user's)."""
 
-    __slots__ = ("mpi", "rank", "size", "ctx")
+    __slots__ = ("mpi", "rank", "size", "ctx", "tag")
 
-    def __init__(self, mpi):
-        self.mpi, self.rank, self.size, self.ctx = mpi, mpi.Get_rank(), mpi.Get_size(), None
+    def __init__(self, mpi, tag=alg.TAG):
+        self.mpi, self.rank, self.size, self.ctx, self.tag = mpi, mpi.Get_rank(), mpi.Get_size(), None, tag
 
     def sendrecv(self, sbuf, dest, rbuf, src):
-        rr = self.mpi.Irecv(as_bytes(rbuf), src, alg.TAG)
-        rs = self.mpi.Isend(as_bytes(sbuf), dest, alg.TAG)
+        rr = self.mpi.Irecv(as_bytes(rbuf), src, self.tag)
+        rs = self.mpi.Isend(as_bytes(sbuf), dest, self.tag)
         wait_all([rr, rs], [src, dest], self.ctx)
 
     def send(self, buf, dest):
-        wait_all([self.mpi.Isend(as_bytes(buf), dest, alg.TAG)], [dest], self.ctx)
+        wait_all([self.mpi.Isend(as_bytes(buf), dest, self.tag)], [dest], self.ctx)
 
     def recv(self, buf, src):
-        wait_all([self.mpi.Irecv(as_bytes(buf), src, alg.TAG)], [src], self.ctx)
+        wait_all([self.mpi.Irecv(as_bytes(buf), src, self.tag)], [src], self.ctx)
+
+
+def rank_name(world_ranks, r):
+    """Rank r of a communicator as a timeout message names it (with its world rank when it differs)."""
+    w = world_ranks[r] if world_ranks is not None else r
+    return str(r) if w == r else f"{r} (world rank {w})"
+
+
+def setup_meeting(mpi, config, world_ranks, op):
+    """A barrier of point-to-point messages on the user's communicator mpi, under config's deadline,
+    before the blocking MPI calls that make a Communicator (allgather, Dup, the node split): past it
+    every rank is in that setup, so those calls cannot wait forever for a rank that never comes; a
+    rank that does not arrive is a CommTimeout naming it. Its messages carry SETUP_TAG, a tag of
+    hpr's on the user's communicator (user messages with another tag never meet them)."""
+    if mpi.Get_size() == 1:
+        return
+    link = Link(mpi, SETUP_TAG)
+    link.ctx = OpContext(op, 1, link.rank, link.size, config.timeout, lambda r: rank_name(world_ranks, r),
+                         None, config.spin_seconds(link.size, cpu_count()))
+    alg.dissemination_barrier(link, np.zeros(1, np.uint8))
 
 
 class Health:
@@ -167,8 +189,7 @@ class Channel:
     # -- contexts --------------------------------------------------------------------------------
     def name(self, r):
         """Rank r of this communicator as a timeout message names it (with its world rank)."""
-        w = self.world_ranks[r] if self.world_ranks is not None else r
-        return str(r) if w == r else f"{r} (world rank {w})"
+        return rank_name(self.world_ranks, r)
 
     def context(self, op, seq):
         """An OpContext for operation op #seq over this communicator's ranks: its deadline and spin."""
@@ -227,6 +248,17 @@ class Channel:
             warnings.warn(f"hpr: {what} could not be made ({why or 'on another rank'}); collectives inside "
                           "a node use point-to-point messages instead (slower)", RuntimeWarning, stacklevel=2)
         return False
+
+    @guarded
+    def agree_min(self, value, op):
+        """The smallest of every rank's integer value, under the deadline (op names the agreement in a
+        timeout message): an agreement made once, e.g. whether MPI is CUDA-aware."""
+        self.begin(op, False)
+        table = np.zeros(self.size, np.int64)
+        table[self.rank] = value
+        if self.size > 1:
+            alg.ring_allgather_blocks(self.link, table, list(range(self.size + 1)))
+        return int(table.min())
 
     def cross(self):
         """Ranks with the same node rank on every node, ordered by node (for hierarchical)."""

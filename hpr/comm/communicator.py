@@ -25,13 +25,14 @@ from .. import config as hpr_config
 from ..errors import ConfigError
 from ..kernels.reduce import dtype_code
 from .buffers import Buffers, as_bytes, reduction_codes
-from .channel import Channel, Health
+from .channel import Channel, Health, setup_meeting
 from .progress import Handle, Progress, Request
 from .wait import wait_all
 
 
 class Communicator:
-    """A group of ranks and hpr's collectives over it. Creating one is collective over ``mpi``.
+    """A group of ranks and hpr's collectives over it. Creating one is collective over ``mpi``, under
+    the deadline: a rank that never comes is a CommTimeout naming it (channel.setup_meeting).
 
     config: the hpr.config.CommConfig it runs with (algorithm, deadline, checks, node engine sizes,
     CUDA-aware MPI); default ``hpr.config.current().comm``. timeout: seconds, overrides config.timeout."""
@@ -53,12 +54,15 @@ class Communicator:
         self.world_ranks = MPI.Group.Translate_ranks(mpi.Get_group(), list(range(self.size)),
                                                      MPI.COMM_WORLD.Get_group())
         self._allocs = []
+        # the setup below is MPI's blocking collectives: a meeting under the deadline comes first, so a
+        # rank that never arrives is a CommTimeout naming it, not a hang
+        setup_meeting(mpi, config, self.world_ranks, "communicator setup")
         self.procs = mpi.allgather((socket.gethostname(), os.getpid()))  # setup only: names the dead
         self._health = Health()  # broken after the first failed collective, for every channel
         self._main = Channel(mpi.Dup(), config, self.world_ranks, self._allocs, self.procs, self._health)
         self._bg = None  # the Progress thread of iallreduce, made on first use
         self._p2p_seq = 0
-        self._buffers = Buffers(mpi, config)
+        self._buffers = Buffers(config, self._main.agree_min)
 
     def __repr__(self):
         return f"<hpr.Communicator rank {self.rank} of {self.size}>"
@@ -126,6 +130,7 @@ class Communicator:
     def split(self, color, key=0):
         """Ranks with the same color form a new Communicator, ordered by key (then by rank), with this
         one's config."""
+        self._main.meet("split")  # under the deadline: MPI's Split blocks until every rank calls it
         sub = self.mpi.Split(color, key)
         return None if sub == MPI.COMM_NULL else Communicator(sub, config=self.config)
 

@@ -63,11 +63,13 @@ def build_parser():
     return ap
 
 
-def share_cores(comm):
-    """The tokenizer library's thread pool (rayon) gets this rank's share of the node's cores, unless the
-    user set its size; it is read when the pool starts, at the first encoding."""
+def share_cores(comm, alone=False):
+    """The tokenizer library's thread pool (rayon) gets this rank's share of the node's cores (alone: all
+    of them, when rank 0 works alone, as in training a tokenizer: the other ranks wait in MPI's finalize
+    without using a core), unless the user set its size; it is read when the pool starts, at the first
+    encoding."""
     if "RAYON_NUM_THREADS" not in os.environ and "RAYON_RS_NUM_CPUS" not in os.environ:
-        per_node = comm.layout.per_node or comm.size
+        per_node = 1 if alone else comm.layout.per_node or comm.size
         os.environ["RAYON_NUM_THREADS"] = str(max(1, cpu_count() // max(1, per_node)))
 
 
@@ -142,7 +144,7 @@ def _stop(signum, frame):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     comm = hpr.init()
-    share_cores(comm)
+    share_cores(comm, alone=args.command != "prepare")  # tokenizer and info: rank 0 alone
     signal.signal(signal.SIGTERM, _stop)
     try:
         return {"tokenizer": train_tokenizer, "prepare": prepare_shards, "info": info}[args.command](args, comm)
