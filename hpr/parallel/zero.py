@@ -230,7 +230,7 @@ class ZeroShards:
             self.grads[s:s + b - a] += mine
             release(self.layout.grads, lo, hi)
             if trace.on:
-                track = f"grad chunk {c}"
+                track = f"grad bucket {c}"
                 trace.add("queued", track, queued, h.t_start)
                 trace.add("reduce_scatter", track, h.t_start, h.t_done, elements=hi - lo)
                 if wait:
