@@ -292,7 +292,7 @@ class GPT:
                 self._ready = ("act", x.shape)
             return x
         self._need("head", "forward")
-        self._need("embedding", "forward")  # the tied head reads wte
+        self._need("embedding", None)  # the tied head reads wte (no prefetch: backward comes next)
         if self.qlayer is not None:
             x = self.qlayer.forward(x)
         xf = self.ln_f.forward(x)  # (N, C)
@@ -349,7 +349,7 @@ class GPT:
         if self.last:
             _, xf, dlogits = ready
             self._need("head", "backward")
-            self._need("embedding", "backward")
+            self._need("embedding", None)
             if scale != 1.0:
                 dlogits *= self.dtype.type(scale)
             wte = self.emb.wte

@@ -289,7 +289,7 @@ class ParamGather:
 
     def need(self, unit, direction="forward"):
         """Make the unit's whole parameters present (waiting for its gather), then prefetch the next
-        unit in this direction."""
+        unit in this direction ("forward", "backward"; None: no prefetch)."""
         if unit not in self.plan.units:
             return  # not on this pipeline stage
         self._start(unit)
@@ -306,7 +306,7 @@ class ParamGather:
             self.wait_s += time.perf_counter() - t0
             if trace.on:
                 trace.add(f"wait gather {unit}", "compute", w0, trace.now())
-        order = self.order[direction]
+        order = self.order.get(direction, ())
         if unit in order:
             i = order.index(unit)
             if i + 1 < len(order):

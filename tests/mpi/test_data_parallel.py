@@ -165,3 +165,40 @@ def test_bad_zero_settings_are_refused_on_every_rank():
             msg = str(e)
         everyone = comm.mpi.allgather(msg)
         assert all(m is not None and words in m for m in everyone), everyone
+
+
+def test_zero3_trace_shows_parameter_gathers_on_their_own_track(tmp_path_factory):
+    """With hpr.trace on, a ZeRO-3 step's block gathers are spans on the "param gather" track (one per
+    unit gathered, the blocks twice: forward and backward), the chunks' reduce-scatters on "grad bucket
+    k" tracks, and the main thread's waits on "compute"."""
+    import json
+
+    from hpr import trace
+
+    comm = world()
+    path = comm.mpi.bcast(str(tmp_path_factory.mktemp("trace") / "zero3.json") if comm.rank == 0 else None)
+    cfg = GPTConfig.preset("tiny", n_layers=3)
+    model = GPT(cfg, seed=5, alloc=paged_zeros, params_alloc=paged_zeros)
+    sync = DataParallel(comm, model.layout, 0.01, "float32", 3, units=model.param_units())
+    sync.attach([model])
+    p, g, lo, hi, seg = sync.optimizer_buffers(model.params, model.grads)
+    opt = AdamW(model.layout, p, g, lo=lo, hi=hi, segments=seg)
+    data = Batches(TOKENS, cfg.context, seed=7)
+    trace.start(path)
+    train_step(model, opt, sync, CosineSchedule(3e-3, 2, 1), data, 1, 2 * comm.size)
+    trace.finish(comm)
+    if comm.rank != 0:
+        return
+    ev = json.load(open(path))["traceEvents"]
+    names = {(e["pid"], e["tid"]): e["args"]["name"] for e in ev if e["name"] == "thread_name"}
+    on = lambda track: [e["name"] for e in ev if e["ph"] == "X" and names[(e["pid"], e["tid"])] == track]  # noqa: E731
+    gathers = on("param gather")
+    for r in range(comm.size):
+        mine = [e["name"] for e in ev if e["ph"] == "X" and e["pid"] == r
+                and names[(r, e["tid"])] == "param gather"]
+        for b in range(cfg.n_layers):
+            assert mine.count(f"gather h{b}") >= 2, mine  # forward and backward (a unit per chunk span)
+        assert "gather embedding" in mine and "gather head" in mine
+    assert gathers and any(t.startswith("grad bucket") for t in names.values())
+    assert "reduce_scatter" in [e["name"] for e in ev if e["ph"] == "X" and e["pid"] == 0
+                                and names[(0, e["tid"])].startswith("grad bucket")]
