@@ -81,8 +81,13 @@ def test_shard_segments_keep_the_decay_flags():
 def test_param_units_tile_the_buffer_in_backward_order():
     m = GPT(GPTConfig.preset("tiny", n_layers=3, n_heads=2, d_model=16))
     units = m.param_units()
-    assert [u for u, _, _ in units] == ["head", "h2", "h1", "h0", "embedding"]
+    assert [u for u, _, _ in units] == ["head", "h2", "h1", "h0", "embedding", "embedding"]  # wpe, wte
     assert units[0][1] == 0 and units[-1][2] == m.layout.size
     assert all(a[2] == b[1] for a, b in zip(units, units[1:]))
+    wte = m.layout["wte"]
+    assert units[-1][1:] == (wte.offset, wte.offset + wte.size)
+    plan = ShardPlan(units, m.layout.size, 2, 0, 10 ** 6)
+    assert plan.unit_range["embedding"] == (units[-2][1], m.layout.size)
+    assert [plan.chunks[c] for c in plan.units["embedding"]] == [u[1:] for u in units[-2:]]
     with pytest.raises(ConfigError, match="tile"):
         ShardPlan(units[1:], m.layout.size, 2, 0, 10)

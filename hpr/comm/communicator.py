@@ -213,13 +213,17 @@ class Communicator:
         self._background("ireduce_scatter").submit_call(h, lambda ch: ch.reduce_scatter(x, d, o, avg, 1)[0])
         return h
 
-    def iallgather(self, x):
+    def iallgather(self, x, out=None):
         """Start allgather(x) of a 1-D x on the background thread; Handle.wait() returns every rank's x
-        concatenated (lengths may differ). x must stay unchanged until the handle is done. numpy only."""
+        concatenated (lengths may differ), in out when given (a contiguous 1-D array of the total
+        length, written by the thread: leave it alone until the handle is done). x must stay unchanged
+        until then too. numpy only."""
         self._host_only(x, "iallgather")
+        if out is not None:
+            self._host_only(out, "iallgather (out)")
         d = dtype_code(x.dtype)
         h = Handle(None)
-        self._background("iallgather").submit_call(h, lambda ch: ch.allgather(x, d, 1)[0])
+        self._background("iallgather").submit_call(h, lambda ch: ch.allgather(x, d, 1, out)[0])
         return h
 
     @staticmethod

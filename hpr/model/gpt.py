@@ -203,13 +203,15 @@ class GPT:
     def param_units(self):
         """[(unit, lo, hi)] tiling this stage's flat buffer in buffer (backward's) order: "head" (the
         final norm and the quantum layer), each block "h{i}", "embedding" (wpe and the tied wte). What
-        ZeRO-2/3 cut into chunks and ZeRO-3 gathers one at a time."""
+        ZeRO-2/3 cut into chunks and ZeRO-3 gathers one at a time. wte is a range of its own (a second
+        "embedding" entry): the first and last pipeline stages, which both hold it, then cut it into the
+        same chunks and reduce it in the same order, so their copies stay bit-identical."""
         out = []
         for p in self.layout.order():
             top = p.name.split(".")[0]
             unit = top if top[:1] == "h" and top[1:].isdigit() else (
                 "embedding" if top in ("wte", "wpe") else "head")
-            if out and out[-1][0] == unit:
+            if out and out[-1][0] == unit and p.name != "wte":
                 out[-1][2] = p.offset + p.size
             else:
                 out.append([unit, p.offset, p.offset + p.size])

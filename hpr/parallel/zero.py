@@ -6,7 +6,7 @@ collectives; not the step's order (hpr.train.step), the optimizer's math (hpr.op
 
 Shards. The flat buffer [0, n) is cut into the model's units (hpr.model.GPT.param_units: the final norm
 and head, each block, the embedding; contiguous, in backward's order), each unit into chunks of at most
-bucket_mb. Every chunk is split dp ways as numpy.array_split splits it (comm.reduce_scatter's bounds):
+bucket_mb (the tied wte starting a chunk of its own, so both pipeline stages holding it cut it alike). Every chunk is split dp ways as numpy.array_split splits it (comm.reduce_scatter's bounds):
 rank r owns piece r of every chunk. A rank's shard is its pieces concatenated in buffer order, one
 contiguous array ("shard space"); ShardPlan maps flat ranges to shard ranges. With dp = 2 and a chunk
 [100, 107): rank 0 owns [100, 104), rank 1 [104, 107).
@@ -94,12 +94,14 @@ class ShardPlan:
         self.units = {}  # name -> [chunk indices]
         self.unit_range = {}
         self.chunks = []  # (lo, hi) in buffer order
-        for name, a, b in units:
-            if a != at or b <= a:
+        units_seen = []
+        for name, a, b in units:  # a name may come twice in a row: one unit, chunked in two ranges
+            if a != at or b <= a or (name in self.units and name != units_seen[-1]):
                 raise ConfigError(f"parameter units must tile the buffer in order: {name} is [{a}, {b}) "
                                   f"after {at}")
-            self.unit_range[name] = (a, b)
-            self.units[name] = []
+            self.unit_range[name] = (self.unit_range.get(name, (a, b))[0], b)
+            self.units.setdefault(name, [])
+            units_seen.append(name)
             for lo in range(a, b, chunk_elems):
                 self.units[name].append(len(self.chunks))
                 self.chunks.append((lo, min(b, lo + chunk_elems)))
@@ -148,9 +150,10 @@ class ShardPlan:
     def unshard(self, comm, shard, out=None):
         """Every rank's shard joined back into the full flat array (collective over the dp group)."""
         out = np.empty(self.n, shard.dtype) if out is None else out
-        hs = [comm.iallgather(shard[s:s + b - a]) for a, b, s in self.pieces]
-        for (lo, hi), h in zip(self.chunks, hs):
-            out[lo:hi] = h.wait()
+        hs = [comm.iallgather(shard[s:s + b - a], out=out[lo:hi])
+              for (a, b, s), (lo, hi) in zip(self.pieces, self.chunks)]
+        for h in hs:
+            h.wait()
         return out
 
 
@@ -283,8 +286,10 @@ class ParamGather:
         if unit in self.state or unit not in self.plan.units:
             return
         t = trace.now() if trace.on else 0
-        self.state[unit] = [(c, self.comm.iallgather(self.shard[s:s + b - a]), t)
-                            for c in self.plan.units[unit] for a, b, s in [self.plan.pieces[c]]]
+        # each chunk gathered straight into its place in the paged buffer (touching its pages there)
+        self.state[unit] = [(c, self.comm.iallgather(self.shard[s:s + b - a], out=self.params[lo:hi]), t)
+                            for c in self.plan.units[unit] for a, b, s in [self.plan.pieces[c]]
+                            for lo, hi in [self.plan.chunks[c]]]
         self.gathers += 1
 
     def need(self, unit, direction="forward"):
@@ -299,7 +304,7 @@ class ParamGather:
             w0 = trace.now() if trace.on else 0
             for c, h, started in st:
                 lo, hi = self.plan.chunks[c]
-                self.params[lo:hi] = h.wait()
+                h.wait()  # gathered into params[lo:hi]
                 if trace.on:
                     trace.add(f"gather {unit}", "param gather", h.t_start, h.t_done, elements=hi - lo)
             self.state[unit] = "ready"
