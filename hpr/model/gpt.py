@@ -285,10 +285,11 @@ class GPT:
             x = self.emb.forward(dev.xp.ascontiguousarray(dev.asarray(inp), dtype=np.int32))
         else:
             x = inp
-        for blk in self.blocks:
+        for j, blk in enumerate(self.blocks):
             self._need(blk.name, "forward")
             x = blk.forward(x, b, t)
-            self._drop(blk.name)
+            if not (grad and self.last and j == len(self.blocks) - 1):
+                self._drop(blk.name)  # (the last stage's last block stays: its backward comes next)
         if not self.last:
             if grad:
                 self._ready = ("act", x.shape)

@@ -20,10 +20,12 @@ a block's whole parameters from its gather until the block's forward (or backwar
 
 ZeRO-3 gathers (ParamGather). The model calls need(unit) before a unit's layers run and drop(unit)
 after; need waits for the unit's allgathers (started earlier as a prefetch, or now) and then starts
-the next unit's in the same direction, so the gather of block i+1 runs on the progress thread while
-block i computes. The head and the embedding (the tied wte: used at the start and at the end of both
-forward and backward) stay gathered until the next optimizer update, when every gathered unit is
-released (its values are then stale). Every rank of the dp group issues the same collectives in the
+the next unit's in the same direction (the first one ahead not yet gathered), so the gather of block
+i+1 runs on the progress thread while block i computes. The head and the embedding (the tied wte: used
+at the start and at the end of both forward and backward) stay gathered until the next optimizer
+update, when every gathered unit is released (its values are then stale) and the first two units of
+the next forward start gathering at once. The last stage keeps its last block between its forward and
+its backward (backward starts there). Every rank of the dp group issues the same collectives in the
 same order: the schedule depends only on the model and the pipeline stage, the same on every replica.
 
 Usage::
@@ -52,6 +54,10 @@ def paged_zeros(n, dtype):
     dtype = np.dtype(dtype)
     # private (not the default shared): released pages then come back as zeros, not as the old data
     mm = mmap.mmap(-1, max(1, n * dtype.itemsize), flags=mmap.MAP_PRIVATE | getattr(mmap, "MAP_ANONYMOUS", 0))
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        # transparent huge pages where the kernel allows them: a released range comes back with one fault
+        # per 2 MiB instead of one per 4 KiB (measured here: touching 44 MB of fresh pages 85 -> 26 ms)
+        mm.madvise(mmap.MADV_HUGEPAGE)
     return np.frombuffer(mm, dtype, count=n)  # keeps mm alive (its .base)
 
 
@@ -246,6 +252,7 @@ class ZeroShards:
         replicated parameters; ZeRO-3 releases the gathered units (gathered again when next needed)."""
         if self.gather is not None:
             self.gather.invalidate()
+            self.gather.warm()
         else:
             with trace.span("allgather params"):
                 self.plan.unshard(self.comm, self.params, out=params)
@@ -312,10 +319,17 @@ class ParamGather:
             if trace.on:
                 trace.add(f"wait gather {unit}", "compute", w0, trace.now())
         order = self.order.get(direction, ())
-        if unit in order:
-            i = order.index(unit)
-            if i + 1 < len(order):
-                self._start(order[i + 1])
+        for nxt in order[order.index(unit) + 1:] if unit in order else ():
+            if nxt not in self.state:  # the first unit ahead not yet gathered: start it
+                self._start(nxt)
+            if self.state[nxt] != "ready":
+                break  # one gather in flight ahead at a time
+
+    def warm(self):
+        """Start the gathers of the first two units of forward (after an update: they overlap the end of
+        the step and the start of the next)."""
+        for unit in self.order["forward"][:2]:
+            self._start(unit)
 
     def drop(self, unit):
         """The unit's layers are done: give its whole parameters' memory back (kept units stay)."""
