@@ -3,7 +3,8 @@ learning-rate schedule (linear warmup, then cosine decay to a floor). Owns the m
 step count; takes the parameter layout's segments so decay applies to the matmul weights only: none on
 biases, LayerNorm, or the token and position embeddings (minGPT's grouping; nanoGPT's
 configure_optimizers today decays every 2-D tensor, embeddings included). A ZeRO-1 shard is the same
-optimizer over a slice [lo, hi) of the flat buffers. Bitwise deterministic: one fused kernel per
+optimizer over a slice [lo, hi) of the flat buffers; a ZeRO-2/3 shard the same optimizer over the
+rank's shard-space arrays with their own decay segments. Bitwise deterministic: one fused kernel per
 segment, fixed order.
 
 Usage: ``opt = AdamW(model.layout, model.params, model.grads); opt.step(lr, gscale)``"""
@@ -17,7 +18,10 @@ from .kernels import nn as K
 
 
 class AdamW:
-    def __init__(self, layout, params, grads, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1, lo=0, hi=None):
+    def __init__(self, layout, params, grads, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1, lo=0, hi=None,
+                 segments=None):
+        """segments: [(start, stop, decay)] over params to use instead of layout.segments(lo, hi) (a
+        ZeRO-2/3 shard, hpr.parallel.DataParallel.optimizer_buffers)."""
         hi = params.size if hi is None else hi
         if not 0 <= lo <= hi <= params.size:
             raise ConfigError(f"optimizer range [{lo}, {hi}) is outside the {params.size}-element buffer")
@@ -27,7 +31,7 @@ class AdamW:
                               f"{weight_decay}")
         self.params, self.grads = params, grads
         self.lo, self.hi = lo, hi
-        self.segments = layout.segments(lo, hi)
+        self.segments = layout.segments(lo, hi) if segments is None else list(segments)
         self.betas, self.eps, self.weight_decay = (float(b1), float(b2)), float(eps), float(weight_decay)
         xp = xp_of(params)  # the moments live where the parameters do
         self.m = xp.zeros(hi - lo, params.dtype)

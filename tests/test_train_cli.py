@@ -242,7 +242,7 @@ def test_sigterm_during_setup_saves_at_the_first_step_and_exits_0(corpus, env, t
     (["--lr", "-1"], "--lr"),
     (["--steps", "0"], "--steps"),
     (["--resume"], "--resume needs --ckpt-dir"),
-    (["--zero", "2"], "--zero 2"),
+    (["--zero", "4"], "--zero 4"),
     (["--grad-comm-dtype", "int8"], "--grad-comm-dtype"),
     (["--data", "/nonexistent/corpus"], "/nonexistent/corpus does not exist"),
     (["--data", "{empty}"], "has no readable files"),

@@ -186,7 +186,8 @@ def test_dead_rank_mid_save_does_not_hang_the_survivors(corpus, env, tmp_path):
 
 
 # NaN / Inf -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("layout", [["--zero", 1], ["--tp", 2], ["--pp", 2]], ids=["dp2-zero1", "tp2", "pp2"])
+@pytest.mark.parametrize("layout", [["--zero", 1], ["--zero", 2], ["--zero", 3], ["--tp", 2], ["--pp", 2]],
+                         ids=["dp2-zero1", "dp2-zero2", "dp2-zero3", "tp2", "pp2"])
 def test_nan_in_one_ranks_gradient_skips_the_step_on_every_rank(corpus, env, tmp_path, layout):
     ck = tmp_path / "ck"
     out, err = succeeded(job(corpus, env, tmp_path, "--steps", 5, "--ckpt-dir", ck, "--ckpt-every", 1,

@@ -415,8 +415,9 @@ class Channel:
         return mine, rb
 
     @guarded
-    def allgather(self, x, dcode, row_elems):
-        """(every rank's rows concatenated, total rows); only the row count may differ between ranks."""
+    def allgather(self, x, dcode, row_elems, out=None):
+        """(every rank's rows concatenated, total rows); only the row count may differ between ranks.
+        out: a flat array of the total size to gather into (else a new one)."""
         ctx = self.begin("allgather")
         rows = x.size // row_elems if row_elems else 0
         meta = np.zeros(3 * self.size, np.int64)
@@ -431,7 +432,11 @@ class Channel:
         bounds = [0]
         for r in range(self.size):
             bounds.append(bounds[-1] + int(meta[r, 0]) * row_elems)
-        out = np.empty(bounds[-1], x.dtype)
+        if out is None or out.size != bounds[-1] or out.dtype != x.dtype:
+            if out is not None:
+                raise CommMismatch(f"allgather #{ctx.seq}: the output holds {out.size} {out.dtype} elements; "
+                                   f"the ranks' arrays total {bounds[-1]} {x.dtype}")
+            out = np.empty(bounds[-1], x.dtype)
         out[bounds[self.rank]:bounds[self.rank + 1]] = x
         if self.size > 1:
             alg.ring_allgather_blocks(self.link, out, bounds)

@@ -191,17 +191,51 @@ class Communicator:
         array is copied to pinned host memory now and back in wait(), unless MPI is CUDA-aware."""
         buf = self._buffers.adapt(x, "iallreduce", keep=True)
         d, o, avg = reduction_codes(x.dtype, op, "iallreduce")
+        h = Handle(x, buf)
+        self._background("iallreduce").submit(h, buf.data, d, o, avg, buf.gpu)
+        return h
+
+    def _background(self, what):
+        """The progress thread and its channel (made on first use, collectively: every rank of the
+        group makes its first background call in the same order)."""
         if self._bg is None:
             if MPI.Query_thread() < MPI.THREAD_MULTIPLE:
-                raise ConfigError("iallreduce needs MPI initialised with MPI_THREAD_MULTIPLE; "
+                raise ConfigError(f"{what} needs MPI initialised with MPI_THREAD_MULTIPLE; "
                                   "do not lower mpi4py.rc.thread_level")
             self._health.check()
-            self._main.meet("iallreduce")  # under the deadline: the new channel's setup blocks in MPI
+            self._main.meet(what)  # under the deadline: the new channel's setup blocks in MPI
             self._bg = Progress(Channel(self._main.mpi.Dup(), self.config, self.world_ranks, self._allocs,
                                         self.procs, self._health))
-        h = Handle(x, buf)
-        self._bg.submit(h, buf.data, d, o, avg, buf.gpu)
+        return self._bg
+
+    def ireduce_scatter(self, x, op="sum"):
+        """Start reduce_scatter(x, op) on the background thread (after the iallreduce / ireduce_scatter /
+        iallgather calls before it); Handle.wait() returns this rank's block (numpy.array_split bounds
+        along axis 0 of a 1-D x). x must stay unchanged until the handle is done. numpy arrays only."""
+        self._host_only(x, "ireduce_scatter")
+        d, o, avg = reduction_codes(x.dtype, op, "ireduce_scatter")
+        h = Handle(None)
+        self._background("ireduce_scatter").submit_call(h, lambda ch: ch.reduce_scatter(x, d, o, avg, 1)[0])
         return h
+
+    def iallgather(self, x, out=None):
+        """Start allgather(x) of a 1-D x on the background thread; Handle.wait() returns every rank's x
+        concatenated (lengths may differ), in out when given (a contiguous 1-D array of the total
+        length, written by the thread: leave it alone until the handle is done). x must stay unchanged
+        until then too. numpy only."""
+        self._host_only(x, "iallgather")
+        if out is not None:
+            self._host_only(out, "iallgather (out)")
+        d = dtype_code(x.dtype)
+        h = Handle(None)
+        self._background("iallgather").submit_call(h, lambda ch: ch.allgather(x, d, 1, out)[0])
+        return h
+
+    @staticmethod
+    def _host_only(x, what):
+        if not isinstance(x, np.ndarray) or x.ndim != 1 or not x.flags.c_contiguous:
+            raise ConfigError(f"{what} takes a contiguous 1-D numpy array, got {type(x).__name__} "
+                              f"{getattr(x, 'shape', '')}")
 
     def reduce_scatter(self, x, op="sum"):
         """This rank's block of the element-wise op over every rank's x, blocks along axis 0 as

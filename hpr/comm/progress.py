@@ -60,7 +60,8 @@ class Request:
 
 
 class Progress:
-    """The background thread that runs iallreduce calls in submission order on its own Channel."""
+    """The background thread that runs iallreduce (and ireduce_scatter, iallgather) calls in submission
+    order on its own Channel."""
 
     def __init__(self, channel):
         self.channel = channel
@@ -73,16 +74,25 @@ class Progress:
         """Queue an in-place allreduce of x (1-D; on device gpu when not None) for the thread."""
         self.queue.put((handle, x, dcode, ocode, avg, gpu))
 
+    def submit_call(self, handle, run):
+        """Queue run(channel) -> result (another collective on the thread's channel, e.g. a
+        reduce_scatter or an allgather); handle.wait() returns the result."""
+        self.queue.put((handle, run))
+
     def _run(self):
         wait.short_sleeps()
         while True:
             item = self.queue.get()
             if item is None:
                 return
-            h, x, dcode, ocode, avg, gpu = item
+            h = item[0]
             h.t_start = perf_counter_ns()
             try:
-                self.channel.allreduce(x, dcode, ocode, avg, "iallreduce", gpu)
+                if len(item) == 2:  # submit_call: the result replaces the handle's array
+                    h._x = item[1](self.channel)
+                else:
+                    _, x, dcode, ocode, avg, gpu = item
+                    self.channel.allreduce(x, dcode, ocode, avg, "iallreduce", gpu)
             except BaseException as e:  # handed to the waiter
                 h._exc = e
             h.t_done = perf_counter_ns()

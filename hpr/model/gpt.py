@@ -129,7 +129,7 @@ def stage_blocks(n_layers, pp):
 
 class GPT:
     def __init__(self, config, seed=0, params=None, grads=None, alloc=None, tp=None, stage=(0, 1), device=None,
-                 recompute="none"):
+                 recompute="none", params_alloc=None):
         """Parameters initialised from `seed`: normal(0, config.init_std) for embeddings and matmul
         weights, init_std/sqrt(2L) for the residual projections, biases 0, LayerNorm 1; seed None:
         no initialisation (every parameter 0), for a caller that loads all of them next (GPT.load).
@@ -138,6 +138,7 @@ class GPT:
         reduces it in place); tp: a hpr.parallel.TensorParallel to split heads, MLP columns and the
         vocabulary over its group; stage = (pipeline stage, stages): hold only that stage's layers
         (the first has the embedding, the last the final norm and the tied head, so both hold wte).
+        params_alloc(n, dtype): where to allocate the parameter buffer (ZeRO-3's paged memory).
         device: an hpr.device.Device; a GPU holds parameters, gradients and activations there (the same
         initial numbers), and tokens may be passed from the host.
         recompute: what the blocks keep for backward, one of hpr.nn.RECOMPUTE (hpr.nn.Block): "none",
@@ -179,6 +180,8 @@ class GPT:
         lay.owning = True
         if grads is None and alloc is not None:
             grads = alloc(lay.size, self.dtype)
+        if params is None and params_alloc is not None:
+            params = params_alloc(lay.size, self.dtype)
         self.device = device if device is not None else CPU
         self.xp = self.device.xp
         self.params, self.grads = lay.build(self.dtype, seed, params, grads, self.device)
@@ -190,6 +193,9 @@ class GPT:
             b.set_workspace(self.ws)
             b.set_recompute(recompute)
         self._ready = None
+        # ZeRO-3 (hpr.parallel.zero.ParamGather): need(unit) before a unit's layers run, drop(unit)
+        # after; None when the parameters are whole on this rank
+        self.gather = None
         self.vocab_size = c.vocab_size  # the tokenizer's; the embedding's rows are padded past it
         self.tokenizer = None  # set by GPT.load
         # this rank's logit columns that are padding (rows V.. of wte it holds), as a slice, or None
@@ -199,6 +205,31 @@ class GPT:
     @property
     def n_params(self):
         return self.params.size
+
+    def param_units(self):
+        """[(unit, lo, hi)] tiling this stage's flat buffer in buffer (backward's) order: "head" (the
+        final norm and the quantum layer), each block "h{i}", "embedding" (wpe and the tied wte). What
+        ZeRO-2/3 cut into chunks and ZeRO-3 gathers one at a time. wte is a range of its own (a second
+        "embedding" entry): the first and last pipeline stages, which both hold it, then cut it into the
+        same chunks and reduce it in the same order, so their copies stay bit-identical."""
+        out = []
+        for p in self.layout.order():
+            top = p.name.split(".")[0]
+            unit = top if top[:1] == "h" and top[1:].isdigit() else (
+                "embedding" if top in ("wte", "wpe") else "head")
+            if out and out[-1][0] == unit and p.name != "wte":
+                out[-1][2] = p.offset + p.size
+            else:
+                out.append([unit, p.offset, p.offset + p.size])
+        return [tuple(u) for u in out]
+
+    def _need(self, unit, direction):
+        if self.gather is not None:
+            self.gather.need(unit, direction)
+
+    def _drop(self, unit):
+        if self.gather is not None:
+            self.gather.drop(unit)
 
     def _check_tokens(self, tokens, what):
         a = to_host(tokens)
@@ -255,13 +286,22 @@ class GPT:
         dev = self.device
         if targets is not None:  # host batches move to the GPU here (no-op on the CPU)
             targets = dev.xp.ascontiguousarray(dev.asarray(targets), dtype=np.int32)
-        x = self.emb.forward(dev.xp.ascontiguousarray(dev.asarray(inp), dtype=np.int32)) if self.first else inp
-        for blk in self.blocks:
+        if self.first:
+            self._need("embedding", "forward")
+            x = self.emb.forward(dev.xp.ascontiguousarray(dev.asarray(inp), dtype=np.int32))
+        else:
+            x = inp
+        for j, blk in enumerate(self.blocks):
+            self._need(blk.name, "forward")
             x = blk.forward(x, b, t)
+            if not (grad and self.last and j == len(self.blocks) - 1):
+                self._drop(blk.name)  # (the last stage's last block stays: its backward comes next)
         if not self.last:
             if grad:
                 self._ready = ("act", x.shape)
             return x
+        self._need("head", "forward")
+        self._need("embedding", None)  # the tied head reads wte (no prefetch: backward comes next)
         if self.qlayer is not None:
             x = self.qlayer.forward(x)
         xf = self.ln_f.forward(x)  # (N, C)
@@ -317,6 +357,8 @@ class GPT:
         ready, self._ready = self._ready, None
         if self.last:
             _, xf, dlogits = ready
+            self._need("head", "backward")
+            self._need("embedding", None)
             if scale != 1.0:
                 dlogits *= self.dtype.type(scale)
             wte = self.emb.wte
@@ -339,10 +381,13 @@ class GPT:
             dx = self.ws.get("dx", ready[1])
             dx[...] = dout  # already scaled: the last stage applied `scale` to the loss's gradient
         for blk in reversed(self.blocks):
+            self._need(blk.name, "backward")
             blk.backward(dx)
+            self._drop(blk.name)
             if on_ready:
                 on_ready(blk.ln1.w.offset + blk.ln1.w.size)
         if self.first:
+            self._need("embedding", "backward")
             self.emb.backward(dx)
         if on_ready:
             on_ready(self.params.size)

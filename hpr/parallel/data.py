@@ -13,6 +13,13 @@ ZeRO-1 (zero=1): the optimizer state is split into dp contiguous shards of the f
 array_split bounds of comm.reduce_scatter). After backward the gradients are reduce-scattered, each
 rank updates its own shard of the parameters, and the shards are allgathered.
 
+ZeRO-2 (zero=2) and ZeRO-3 (zero=3), hpr.parallel.zero: each rank owns a piece of every chunk of the
+model's units; gradients are reduce-scattered chunk by chunk while backward runs (each micro-batch's)
+and only the rank's shard of them is kept; the full gradient buffer is paged memory whose pages go back
+to the OS once their chunk is reduced. ZeRO-3 also keeps only the shard of the parameters and gathers a
+block's just before its forward and its backward, the next one prefetched. The optimizer then runs over
+shard-space arrays (optimizer_buffers).
+
 With hpr.trace on, each bucket gets a track of the timeline: "queued" (launched, waiting for the
 background thread), "reduce" (being reduced), and the main thread's "wait bucket k" where finish()
 waited for it.
@@ -31,8 +38,10 @@ from .. import trace
 from ..device import is_device_array, to_host, xp_of as _xp
 from ..errors import ConfigError, HprError
 from ..kernels import reduce as R
+from .zero import ZeroShards
 
 COMM_DTYPES = ("float32", "bfloat16", "float16")
+ZERO_STAGES = (0, 1, 2, 3)
 
 
 def _half_dtype(name):
@@ -47,9 +56,11 @@ def _half_dtype(name):
 
 class DataParallel:
     def __init__(self, comm, layout, bucket_mb=4.0, comm_dtype="float32", zero=0, tp=None, pp=None,
-                 norm_skip=()):
-        if zero not in (0, 1):
-            raise ConfigError(f"--zero {zero} is not supported; use 0 (replicated optimizer) or 1 (sharded)")
+                 norm_skip=(), units=None):
+        """units: [(name, lo, hi)] tiling the flat buffer (GPT.param_units), needed for zero 2 and 3."""
+        if zero not in ZERO_STAGES:
+            raise ConfigError(f"--zero {zero} is not supported; use 0 (replicated), 1 (sharded optimizer "
+                              "state), 2 (and gradients) or 3 (and parameters)")
         if comm_dtype not in COMM_DTYPES:
             raise ConfigError(f"--grad-comm-dtype {comm_dtype!r}: use one of {', '.join(COMM_DTYPES)}")
         if not bucket_mb > 0:
@@ -86,19 +97,75 @@ class DataParallel:
         self.lo, self.hi = self.bounds[self.rank], self.bounds[self.rank + 1]
         self._next = 0
         self._handles = []
-        self.wait_s = 0.0  # time finish() spent waiting: communication backward did not hide
+        self._wait_s = 0.0  # time finish() spent waiting: communication backward did not hide
+        self.shards = None  # ZeRO-2/3 (hpr.parallel.zero.ZeroShards)
+        if zero >= 2:
+            if comm_dtype != "float32" or self.on_device:
+                raise ConfigError(f"--zero {zero} runs on the CPU with --grad-comm-dtype float32 (got "
+                                  f"{comm_dtype}{', a GPU' if self.on_device else ''}); use --zero 1 there")
+            if units is None:
+                raise ConfigError(f"--zero {zero} needs the model's parameter units (GPT.param_units())")
+            self.shards = ZeroShards(comm, layout, units, per, zero)
+
+    @property
+    def wait_s(self):
+        """Time spent waiting for gradient (and, ZeRO-3, parameter) communication compute did not hide."""
+        extra = 0.0
+        if self.shards is not None:
+            extra = self.shards.wait_s + (self.shards.gather.wait_s if self.shards.gather else 0.0)
+        return self._wait_s + extra
+
+    def param_gather(self):
+        """ZeRO-3: the ParamGather the model calls around each unit (set it as model.gather); else None."""
+        return self.shards.gather if self.shards is not None else None
+
+    def attach(self, models):
+        """ZeRO-3: every model sharing these buffers (a pipeline stage's replicas) gathers its units
+        through this rank's ParamGather."""
+        for m in models:
+            m.gather = self.param_gather()
+
+    def optimizer_buffers(self, params, grads):
+        """(params, grads, lo, hi, segments) for AdamW: the flat buffers and this rank's range of them
+        (ZeRO 0/1; segments None), or ZeRO-2/3's shard-space arrays and their decay segments."""
+        if self.shards is None:
+            lo, hi = self.opt_range()
+            return params, grads, lo, hi, None
+        sh = self.shards
+        return sh.params, sh.grads, 0, sh.plan.size, sh.plan.segments(self.layout)
+
+    def zero_grad(self, model):
+        """Clear the model's gradients before a step (ZeRO-2/3: the shard, and the paged buffer's pages
+        go back to the OS)."""
+        if self.shards is not None:
+            self.shards.zero_grad()
+        else:
+            model.zero_grad()
+
+    @property
+    def every_micro(self):
+        """Whether backward's on_ready should be passed to every micro-batch (ZeRO-2/3 reduce each
+        micro-batch's gradients to their owners, so no full gradient buffer accumulates)."""
+        return self.shards is not None
 
     def plan(self):
         """The static bucket plan, the same on every rank: [(first element, end element)]."""
         return list(self.buckets)
 
     # -- replicated optimizer: bucketed, overlapped allreduce ------------------------------------
-    def begin(self):
+    def begin(self, hold=None):
+        """Before the (last) backward. hold (ZeRO-2/3): the flat offset from which gradients wait for
+        finish() (the tied wte, still to be summed with the other pipeline stage's)."""
         self._next = 0
         self._handles = []
+        if self.shards is not None:
+            self.shards.begin(hold)
 
     def ready(self, k):
         """Backward's callback: grads[:k] are final; launch every bucket that lies inside."""
+        if self.shards is not None:
+            self.shards.ready(k)
+            return
         if self.zero or self.size == 1:
             return
         while self._next < len(self.buckets) and self.buckets[self._next][1] <= k:
@@ -120,6 +187,9 @@ class DataParallel:
     def finish(self):
         """After backward: every bucket averaged over the group (replicated), or, with ZeRO-1, this
         rank's shard of the averaged gradient in grads[lo:hi] (the rest of grads is stale)."""
+        if self.shards is not None:
+            self.shards.finish()
+            return
         if self.size == 1:
             return
         t0 = time.perf_counter()
@@ -143,12 +213,15 @@ class DataParallel:
                     else:
                         R.convert(pair[1], pair[0])
             self._handles = []
-        self.wait_s += time.perf_counter() - t0
+        self._wait_s += time.perf_counter() - t0
 
     # -- ZeRO-1 ------------------------------------------------------------------------------------
     def gather_params(self, params):
-        """After the optimizer updated params[lo:hi] on every rank: everyone gets every shard."""
-        if self.zero and self.size > 1:
+        """After the optimizer updated params[lo:hi] on every rank: everyone gets every shard (ZeRO-3:
+        the gathered units are released, to be gathered again)."""
+        if self.shards is not None:
+            self.shards.gather_params(params)
+        elif self.zero and self.size > 1:
             with trace.span("allgather params"):
                 params[...] = self.comm.allgather(params[self.lo:self.hi])
 
@@ -165,15 +238,20 @@ class DataParallel:
         parts, repl = self.layout.segments_by_sharding(lo, hi)
         if self.tp is None:
             repl, parts = sorted(repl + parts), []
+        grads, skip = self.grads, self.norm_skip
+        if self.shards is not None:  # the same ranges in shard space
+            plan = self.shards.plan
+            grads, skip = self.shards.grads, plan.shard_ranges(skip)
+            parts, repl = plan.shard_ranges(parts), plan.shard_ranges(repl)
 
         def total(ranges):
             out = 0.0
             for x, y in ranges:
-                out += sumsq(self.grads[x:y])
-                for sx, sy in self.norm_skip:  # counted on another stage
+                out += sumsq(grads[x:y])
+                for sx, sy in skip:  # counted on another stage
                     a_, b_ = max(x, sx), min(y, sy)
                     if a_ < b_:
-                        out -= sumsq(self.grads[a_:b_])
+                        out -= sumsq(grads[a_:b_])
             return out
         a = np.array([total(repl), total(parts)])
         if not np.isfinite(a[0]):
@@ -187,8 +265,36 @@ class DataParallel:
         return float(a[0] + a[1])
 
     def opt_range(self):
-        """The slice of the flat buffers this rank's optimizer owns."""
-        return (self.lo, self.hi) if self.zero else (0, self.grads.size)
+        """The slice of the flat buffers this rank's optimizer owns (ZeRO 0/1; ZeRO-2/3 own shard-space
+        arrays instead, optimizer_buffers)."""
+        return (self.lo, self.hi) if self.zero == 1 else (0, self.grads.size)
+
+    def whole_moments(self, a):
+        """A moment (m or v) of this rank's optimizer as the full flat array (collective over dp when
+        sharded): for checkpoints."""
+        if self.shards is not None:
+            return self.shards.plan.unshard(self.comm, a)
+        if self.zero and self.size > 1:
+            return self.comm.allgather(a)
+        return a
+
+    def own_moments(self, full):
+        """The inverse of whole_moments: this rank's part of a full flat moment."""
+        if self.shards is not None:
+            return self.shards.plan.take(full)
+        lo, hi = self.opt_range()
+        return full[lo:hi]
+
+    def whole_params(self, params):
+        """The full flat parameters (ZeRO-3: gathered from the shards, collective over dp)."""
+        return self.shards.whole_params(params) if self.shards is not None else params
+
+    def load_params(self, full):
+        """Restored full flat parameters into this rank's buffers (and its ZeRO-2/3 shard)."""
+        if self.shards is not None:
+            self.shards.load_params(full)
+        else:
+            self.layout.params[...] = _xp(self.layout.params).asarray(full)
 
 
 def param_checksum(params):

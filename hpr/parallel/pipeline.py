@@ -50,11 +50,12 @@ class Pipeline:
                         micro=tag // 2):
             return self.comm.isend(x.copy(), dest, tag)
 
-    def run(self, micro, scale=1.0, on_ready=None, grad=True):
+    def run(self, micro, scale=1.0, on_ready=None, grad=True, every_micro=False):
         """micro: [(tokens, targets)] of the m micro-batches (every stage gets them; the first uses the
         tokens, the last the targets). Returns the sum of the micro-batches' losses on the last stage,
         0.0 elsewhere. With grad, gradients (times scale) are added into the stage's buffer, and
-        on_ready is passed to the last micro-batch's backward."""
+        on_ready is passed to the last micro-batch's backward (to every one's with every_micro: ZeRO-2/3
+        reduce each micro-batch's gradients)."""
         s, pp = self.stage, self.pp
         b, t = micro[0][0].shape
         c = self.model.config.d_model
@@ -74,7 +75,7 @@ class Pipeline:
                     sends.append(self._send(out, s + 1, 2 * a.micro))
             else:
                 dout = None if s == pp - 1 else self._recv((b * t, c), dtype, s + 1, 2 * a.micro + 1)
-                last = a.micro == self.m - 1
+                last = every_micro or a.micro == self.m - 1
                 with trace.span("backward", micro=a.micro):
                     dx = model.stage_backward(dout, scale, on_ready if last else None)
                 if s > 0:

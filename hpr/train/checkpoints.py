@@ -32,14 +32,12 @@ TOKENIZER_FILE = "tokenizer.json"
 
 def gather_state(run, tp, with_optimizer=False):
     """The parameters (and AdamW's moments) in canonical form (whole named tensors) on world rank 0."""
-    flats = {"params": to_host(run.model.params)}  # copies off a GPU
-    ranges = None
+    sync = run.sync  # ZeRO-1/2/3 shards are joined over dp first (collective); ZeRO-3's parameters too
+    flats = {"params": to_host(sync.whole_params(run.model.params))}  # copies off a GPU
     if with_optimizer:
-        flats.update(m=to_host(run.opt.m), v=to_host(run.opt.v))
-        zero = bool(run.args.zero)  # ZeRO-1: each dp rank holds only its shard of the moments
-        ranges = {"m": zero, "v": zero}
-    return canonical.gather(run.world, tp, run.model.layout, flats, dp=run.grid.dp, ranges=ranges,
-                            first_stage=run.model.first, contribute=run.grid.dp_rank == 0)
+        flats.update(m=sync.whole_moments(to_host(run.opt.m)), v=sync.whole_moments(to_host(run.opt.v)))
+    return canonical.gather(run.world, tp, run.model.layout, flats, first_stage=run.model.first,
+                            contribute=run.grid.dp_rank == 0)
 
 
 def whole_model(run):
@@ -147,7 +145,7 @@ def restore_checkpoint(run, path, meta):
     """Load this rank's part of the params and optimizer state from a canonical checkpoint, whatever
     layout saved it; returns the step to continue after."""
     check_meta(run, path, meta)
-    world, model, opt = run.world, run.model, run.opt
+    world, model, opt, sync = run.world, run.model, run.opt, run.sync
     tensors = None
     if world.rank == 0:
         opt_t = checkpoint.read_arrays(path, "optim.safetensors")
@@ -160,14 +158,11 @@ def restore_checkpoint(run, path, meta):
             if wte is not None and wte.ndim == 2 and wte.shape[0] >= v and wte.shape[0] != padded:
                 t["wte"] = np.concatenate([wte[:v], np.zeros((padded - v, wte.shape[1]), wte.dtype)])
     try:
-        live = {"params": model.params, "m": opt.m, "v": opt.v}
-        host = {k: to_host(a) for k, a in live.items()}  # the arrays themselves on the CPU
-        canonical.scatter(world, model.layout, tensors, {"params": host["params"]})
-        lo, hi = run.sync.opt_range()
-        canonical.scatter(world, model.layout, tensors, {"m": host["m"], "v": host["v"]}, lo, hi)
-        for k, a in live.items():
-            if a is not host[k]:
-                a[...] = model.xp.asarray(host[k])
+        full = {k: np.empty(model.layout.size, model.dtype) for k in ("params", "m", "v")}
+        canonical.scatter(world, model.layout, tensors, full)  # this rank's whole flat buffers
+        sync.load_params(full["params"])  # (and its ZeRO-2/3 shard)
+        for k in ("m", "v"):  # this rank's part of the moments: all, its ZeRO-1 range or ZeRO-2/3 shard
+            getattr(opt, k)[...] = model.xp.asarray(sync.own_moments(full[k]))
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{path} does not fit this model: {e}") from None
     opt.t = int(meta["optimizer"]["t"])

@@ -62,7 +62,9 @@ def build_parser():
                         "accumulation without stages (default 1)")
     g.add_argument("--bucket-mb", type=float, default=1.0, help="gradient bucket size in MiB (default 1)")
     g.add_argument("--grad-comm-dtype", default="float32", help="float32, bfloat16 or float16 (default float32)")
-    g.add_argument("--zero", type=int, default=0, help="1: shard the optimizer state over ranks (ZeRO-1)")
+    g.add_argument("--zero", type=int, default=0,
+                   help="shard over the data-parallel ranks: 1 the optimizer state (ZeRO-1), 2 also the gradients, "
+                        "3 also the parameters (gathered a block at a time; no --check-every then)")
     g = ap.add_argument_group("memory")
     g.add_argument("--recompute", default="none",
                    help="activation recomputation: what the blocks do not keep for backward and run again in it "
@@ -139,8 +141,12 @@ def check_args(a):
         raise ConfigError(f"--mem-mib must be a positive number, got {a.mem_mib}")
     if a.recompute not in RECOMPUTE:
         raise ConfigError(f"--recompute {a.recompute!r}: use one of {', '.join(RECOMPUTE)}")
-    if a.zero not in (0, 1):
-        raise ConfigError(f"--zero {a.zero} is not supported; use 0 (replicated optimizer) or 1 (sharded)")
+    if a.zero not in (0, 1, 2, 3):
+        raise ConfigError(f"--zero {a.zero} is not supported; use 0 (replicated), 1 (sharded optimizer state), "
+                          "2 (and gradients) or 3 (and parameters)")
+    if a.zero >= 2 and (a.device != "cpu" or a.grad_comm_dtype != "float32"):
+        raise ConfigError(f"--zero {a.zero} runs on the CPU with --grad-comm-dtype float32 (got --device "
+                          f"{a.device}, --grad-comm-dtype {a.grad_comm_dtype}); use --zero 1 there")
     if a.tp < 1 or a.pp < 1 or (a.dp is not None and a.dp < 1):
         raise ConfigError(f"--dp, --tp and --pp must be at least 1 (got {a.dp}, {a.tp}, {a.pp})")
     if a.peak_tflops is not None and not (a.peak_tflops > 0 and math.isfinite(a.peak_tflops)):

@@ -31,7 +31,6 @@ from ..convert.layout import from_hf_config, from_hf_tensors
 from ..convert.readers import read_weights as read_hf_weights
 from ..convert.tokenizer_files import read_hf_tokenizer
 from ..data import BYTES, from_bytes, load_tokenizer
-from ..device import to_host
 from ..errors import ConfigError, DataError, HprError
 from ..model import PRESETS, saved
 from ..parallel import canonical
@@ -136,7 +135,6 @@ def load(run, tensors):
         wte = tensors["wte"]
         pad = config.padded_vocab - wte.shape[0]  # rows past the vocabulary: no token, masked in the loss
         tensors = {"params": dict(tensors, wte=np.concatenate([wte, np.zeros((pad, wte.shape[1]), wte.dtype)]))}
-    host = to_host(model.params)
-    canonical.scatter(run.world, model.layout, tensors, {"params": host})
-    if host is not model.params:
-        model.params[...] = model.xp.asarray(host)
+    full = {"params": np.empty(model.layout.size, model.dtype)}
+    canonical.scatter(run.world, model.layout, tensors, full)  # this rank's whole flat buffer
+    run.sync.load_params(full["params"])  # into the parameters (and their ZeRO-2/3 shard)

@@ -28,7 +28,8 @@ from ..faults import Faults
 from ..model import GPT, GPTConfig, vocab_multiple
 from ..model.gpt import stage_blocks
 from ..optim import AdamW, CosineSchedule
-from ..parallel import DataParallel, Pipeline, ProcessGrid, TensorParallel, check_replicas, check_same_params
+from ..parallel import (DataParallel, Pipeline, ProcessGrid, TensorParallel, check_replicas, check_same_params,
+                        paged_zeros)
 from ..parallel.schedule import bubble_fraction
 from . import init_from
 from .checkpoints import restore_checkpoint, save_checkpoint, whole_model
@@ -167,21 +168,25 @@ class Run:
 
         def make_stage(params, grads):
             alloc = grid.dp.alloc if (dp > 1 and grads is None and not device.is_gpu) else None
+            if args.zero >= 2:  # paged gradients (and, ZeRO-3, parameters): hpr.parallel.zero
+                alloc = paged_zeros
             seed = None if start else args.seed  # --init-from: no random draw, its weights are loaded
             return GPT(config, seed=seed, tp=tp, stage=(grid.pp_rank, pp), params=params, grads=grads,
-                       alloc=alloc, device=device, recompute=args.recompute)
+                       alloc=alloc, device=device, recompute=args.recompute,
+                       params_alloc=paged_zeros if args.zero == 3 else None)
 
         pipe = Pipeline(grid.pp, make_stage, args.accum, tied=grid.tied) if pp > 1 else None
         model = pipe.model if pipe else make_stage(None, None)
         skip = []
         if pp > 1 and model.last:  # the tied wte is counted in the gradient norm on the first stage
             skip = [(model.emb.wte.offset, model.emb.wte.offset + model.emb.wte.size)]
-        sync = DataParallel(grid.dp, model.layout, args.bucket_mb, args.grad_comm_dtype, args.zero, tp=tp,
-                            pp=grid.pp, norm_skip=skip)
-        lo, hi = sync.opt_range()
-        opt = AdamW(model.layout, model.params, model.grads, betas=(0.9, args.beta2),
-                    weight_decay=args.weight_decay, lo=lo, hi=hi)
         check_same_params(grid.dp, model.params)  # every replica built them from the same seed: prove it
+        sync = DataParallel(grid.dp, model.layout, args.bucket_mb, args.grad_comm_dtype, args.zero, tp=tp,
+                            pp=grid.pp, norm_skip=skip, units=model.param_units())
+        sync.attach(pipe.models if pipe else [model])
+        p, g, lo, hi, segments = sync.optimizer_buffers(model.params, model.grads)
+        opt = AdamW(model.layout, p, g, betas=(0.9, args.beta2), weight_decay=args.weight_decay, lo=lo, hi=hi,
+                    segments=segments)
         run = cls(args, world, config, grid, model, opt, sync, tp=tp, pipe=pipe, schedule=schedule,
                   device=device, faults=faults, data=data, stop=stop, memory=memory, start=start)
         run.resume(weights)
@@ -229,7 +234,7 @@ class Run:
             f"{local} sequences per data-parallel rank per step"
             + (f" in {m} micro-batches of {local // m}" if m > 1 else "")
             + (f"; gradient buckets of {a.bucket_mb:g} MiB ({len(self.sync.buckets)}), communication in "
-               f"{a.grad_comm_dtype}" if dp > 1 else "") + ("; ZeRO-1" if a.zero else ""))
+               f"{a.grad_comm_dtype}" if dp > 1 else "") + (f"; ZeRO-{a.zero}" if a.zero else ""))
         if pp > 1:
             say(f"pipeline: {pp} stages (blocks {[b for b in stage_blocks(config.n_layers, pp)]}), 1F1B over {m} "
                 f"micro-batches; bubble in theory (pp-1)/(m+pp-1) = {bubble_fraction(pp, m):.1%}")
@@ -292,7 +297,7 @@ class Run:
             for step in range(self.step0 + 1, a.steps + 1):
                 self.step = step
                 bad = self.one_step(step, bad)
-                if a.check_every and self.grid.dp_size > 1 and step % a.check_every == 0:
+                if a.check_every and self.grid.dp_size > 1 and a.zero < 3 and step % a.check_every == 0:
                     check_replicas(self.world, self.model.params, lambda r: self.grid.coords(r)[::2], step)
                 if (a.eval_every and step % a.eval_every == 0) or step == a.steps:
                     self.validate(step)

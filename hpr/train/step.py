@@ -1,7 +1,7 @@
 """One optimizer step, the only one in hpr: the trainer's loop, the LSTM classifier (hpr.classify) and
 the benchmarks (hpr.bench train, dp and layouts) all call train_step; and evaluate, the validation loss
 the trainer reports. Owns the order of a step (forward, backward with the gradient buckets launched as
-they fill, the global norm, the skip of a non-finite step, AdamW, the ZeRO-1 allgather); not the math
+they fill, the global norm, the skip of a non-finite step, AdamW, the ZeRO-1/2 allgather); not the math
 of any of them (hpr.model, hpr.parallel, hpr.optim) nor where the samples come from (the batches).
 
 Usage: ``loss, lr, norm = train_step(model, opt, sync, schedule, batches, step, batch)``"""
@@ -36,21 +36,25 @@ def train_step(model, opt, sync, schedule, batches, step, batch, accum=1, clip=1
     local = batch // comm.size
     micro = local // accum
     first = (step - 1) * batch + comm.rank * local
-    model.zero_grad()
+    sync.zero_grad(model)
     loss = 0.0
     ready = sync.ready
+    every = sync.every_micro  # ZeRO-2/3: each micro-batch's gradients leave at once
     if fault:
         ready = wrap_ready(fault, ready, model.grads)
     if pipe is not None:  # the accum micro-batches go through the pipeline stages on the 1F1B schedule
         with trace.span("batch"):
             data = [batches.get(first + k * micro, micro) for k in range(accum)]
-        sync.begin()
         hold = pipe.tied_offset()  # wte's bucket waits until both of its stages' gradients are summed
+        if every:
+            sync.begin(hold)
+        else:
+            sync.begin()
         if fault:
             ready(None)  # before the stages start: kill / stall
-        if hold is not None:
+        if hold is not None and not every:
             ready = (lambda k, r=ready: r(min(k, hold)))
-        loss = pipe.run(data, scale=1.0 / accum, on_ready=ready) / accum
+        loss = pipe.run(data, scale=1.0 / accum, on_ready=ready, every_micro=every) / accum
         pipe.sum_tied()
         if pipe.pp > 1:
             loss = float(pipe.comm.allreduce(np.array([loss]), op="sum")[0])  # from the last stage
@@ -61,12 +65,12 @@ def train_step(model, opt, sync, schedule, batches, step, batch, accum=1, clip=1
             with trace.span("forward", micro=k):
                 loss += model.forward(x, y) / accum
             last = k == accum - 1
-            if last:
+            if last or (every and k == 0):
                 sync.begin()
-                if fault:
-                    ready(None)  # between forward and backward: kill / stall
+            if last and fault:
+                ready(None)  # between forward and backward: kill / stall
             with trace.span("backward", micro=k):
-                model.backward(scale=1.0 / accum, on_ready=ready if last else None)
+                model.backward(scale=1.0 / accum, on_ready=ready if (last or every) else None)
     with trace.span("sync grads"):
         sync.finish()
     with trace.span("grad norm"):

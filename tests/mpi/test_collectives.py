@@ -332,6 +332,32 @@ def test_iallreduce_overlaps_a_computation(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_ireduce_scatter_and_iallgather_in_the_background_equal_the_blocking_ones(kind):
+    """ZeRO-2/3's background collectives, queued behind each other and an iallreduce on the progress
+    thread: the same blocks as reduce_scatter, the same concatenation as allgather (uneven lengths,
+    into a given output too)."""
+    comm = comm_for(kind)
+    xs = [local_input(n, np.float64, comm.rank, salt=n) for n in (7, 1001, 65539)]
+    wants = [comm.reduce_scatter(x, "avg") for x in xs]
+    y = local_input(1000, np.float32, comm.rank, salt=3)
+    want_y = reference(comm, y.copy(), "sum")
+    parts = [local_input(3 * comm.rank + k, np.float32, comm.rank, salt=k) for k in (1, 2)]
+    want_g = [np.concatenate(comm.mpi.allgather(p)) for p in parts]
+    out = np.full(want_g[1].size, -1, np.float32)
+    hs = [comm.ireduce_scatter(x, "avg") for x in xs]
+    hy = comm.iallreduce(y, "sum")
+    hg = [comm.iallgather(parts[0]), comm.iallgather(parts[1], out=out)]
+    for h, w in zip(hs, wants):
+        np.testing.assert_array_equal(h.wait(), w)
+    np.testing.assert_allclose(hy.wait(), want_y, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(hg[0].wait(), want_g[0])
+    assert hg[1].wait() is out
+    np.testing.assert_array_equal(out, want_g[1])
+    with pytest.raises(hpr.ConfigError, match="1-D numpy"):
+        comm.iallgather(np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_point_to_point_ring_and_barrier(kind):
     comm = comm_for(kind)
     right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size

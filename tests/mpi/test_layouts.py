@@ -20,7 +20,8 @@ from hpr import checkpoint
 from hpr.data import Batches
 from hpr.model import GPT, GPTConfig
 from hpr.optim import AdamW, CosineSchedule
-from hpr.parallel import DataParallel, Pipeline, ProcessGrid, TensorParallel, check_same_params, valid_layouts
+from hpr.parallel import (DataParallel, Pipeline, ProcessGrid, TensorParallel, check_same_params, paged_zeros,
+                          valid_layouts)
 from hpr.parallel.schedule import one_f_one_b
 from hpr.train import Run, build_parser, restore_checkpoint, save_checkpoint, train_step
 
@@ -69,20 +70,28 @@ class Job:
 
         def make_stage(params, grads):
             alloc = grid.dp.alloc if (dp > 1 and grads is None) else None
-            return GPT(cfg, seed=seed, tp=tpo, stage=(grid.pp_rank, pp), params=params, grads=grads, alloc=alloc)
+            if zero >= 2:
+                alloc = paged_zeros
+            return GPT(cfg, seed=seed, tp=tpo, stage=(grid.pp_rank, pp), params=params, grads=grads, alloc=alloc,
+                       params_alloc=paged_zeros if zero == 3 else None)
 
         self.pipe = Pipeline(grid.pp, make_stage, m, tied=grid.tied) if pp > 1 else None
         self.model = model = self.pipe.model if self.pipe else make_stage(None, None)
         skip = []
         if pp > 1 and model.last:  # the tied wte is counted in the gradient norm on the first stage
             skip = [(model.emb.wte.offset, model.emb.wte.offset + model.emb.wte.size)]
-        self.sync = DataParallel(grid.dp, model.layout, BUCKET_MB, "float32", zero, tp=tpo, pp=grid.pp,
-                                 norm_skip=skip)
-        lo, hi = self.sync.opt_range()
-        self.opt = AdamW(model.layout, model.params, model.grads, lo=lo, hi=hi)
         check_same_params(grid.dp, model.params)
+        self.sync = DataParallel(grid.dp, model.layout, BUCKET_MB, "float32", zero, tp=tpo, pp=grid.pp,
+                                 norm_skip=skip, units=model.param_units())
+        self.sync.attach(self.pipe.models if self.pipe else [model])
+        p, g, lo, hi, segments = self.sync.optimizer_buffers(model.params, model.grads)
+        self.opt = AdamW(model.layout, p, g, lo=lo, hi=hi, segments=segments)
         self.sched = CosineSchedule(LR, steps, WARMUP)
         self.data = Batches(TOKENS, cfg.context, seed=DATA_SEED)
+
+    def whole_params(self):
+        """This rank's flat parameters, whole (ZeRO-3 gathers them from the dp shards: collective)."""
+        return self.sync.whole_params(self.model.params)
 
     def step(self, s):
         """(loss, grad norm) of step s."""
@@ -114,14 +123,15 @@ def without_key_bias(name, x):
     return np.concatenate([x[:c], x[2 * c:]])
 
 
-def assert_params_match(layout, whole, rtol):
+def assert_params_match(layout, whole, rtol, flat=None):
     """Every parameter this rank holds equals its part of the reference's whole tensor, norm-wise per
-    tensor (elements near zero differ by rounding at the tensor's scale, not their own)."""
+    tensor (elements near zero differ by rounding at the tensor's scale, not their own). flat: this
+    rank's whole flat parameters, when its views do not hold them (ZeRO-3)."""
     bad = []
     for p in layout.entries:
         full = whole[p.name]
         want = without_key_bias(p.name, p.shard(full) if p.sharded else full)
-        got = without_key_bias(p.name, p.data)
+        got = without_key_bias(p.name, p.data if flat is None else flat[p.offset:p.offset + p.size])
         err = float(np.linalg.norm(got - want)) / max(float(np.linalg.norm(want)), 1e-300)
         if not err <= rtol:
             bad.append(f"{p.name}: relative error {err:.2e}")
@@ -131,14 +141,18 @@ def assert_params_match(layout, whole, rtol):
 # -- every layout equals the single-process run -------------------------------------------------------
 def _cases():
     """(layout, zero, m, dtype) for this world size: every valid layout in float64 with zero 0 and 1 (1
-    only where dp > 1, where it shards something) and each m in {1, 2, 4} with m >= pp, and once in
-    float32 (its largest m and zero). About 40 cases at 8 ranks: ~25 s on 2 cores."""
+    only where dp > 1, where it shards something) and each m in {1, 2, 4} with m >= pp; where dp > 1
+    also ZeRO-2 (largest m: each micro-batch's gradients reduce-scattered) and ZeRO-3 (smallest and
+    largest m); and once in float32 (its largest m and zero). About 60 cases at 8 ranks."""
     out = []
     for lay in layouts():
         dp, tp, pp = lay
         ms = [m for m in (1, 2, 4) if m >= pp]
         zeros = [0, 1] if dp > 1 else [0]
         out += [(lay, z, m, "float64") for m in ms for z in zeros]
+        if dp > 1:
+            out += [(lay, 2, ms[-1], "float64")] + [(lay, 3, m, "float64") for m in sorted({ms[0], ms[-1]})]
+            zeros = [3]
         out.append((lay, zeros[-1], ms[-1], "float32"))
     return out
 
@@ -155,9 +169,11 @@ def test_layout_equals_single_process(reference, case):
     job = Job(world, config(dt), dp, tp, pp, m, zero)
     got = np.array([job.step(s) for s in range(1, STEPS + 1)])
     # collectives first (they fail on every rank alike), then this rank's own checks
-    check_same_params(job.grid.dp, job.model.params)  # the data-parallel replicas stay bit-identical
+    flat = job.whole_params()
+    check_same_params(job.grid.dp, flat)  # the data-parallel replicas stay bit-identical
     if job.grid.tied is not None:  # the embedding and the tied head: one tensor on two stages
-        check_same_params(job.grid.tied, job.model.emb.wte.data)
+        wte = job.model.emb.wte
+        check_same_params(job.grid.tied, flat[wte.offset:wte.offset + wte.size])
     names = world.mpi.allgather([p.name for p in job.model.layout.entries])
     want_loss, want_norm, want_params = reference[dt]
     rtol = RTOL[dt]
@@ -165,7 +181,7 @@ def test_layout_equals_single_process(reference, case):
     np.testing.assert_allclose(got[:, 1], want_norm, rtol=rtol, err_msg="global gradient norms")
     # the stages' tp parts together hold exactly the whole model (wte twice when pp > 1: both ends)
     assert set().union(*names) == set(want_params)
-    assert_params_match(job.model.layout, want_params, PARAM_RTOL[dt])
+    assert_params_match(job.model.layout, want_params, PARAM_RTOL[dt], flat)
 
 
 def test_every_valid_layout_is_covered():
@@ -178,7 +194,7 @@ def test_every_valid_layout_is_covered():
         assert c.n_heads % tp or pp > c.n_layers, (dp, tp, pp)
     ms = {case[2] for case in _cases()}
     zeros = {case[1] for case in _cases()}
-    assert ms == {1, 2, 4} and zeros == {0, 1}
+    assert ms == {1, 2, 4} and zeros == {0, 1, 2, 3}
 
 
 # -- the 1F1B schedule as the pipeline runs it --------------------------------------------------------
@@ -315,14 +331,22 @@ def _resume_job(world, lay, zero, m, ckpt_dir):
     return job
 
 
-@pytest.mark.parametrize("direction", ["split-to-dp", "dp-to-split"])
+@pytest.mark.parametrize("direction", ["split-to-dp", "dp-to-split", "zero3-to-split", "split-zero3-to-dp"])
 def test_checkpoint_resumes_in_another_layout(direction):
+    """Saved in one layout and ZeRO stage, resumed in another (and at ZeRO 0 on one rank): the
+    uninterrupted run's losses. zero3-to-split: saved at dp=N ZeRO-3, resumed at the most split
+    layout (dp2 tp2 pp2 at 8 ranks) with ZeRO-1."""
     world = hpr.init()
     split, m_split = _split_layout()
     pure = ((N, 1, 1), 1, 1)  # dp=N, ZeRO-1, one micro-batch
     a, b = ((split, 1 if split[0] > 1 else 0, m_split), pure)
-    if direction == "dp-to-split":
+    if direction in ("dp-to-split", "zero3-to-split"):
         a, b = b, a
+    if direction == "zero3-to-split":
+        a = ((N, 1, 1), 3, 2)
+    if direction == "split-zero3-to-dp":
+        a = (split, 3 if split[0] > 1 else 0, m_split)
+        b = ((N, 1, 1), 2, 1)
     d = world.mpi.bcast(tempfile.mkdtemp(prefix="hpr-layouts-") if world.rank == 0 else None, root=0)
     try:
         # uninterrupted, in layout a, saving at step SAVE_AT
