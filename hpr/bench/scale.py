@@ -5,7 +5,7 @@ memory and time.
 1. Planner vs measured: for each preset and dp x tp x pp layout it runs the trainer (``python -m
    hpr.train``, under mpiexec for more than one rank) for a few steps on the default corpus, and reads
    from its --log-json the planner's predicted peak resident memory of the largest rank and the peak
-   measured there (ru_maxrss, the max over the ranks). Prints both and the ratio, and exits 2 when a
+   measured there (VmHWM, the max over the ranks). Prints both and the ratio, and exits 2 when a
    ratio is outside 1 +- --tolerance (default 10%).
 2. Recomputation: for each --recompute mode, one rank builds the preset's model and runs forward +
    backward: the activation bytes kept across forward -> backward (measured: the Workspace's buffers

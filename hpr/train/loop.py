@@ -430,8 +430,19 @@ class Run:
 
 
 def peak_rss_bytes():
-    """This process's peak resident memory so far (getrusage's ru_maxrss: KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident memory so far: on Linux the high-water mark of its own address
+    space (VmHWM of /proc/self/status, KiB), which is what the planner models. Not getrusage's
+    ru_maxrss there: at exec the kernel folds the launcher's peak into it (a child of a 120 MiB
+    Python process reports at least 120 MiB). Elsewhere ru_maxrss (KiB; bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def check_memory(args, world, grid, config, data, device):
