@@ -222,7 +222,7 @@ def test_a_broken_communicator_stays_broken(tmp_path, env):
 
 
 COMPARE_WITH_MPI = """
-    import warnings, numpy as np, hpr
+    import sys, warnings, numpy as np, hpr
     from mpi4py import MPI
     warnings.simplefilter("always")
     comm = hpr.init(abort_on_exception=False)
@@ -240,7 +240,10 @@ COMPARE_WITH_MPI = """
     y = np.full(7, comm.rank, np.int64)
     comm.broadcast(y, root=1)
     assert np.all(y == 1)
-    print("AGREES", comm.rank, comm.algorithm_for(4000), flush=True)
+    # one write per line: the tests run with PYTHONUNBUFFERED=1, where print's pieces are separate writes
+    # that Hydra may interleave with another rank's
+    sys.stdout.write(f"AGREES {comm.rank} {comm.algorithm_for(4000)}\n")
+    sys.stdout.flush()
 """
 
 
