@@ -116,7 +116,7 @@ def lightning_gate(qs, name, p, wires):
     return lambda: f(wires, inv, params)
 
 
-def gate_table(n, qubits, budget):
+def gate_table(n, qubits, budget, gates=None):
     """Rows {n, gate, qubit(s), hpr_us, lightning_us, ratio} for one size; each gate checked once."""
 
     rows = []
@@ -125,8 +125,8 @@ def gate_table(n, qubits, budget):
     lsv = lightning_state(n) if not _missing("pennylane_lightning") else None
     if lsv is not None:
         lsv._qubit_state.Hadamard([n - 1], False, [])
-    cases = [(g, p, [q]) for g, p in GATES_1Q for q in qubits]
-    cases += [("cx", None, list(qs)) for qs in cx_pairs(n)]
+    cases = [(g, p, [q]) for g, p in GATES_1Q for q in qubits if gates is None or g in gates]
+    cases += [("cx", None, list(qs)) for qs in cx_pairs(n) if gates is None or "cx" in gates]
     checked = set()
     for name, p, qs in cases:
         t = median_time(lambda: sv.apply(name, qs, p), budget)
@@ -162,7 +162,7 @@ def part_gates(a):
     for n in a.sizes:
         qubits = list(range(n)) if a.qubits == "all" else sorted({q if q >= 0 else n + q for q in a.qubits
                                                                  if -n <= q < n})
-        rows += gate_table(n, qubits, a.budget)
+        rows += gate_table(n, qubits, a.budget, a.gates)
     slower = [r for r in rows if r.get("ratio", 1) < 1]
     return {"rows": rows, "slower_than_lightning": len(slower), "timed": len(rows)}
 
@@ -348,6 +348,8 @@ def parse(argv):
                     "n = 26 holds two 1 GiB states, hpr's and Lightning's)")
     ap.add_argument("--qubits", default="all", help="qubit positions of part 1: all (default), classes (one per "
                     "class the kernels tell apart, see above) or a list; negative counts from the top (-1 is n-1)")
+    ap.add_argument("--gates", type=lambda t: set(t.split(",")), default=None, help="part 1's gates, a subset "
+                    f"of {','.join([g for g, _ in GATES_1Q] + ['cx'])} (default all)")
     ap.add_argument("--batch", type=int, default=1024, help="circuits of part 2 (default 1024)")
     ap.add_argument("--qasm-gates", type=int, default=199000, dest="qasm_gates", help="size of part 3's file")
     ap.add_argument("--parts", default="gates,batched,qasm", help="which parts (default all three)")
