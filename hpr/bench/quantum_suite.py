@@ -347,7 +347,7 @@ def parse(argv):
     ap.add_argument("--sizes", type=_ints, default=[22, 23, 24, 25, 26], help="n of part 1 (default 22..26; "
                     "n = 26 holds two 1 GiB states, hpr's and Lightning's)")
     ap.add_argument("--qubits", default="all", help="qubit positions of part 1: all (default), classes (one per "
-                    "class the kernels tell apart, see above) or a list; negative counts from the top (-1 is n-1)")
+                    "class the kernels tell apart, see above) or a list; negative counts from the top (-1 is n-1; a list that starts with one: --qubits=-2,-1)")
     ap.add_argument("--gates", type=lambda t: set(t.split(",")), default=None, help="part 1's gates, a subset "
                     f"of {','.join([g for g, _ in GATES_1Q] + ['cx'])} (default all)")
     ap.add_argument("--batch", type=int, default=1024, help="circuits of part 2 (default 1024)")
