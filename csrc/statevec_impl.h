@@ -317,6 +317,28 @@ HPR_KERNEL void FN(hpr_sv_apply_2q)(REAL *psi, int64_t B, int N, int q1, int q2,
     }
 }
 
+/* amplitude *= (er, ei) over the SV_CHUNK amplitudes at x; a real factor scales the REALs by one
+ * number (Z, RZ(pi)), a factor exactly 1 is skipped */
+SV_INLINE void FN(sv_chunk_scale)(REAL *restrict x, REAL er, REAL ei) {
+    if (ei == 0) {
+        if (er == 1) return;
+        SIMD
+        for (int64_t j = 0; j < 2 * SV_CHUNK; j++) x[j] *= er;
+    } else {
+        FN(sv_run_scale)(x, SV_CHUNK, er, ei);
+    }
+}
+
+/* exchange the SV_CHUNK amplitudes at x and y (a vectorised block swap) */
+SV_INLINE void FN(sv_chunk_swap)(REAL *restrict x, REAL *restrict y) {
+    SIMD
+    for (int64_t j = 0; j < 2 * SV_CHUNK; j++) {
+        REAL t = x[j];
+        x[j] = y[j];
+        y[j] = t;
+    }
+}
+
 HPR_KERNEL void FN(hpr_sv_apply_diag_1q)(REAL *psi, int64_t B, int N, int q, const REAL *d,
                                          int64_t dstride, int nthreads) {
     int par = nthreads > 1 && (B << N) >= HPR_SV_OMP_MIN;
@@ -347,6 +369,24 @@ HPR_KERNEL void FN(hpr_sv_apply_diag_1q)(REAL *psi, int64_t B, int N, int q, con
                 s[3] = br * yi + bi * yr;
             }
         });
+        return;
+    }
+    if ((INT64_C(1) << q) >= SV_CHUNK) {
+        /* a high qubit: each half of each block of 2**(q+1) amplitudes is one contiguous run, so the batch
+         * is walked in address order as items of SV_CHUNK amplitudes, each inside one half of one state:
+         * no index arithmetic inside a run, one streaming pass per half. Flat item w starts at amplitude
+         * i0 = w * SV_CHUNK; its half is bit q of i0, its state i0 >> N. Where every state's entry of one
+         * half is exactly 1 (Z, S, T, phase) only the other half h's items are enumerated: item k of that
+         * half lies in half-block k / per (per = 2**q / SV_CHUNK items each): w = (2 (k / per) + h) per + k % per. */
+        const int64_t per = (INT64_C(1) << q) / SV_CHUNK, W = (B << N) / SV_CHUNK;
+        const int h = dstride != 0 ? -1 : (d[0] == 1 && d[1] == 0) ? 1 : (d[2] == 1 && d[3] == 0) ? 0 : -1;
+        const int64_t nw = h < 0 ? W : W / 2;
+        OMP_ITEMS
+        for (int64_t k = 0; k < nw; k++) {
+            const int64_t w = h < 0 ? k : (2 * (k / per) + h) * per + k % per, i0 = w * SV_CHUNK;
+            const REAL *e = d + (i0 >> N) * dstride + 2 * ((i0 >> q) & 1);
+            FN(sv_chunk_scale)(psi + 2 * i0, e[0], e[1]);
+        }
         return;
     }
     sv_plan p;
@@ -478,6 +518,21 @@ HPR_KERNEL void FN(hpr_sv_apply_x)(REAL *psi, int64_t B, int N, int q, int64_t c
         return;
     }
     sv_plan_make(&p, B, N, cmask | (INT64_C(1) << q));
+    if (cmask && (INT64_C(1) << p.pos[0]) >= SV_CHUNK) {
+        /* target and controls all high (CNOT, Toffoli on the top qubits): the amplitudes to exchange are
+         * whole contiguous items of SV_CHUNK amplitudes, the item at (controls 1, target 0) with the one
+         * 2**q amplitudes above it. The 2**(N-m) / SV_CHUNK such items of a state (m = the qubits of
+         * cmask | q) are enumerated directly: item k's first amplitude is k * SV_CHUNK with a zero bit
+         * inserted at each of those positions (once per item), OR cmask; each pair one block swap. */
+        const int64_t per = (INT64_C(1) << (N - p.m)) / SV_CHUNK;
+        OMP_ITEMS
+        for (int64_t k = 0; k < B * per; k++) {
+            const int64_t b = k / per;
+            REAL *x = psi + 2 * ((b << N) + (sv_insert((k - b * per) * SV_CHUNK, p.pos, p.m) | cmask));
+            FN(sv_chunk_swap)(x, x + off);
+        }
+        return;
+    }
     OMP_ITEMS
     for (int64_t w = 0; w < p.W; w++) {
         SV_RUNS(p, w, cmask, FN(sv_run_swap)(x, x + off, p.Lr);)

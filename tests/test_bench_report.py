@@ -59,13 +59,23 @@ OVERSUB = {"setup": "one rank computes, 2 wait; 3 ranks on 2 cores; median of 7"
                     {"case": "others in MPI_Barrier", "compute_ms": 120.6, "vs_alone": 3.0}]}
 
 
+# python -m hpr.bench quantum (hpr.bench.quantum_suite): the targets
+TARGETS = {"gates": {"rows": [{"n": 12, "gate": "rz", "qubits": [11], "hpr_us": 40.0, "lightning_us": 36.0, "ratio": 0.9},
+                              {"n": 12, "gate": "x", "qubits": [0], "hpr_us": 10.0, "lightning_us": 20.0, "ratio": 2.0}],
+                     "slower_than_lightning": 1, "timed": 2},
+           "batched": {"circuits": 16, "hpr_fwd_s": 0.001, "hpr_fwd_grad_s": 0.002, "numpy_fwd_s": 0.02,
+                       "alternatives_fwd_grad_s": {"jax jit+vmap": 0.02}},
+           "qasm": {"gates": 2000, "hpr_parse_s": 0.1, "hpr_run_s": 0.1, "qiskit_parse_s": 1.0, "qiskit_statevector_s": 0.2}}
+
+
 def runs(failed_log="Traceback (most recent call last):\nValueError: the last words of the benchmark"):
     return [Run("allreduce", "allreduce", "mpiexec -n 2 python -m hpr.bench allreduce", 1.0, ALLREDUCE),
             Run("train-S", "train", "python -m hpr.bench train --preset S", 5.0, TRAIN_S),
             Run("train-M", "train", "python -m hpr.bench train --preset M", 9.0, TRAIN_M),
             Run("layouts", "layouts", "mpiexec -n 2 python -m hpr.bench layouts", 4.0, LAYOUTS),
             Run("dp", "dp", "mpiexec -n 2 python -m hpr.bench dp", 6.0, DP),
-            Run("quantum", "quantum", "python -m hpr.bench quantum", 7.0, QUANTUM),
+            Run("quantum", "quantum-kernels", "python -m hpr.bench quantum-kernels", 7.0, QUANTUM),
+            Run("quantum-targets", "quantum", "python -m hpr.bench quantum --quick", 3.0, TARGETS),
             Run("oversubscribe", "oversubscribe", "mpiexec -n 3 python -m hpr.bench oversubscribe", 2.0, OVERSUB,
                 "oversubscribe log"),
             Run("dp-M", "dp", "mpiexec -n 2 python -m hpr.bench dp --preset M", 3.5, None, failed_log,
@@ -106,6 +116,11 @@ def test_tables_hold_the_figures_and_ratios(tmp_path):
     assert "| hpr | forward + gradient | 40,000 | 4.00 |" in md
     assert "| lightning | forward + gradient | 2,500 | 0.25 |" in md
     assert "| others in MPI_Barrier | 120.6 | 3.00 |" in md
+    # quantum targets: the count that holds, each miss with its ratio, the batched and QASM ratios
+    assert "1 of 2 hold, n = 12." in md and "| 12 | rz | [11] | 40.0 | 36.0 | 0.90 |" in md
+    assert "| 12 | x | [0] |" not in md
+    assert "forward 20.0× vectorised numpy" in md and "Forward + gradient: 10.0× jax jit+vmap" in md
+    assert "2000 gates parsed and run: 6.0× Qiskit's" in md
     # the failed one: in the run list and in its section, with the end of its log
     assert "| [dp-M](dp-M.log) | FAILED: exit status 1 | 3.5 |" in md
     assert "**dp-M FAILED**: exit status 1" in md and "ValueError: the last words of the benchmark" in md
@@ -119,8 +134,8 @@ def test_older_quantum_shape_and_missing_keys(tmp_path):
            "others": ["qulacs"], "batched": {"states": 4096, "qubits": 6, "hpr_us_per_state": 2.0,
                                               "numpy_us_per_state": 5.0}}
     sparse = {"rows": [{"n": 18, "gate": "H q0", "us": 100.0}]}  # most keys missing: dashes, no error
-    report.write_report(str(tmp_path), [Run("quantum", "quantum", "q", 1.0, old),
-                                        Run("quantum-2", "quantum", "q", 1.0, sparse)], "cmd", charts=False)
+    report.write_report(str(tmp_path), [Run("quantum", "quantum-kernels", "q", 1.0, old),
+                                        Run("quantum-2", "quantum-kernels", "q", 1.0, sparse)], "cmd", charts=False)
     md = read(tmp_path / "README.md")
     assert "| 16 | CNOT 0,15 | 78.0 | 26.90 | 51.89 | 0.52 | 39.0 | 0.50 |" in md
     assert "| hpr | forward + expectations | 500,000 | 2.50 |" in md
@@ -183,7 +198,7 @@ def test_plan_runs_every_benchmark():
         todo = report.plan(quick, ranks=2, cores=2)
         assert {b for _, b, _, _ in todo} == want
         assert all(n <= 4 for _, _, n, _ in todo)
-        assert all(report.declared(b, flags)[1] == [] or b == "quantum" for _, b, _, flags in todo)
+        assert all(report.declared(b, flags)[1] == [] or b == "quantum-kernels" for _, b, _, flags in todo)
 
 
 def test_failed_benchmark_run(tmp_path):

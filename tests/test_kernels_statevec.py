@@ -264,6 +264,37 @@ def test_low_qubit_paths_large_threaded(dtype, b, threads):
     for c, q in itertools.permutations(range(3), 2):
         np.testing.assert_array_equal(sv.apply_x(s0.copy(), q, (c,)), _ref.sv_apply_tensor(s0, cx, [c, q]))
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,b", [(12, 3), (13, 1), (15, 2)])
+def test_high_qubit_paths(dtype, n, b, threads):
+    """The streaming walks of the high qubits (2**q >= 2048 amplitudes: the diagonal as whole-half scalings,
+    X with every control high as block swaps) on the top qubits, odd n too, against the twin with each
+    gate's dense matrix: shared and per-state diagonals, entries exactly 1 (Z, S, T skip a half), real
+    entries (Z), CNOT on every ordered high pair, Toffoli with high controls."""
+    rng = np.random.default_rng(100 + n)
+    s0 = rand_state(rng, b, n, dtype)
+    t = tol(dtype)
+    high = list(range(11, n))
+    for q in high:
+        for d in (rand_phases(rng, 2), np.array([1, np.exp(0.25j * np.pi)]), np.array([1j, 1]),
+                  np.array([1, -1]), np.array([-1, 1j])):
+            np.testing.assert_allclose(sv.apply_diag_1q(s0.copy(), q, d),
+                                       _ref.sv_apply_tensor(s0, np.diag(d), [q]), **t)
+        d = rand_phases(rng, 2, b)
+        d[0, 0] = 1  # an entry of exactly 1 in one state only
+        np.testing.assert_allclose(sv.apply_diag_1q(s0.copy(), q, d),
+                                   per_state_tensor(s0, np.stack([np.diag(e) for e in d]), q), **t)
+    cx = _ref.sv_controlled_op(_ref.SV_PAULI["X"], 1)
+    for c, q in itertools.permutations(high, 2):
+        np.testing.assert_array_equal(sv.apply_x(s0.copy(), q, (c,)), _ref.sv_apply_tensor(s0, cx, [c, q]))
+    if len(high) >= 3:
+        ccx = _ref.sv_controlled_op(_ref.SV_PAULI["X"], 2)
+        c1, c2, q = high[-1], high[0], high[1]
+        np.testing.assert_array_equal(sv.apply_x(s0.copy(), q, (c1, c2)), _ref.sv_apply_tensor(s0, ccx, [c1, c2, q]))
+    np.testing.assert_array_equal(sv.apply_x(s0.copy(), n - 1, (n - 2, 3)),  # one low control: the general walk
+                                  _ref.sv_apply_tensor(s0, _ref.sv_controlled_op(_ref.SV_PAULI["X"], 2),
+                                                       [n - 2, 3, n - 1]))
+
 
 def _bad_calls(s, n):
     """(name, call) for every misuse; each must raise ConfigError before touching s."""

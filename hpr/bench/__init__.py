@@ -22,7 +22,10 @@ BENCHES = {
     "generate": ("hpr.bench.generate", "greedy decoding with the key/value cache, beside recomputation and transformers"),
     "layouts": ("hpr.bench.layouts", "every dp x tp x pp layout of the world: tokens/s, memory, bubble, bytes per axis"),
     "oversubscribe": ("hpr.bench.oversubscribe", "a computing rank beside ranks waiting in hpr's vs MPI's barrier"),
-    "quantum": ("hpr.bench.quantum", "state-vector gates at 16-22 qubits: time, GB/s beside numpy's copy; a batched workload"),
+    "quantum": ("hpr.bench.quantum_suite", "issue 21's quantum targets: every 1-qubit gate on every qubit and CNOT pair "
+                "classes at n = 22-26 beside Lightning; batched workload beside numpy, PennyLane, JAX; QASM beside Qiskit"),
+    "quantum-kernels": ("hpr.bench.quantum", "state-vector gates at 16-24 qubits: time, GB/s beside numpy's copy, "
+                        "other simulators; a 20-gate circuit; a batched workload; --device gpu"),
     "scale": ("hpr.bench.scale", "the memory planner's prediction vs measured peak RSS; --recompute memory and time"),
     "train": ("hpr.bench.train", "one GPT training step: tokens/s and MFU, beside PyTorch eager when installed"),
     "all": ("hpr.bench.report", "all of the above at sizes for this machine: a Markdown report and charts (--out DIR)"),

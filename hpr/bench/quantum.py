@@ -1,4 +1,4 @@
-"""``python -m hpr.bench quantum [--max-qubits N] [--threads K] [--circuit-qubits N] [--batch B] [--json FILE]``:
+"""``python -m hpr.bench quantum-kernels [--max-qubits N] [--threads K] [--circuit-qubits N] [--batch B] [--json FILE]``:
 hpr's state-vector kernels, one thread by default, in three parts, each beside its references measured
 in the same run.
 
@@ -271,7 +271,7 @@ def batched(B, budget, others):
 
 # ------------------------------------------------------------------------------------------- main
 def build_parser():
-    ap = argparse.ArgumentParser(prog="python -m hpr.bench quantum", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m hpr.bench quantum-kernels", description=__doc__.split("\n\n")[0])
     ap.add_argument("--max-qubits", type=int, default=None, help="largest n of the single gates, 16..26 in steps "
                     "of 2 (default 24; 26 needs 1 GiB per state; on the GPU 20..30, default 28)")
     ap.add_argument("--threads", type=int, default=1, help="threads for hpr and the other simulators (default 1; "
@@ -414,7 +414,7 @@ def main(argv=None):
     os.environ["OMP_NUM_THREADS"] = str(a.threads)
     cpu.set_num_threads(a.threads)
     others = available_others()
-    print(f"hpr.bench quantum: complex128, {a.threads} thread(s) for hpr and the others (OMP_NUM_THREADS)")
+    print(f"hpr.bench quantum-kernels: complex128, {a.threads} thread(s) for hpr and the others (OMP_NUM_THREADS)")
     out = {"threads": a.threads, "dtype": "complex128", "rows": single_gates(sizes, a.budget, others),
            "others": [k for k, _ in others]}
     if a.circuit_qubits:

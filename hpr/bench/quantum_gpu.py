@@ -1,4 +1,4 @@
-"""``python -m hpr.bench quantum --device gpu [--max-qubits N] [--batch B] [--dtype complex64|complex128]``:
+"""``python -m hpr.bench quantum-kernels --device gpu [--max-qubits N] [--batch B] [--dtype complex64|complex128]``:
 hpr's state-vector kernels on one GPU (CuPy), each beside its reference measured in the same run.
 
 1. Single gates on one state of n = 20, 22, ... qubits: the median time per gate (H on qubits 0, n/2,
@@ -11,7 +11,7 @@ hpr's state-vector kernels on one GPU (CuPy), each beside its reference measured
    pass with each state in shared memory; checked against the CPU kernels first. Target: >= 1e6
    circuits/s. The CPU kernels' figure for 1024 circuits is printed beside it.
 
-``python -m hpr.bench quantum`` parses the flags and calls main(a) here; the gates, circuits and timer
+``python -m hpr.bench quantum-kernels`` parses the flags and calls main(a) here; the gates, circuits and timer
 are hpr/bench/circuits.py's, the same the CPU tables use. CuPy is reached through hpr.device."""
 import numpy as np
 
@@ -51,7 +51,7 @@ def main(a):
     isz = dt.itemsize
     sizes = [n for n in range(20, a.max_qubits + 1, 2)]
     peak = _theoretical_bandwidth(dev)
-    print(f"hpr.bench quantum --device gpu: {dev.name()} (GPU {dev.index}), {dt.name}")
+    print(f"hpr.bench quantum-kernels --device gpu: {dev.name()} (GPU {dev.index}), {dt.name}")
     print(f"1. single gates on one state: median time per gate; GB/s = 2 * {isz} * 2**n bytes / time")
     print("   reference: cupy.copyto of the same array, same run (read + write); x = hpr GB/s / copy GB/s"
           + (f"; memory's theoretical bandwidth {peak / 1e9:,.0f} GB/s (x_peak)" if peak else ""))

@@ -1,13 +1,22 @@
-"""``python -m hpr.bench.quantum_suite [--sizes 22,23,24] [--qubits all|0,1,..] [--batch 1024]
-[--qasm-gates 199000] [--parts gates,batched,qasm] [--json FILE]``: hpr's quantum figures beside the
+"""``python -m hpr.bench quantum [--quick] [--sizes 22,23,24,25,26] [--qubits all|classes|0,1,..] [--batch 1024]
+[--qasm-gates 199000] [--parts gates,batched,qasm] [--json FILE]`` (also ``python -m hpr.bench.quantum_suite``;
+the older bandwidth tables are ``python -m hpr.bench quantum-kernels``): hpr's quantum figures beside the
 references the issue names, measured in the same run, each with the ratio; a reference whose results
 disagree with hpr's stops the run (exit 1), and one not installed is skipped with the reason printed.
 
-1. gates: every single-qubit gate on every qubit position, and CNOT on each pair class (low-low,
-   low-high, high-low, high-high), one state of n qubits (complex128, 1 thread), median time per gate,
+1. gates: every single-qubit gate on every qubit position (--qubits all, the default), and CNOT on each
+   pair class, one state of n qubits (complex128, 1 thread), median time per gate,
    beside PennyLane Lightning's kernels called the same way (its C++ state's gate methods, one call
    per gate; hpr qubit q is Lightning's wire n-1-q, which makes the two amplitude arrays identical).
-   Each gate's result is checked against Lightning's once per size.
+   Each gate's result is checked against Lightning's once per size. --qubits classes times one qubit of
+   every class the kernels (csrc/statevec_impl.h) tell apart, so it reaches each of their code paths:
+   q = 0 (adjacent pairs), 1, 2 (block walks for dense and diagonal gates), 3, 4 (block walks for
+   diagonals), 5 and 10 (the general walk, runs of 2**q < 2048 amplitudes), 11 and 12 (full runs of
+   2048; the high streaming walks of diagonals), and n-3, n-2, n-1 (the same code as 11, at the
+   strides where the halves are furthest apart: the top qubits are timed apart as Lightning's
+   kernels change with them). The CNOT pairs (control, target): (0, 1), (1, 0) (the 3-low-qubit
+   tables), (0, n-1) (low control, high target), (n-1, 0) (high control, swaps inside its runs),
+   (5, 8) (the general walk), (3, n-1), (n-2, n-1), (n-1, n-2) (the high block swaps).
 2. batched: 1024 circuits of 8 qubits (hpr.bench.quantum's workload: RY encoding of per-circuit inputs,
    4 layers of RY + RZ with shared weights and a CNOT ring, <Z_i>): forward against vectorised numpy,
    forward + gradient (the vector-Jacobian product for a random upstream gradient) against PennyLane
@@ -44,11 +53,20 @@ LIGHTNING = {"x": ("PauliX", False), "y": ("PauliY", False), "z": ("PauliZ", Fal
              "p": ("PhaseShift", False), "u3": None}
 
 
+def cx_pairs(n):
+    """(control, target) of the CNOT pair classes at n qubits (part 1 in the docstring)."""
+    pairs = [(0, 1), (1, 0), (0, n - 1), (n - 1, 0), (5, 8), (3, n - 1), (n - 2, n - 1), (n - 1, n - 2)]
+    return list(dict.fromkeys(p for p in pairs if p[0] != p[1] and max(p) < n))
+
+
 class Disagree(Exception):
     """hpr and a reference computed different results: the figures would compare different work."""
 
 
 STAT = {"median": np.median, "min": np.min}
+# one qubit of each class the kernels tell apart (part 1 in the docstring); negative counts from the top
+QUBIT_CLASSES = [0, 1, 2, 3, 4, 5, 10, 11, 12, -3, -2, -1]
+QUICK = ["--sizes", "12", "--qubits", "0,1,11,-1", "--budget", "0.01", "--batch", "16", "--qasm-gates", "2000"]
 _stat = np.median  # --stat: min is the steadier estimate on a machine shared with other work
 
 
@@ -98,7 +116,7 @@ def lightning_gate(qs, name, p, wires):
     return lambda: f(wires, inv, params)
 
 
-def gate_table(n, qubits, budget):
+def gate_table(n, qubits, budget, gates=None):
     """Rows {n, gate, qubit(s), hpr_us, lightning_us, ratio} for one size; each gate checked once."""
 
     rows = []
@@ -107,8 +125,8 @@ def gate_table(n, qubits, budget):
     lsv = lightning_state(n) if not _missing("pennylane_lightning") else None
     if lsv is not None:
         lsv._qubit_state.Hadamard([n - 1], False, [])
-    cases = [(g, p, [q]) for g, p in GATES_1Q for q in qubits]
-    cases += [("cx", None, list(qs)) for qs in ((0, 1), (0, n - 1), (n - 1, 0), (n - 2, n - 1))]
+    cases = [(g, p, [q]) for g, p in GATES_1Q for q in qubits if gates is None or g in gates]
+    cases += [("cx", None, list(qs)) for qs in cx_pairs(n) if gates is None or "cx" in gates]
     checked = set()
     for name, p, qs in cases:
         t = median_time(lambda: sv.apply(name, qs, p), budget)
@@ -142,8 +160,9 @@ def part_gates(a):
     print(f"{'n':>3} {'gate':<5}{'qubits':<10}{'hpr us':>12}{'lightning us':>14}{'x':>8}")
     rows = []
     for n in a.sizes:
-        qubits = list(range(n)) if a.qubits == "all" else [q if q >= 0 else n + q for q in a.qubits]
-        rows += gate_table(n, qubits, a.budget)
+        qubits = list(range(n)) if a.qubits == "all" else sorted({q if q >= 0 else n + q for q in a.qubits
+                                                                 if -n <= q < n})
+        rows += gate_table(n, qubits, a.budget, a.gates)
     slower = [r for r in rows if r.get("ratio", 1) < 1]
     return {"rows": rows, "slower_than_lightning": len(slower), "timed": len(rows)}
 
@@ -324,9 +343,13 @@ def _ints(text):
 
 def parse(argv):
     ap = argparse.ArgumentParser(prog="python -m hpr.bench.quantum_suite", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", type=_ints, default=[22, 23, 24], help="n of part 1 (default 22,23,24)")
-    ap.add_argument("--qubits", default="all", help="qubit positions of part 1: all (default) or a list; "
-                    "negative counts from the top (-1 is n-1)")
+    ap.add_argument("--quick", action="store_true", help="a smoke run in seconds: " + " ".join(QUICK))
+    ap.add_argument("--sizes", type=_ints, default=[22, 23, 24, 25, 26], help="n of part 1 (default 22..26; "
+                    "n = 26 holds two 1 GiB states, hpr's and Lightning's)")
+    ap.add_argument("--qubits", default="all", help="qubit positions of part 1: all (default), classes (one per "
+                    "class the kernels tell apart, see above) or a list; negative counts from the top (-1 is n-1; a list that starts with one: --qubits=-2,-1)")
+    ap.add_argument("--gates", type=lambda t: set(t.split(",")), default=None, help="part 1's gates, a subset "
+                    f"of {','.join([g for g, _ in GATES_1Q] + ['cx'])} (default all)")
     ap.add_argument("--batch", type=int, default=1024, help="circuits of part 2 (default 1024)")
     ap.add_argument("--qasm-gates", type=int, default=199000, dest="qasm_gates", help="size of part 3's file")
     ap.add_argument("--parts", default="gates,batched,qasm", help="which parts (default all three)")
@@ -334,8 +357,11 @@ def parse(argv):
     ap.add_argument("--stat", choices=sorted(STAT), default="median", help="median (default) or min of the "
                     "repetitions: min is steadier where other work shares the cores")
     ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
-    a = ap.parse_args(argv)
-    if a.qubits != "all":
+    argv = sys.argv[1:] if argv is None else list(argv)
+    a = ap.parse_args(QUICK + argv if "--quick" in argv else argv)
+    if a.qubits == "classes":
+        a.qubits = QUBIT_CLASSES
+    elif a.qubits != "all":
         a.qubits = _ints(a.qubits)
     return a
 
@@ -373,6 +399,10 @@ def verdicts(out):
     g = out.get("gates")
     if g and g["timed"] and "ratio" in g["rows"][0]:
         print(f"   gates <= Lightning: {g['timed'] - g['slower_than_lightning']} of {g['timed']} hold")
+        miss = sorted((r for r in g["rows"] if r.get("ratio", 1) < 1), key=lambda r: r["ratio"])
+        if miss:
+            print("   slower than Lightning (x = Lightning's time / hpr's): " +
+                  ", ".join(f"n={r['n']} {r['gate']} {r['qubits']} {r['ratio']:.2f}" for r in miss))
     b = out.get("batched")
     if b:
         fx = b["numpy_fwd_s"] / b["hpr_fwd_s"]

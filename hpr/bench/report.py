@@ -34,8 +34,8 @@ import numpy as np
 
 from hpr.bench import BENCHES, torch_reference
 from hpr.bench.figures import (allreduce_chart, allreduce_md, batched_chart, data_md, dp_chart, dp_md, fmt,
-                               generate_md, layouts_md, oversubscribe_md, quantum_chart, quantum_md, table, train_md,
-                               training_chart)
+                               generate_md, layouts_md, oversubscribe_md, quantum_chart, quantum_md, quantum_targets_md,
+                               table, train_md, training_chart)
 from hpr.errors import ConfigError, HprError
 
 PLOT_HINT = "pip install 'hpr[plot]'"
@@ -51,8 +51,9 @@ def plan(quick, ranks, cores):
                 ("train-tiny", "train", 0, {"--preset": "tiny", "--steps": "2", "--rounds": "1", "--no-torch": None}),
                 ("layouts", "layouts", ranks, {"--preset": "tiny", "--steps": "2"}),
                 ("dp", "dp", ranks, {"--preset": "tiny", "--steps": "2", "--warmup": "1", "--no-torch": None}),
-                ("quantum", "quantum", 0, {"--max-qubits": "16", "--budget": "0.02", "--circuit-qubits": "16",
-                                            "--batch": "64"}),
+                ("quantum", "quantum-kernels", 0, {"--max-qubits": "16", "--budget": "0.02", "--circuit-qubits": "16",
+                                                    "--batch": "64"}),
+                ("quantum-targets", "quantum", 0, {"--quick": None}),
                 ("oversubscribe", "oversubscribe", over, {"--ms": "5", "--repeats": "3"}),
                 ("data", "data", 0, {"--quick": None, "--vocab-size": "512"}),
                 ("scale", "scale", 0, {"--quick": None}),
@@ -62,7 +63,8 @@ def plan(quick, ranks, cores):
             ("train-M", "train", 0, {"--preset": "M"}),
             ("layouts", "layouts", ranks, {"--preset": "S"}),
             ("dp", "dp", ranks, {"--preset": "S"}),
-            ("quantum", "quantum", 0, {"--max-qubits": "24", "--circuit-qubits": "24", "--batch": "1024"}),
+            ("quantum", "quantum-kernels", 0, {"--max-qubits": "24", "--circuit-qubits": "24", "--batch": "1024"}),
+            ("quantum-targets", "quantum", 0, {"--sizes": "22", "--stat": "min"}),
             ("oversubscribe", "oversubscribe", over, {}),
             ("data", "data", 0, {}),
             ("scale", "scale", 0, {"--presets": "S", "--layouts": "1x1x1,2x1x1,1x2x1"}),
@@ -248,9 +250,11 @@ SECTIONS = [
      [("training.png", training_chart, "tokens/s and MFU by preset and layout")]),
     ("Data-parallel weak scaling", ["dp"], dp_md,
      [("dp.png", dp_chart, "data-parallel weak scaling")]),
-    ("Quantum state vectors", ["quantum"], quantum_md,
+    ("Quantum state vectors", ["quantum-kernels"], quantum_md,
      [("quantum.png", quantum_chart, "gate bandwidth against copy bandwidth"),
       ("quantum_batched.png", batched_chart, "batched workload, circuits/s")]),
+    ("Quantum targets (issue 21): hpr beside Lightning, numpy, PennyLane, JAX, Qiskit", ["quantum"],
+     quantum_targets_md, []),
     ("Ranks waiting beside a computing rank (oversubscription)", ["oversubscribe"], oversubscribe_md, []),
     ("Text to token shards", ["data"], data_md, []),
     ("Memory: the planner against measured peaks; activation recomputation", ["scale"], None, []),

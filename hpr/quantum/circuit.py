@@ -75,7 +75,7 @@ class Circuit:
         cached until the next add. fuse=k (2..5) merges runs of constant gates on at most k qubits into
         one dense block each. Off by default: the kernels already apply a run of gates on low qubits
         chunk by chunk in cache, which measured faster on this CPU than dense blocks (python -m
-        hpr.bench quantum prints both)."""
+        hpr.bench quantum-kernels prints both)."""
         fuse = min(int(fuse or 0), self.n, 5)
         key = fuse if fuse >= 2 else 0
         if self._programs.get(key) is None:

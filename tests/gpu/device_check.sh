@@ -6,7 +6,7 @@
 # its own time limit so one slow step cannot eat the others' time:
 #   1. the GPU parity tests (each CUDA kernel against its numpy twin; the GPT, state vectors and compiled
 #      circuits on the GPU against the CPU);
-#   2. python -m hpr.bench quantum --device gpu (gate bandwidth vs the GPU's copy; batched workload);
+#   2. python -m hpr.bench quantum-kernels --device gpu (gate bandwidth vs the GPU's copy; batched workload);
 #   3. python -m hpr.bench train --device gpu (tokens/s, MFU vs cuBLAS fp32 / fp16 matmul);
 #   4. when mpi4py finds an MPI library: python -m hpr config (CuPy, GPUs, CUDA-aware MPI), the trainer
 #      on the GPU on the built-in corpus (1 rank), and, if mpiexec exists, the device allreduce benchmark
@@ -36,7 +36,7 @@ step() {  # step NAME LIMIT_S command...
 }
 # nvcc and NVRTC compiles are CI's (tests/test_cuda_sources.py); here only what needs the GPU
 step gpu_tests 90 python3 -m pytest -q -p no:cacheprovider -rs "$REPO/tests/test_gpu.py"
-step bench_quantum 90 python3 -m hpr.bench quantum --device gpu --max-qubits 28 --budget 0.1 \
+step bench_quantum 90 python3 -m hpr.bench quantum-kernels --device gpu --max-qubits 28 --budget 0.1 \
     --json "$OUT/quantum_gpu.json"
 step bench_train 60 python3 -m hpr.bench train --device gpu --preset M --batch 64 --steps 8 --json "$OUT/train_gpu.json"
 # the trainer needs an MPI library under mpi4py; Open MPI refuses root without these
