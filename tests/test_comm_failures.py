@@ -242,7 +242,7 @@ COMPARE_WITH_MPI = """
     assert np.all(y == 1)
     # one write per line: the tests run with PYTHONUNBUFFERED=1, where print's pieces are separate writes
     # that Hydra may interleave with another rank's
-    sys.stdout.write(f"AGREES {{comm.rank}} {{comm.algorithm_for(4000)}}\n")
+    sys.stdout.write(f"AGREES {{comm.rank}} {{comm.algorithm_for(4000)}}\\n")
     sys.stdout.flush()
 """
 
