@@ -5,14 +5,12 @@ whether the job fits the node; sorted by fits, then by estimated step time. The 
 
 Where the numbers come from (docs/architecture.md has the long form):
   parameters, gradients, optimizer state  hpr.model.memory.stage_param_elements, the flat buffers'
-      sizes (AdamW: m and v). ZeRO-1: m and v are 1/dp; ZeRO-2 (hpr.parallel.zero): the replicated
+      sizes (AdamW: m and v). ZeRO-1: m and v are 1/dp. ZeRO-2 (hpr.parallel.zero): the replicated
       parameters plus the contiguous shard the optimizer updates (Ψ + Ψ/N elements), the gradient
       shard (Ψ/N) and the full gradients in flight in the paged buffer (only touched pages are
-      resident): the tied wte's (written by the head's backward, reduced after the embedding's, at
-      the end) and two blocks' (the one in backward, the previous one's chunks still reducing);
-      ZeRO-3: the parameter shard (Ψ/N) plus the gathered units (the embedding and head, kept from
-      forward through the update, and two blocks: the current and the prefetched next), gradients as
-      ZeRO-2. Paged buffers are untouched at the init and the probe.
+      resident; at the end of a backward, at worst all of them: zero_inflight); ZeRO-3: the parameter
+      shard (Ψ/N) plus the gathered units (the embedding and head, kept from forward through the
+      update, and a block), gradients as ZeRO-2. Paged buffers are untouched at the init and the probe.
   activations, workspace  hpr.model.memory.stage_buffers, the layers' workspace buffers by name and
       shape (held equal to a real model's by tests/test_plan.py); a pipeline stage s keeps
       min(pp - s, m) replicas' (1F1B), each with its own buffers.
@@ -21,8 +19,8 @@ Where the numbers come from (docs/architecture.md has the long form):
       from its neighbours (measured: all of every neighbour's copy, (dp-1) x the gradients, for the
       in-place allreduce; none that shows for ZeRO-1's reduce-scatter): counted in the rank's RSS,
       but once in the node's total, since they are the neighbours' gradients; ZeRO-1's reduce-scatter
-      result (1/dp of the gradients, counted at the peak; the allgathered parameter copy measured no
-      higher peak, M at dp 2).
+      result (1/dp of the gradients: freed, but kept by glibc's heap) and the allgathered parameters'
+      new array (the whole flat buffer), both counted at the peak (measured at M, dp 2 and 4).
   evaluation  nothing beyond the step: the trainer's validation runs in the step's micro-batches
       (hpr.train.evaluate's micro), a forward into the same buffers.
   baseline  BASELINE_MIB = IDLE_RANK_MIB + HEAP_SLACK_MIB. IDLE_RANK_MIB is the resident memory of
@@ -126,7 +124,7 @@ def rank_roles(job, dp, tp, pp, stage, zero):
     sharded = dp > 1
     roles = dict.fromkeys(ROLES, 0)
     paged = zero >= 2 and sharded  # full gradients (ZeRO-3: parameters too) in paged memory, touched pages only
-    inflight = zero_inflight(config, tp, stage, pp, block, item) if paged else 0
+    inflight = zero_inflight(config, tp, stage, pp, block, item, p) if paged else (0, 0)
     if zero >= 3 and sharded:  # the shard, plus the gathered units (zero_inflight)
         roles["parameters"] = p // dp + inflight[0]
     elif paged:  # the replicated parameters and the shard the optimizer updates (a contiguous copy)
@@ -146,7 +144,9 @@ def rank_roles(job, dp, tp, pp, stage, zero):
     shared = 0  # pages of the neighbours' gradient windows: in this rank's RSS, the same physical memory
     if sharded and zero == 0:  # the in-place allreduce reads (and writes) all of every neighbour's copy
         shared = p * (dp - 1)
-    transient = p // dp if sharded and zero == 1 else 0  # ZeRO-1: the reduce-scatter's result
+    # ZeRO-1 after the update: the allgathered parameters' new array (p) beside the reduce-scatter's
+    # result (p/dp; freed, but glibc keeps it in the heap)
+    transient = p + p // dp if sharded and zero == 1 else 0
     roles["communication"] = comm + shared
     roles["data"] = int(job.data_bytes * (1 + DATA_OVERHEAD))
     roles["baseline"] = int(job.baseline_mib * MIB)
@@ -160,20 +160,19 @@ def rank_roles(job, dp, tp, pp, stage, zero):
     return roles, peak, shared
 
 
-def zero_inflight(config, tp, stage, pp, block, item):
-    """(bytes of gathered parameters, bytes of full gradients in flight) of a ZeRO-2/3 rank at its peak
-    (hpr.parallel.zero): ZeRO-3 holds the embedding and head units gathered from forward through the
-    update (ParamGather.KEEP) and two blocks (the current one and the prefetched next; one gather in
-    flight ahead at a time); the paged gradients hold the tied wte's (written by the head's backward
-    first, reduced only after the embedding's, at the end) and the blocks whose chunks wait for their
-    reduce-scatter (the current block's and the previous one's, still in flight)."""
+def zero_inflight(config, tp, stage, pp, block, item, p):
+    """(bytes of gathered parameters, bytes of full gradients in flight) of a ZeRO-2/3 rank at its peak,
+    the end of a backward (hpr.parallel.zero). Gradients: the paged buffer's pages from each layer's
+    write until its chunk's reduce-scatter is collected; the chunks are launched as backward goes but
+    waited for only at its end, on a progress thread that competes with compute, so at worst all p of
+    them are resident then (measured at M, dp 2 and 4: nearly all). Parameters (ZeRO-3): the embedding
+    and head units (the tied wte), gathered from forward through the update (ParamGather.KEEP), and the
+    first block (backward's last; the prefetch ahead of it is the embedding, already there)."""
     c, vl = config.d_model, config.padded_vocab // tp
     lo, hi = stage_blocks(config.n_layers, pp)[stage]
-    blocks = min(2, hi - lo) * block
     emb = (vl * c if stage in (0, pp - 1) else 0) + (config.context * c if stage == 0 else 0)
     head = 2 * c if stage == pp - 1 else 0
-    wte_grad = vl * c if stage == pp - 1 else 0
-    return blocks + (emb + head) * item, blocks + wte_grad * item
+    return min(1, hi - lo) * block + (emb + head) * item, p
 
 
 def estimate(job, dp, tp, pp, zero):

@@ -50,7 +50,7 @@ def test_kept_bytes_match_planner(zero):
     roles = plan.estimate(job, N, 1, 1, zero).roles
     item = model.params.itemsize
     block = block_param_elements(cfg) * item
-    inflight = plan.zero_inflight(cfg, 1, 0, 1, block, item) if zero >= 2 else (0, 0)  # (gathered, grads)
+    inflight = plan.zero_inflight(cfg, 1, 0, 1, block, item, model.params.nbytes) if zero >= 2 else (0, 0)  # (gathered, grads)
     want = {"parameters": roles["parameters"] - (inflight[0] if zero == 3 else 0), "gradients": roles["gradients"] - inflight[1],
             "optimizer": roles["optimizer"]}
     chunks = len(sync.shards.plan.chunks) if sync.shards is not None else 1
