@@ -16,8 +16,8 @@ Where the numbers come from (docs/architecture.md has the long form):
       min(pp - s, m) replicas' (1F1B), each with its own buffers.
   communication  the pipeline's send copies (m per direction, held until the step's end) and the
       received input each replica keeps; the pages of the node's shared gradient window a rank maps
-      from its neighbours (measured: all of every neighbour's copy, (dp-1) x the gradients, for the
-      in-place allreduce; none that shows for ZeRO-1's reduce-scatter): counted in the rank's RSS,
+      from its neighbours (the in-place allreduce reads this rank's 1/dp piece of every neighbour's
+      copy, then each owner's piece: 2 (dp-1)/dp x the gradients, measured at M, dp 2 and 4; none that shows for ZeRO-1's reduce-scatter): counted in the rank's RSS,
       but once in the node's total, since they are the neighbours' gradients; ZeRO-1's reduce-scatter
       result (1/dp of the gradients: freed, but kept by glibc's heap) and the allgathered parameters'
       new array (the whole flat buffer), both counted at the peak (measured at M, dp 2 and 4).
@@ -142,8 +142,8 @@ def rank_roles(job, dp, tp, pp, stage, zero):
     if pp > 1:
         comm += m * n_c * ((stage < pp - 1) + (stage > 0)) + (slots * n_c if stage > 0 else 0)
     shared = 0  # pages of the neighbours' gradient windows: in this rank's RSS, the same physical memory
-    if sharded and zero == 0:  # the in-place allreduce reads (and writes) all of every neighbour's copy
-        shared = p * (dp - 1)
+    if sharded and zero == 0:  # the in-place allreduce's reduce-scatter reads this rank's piece of every
+        shared = 2 * p * (dp - 1) // dp  # neighbour's copy, its allgather each owner's piece: 2(dp-1)/dp
     # ZeRO-1 after the update: the allgathered parameters' new array (p) beside the reduce-scatter's
     # result (p/dp; freed, but glibc keeps it in the heap)
     transient = p + p // dp if sharded and zero == 1 else 0
