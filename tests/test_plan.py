@@ -5,6 +5,7 @@ float64) while the kept activations really shrink; the plan's CLI, JSON and refu
 prediction against the trainer's measured peak resident memory (tiny preset)."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -195,6 +196,11 @@ def test_trainer_refuses_what_does_not_fit(corpus, env, tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+def _flag(layout, name, default):
+    """The value of a flag in a (flag, value, ...) tuple."""
+    return dict(zip(layout[::2], layout[1::2])).get(name, default)
+
+
 @pytest.mark.parametrize("n,layout", [(1, ()), (2, ("--dp", 2)), (2, ("--pp", 2, "--micro-batches", 2)),
                                       (2, ("--dp", 2, "--zero", 2)), (2, ("--dp", 2, "--zero", 3))])
 def test_planner_against_measured_peak(corpus, env, tmp_path, n, layout):
@@ -215,6 +221,13 @@ def test_planner_against_measured_peak(corpus, env, tmp_path, n, layout):
     ratio = last["peak_rss_mib"] / last["predicted_mib"]
     assert 0.9 <= ratio <= 1.1, (last, out)
     assert "memory plan" in out and "peak resident" in out
+    zero = _flag(layout, "--zero", 0)
+    if zero >= 2:  # the banner prints what the rank keeps: ZeRO-2 4 + 16/N, ZeRO-3 16/N bytes a parameter
+        m = re.search(r"parameters ([\d.]+) MiB, gradients ([\d.]+) MiB, optimizer state ([\d.]+) MiB", out)
+        n = int(re.search(r"hpr tiny: ([\d,]+) parameters", out).group(1).replace(",", ""))
+        kept = sum(float(v) for v in m.groups()) * 2 ** 20
+        assert abs(kept - ((4 * n if zero == 2 else 0) + 16 * n / _flag(layout, "--dp", 1))) < 0.02 * 2 ** 20, \
+            (kept, n, out)
 
 
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-13), ("float32", 1e-6)])
