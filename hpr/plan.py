@@ -17,8 +17,8 @@ Where the numbers come from (docs/architecture.md has the long form):
   communication  the pipeline's send copies (m per direction, held until the step's end) and the
       received input each replica keeps; the pages of the node's shared gradient window a rank maps
       from its neighbours (the in-place allreduce reads this rank's 1/dp piece of every neighbour's
-      copy, then each owner's piece: 2 (dp-1)/dp x the gradients, measured at M, dp 2 and 4; none that shows for ZeRO-1's reduce-scatter): counted in the rank's RSS,
-      but once in the node's total, since they are the neighbours' gradients; ZeRO-1's reduce-scatter
+      copy, then each owner's piece: 2 (dp-1)/dp x the gradients, measured at M, dp 2 and 4; none
+      that shows for ZeRO-1's reduce-scatter): counted in the rank's RSS, but once in the node's total, since they are the neighbours' gradients; ZeRO-1's reduce-scatter
       result (1/dp of the gradients: freed, but kept by glibc's heap) and the allgathered parameters'
       new array (the whole flat buffer), both counted at the peak (measured at M, dp 2 and 4).
   evaluation  nothing beyond the step: the trainer's validation runs in the step's micro-batches
@@ -120,7 +120,6 @@ def rank_roles(job, dp, tp, pp, stage, zero):
     p = stage_param_elements(config, tp, stage, pp) * item
     block = block_param_elements(config, tp) * item
     c = config.d_model
-    bucket = min(p, int(job.bucket_mb * MIB))
     sharded = dp > 1
     roles = dict.fromkeys(ROLES, 0)
     paged = zero >= 2 and sharded  # full gradients (ZeRO-3: parameters too) in paged memory, touched pages only
@@ -334,8 +333,8 @@ def main(argv=None):
     print(format_table(est, mem))
     print(f"# base: {job.baseline_mib:g} MiB, an idle rank (Python, numpy, MPI, hpr) and the allocator's slack "
           f"(measured, constants: hpr.plan's docstring); +peak: "
-          "what the peak holds beyond the steady state (the init's float64 "
-          "draw or the matmul probe); comm counts the neighbours' gradient windows a rank maps, node counts them "
+          "what the peak holds beyond the steady state (ZeRO-1's allgathered "
+          "parameters, the init's float64 draw or the matmul probe); comm counts the neighbours' gradient windows a rank maps, node counts them "
           "once; step s: FLOPs / the matmul rate, communication not counted; ZeRO 1-3 listed only where dp > 1")
     if a.json:
         with open(a.json, "w") as f:
