@@ -1,5 +1,6 @@
 """``python -m hpr.bench scale [--presets S,M] [--layouts 1x1x1,2x1x1z3,...] [--zeros 0,2,3]
-[--recompute-preset S] [--quick] [--json FILE]``: the memory planner against the memory a real run takes, and activation recomputation's
+[--recompute-preset S] [--quick] [--json FILE]``: the memory planner against the memory a real run
+takes, and activation recomputation's
 memory and time.
 
 1. Planner vs measured: for each preset and dp x tp x pp layout it runs the trainer (``python -m
@@ -71,7 +72,8 @@ def run_trainer(preset, layout, batch, steps, env):
     with tempfile.TemporaryDirectory() as tmp:
         log = os.path.join(tmp, "log.jsonl")
         cmd = [sys.executable, "-m", "hpr.train", "--preset", preset, "--steps", str(steps), "--batch", str(batch),
-               "--dp", str(dp), "--tp", str(tp), "--pp", str(pp), "--micro-batches", str(m), "--zero", str(zero), "--eval-every", "0",
+               "--dp", str(dp), "--tp", str(tp), "--pp", str(pp), "--micro-batches", str(m), "--zero", str(zero),
+               "--eval-every", "0",
                "--eval-batches", "1", "--sample-tokens", "0", "--threads", "1", "--log-json", log]
         if n > 1:
             launcher = find_mpiexec()
@@ -165,7 +167,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.quick:
         a.presets, a.layouts, a.steps, a.rounds, a.recompute_preset = "tiny", "1x1x1,2x1x1,2x1x1z3", 2, 2, "tiny"
-    layouts = with_zeros([parse_layout(v) for v in a.layouts.split(",") if v], [int(z) for z in a.zeros.split(",") if z])
+    zeros = [int(z) for z in a.zeros.split(",") if z]
+    layouts = with_zeros([parse_layout(v) for v in a.layouts.split(",") if v], zeros)
     runs = planner_vs_measured([p for p in a.presets.split(",") if p], layouts, a.batch, a.steps, a.tolerance)
     rec = recompute_table(a.recompute_preset, a.recompute_batch, a.rounds)
     if a.json:

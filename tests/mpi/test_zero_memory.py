@@ -50,8 +50,10 @@ def test_kept_bytes_match_planner(zero):
     roles = plan.estimate(job, N, 1, 1, zero).roles
     item = model.params.itemsize
     block = block_param_elements(cfg) * item
-    inflight = plan.zero_inflight(cfg, 1, 0, 1, block, item, model.params.nbytes) if zero >= 2 else (0, 0)  # (gathered, grads)
-    want = {"parameters": roles["parameters"] - (inflight[0] if zero == 3 else 0), "gradients": roles["gradients"] - inflight[1],
+    # (gathered parameters, gradients in flight): the planner's terms beyond what the rank keeps
+    inflight = plan.zero_inflight(cfg, 1, 0, 1, block, item, model.params.nbytes) if zero >= 2 else (0, 0)
+    want = {"parameters": roles["parameters"] - (inflight[0] if zero == 3 else 0),
+            "gradients": roles["gradients"] - inflight[1],
             "optimizer": roles["optimizer"]}
     chunks = len(sync.shards.plan.chunks) if sync.shards is not None else 1
     for k in want:  # array_split rounds each chunk's piece: at most one element per chunk and array
