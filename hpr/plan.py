@@ -5,22 +5,24 @@ whether the job fits the node; sorted by fits, then by estimated step time. The 
 
 Where the numbers come from (docs/architecture.md has the long form):
   parameters, gradients, optimizer state  hpr.model.memory.stage_param_elements, the flat buffers'
-      sizes (AdamW: m and v). ZeRO-1: m and v are 1/dp; ZeRO-2: gradients too, plus one bucket of
-      whole gradients in flight; ZeRO-3: parameters too, plus two blocks' gathered parameters (the
-      current one and the prefetched next).
+      sizes (AdamW: m and v). ZeRO-1: m and v are 1/dp. ZeRO-2 (hpr.parallel.zero): the replicated
+      parameters plus the contiguous shard the optimizer updates (Ψ + Ψ/N elements), the gradient
+      shard (Ψ/N) and the full gradients in flight in the paged buffer (only touched pages are
+      resident; at the end of a backward, at worst all of them: zero_inflight); ZeRO-3: the parameter
+      shard (Ψ/N) plus the gathered units (the embedding and head, kept from forward through the
+      update, and a block), gradients as ZeRO-2. Paged buffers are untouched at the init and the probe.
   activations, workspace  hpr.model.memory.stage_buffers, the layers' workspace buffers by name and
       shape (held equal to a real model's by tests/test_plan.py); a pipeline stage s keeps
       min(pp - s, m) replicas' (1F1B), each with its own buffers.
   communication  the pipeline's send copies (m per direction, held until the step's end) and the
       received input each replica keeps; the pages of the node's shared gradient window a rank maps
-      from its neighbours (measured: all of every neighbour's copy, (dp-1) x the gradients, for the
-      in-place allreduce; none that shows for ZeRO-1's reduce-scatter): counted in the rank's RSS,
-      but once in the node's total, since they are the neighbours' gradients; ZeRO-1's reduce-scatter
-      result (1/dp of the gradients, counted at the peak; the allgathered parameter copy measured no
-      higher peak, M at dp 2).
-  evaluation  the trainer's validation runs the whole --batch through one forward on a dp rank
-      (--batch / m per micro-batch with stages): the growth of the forward's buffers from the step's
-      micro-batch to that size.
+      from its neighbours (the in-place allreduce reads this rank's 1/dp piece of every neighbour's
+      copy, then each owner's piece: 2 (dp-1)/dp x the gradients, measured at M, dp 2 and 4; none
+      that shows for ZeRO-1's reduce-scatter): counted in the rank's RSS, but once in the node's total, since they are the neighbours' gradients; ZeRO-1's reduce-scatter
+      result (1/dp of the gradients: freed, but kept by glibc's heap) and the allgathered parameters'
+      new array (the whole flat buffer), both counted at the peak (measured at M, dp 2 and 4).
+  evaluation  nothing beyond the step: the trainer's validation runs in the step's micro-batches
+      (hpr.train.evaluate's micro), a forward into the same buffers.
   baseline  BASELINE_MIB = IDLE_RANK_MIB + HEAP_SLACK_MIB. IDLE_RANK_MIB is the resident memory of
       an idle rank: Python, numpy, mpi4py + MPICH initialised, hpr with its compiled kernels and the
       trainer's imports, BLAS threads started; measured on this project's machine (x86-64, CPython
@@ -50,6 +52,7 @@ import numpy as np
 from . import cpu
 from .errors import ConfigError, HprError
 from .model import PRESETS, GPTConfig, vocab_multiple
+from .model.gpt import stage_blocks
 from .model.memory import block_param_elements, largest_init_draw, loss_transient, split_bytes, stage_buffers, stage_param_elements
 from .nn import RECOMPUTE
 from .parallel.grid import valid_layouts
@@ -62,7 +65,7 @@ BASELINE_MIB = IDLE_RANK_MIB + HEAP_SLACK_MIB
 PROBE_N = 1024  # hpr.cpu.matmul_flops's matrix size on the CPU
 ZERO_STAGES = (0, 1, 2, 3)
 ROLES = ("parameters", "gradients", "optimizer", "activations", "workspace", "communication", "data", "baseline",
-         "peak")  # peak: what the peak holds beyond the steady state (evaluation, init or the probe)
+         "peak")  # peak: what the peak holds beyond the steady state (init or the probe)
 
 
 @dataclasses.dataclass
@@ -117,11 +120,17 @@ def rank_roles(job, dp, tp, pp, stage, zero):
     p = stage_param_elements(config, tp, stage, pp) * item
     block = block_param_elements(config, tp) * item
     c = config.d_model
-    bucket = min(p, int(job.bucket_mb * MIB))
     sharded = dp > 1
     roles = dict.fromkeys(ROLES, 0)
-    roles["parameters"] = p // dp + 2 * block if zero >= 3 and sharded else p
-    roles["gradients"] = p // dp + bucket if zero >= 2 and sharded else p
+    paged = zero >= 2 and sharded  # full gradients (ZeRO-3: parameters too) in paged memory, touched pages only
+    inflight = zero_inflight(config, tp, stage, pp, block, item, p) if paged else (0, 0)
+    if zero >= 3 and sharded:  # the shard, plus the gathered units (zero_inflight)
+        roles["parameters"] = p // dp + inflight[0]
+    elif paged:  # the replicated parameters and the shard the optimizer updates (a contiguous copy)
+        roles["parameters"] = p + p // dp
+    else:
+        roles["parameters"] = p
+    roles["gradients"] = p // dp + inflight[1] if paged else p
     roles["optimizer"] = 2 * p // dp if zero >= 1 and sharded else 2 * p
     slots = max(1, min(pp - stage, m)) if pp > 1 else 1
     act, ws = split_bytes(stage_buffers(config, b, t, tp, stage, pp, job.recompute), item)
@@ -132,30 +141,37 @@ def rank_roles(job, dp, tp, pp, stage, zero):
     if pp > 1:
         comm += m * n_c * ((stage < pp - 1) + (stage > 0)) + (slots * n_c if stage > 0 else 0)
     shared = 0  # pages of the neighbours' gradient windows: in this rank's RSS, the same physical memory
-    if sharded and zero == 0:  # the in-place allreduce reads (and writes) all of every neighbour's copy
-        shared = p * (dp - 1)
-    transient = p // dp if sharded and zero == 1 else 0  # ZeRO-1: the reduce-scatter's result
+    if sharded and zero == 0:  # the in-place allreduce's reduce-scatter reads this rank's piece of every
+        shared = 2 * p * (dp - 1) // dp  # neighbour's copy, its allgather each owner's piece: 2(dp-1)/dp
+    # ZeRO-1 after the update: the allgathered parameters' new array (p) beside the reduce-scatter's
+    # result (p/dp; freed, but glibc keeps it in the heap)
+    transient = p + p // dp if sharded and zero == 1 else 0
     roles["communication"] = comm + shared
     roles["data"] = int(job.data_bytes * (1 + DATA_OVERHEAD))
     roles["baseline"] = int(job.baseline_mib * MIB)
     slack = int(HEAP_SLACK_MIB * MIB) if job.baseline_mib >= HEAP_SLACK_MIB else 0
     steady = sum(roles[k] for k in ROLES[:6])
-    eb = job.batch if pp == 1 else job.batch // m  # evaluation's rows per forward (hpr.train.evaluate)
-    if eb > b:  # its forward buffers replace the step's in each replica: their growth adds
-        grown = _forward_bytes(config, eb, t, tp, stage, pp, job.recompute) - \
-            _forward_bytes(config, b, t, tp, stage, pp, job.recompute)
-        steady += slots * max(0, grown)
-    init = p + roles["gradients"] + 2 * 8 * largest_init_draw(config, tp, stage, pp)
-    probe = p + roles["gradients"] + PROBE_N ** 2 * (3 * item + 8)
+    g0 = 0 if paged else p  # paged gradients are untouched until the first backward
+    init = p + g0 + 2 * 8 * largest_init_draw(config, tp, stage, pp)
+    probe = p + g0 + PROBE_N ** 2 * (3 * item + 8)
     peak = roles["data"] + roles["baseline"] + max(steady + transient, init - slack, probe - slack)
     roles["peak"] = peak - sum(roles[k] for k in ROLES[:8])
     return roles, peak, shared
 
 
-def _forward_bytes(config, b, t, tp, stage, pp, recompute):
-    """Bytes of every buffer a forward without backward holds (evaluation's)."""
-    return sum(split_bytes(stage_buffers(config, b, t, tp, stage, pp, recompute, grad=False),
-                           np.dtype(config.dtype).itemsize))
+def zero_inflight(config, tp, stage, pp, block, item, p):
+    """(bytes of gathered parameters, bytes of full gradients in flight) of a ZeRO-2/3 rank at its peak,
+    the end of a backward (hpr.parallel.zero). Gradients: the paged buffer's pages from each layer's
+    write until its chunk's reduce-scatter is collected; the chunks are launched as backward goes but
+    waited for only at its end, on a progress thread that competes with compute, so at worst all p of
+    them are resident then (measured at M, dp 2 and 4: nearly all). Parameters (ZeRO-3): the embedding
+    and head units (the tied wte), gathered from forward through the update (ParamGather.KEEP), and the
+    first block (backward's last; the prefetch ahead of it is the embedding, already there)."""
+    c, vl = config.d_model, config.padded_vocab // tp
+    lo, hi = stage_blocks(config.n_layers, pp)[stage]
+    emb = (vl * c if stage in (0, pp - 1) else 0) + (config.context * c if stage == 0 else 0)
+    head = 2 * c if stage == pp - 1 else 0
+    return min(1, hi - lo) * block + (emb + head) * item, p
 
 
 def estimate(job, dp, tp, pp, zero):
@@ -317,8 +333,8 @@ def main(argv=None):
     print(format_table(est, mem))
     print(f"# base: {job.baseline_mib:g} MiB, an idle rank (Python, numpy, MPI, hpr) and the allocator's slack "
           f"(measured, constants: hpr.plan's docstring); +peak: "
-          "what the peak holds beyond the steady state (evaluation's whole-batch forward, the init's float64 "
-          "draw or the matmul probe); comm counts the neighbours' gradient windows a rank maps, node counts them "
+          "what the peak holds beyond the steady state (ZeRO-1's allgathered "
+          "parameters, the init's float64 draw or the matmul probe); comm counts the neighbours' gradient windows a rank maps, node counts them "
           "once; step s: FLOPs / the matmul rate, communication not counted; ZeRO 1-3 listed only where dp > 1")
     if a.json:
         with open(a.json, "w") as f:

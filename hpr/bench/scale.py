@@ -1,9 +1,11 @@
-"""``python -m hpr.bench scale [--presets S,M] [--layouts 1x1x1,2x1x1,...] [--recompute-preset S] [--quick]
-[--json FILE]``: the memory planner against the memory a real run takes, and activation recomputation's
+"""``python -m hpr.bench scale [--presets S,M] [--layouts 1x1x1,2x1x1z3,...] [--zeros 0,2,3]
+[--recompute-preset S] [--quick] [--json FILE]``: the memory planner against the memory a real run
+takes, and activation recomputation's
 memory and time.
 
 1. Planner vs measured: for each preset and dp x tp x pp layout it runs the trainer (``python -m
-   hpr.train``, under mpiexec for more than one rank) for a few steps on the default corpus, and reads
+   hpr.train``, under mpiexec for more than one rank; a layout written 2x1x1z3 runs at --zero 3, and
+   --zeros adds every listed ZeRO stage to each layout with dp > 1) for a few steps on the default corpus, and reads
    from its --log-json the planner's predicted peak resident memory of the largest rank and the peak
    measured there (VmHWM, the max over the ranks). Prints both and the ratio, and exits 2 when a
    ratio is outside 1 +- --tolerance (default 10%).
@@ -15,7 +17,7 @@ memory and time.
    ratios to --recompute none, against the issue's targets (block: >= 60% less memory for <= 35% more
    time; mlp: >= 30% for <= 10%).
 
-JSON: {"tolerance", "runs": [{"preset", "dp", "tp", "pp", "ranks", "predicted_mib", "peak_rss_mib",
+JSON: {"tolerance", "runs": [{"preset", "dp", "tp", "pp", "zero", "ranks", "predicted_mib", "peak_rss_mib",
 "ratio", "ok"}], "recompute": {"preset", "batch", "rows": [{"mode", "act_mib", "act_mib_planner",
 "act_ratio", "step_ms", "time_ratio"}]}}
 
@@ -41,24 +43,37 @@ TARGETS = {"block": (0.60, 0.35), "mlp": (0.30, 0.10)}  # (least activation cut,
 
 
 def parse_layout(text):
-    """'dp x tp x pp' written 2x1x1 -> (2, 1, 1)."""
+    """'dp x tp x pp [z ZeRO stage]' written 2x1x1 or 2x1x1z3 -> (2, 1, 1, 0) or (2, 1, 1, 3)."""
     try:
-        dp, tp, pp = (int(v) for v in text.lower().split("x"))
+        shape, _, z = text.lower().partition("z")
+        dp, tp, pp = (int(v) for v in shape.split("x"))
+        zero = int(z) if z else 0
     except ValueError:
-        raise SystemExit(f"--layouts: {text!r} is not DPxTPxPP (e.g. 2x1x1)") from None
-    return dp, tp, pp
+        raise SystemExit(f"--layouts: {text!r} is not DPxTPxPP[zK] (e.g. 2x1x1 or 2x1x1z3)") from None
+    return dp, tp, pp, zero
+
+
+def with_zeros(layouts, zeros):
+    """Each layout, then the same layout at every ZeRO stage of `zeros` it is not already at (dp > 1)."""
+    out = []
+    for lay in layouts:
+        for z in [lay[3]] + [z for z in zeros if lay[0] > 1 and z != lay[3]]:
+            if lay[:3] + (z,) not in out:
+                out.append(lay[:3] + (z,))
+    return out
 
 
 def run_trainer(preset, layout, batch, steps, env):
     """One training run as a child process; returns its {"predicted_mib", "peak_rss_mib"} (or raises
     with the run's output when it failed)."""
-    dp, tp, pp = layout
+    dp, tp, pp, zero = layout
     n = dp * tp * pp
     m = 2 if pp > 1 else 1
     with tempfile.TemporaryDirectory() as tmp:
         log = os.path.join(tmp, "log.jsonl")
         cmd = [sys.executable, "-m", "hpr.train", "--preset", preset, "--steps", str(steps), "--batch", str(batch),
-               "--dp", str(dp), "--tp", str(tp), "--pp", str(pp), "--micro-batches", str(m), "--eval-every", "0",
+               "--dp", str(dp), "--tp", str(tp), "--pp", str(pp), "--micro-batches", str(m), "--zero", str(zero),
+               "--eval-every", "0",
                "--eval-batches", "1", "--sample-tokens", "0", "--threads", "1", "--log-json", log]
         if n > 1:
             launcher = find_mpiexec()
@@ -79,15 +94,16 @@ def planner_vs_measured(presets, layouts, batch, steps, tol):
     rows = []
     print(f"# planner vs measured peak resident memory of the largest rank (--steps {steps}, batch {batch}, "
           f"default corpus); tolerance +-{tol:.0%}")
-    print(f"{'preset':<8} {'layout':<16} {'predicted MiB':>14} {'measured MiB':>13} {'ratio':>6}  verdict")
+    print(f"{'preset':<8} {'layout':<16} {'zero':>4} {'predicted MiB':>14} {'measured MiB':>13} {'ratio':>6}  verdict")
     for preset in presets:
         for lay in layouts:
             mem = run_trainer(preset, lay, batch, steps, env)
             ratio = mem["peak_rss_mib"] / mem["predicted_mib"]
             ok = abs(ratio - 1) <= tol
-            rows.append({"preset": preset, "dp": lay[0], "tp": lay[1], "pp": lay[2], "ranks": int(np.prod(lay)),
+            rows.append({"preset": preset, "dp": lay[0], "tp": lay[1], "pp": lay[2], "zero": lay[3],
+                         "ranks": int(np.prod(lay[:3])),
                          **mem, "ratio": ratio, "ok": ok})
-            print(f"{preset:<8} {'dp {} tp {} pp {}'.format(*lay):<16} {mem['predicted_mib']:>14.1f} "
+            print(f"{preset:<8} {'dp {} tp {} pp {}'.format(*lay[:3]):<16} {lay[3]:>4} {mem['predicted_mib']:>14.1f} "
                   f"{mem['peak_rss_mib']:>13.1f} {ratio:>6.2f}  {'ok' if ok else 'OUTSIDE'}", flush=True)
     return rows
 
@@ -137,18 +153,22 @@ def main(argv=None):
     ap.add_argument("--presets", default="S,M", help="comma-separated presets for part 1 (default S,M)")
     ap.add_argument("--layouts", default="1x1x1,2x1x1,1x2x1,1x1x2,2x2x1",
                     help="comma-separated DPxTPxPP layouts (default 1x1x1,2x1x1,1x2x1,1x1x2,2x2x1)")
+    ap.add_argument("--zeros", default="", help="comma-separated ZeRO stages to run each dp > 1 layout at as "
+                    "well (e.g. 1,2,3; default none)")
     ap.add_argument("--batch", type=int, default=8, help="sequences per step (default 8)")
     ap.add_argument("--steps", type=int, default=3, help="training steps per run (default 3)")
     ap.add_argument("--tolerance", type=float, default=0.10, help="largest |measured/predicted - 1| (default 0.10)")
     ap.add_argument("--recompute-preset", default="S", help="preset of part 2 (default S)")
     ap.add_argument("--recompute-batch", type=int, default=8, help="batch of part 2 (default 8)")
     ap.add_argument("--rounds", type=int, default=5, help="timed rounds of part 2 (default 5)")
-    ap.add_argument("--quick", action="store_true", help="tiny, 1x1x1 and 2x1x1, 2 steps, 2 rounds: a smoke run")
+    ap.add_argument("--quick", action="store_true", help="tiny, 1x1x1, 2x1x1 and 2x1x1z3, 2 steps, 2 rounds: a smoke "
+                    "run")
     ap.add_argument("--json", default=None, metavar="FILE", help="write the figures as JSON to FILE")
     a = ap.parse_args(argv)
     if a.quick:
-        a.presets, a.layouts, a.steps, a.rounds, a.recompute_preset = "tiny", "1x1x1,2x1x1", 2, 2, "tiny"
-    layouts = [parse_layout(v) for v in a.layouts.split(",") if v]
+        a.presets, a.layouts, a.steps, a.rounds, a.recompute_preset = "tiny", "1x1x1,2x1x1,2x1x1z3", 2, 2, "tiny"
+    zeros = [int(z) for z in a.zeros.split(",") if z]
+    layouts = with_zeros([parse_layout(v) for v in a.layouts.split(",") if v], zeros)
     runs = planner_vs_measured([p for p in a.presets.split(",") if p], layouts, a.batch, a.steps, a.tolerance)
     rec = recompute_table(a.recompute_preset, a.recompute_batch, a.rounds)
     if a.json:
@@ -156,7 +176,7 @@ def main(argv=None):
     bad = [r for r in runs if not r["ok"]]
     if bad:
         print("error: the planner is off by more than the tolerance for " + ", ".join(
-            f"{r['preset']} dp {r['dp']} tp {r['tp']} pp {r['pp']} (ratio {r['ratio']:.2f})" for r in bad),
+            f"{r['preset']} dp {r['dp']} tp {r['tp']} pp {r['pp']} zero {r['zero']} (ratio {r['ratio']:.2f})" for r in bad),
             file=sys.stderr)
         return 2
     return 0

@@ -246,10 +246,13 @@ class Run:
                 hosts.setdefault(host, []).append(f"rank {r} pid {pid}")
             say("processes: " + "; ".join(f"on {h}: {', '.join(v)}" for h, v in hosts.items()))
         model, opt = self.model, self.opt
-        say(f"memory per rank (rank 0): parameters {model.params.nbytes / 2**20:.2f} MiB, gradients "
-            f"{model.grads.nbytes / 2**20:.2f} MiB, optimizer state {(opt.m.nbytes + opt.v.nbytes) / 2**20:.2f} MiB"
+        kept = kept_state_bytes(model, opt, self.sync)
+        say(f"memory per rank (rank 0): parameters {kept['parameters'] / 2**20:.2f} MiB, gradients "
+            f"{kept['gradients'] / 2**20:.2f} MiB, optimizer state {kept['optimizer'] / 2**20:.2f} MiB"
             + (f" (1/{dp} of {2 * model.params.size * model.params.itemsize / 2**20:.2f})" if a.zero and dp > 1
-               else ""))
+               else "") + ("; ZeRO-3 gathers a block at a time beside its shard, and full gradients live in "
+                           "paged memory until reduced" if a.zero == 3 and dp > 1 else
+                           "; full gradients live in paged memory until reduced" if a.zero == 2 and dp > 1 else ""))
         if self.memory is not None:
             e, mib = self.memory, plan.MIB
             say(f"memory plan (largest rank{f', stage {e.stage}' if pp > 1 else ''}; python -m hpr.plan): "
@@ -348,8 +351,9 @@ class Run:
     def validate(self, step):
         """The validation loss over --eval-batches batches, printed and logged by rank 0 (collective)."""
         with trace.span("eval"):
-            self.val_loss = evaluate(self.model, self.val, self.args.eval_batches, self.args.batch, self.grid.dp,
-                                     self.pipe)
+            a = self.args  # in the step's micro-batches: evaluation's buffers are the step's
+            self.val_loss = evaluate(self.model, self.val, a.eval_batches, a.batch, self.grid.dp, self.pipe,
+                                     micro=a.batch // (self.grid.dp_size * a.accum))
         self.val_bpb = self.data.bits_per_byte(self.val_loss)
         if self.lead:
             self.bar.write(f"step {step}: val_loss {self.val_loss:.4f} nats/token, val_bpb {self.val_bpb:.4f} "
@@ -443,6 +447,19 @@ def peak_rss_bytes():
         pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
+
+
+def kept_state_bytes(model, opt, sync):
+    """{"parameters", "gradients", "optimizer": bytes} this rank keeps between steps. ZeRO-2: the
+    replicated parameters plus the shard the optimizer updates, the gradient shard; ZeRO-3: the
+    parameter and gradient shards (the full buffers are paged memory, resident only while a unit is
+    gathered or its gradients are reduced: hpr.parallel.zero); else the model's buffers."""
+    sh = getattr(sync, "shards", None)
+    opt_b = opt.m.nbytes + opt.v.nbytes
+    if sh is None:
+        return {"parameters": model.params.nbytes, "gradients": model.grads.nbytes, "optimizer": opt_b}
+    par = sh.params.nbytes + (0 if sh.zero == 3 else model.params.nbytes)
+    return {"parameters": par, "gradients": sh.grads.nbytes, "optimizer": opt_b}
 
 
 def check_memory(args, world, grid, config, data, device):

@@ -87,20 +87,44 @@ def train_step(model, opt, sync, schedule, batches, step, batch, accum=1, clip=1
     return loss, lr, norm
 
 
-def evaluate(model, batches, n_batches, batch, comm=None, pipe=None):
+def evaluate(model, batches, n_batches, batch, comm=None, pipe=None, micro=None):
     """Mean loss over the first n_batches * batch windows of a validation stream (the same every time),
-    the batches shared out over the data-parallel ranks of comm, each through the pipeline if any."""
+    the batches shared out over the data-parallel ranks of comm, each through the pipeline if any.
+
+    micro: rows per forward (the training step's micro-batch, so evaluation's buffers are the step's;
+    None: the whole batch at once, or batch / m per micro-batch through the pipeline). A batch is the
+    mean of its micro-batches' mean losses (equal sizes: the same mean over the same windows, to float
+    rounding)."""
     rank, size = (comm.rank, comm.size) if comm is not None else (0, 1)
     part = np.zeros(1, np.float64)
-    for i in range(rank, n_batches, size):
-        x, y = batches.get(i * batch, batch)
-        if pipe is None:
-            part[0] += model.loss(x, y)
+    # ZeRO-3's forward gathers parameters over the dp group: every rank runs as many forwards (a rank
+    # out of batches repeats its last one, the loss not counted)
+    lockstep = getattr(pipe.model if pipe is not None else model, "gather", None) is not None
+    rounds = -(-n_batches // size) if lockstep else 0
+    for i in range(rank, max(n_batches, rounds * size), size):
+        if i >= n_batches:
+            x, y = batches.get(min(i, n_batches - 1) * batch, batch)
+            _eval_batch(model, pipe, x, y, batch, micro)
             continue
-        m = pipe.m
-        k = batch // m
-        loss = pipe.run([(x[j * k:(j + 1) * k], y[j * k:(j + 1) * k]) for j in range(m)], grad=False) / m
-        part[0] += float(pipe.comm.allreduce(np.array([loss]), op="sum")[0]) if pipe.pp > 1 else loss
+        x, y = batches.get(i * batch, batch)
+        part[0] += _eval_batch(model, pipe, x, y, batch, micro)
     if size > 1:
         comm.allreduce(part, op="sum")
     return float(part[0]) / n_batches
+
+
+def _eval_batch(model, pipe, x, y, batch, micro):
+    """One validation batch's mean loss (the same on every stage of a pipeline), micro rows per forward."""
+    if pipe is None:
+        k = micro or batch
+        return sum(model.loss(x[j:j + k], y[j:j + k]) for j in range(0, batch, k)) / (batch // k)
+    m = pipe.m
+    k = micro or batch // m
+    groups = batch // (m * k)  # m micro-batches of k rows through the pipeline at a time
+    loss = 0.0
+    for g in range(groups):
+        o = g * m * k
+        loss += pipe.run([(x[o + j * k:o + (j + 1) * k], y[o + j * k:o + (j + 1) * k]) for j in range(m)],
+                         grad=False) / m
+    loss /= groups
+    return float(pipe.comm.allreduce(np.array([loss]), op="sum")[0]) if pipe.pp > 1 else loss
