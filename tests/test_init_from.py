@@ -98,6 +98,7 @@ def _relu(folder):
 REFUSALS = [  # (name, edit of a copy of the folder, extra flags, message)
     ("preset", None, ["--preset", "tiny"], "--preset tiny is .* leave --preset out"),
     ("qubits", None, ["--qubits", "2"], "--qubits 2 with --init-from"),
+    ("gpu", None, ["--device", "gpu"], "--init-from with --device gpu: not verified"),
     ("tokenizer", None, ["--tokenizer", "bytes"], "is not the tokenizer of --init-from"),
     ("resume-other", None, ["--resume"], "did not start from a Hugging Face folder"),
     ("missing-tensor", _drop_tensor, [], "no tensor 'transformer.h.1.mlp.c_fc.bias'"),

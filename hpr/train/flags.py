@@ -147,6 +147,9 @@ def check_args(a):
     if a.zero >= 2 and (a.device != "cpu" or a.grad_comm_dtype != "float32"):
         raise ConfigError(f"--zero {a.zero} runs on the CPU with --grad-comm-dtype float32 (got --device "
                           f"{a.device}, --grad-comm-dtype {a.grad_comm_dtype}); use --zero 1 there")
+    if getattr(a, "init_from", None) and a.device != "cpu":
+        raise ConfigError(f"--init-from with --device {a.device}: not verified on a GPU yet; convert first "
+                          "(python -m hpr.convert from-hf HF_DIR CKPT_DIR) and start with --resume --ckpt-dir CKPT_DIR")
     if a.tp < 1 or a.pp < 1 or (a.dp is not None and a.dp < 1):
         raise ConfigError(f"--dp, --tp and --pp must be at least 1 (got {a.dp}, {a.tp}, {a.pp})")
     if a.peak_tflops is not None and not (a.peak_tflops > 0 and math.isfinite(a.peak_tflops)):
