@@ -81,6 +81,8 @@ def _eval_model(world, cfg, dp, pp, m):
 def test_evaluate_micro_equals_whole_batch(lay, dtype, tol):
     world = hpr.init()
     dp, pp = lay
+    if dp * pp != N:
+        pytest.skip(f"the pp 2 layout needs an even world, this one has {N} ranks")
     m = 2
     batch = 4 * N
     model, pipe, grid = _eval_model(world, config(dtype), dp, pp, m)
