@@ -132,7 +132,11 @@ class Communicator:
         one's config."""
         self._main.meet("split")  # under the deadline: MPI's Split blocks until every rank calls it
         sub = self.mpi.Split(color, key)
-        return None if sub == MPI.COMM_NULL else Communicator(sub, config=self.config)
+        if sub == MPI.COMM_NULL:
+            return None
+        made = Communicator(sub, config=self.config)
+        made._owns_mpi = True  # made here, so free() releases it too
+        return made
 
     # -- point to point --------------------------------------------------------------------------
     def _p2p_ctx(self, op):
@@ -297,3 +301,6 @@ class Communicator:
         if self._main is not None:
             self._main.free()
             self._main = None
+        if getattr(self, "_owns_mpi", False):  # a split's communicator: hpr made it, hpr frees it
+            self.mpi.Free()
+            self._owns_mpi = False
