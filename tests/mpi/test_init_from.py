@@ -22,7 +22,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 N = MPI.COMM_WORLD.size
-CTX, VOCAB, BATCH, SEED = 16, 300, 4, 5
+CTX, VOCAB, BATCH, SEED = 16, 300, 8, 5  # BATCH: split evenly at 2, 4 and 8 ranks in every layout here
 TEXT = ["def forward(self, x):\n    return self.proj(x) + x\n", "the quick brown fox jumps over the lazy dog. ",
         "import numpy as np\nprint(np.arange(10).sum())\n"]
 
