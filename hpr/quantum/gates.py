@@ -80,6 +80,11 @@ def phase_diag(lam):
     return np.stack(np.broadcast_arrays(*_c(np.ones_like(lam), np.exp(1j * lam))), -1)
 
 
+def cphase_diag(lam):
+    """diag(1, 1, 1, e^{i lam}): cp and cu1 (one table entry's function for both)."""
+    return _diag4(1, 1, 1, np.exp(1j * np.asarray(lam, np.float64)))
+
+
 def _diag4(a, b, c, d):
     """(..., 4) diagonal over the index b(q1) + 2 b(q2)."""
     return np.stack(np.broadcast_arrays(*_c(a, b, c, d)), -1)
@@ -210,8 +215,8 @@ _DEFS = {
     "cry": (_g("cry", 2, 1, "controlled", 1), ry),
     # crz on (c, t): c is the low bit of the diagonal's index b(c) + 2 b(t)
     "crz": (_g("crz", 2, 1, "diag2"), lambda t: _diag4(1, rz_diag(t)[..., 0], 1, rz_diag(t)[..., 1])),
-    "cu1": (_g("cu1", 2, 1, "diag2"), lambda lam: _diag4(1, 1, 1, np.exp(1j * np.asarray(lam, np.float64)))),
-    "cp": (_g("cp", 2, 1, "diag2"), lambda lam: _diag4(1, 1, 1, np.exp(1j * np.asarray(lam, np.float64)))),
+    "cu1": (_g("cu1", 2, 1, "diag2"), cphase_diag),
+    "cp": (_g("cp", 2, 1, "diag2"), cphase_diag),
     "cu3": (_g("cu3", 2, 3, "controlled", 1), u3),
     "cu": (_g("cu", 2, 4, "controlled", 1),
            lambda t, p, lam, gam: np.exp(1j * np.asarray(gam, np.float64))[..., None, None] * u3(t, p, lam)),
