@@ -70,15 +70,19 @@ def stage_buffers(config, b, t, tp=1, stage=0, pp=1, recompute="none", grad=True
     lo, hi = stage_blocks(config.n_layers, pp)[stage]
     for i in range(lo, hi):
         a = "shared" if recompute in ("attn", "block") else f"h{i}"
-        m = "shared" if recompute in ("mlp", "block") else f"h{i}"
-        g = "shared" if recompute == "block" else f"h{i}"  # the LayerNorms: recomputed by block only
+        m = "shared" if recompute == "block" else f"h{i}"
+        g = "shared" if recompute == "block" else f"h{i}"  # the LayerNorms' statistics
+        # "mlp": ln1's, ln2's and the GELU's outputs live in qkv's, fc's and the MLP proj's backward dx
+        # buffers (hpr.nn.Block)
+        ln1_out, ln2_out, h = (("tmp.attn.qkv.dx", "tmp.mlp.fc.dx", "tmp.mlp.proj.dx") if recompute == "mlp"
+                               else (f"{g}.ln1.out", f"{g}.ln2.out", f"{m}.mlp.h"))
         for key, shape in (
-                (f"{g}.ln1.out", (n, c)), (f"{g}.ln1.mean", (n,)), (f"{g}.ln1.rstd", (n,)),
+                (ln1_out, (n, c)), (f"{g}.ln1.mean", (n,)), (f"{g}.ln1.rstd", (n,)),
                 (f"{a}.attn.qkv.y", (n, 3 * c // tp)), (f"{a}.attn.saved", (b, hl, t)),
                 (f"{a}.attn.y", (n, c // tp)), ("tmp.attn.proj.y", (n, c)),
                 (("shared" if recompute == "block" else f"h{i}") + ".x1", (n, c)),
-                (f"{g}.ln2.out", (n, c)), (f"{g}.ln2.mean", (n,)), (f"{g}.ln2.rstd", (n,)),
-                (f"{m}.mlp.fc.y", (n, 4 * c // tp)), (f"{m}.mlp.h", (n, 4 * c // tp)),
+                (ln2_out, (n, c)), (f"{g}.ln2.mean", (n,)), (f"{g}.ln2.rstd", (n,)),
+                (f"{m}.mlp.fc.y", (n, 4 * c // tp)), (h, (n, 4 * c // tp)),
                 ("tmp.mlp.proj.y", (n, c)), (f"h{i}.x2", (n, c))):
             bufs[key] = shape
         if grad:
