@@ -291,11 +291,14 @@ class GPT:
             x = self.emb.forward(dev.xp.ascontiguousarray(dev.asarray(inp), dtype=np.int32))
         else:
             x = inp
+        # ZeRO-3: the last stage keeps its last blocks gathered (as many as the gathers prefetch): its
+        # backward starts there
+        tail = len(self.blocks) - (self.gather.DEPTH if self.gather is not None else 0)
         for j, blk in enumerate(self.blocks):
             self._need(blk.name, "forward")
             x = blk.forward(x, b, t)
-            if not (grad and self.last and j == len(self.blocks) - 1):
-                self._drop(blk.name)  # (the last stage's last block stays: its backward comes next)
+            if not (grad and self.last and j >= tail):
+                self._drop(blk.name)
         if not self.last:
             if grad:
                 self._ready = ("act", x.shape)

@@ -6,7 +6,13 @@ collectives; not the step's order (hpr.train.step), the optimizer's math (hpr.op
 
 Shards. The flat buffer [0, n) is cut into the model's units (hpr.model.GPT.param_units: the final norm
 and head, each block, the embedding; contiguous, in backward's order), each unit into chunks of at most
-bucket_mb (the tied wte starting a chunk of its own, so both pipeline stages holding it cut it alike). Every chunk is split dp ways as numpy.array_split splits it (comm.reduce_scatter's bounds):
+bucket_mb or one block, whichever is larger (the tied wte starting a chunk of its own, so both pipeline
+stages holding it cut it alike). A block is never cut: backward finishes a block's gradients at once
+(on_ready fires per block) and need() gathers a block at once, so its chunks would start together
+anyway, and each chunk is one more collective whose latency (an allgather: a ring of the sizes, then
+of the data) an oversubscribed node pays in scheduling delays (measured at M, 4 ranks on 2 cores, 4
+MiB buckets: blocks of 2 chunks -> 1 took ZeRO-3 from 0.89x to 1.09x ZeRO-1's tokens/s). Every chunk
+is split dp ways as numpy.array_split splits it (comm.reduce_scatter's bounds):
 rank r owns piece r of every chunk. A rank's shard is its pieces concatenated in buffer order, one
 contiguous array ("shard space"); ShardPlan maps flat ranges to shard ranges. With dp = 2 and a chunk
 [100, 107): rank 0 owns [100, 104), rank 1 [104, 107).
@@ -20,13 +26,15 @@ a block's whole parameters from its gather until the block's forward (or backwar
 
 ZeRO-3 gathers (ParamGather). The model calls need(unit) before a unit's layers run and drop(unit)
 after; need waits for the unit's allgathers (started earlier as a prefetch, or now) and then starts
-the next unit's in the same direction (the first one ahead not yet gathered), so the gather of block
-i+1 runs on the progress thread while block i computes. The head and the embedding (the tied wte: used
-at the start and at the end of both forward and backward) stay gathered until the next optimizer
-update, when every gathered unit is released (its values are then stale) and the first two units of
-the next forward start gathering at once. The last stage keeps its last block between its forward and
-its backward (backward starts there). Every rank of the dp group issues the same collectives in the
-same order: the schedule depends only on the model and the pipeline stage, the same on every replica.
+the next DEPTH (2) units' in the same direction that are not gathered or in flight yet, so the gathers
+of blocks i+1 and i+2 run on the progress thread while block i computes. The head and the embedding
+(the tied wte: used at the start and at the end of both forward and backward) stay gathered until the
+next optimizer update, when every gathered unit is released (its values are then stale) and the first
+DEPTH + 1 units of the next forward start gathering at once. The last stage keeps its last DEPTH
+blocks between its forward and its backward (backward starts there: its first gather is then one
+started as a prefetch while the last of these computes). Every rank of the dp group issues the same
+collectives in the same order: the schedule depends only on the model and the pipeline stage, the
+same on every replica.
 
 Usage::
 
@@ -169,7 +177,10 @@ class ZeroShards:
 
     def __init__(self, comm, layout, units, bucket_elems, zero):
         self.comm, self.layout, self.zero = comm, layout, zero
-        self.plan = ShardPlan(units, layout.size, comm.size, comm.rank, bucket_elems)
+        # chunks of at least one block (module docstring); every stage's blocks are the same size, so the
+        # stages holding the tied wte cut it alike
+        block = max((b - a for name, a, b in units if name[:1] == "h" and name[1:].isdigit()), default=0)
+        self.plan = ShardPlan(units, layout.size, comm.size, comm.rank, max(bucket_elems, block))
         self.params = self.plan.take(layout.params)  # the master copy the optimizer updates
         self.grads = np.zeros(self.plan.size, layout.params.dtype)  # the averaged gradient shard
         self.hold = None
@@ -278,6 +289,11 @@ class ParamGather:
     before its layers run, the next unit prefetched, released after (module docstring)."""
 
     KEEP = ("head", "embedding")  # gathered once per optimizer step (used at both ends of each pass)
+    # units kept gathered or in flight ahead of the one computing. 2, not 1: a backward gather queues on
+    # the progress thread behind the reduce-scatters of the blocks before it, and on an oversubscribed
+    # node one block's compute does not cover both (measured at M, 4 ranks on 2 cores: the waits for
+    # gathers were ~half of ZeRO-3's exposed communication with 1); costs one block's parameters
+    DEPTH = 2
 
     def __init__(self, comm, plan, params, shard):
         self.comm, self.plan, self.params, self.shard = comm, plan, params, shard
@@ -319,16 +335,13 @@ class ParamGather:
             if trace.on:
                 trace.add(f"wait gather {unit}", "compute", w0, trace.now())
         order = self.order.get(direction, ())
-        for nxt in order[order.index(unit) + 1:] if unit in order else ():
-            if nxt not in self.state:  # the first unit ahead not yet gathered: start it
-                self._start(nxt)
-            if self.state[nxt] != "ready":
-                break  # one gather in flight ahead at a time
+        for nxt in order[order.index(unit) + 1:][:self.DEPTH] if unit in order else ():
+            self._start(nxt)  # the next DEPTH units in this direction: gathered, in flight, or started now
 
     def warm(self):
-        """Start the gathers of the first two units of forward (after an update: they overlap the end of
-        the step and the start of the next)."""
-        for unit in self.order["forward"][:2]:
+        """Start the gathers of forward's first unit and the DEPTH after it (after an update: they overlap
+        the end of the step and the start of the next)."""
+        for unit in self.order["forward"][:1 + self.DEPTH]:
             self._start(unit)
 
     def drop(self, unit):
