@@ -17,7 +17,7 @@ ZeRO-2 (zero=2) and ZeRO-3 (zero=3), hpr.parallel.zero: each rank owns a piece o
 model's units; gradients are reduce-scattered chunk by chunk while backward runs (each micro-batch's)
 and only the rank's shard of them is kept; the full gradient buffer is paged memory whose pages go back
 to the OS once their chunk is reduced. ZeRO-3 also keeps only the shard of the parameters and gathers a
-block's just before its forward and its backward, the next one prefetched. The optimizer then runs over
+block's just before its forward and its backward, the next two prefetched. The optimizer then runs over
 shard-space arrays (optimizer_buffers).
 
 With hpr.trace on, each bucket gets a track of the timeline: "queued" (launched, waiting for the
