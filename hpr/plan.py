@@ -56,6 +56,7 @@ from .model.gpt import stage_blocks
 from .model.memory import block_param_elements, largest_init_draw, loss_transient, split_bytes, stage_buffers, stage_param_elements
 from .nn import RECOMPUTE
 from .parallel.grid import valid_layouts
+from .parallel.zero import ParamGather
 
 MIB = 2 ** 20
 IDLE_RANK_MIB = 62.0  # an idle rank's resident memory (module docstring: how it was measured)
@@ -166,12 +167,13 @@ def zero_inflight(config, tp, stage, pp, block, item, p):
     waited for only at its end, on a progress thread that competes with compute, so at worst all p of
     them are resident then (measured at M, dp 2 and 4: nearly all). Parameters (ZeRO-3): the embedding
     and head units (the tied wte), gathered from forward through the update (ParamGather.KEEP), and the
-    first block (backward's last; the prefetch ahead of it is the embedding, already there)."""
+    block running plus the ParamGather.DEPTH blocks prefetched ahead of it (or, at the turn from forward
+    to backward, the last DEPTH blocks kept gathered for backward) - at most 1 + DEPTH of the stage's."""
     c, vl = config.d_model, config.padded_vocab // tp
     lo, hi = stage_blocks(config.n_layers, pp)[stage]
     emb = (vl * c if stage in (0, pp - 1) else 0) + (config.context * c if stage == 0 else 0)
     head = 2 * c if stage == pp - 1 else 0
-    return min(1, hi - lo) * block + (emb + head) * item, p
+    return min(1 + ParamGather.DEPTH, hi - lo) * block + (emb + head) * item, p
 
 
 def estimate(job, dp, tp, pp, zero):
@@ -191,9 +193,10 @@ def step_seconds(job, pp, rate):
     c = job.config
     tokens = job.batch * c.context
     C, T, L = c.d_model, c.context, c.n_layers
-    # forward FLOPs per token that backward repeats: fc (2*4C^2); the attention's qkv (2*3C^2) and
-    # core (2*2*T*C, the full square, as flops_per_token counts it); block: both, plus the attention's proj
-    extra = {"none": 0, "mlp": 8 * C * C, "attn": 6 * C * C + 4 * T * C,
+    # forward FLOPs per token that backward repeats: mlp none (element-wise only: LayerNorms, GELU); attn:
+    # the attention's qkv (2*3C^2) and core (2*2*T*C, the full square, as flops_per_token counts it);
+    # block: fc (2*4C^2), both of attn's, and the attention's proj
+    extra = {"none": 0, "mlp": 0, "attn": 6 * C * C + 4 * T * C,
              "block": 8 * C * C + 6 * C * C + 4 * T * C + 2 * C * C}[job.recompute] * L
     bubble = (job.micro_batches + pp - 1) / job.micro_batches
     return tokens * (c.flops_per_token() + extra) * bubble / rate if rate else 0.0

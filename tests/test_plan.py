@@ -17,6 +17,7 @@ from hpr.model import GPT, GPTConfig
 from hpr.model.memory import block_param_elements, is_workspace, split_bytes, stage_buffers, stage_param_elements
 from hpr.nn import RECOMPUTE
 from hpr.optim import AdamW
+from hpr.parallel.zero import ParamGather
 from hpr import plan
 from hpr.train import evaluate
 from train_jobs import BASE, TRAIN, job
@@ -114,7 +115,8 @@ def test_zero_stages_shrink_model_state():
     """ZeRO-k at dp 4 (what hpr.parallel.zero keeps): the optimizer state is 1/4 from stage 1; ZeRO-2
     keeps the full parameters plus the optimizer's contiguous shard (4 + 16/N bytes per parameter in
     all), the gradient shard and, at the end of a backward, the paged full gradients (at worst all);
-    ZeRO-3 the parameter shard plus the gathered units (embedding, head and one block)."""
+    ZeRO-3 the parameter shard plus the gathered units (embedding, head, the block running and the
+    ParamGather.DEPTH blocks prefetched ahead of it)."""
     job = _job("M", batch=8)
     c = job.config
     e = {z: plan.estimate(job, 4, 1, 1, z).roles for z in range(4)}
@@ -124,7 +126,7 @@ def test_zero_stages_shrink_model_state():
     assert e[0]["optimizer"] == 2 * p and e[1]["optimizer"] == e[2]["optimizer"] == e[3]["optimizer"] == p // 2
     assert e[1]["gradients"] == p and e[1]["parameters"] == p
     assert e[2]["parameters"] == p + p // 4 and e[2]["gradients"] == p // 4 + p
-    assert e[3]["parameters"] == p // 4 + wte + wpe + 2 * c.d_model * 4 + block
+    assert e[3]["parameters"] == p // 4 + wte + wpe + 2 * c.d_model * 4 + (1 + ParamGather.DEPTH) * block
     assert e[3]["gradients"] == e[2]["gradients"]
     kept = {z: e[z]["parameters"] + e[z]["optimizer"] + (p // 4 if z >= 2 else e[z]["gradients"]) for z in range(4)}
     assert kept[3] < kept[2] < kept[1] < kept[0]  # less the gradients in flight: what each stage keeps
