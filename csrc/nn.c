@@ -78,12 +78,8 @@
  * polynomial to r^6 (relative error below 2e-7), 2^n put straight into the exponent bits. The
  * rounding n = nearest(x / ln2) uses the 1.5 * 2^23 trick, valid in the default rounding mode.
  * Defined outside the target regions: each level inlines it with its own instructions. */
-static inline float hpr_expf(float x) {
-    /* Branch-free clamps (with -fno-trapping-math); NaN passes through. +-80 keeps exp(x), 1/exp(x)
-     * and x/(1 + exp(x)) normal floats: denormals cost ~100 cycles each, and the compiler evaluates
-     * the clamped branch for every element when it if-converts a caller's loop. */
-    x = x < -80.0f ? -80.0f : x;
-    x = x > 80.0f ? 80.0f : x;
+static inline float hpr_expf_inrange(float x) {
+    /* the polynomial alone, for |x| <= 80 (a caller that has clamped already: GELU) and NaN */
     float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - n * 0.693359375f;  /* ln2 split in two for an exact product (Cody-Waite) */
     r = r + n * 2.12194440e-4f;
@@ -97,6 +93,15 @@ static inline float hpr_expf(float x) {
     union { float f; int32_t i; } u;
     u.i = ((int32_t)n + 127) << 23;
     return p * u.f;
+}
+
+static inline float hpr_expf(float x) {
+    /* Branch-free clamps (with -fno-trapping-math); NaN passes through. +-80 keeps exp(x), 1/exp(x)
+     * and x/(1 + exp(x)) normal floats: denormals cost ~100 cycles each, and the compiler evaluates
+     * the clamped branch for every element when it if-converts a caller's loop. */
+    x = x < -80.0f ? -80.0f : x;
+    x = x > 80.0f ? 80.0f : x;
+    return hpr_expf_inrange(x);
 }
 
 /* tanh for float from the vectorisable exp: 2 sigmoid(2x) - 1 (absolute error ~1e-7 near 0, which

@@ -120,7 +120,7 @@ static inline REAL FN(gelu_tanh)(REAL v) {
     REAL z = (REAL)2 * k * (v + c3 * v * v * v);
     z = z < -GELU_ZMAX ? -GELU_ZMAX : z;
     z = z > GELU_ZMAX ? GELU_ZMAX : z;
-    return v / ((REAL)1 + EXP(-z));
+    return v / ((REAL)1 + EXP_INRANGE(-z));
 }
 
 NN_KERNEL void FN(hpr_gelu_forward)(REAL *out, REAL *x, const REAL *bias, int64_t N, int64_t C, int nthreads) {
@@ -159,7 +159,7 @@ NN_KERNEL void FN(hpr_gelu_backward)(REAL *dx, const REAL *x, const REAL *dout, 
             REAL z = (REAL)2 * k * (v + c3 * v * v * v);
             z = z < -GELU_ZMAX ? -GELU_ZMAX : z;
             z = z > GELU_ZMAX ? GELU_ZMAX : z;
-            REAL s = (REAL)1 / ((REAL)1 + EXP(-z));
+            REAL s = (REAL)1 / ((REAL)1 + EXP_INRANGE(-z));
             REAL du = k * ((REAL)1 + (REAL)3 * c3 * v * v);
             dx[i] = dout[i] * (s + (REAL)2 * v * s * ((REAL)1 - s) * du);
         }
