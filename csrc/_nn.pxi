@@ -42,8 +42,8 @@ cdef extern from "nn.h" nogil:
                                     int64_t B, int64_t T, int64_t C)
     void hpr_embedding_backward_f64(double *dwte, double *dwpe, const double *dout,
                                     const int32_t *tokens, int64_t B, int64_t T, int64_t C)
-    void hpr_bias_backward_f32(float *db, const float *dout, int64_t N, int64_t C)
-    void hpr_bias_backward_f64(double *db, const double *dout, int64_t N, int64_t C)
+    void hpr_bias_backward_f32(float *db, const float *dout, int64_t N, int64_t C, int nthreads)
+    void hpr_bias_backward_f64(double *db, const double *dout, int64_t N, int64_t C, int nthreads)
     void hpr_adamw_f32(float *p, const float *g, float *m, float *v, int64_t n, double lr, double beta1,
                        double beta2, double eps, double wd, double bc1, double bc2, double gscale,
                        int nthreads)
@@ -264,14 +264,14 @@ def embedding_backward(dwte, dwpe, dout, tokens, int64_t B, int64_t T, int64_t C
                                        <const double *>g.view.buf, <const int32_t *>tk.view.buf, B, T, C)
 
 
-def bias_backward(db, dout, int64_t N, int64_t C, int isz):
+def bias_backward(db, dout, int64_t N, int64_t C, int isz, int nthreads=1):
     _isz(isz)
     cdef _View d = _buf(db, True, C, isz, "db"), g = _buf(dout, False, N * C, isz, "dout")
     with nogil:
         if isz == 4:
-            hpr_bias_backward_f32(<float *>d.view.buf, <const float *>g.view.buf, N, C)
+            hpr_bias_backward_f32(<float *>d.view.buf, <const float *>g.view.buf, N, C, nthreads)
         else:
-            hpr_bias_backward_f64(<double *>d.view.buf, <const double *>g.view.buf, N, C)
+            hpr_bias_backward_f64(<double *>d.view.buf, <const double *>g.view.buf, N, C, nthreads)
 
 
 def adamw(p, g, m, v, double lr, double beta1, double beta2, double eps, double wd, double bc1, double bc2,

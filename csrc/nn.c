@@ -78,12 +78,8 @@
  * polynomial to r^6 (relative error below 2e-7), 2^n put straight into the exponent bits. The
  * rounding n = nearest(x / ln2) uses the 1.5 * 2^23 trick, valid in the default rounding mode.
  * Defined outside the target regions: each level inlines it with its own instructions. */
-static inline float hpr_expf(float x) {
-    /* Branch-free clamps (with -fno-trapping-math); NaN passes through. +-80 keeps exp(x), 1/exp(x)
-     * and x/(1 + exp(x)) normal floats: denormals cost ~100 cycles each, and the compiler evaluates
-     * the clamped branch for every element when it if-converts a caller's loop. */
-    x = x < -80.0f ? -80.0f : x;
-    x = x > 80.0f ? 80.0f : x;
+static inline float hpr_expf_inrange(float x) {
+    /* the polynomial alone, for |x| <= 80 (a caller that has clamped already: GELU) and NaN */
     float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - n * 0.693359375f;  /* ln2 split in two for an exact product (Cody-Waite) */
     r = r + n * 2.12194440e-4f;
@@ -97,6 +93,15 @@ static inline float hpr_expf(float x) {
     union { float f; int32_t i; } u;
     u.i = ((int32_t)n + 127) << 23;
     return p * u.f;
+}
+
+static inline float hpr_expf(float x) {
+    /* Branch-free clamps (with -fno-trapping-math); NaN passes through. +-80 keeps exp(x), 1/exp(x)
+     * and x/(1 + exp(x)) normal floats: denormals cost ~100 cycles each, and the compiler evaluates
+     * the clamped branch for every element when it if-converts a caller's loop. */
+    x = x < -80.0f ? -80.0f : x;
+    x = x > 80.0f ? 80.0f : x;
+    return hpr_expf_inrange(x);
 }
 
 /* tanh for float from the vectorisable exp: 2 sigmoid(2x) - 1 (absolute error ~1e-7 near 0, which
@@ -129,7 +134,7 @@ static inline float hpr_tanhf(float x) { return 2.0f / (1.0f + hpr_expf(-2.0f * 
     OP(void, embedding_backward, (R *dwte, R *dwpe, const R *dout, const int32_t *tokens, int64_t B,          \
                                   int64_t T, int64_t C),                                                     \
        (dwte, dwpe, dout, tokens, B, T, C))                                                                  \
-    OP(void, bias_backward, (R *db, const R *dout, int64_t N, int64_t C), (db, dout, N, C))                  \
+    OP(void, bias_backward, (R *db, const R *dout, int64_t N, int64_t C, int nthreads), (db, dout, N, C, nthreads)) \
     OP(void, adamw, (R *p, const R *g, R *m, R *v, int64_t n, double lr, double beta1, double beta2,          \
                      double eps, double wd, double bc1, double bc2, double gscale, int nthreads),            \
        (p, g, m, v, n, lr, beta1, beta2, eps, wd, bc1, bc2, gscale, nthreads))                               \

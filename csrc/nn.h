@@ -44,7 +44,7 @@
     void hpr_embedding_backward##SFX(REAL *dwte, REAL *dwpe, const REAL *dout, const int32_t *tokens,\
                                      int64_t B, int64_t T, int64_t C);                               \
     /* db[c] += sum_n dout[n, c]. */                                                                 \
-    void hpr_bias_backward##SFX(REAL *db, const REAL *dout, int64_t N, int64_t C);                   \
+    void hpr_bias_backward##SFX(REAL *db, const REAL *dout, int64_t N, int64_t C, int nthreads);     \
     /* AdamW (decoupled decay) on n elements; g is multiplied by gscale (clipping) first;           \
      * bc1 = 1 - beta1^t, bc2 = 1 - beta2^t. */                                                      \
     void hpr_adamw##SFX(REAL *p, const REAL *g, REAL *m, REAL *v, int64_t n, double lr, double beta1,\

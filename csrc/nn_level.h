@@ -6,13 +6,16 @@
 
 /* float: the vectorisable polynomial exp. GELU clamps its sigmoid's argument to +-GELU_ZMAX: sigmoid(30)
  * is 1 in float, and the compiler evaluates the clamped branch for every element, so its constant must
- * not push products with ordinary gradients into denormals (1 / (1 + e^30) ~ 1e-13 does not). */
+ * not push products with ordinary gradients into denormals (1 / (1 + e^30) ~ 1e-13 does not).
+ * EXP_INRANGE: the exp without its own +-80 clamps, for arguments clamped already (GELU's +-30): the same
+ * values, NaN included, for ~35% less time in GELU's forward here (the clamps are compares and blends). */
 #define REAL float
 #define SFX _f32
 #define LEXP hpr_expf
 #define LTANH hpr_tanhf
 #define GELU_ZMAX 30.0f
 #define EXP hpr_expf
+#define EXP_INRANGE hpr_expf_inrange
 #define LOG logf
 #define SQRT sqrtf
 #include "nn_impl.h"
@@ -24,6 +27,7 @@ static const struct hpr_nn_ops_f32 HPR_CAT(nn_ops_f32, ISA) = {HPR_NN_OPS(NN_OP_
 #undef LTANH
 #undef GELU_ZMAX
 #undef EXP
+#undef EXP_INRANGE
 #undef LOG
 #undef SQRT
 
@@ -34,6 +38,7 @@ static const struct hpr_nn_ops_f32 HPR_CAT(nn_ops_f32, ISA) = {HPR_NN_OPS(NN_OP_
 #define LTANH tanh
 #define GELU_ZMAX 700.0
 #define EXP exp
+#define EXP_INRANGE exp
 #define LOG log
 #define SQRT sqrt
 #include "nn_impl.h"
@@ -45,5 +50,6 @@ static const struct hpr_nn_ops_f64 HPR_CAT(nn_ops_f64, ISA) = {HPR_NN_OPS(NN_OP_
 #undef LTANH
 #undef GELU_ZMAX
 #undef EXP
+#undef EXP_INRANGE
 #undef LOG
 #undef SQRT

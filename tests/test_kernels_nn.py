@@ -161,6 +161,21 @@ def test_bias_backward_and_sumsq(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(700, 133), (2048, 32), (515, 384)])
+def test_bias_backward_threads_bitwise(dtype, shape, threads):
+    """Threads take whole columns, each summed over the rows in order: bit for bit one thread's sums
+    (the shapes are above the kernels' threading threshold), and the numpy sum to rounding."""
+    rng = np.random.default_rng(16)
+    g = rng.standard_normal(shape).astype(dtype)
+    db = rng.standard_normal(shape[1]).astype(dtype)
+    want = db.copy()
+    for row in g:  # the kernel's order: db + g[0] + g[1] + ...
+        want += row
+    nn.bias_backward(g, db)
+    np.testing.assert_array_equal(db, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_adamw_against_twin(dtype, threads):
     rng = np.random.default_rng(7)
     n = 100_001

@@ -134,9 +134,9 @@ def scatter_add(a, indices, values):
 
 @device_twin
 def bias_backward(dout, db):
-    """db += dout summed over every axis but the last."""
+    """db += dout summed over every axis but the last (threads take whole columns: the same sums)."""
     n, c = _rows(dout)
-    cpu_kernels().bias_backward(db, dout, n, c, _isz(dout, db))
+    cpu_kernels().bias_backward(db, dout, n, c, _isz(dout, db), num_threads())
 
 
 @device_twin
