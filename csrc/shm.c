@@ -202,6 +202,26 @@ static void gather_parts(hpr_shm_t *s, int bank, char *x, int64_t n, int isz) {
     }
 }
 
+/* Rank r's part of a round of m elements when the call's parts are laid out for rounds of `first`
+ * elements (the first round's length): the same region of the slot in every round, clipped to m. */
+static void part_in_round(int64_t first, int64_t m, int p, int r, int isz, int64_t *lo, int64_t *len) {
+    part_of(first, p, r, isz, lo, len);
+    if (*lo > m) *lo = m;
+    if (*len > m - *lo) *len = m - *lo;
+}
+
+/* Copy round k of x (rounds of per elements, n in all) into this rank's slot of bank: every element
+ * but this rank's own part, which it reduces straight from x. */
+static void stage_round(hpr_shm_t *s, int bank, const char *xb, int64_t n, int64_t per, int64_t first,
+                        int isz, int64_t k) {
+    int64_t off = k * per, m = n - off < per ? n - off : per, lo, len;
+    char *mine = slot_of(s, bank, s->me);
+    const char *xr = xb + off * isz;
+    part_in_round(first, m, s->p, s->me, isz, &lo, &len);
+    memcpy(mine, xr, (size_t)(lo * isz));
+    memcpy(mine + (lo + len) * isz, xr + (lo + len) * isz, (size_t)((m - lo - len) * isz));
+}
+
 int hpr_shm_allreduce(hpr_shm_t *s, void *x, int64_t n, int dtype, int op, double scale,
                       double timeout_s, int *missing, int nthreads) {
     int isz = hpr_dtype_size(dtype);
@@ -220,31 +240,43 @@ int hpr_shm_allreduce(hpr_shm_t *s, void *x, int64_t n, int dtype, int op, doubl
         return hpr_reduce_many(xb, ins, s->p, n, dtype, op, scale, 1) ? -2 : 0;
     }
 
-    /* Rounds of one slot: publish the parts the others reduce, reduce own part (own input read
-     * straight from x) into the slot, publish, gather every part. */
-    int64_t per = s->slot / isz;
+    /* Rounds of one slot, pipelined so that one barrier per round does two jobs. A rank's slot in a
+     * bank holds the round's chunk laid out like x: the regions of the other ranks' parts (copied in
+     * from x for their owners to reduce) and its own part's region (its reduced result, which the
+     * others copy out). Per rank:
+     *   stage(0); barrier;
+     *   for each round k: reduce own part of k; stage(k+1) into the other bank; barrier; gather(k)
+     * The barrier after stage(k+1) tells everyone that all of round k is reduced (gather(k) may read)
+     * and all of round k+1 is staged (reduce(k+1) may read). stage(k+1) writes the bank of round k-1,
+     * whose readers are done except the others' gather(k-1), which reads only this rank's own region:
+     * the parts are laid out once per call (from the first round's length), so stage never writes that
+     * region. Across calls the bank alternates as before: a call's first stage writes the bank the last
+     * one's final gather is not reading. R rounds cost R+1 barriers (they cost 2R unpipelined). */
+    int64_t per = s->slot / isz, rounds = (n + per - 1) / per, first = n < per ? n : per;
+    uint64_t u0 = s->uses;
     const void *ins[512];
-    for (int64_t off = 0; off < n; off += per) {
-        int64_t m = n - off < per ? n - off : per, lo, len;
-        int bank = (int)(s->uses++ & 1);
+    stage_round(s, (int)(u0 & 1), xb, n, per, first, isz, 0);
+    if (hpr_shm_barrier(s, timeout_s, missing)) return -1;
+    for (int64_t k = 0; k < rounds; k++) {
+        int bank = (int)((u0 + (uint64_t)k) & 1);
+        int64_t off = k * per, m = n - off < per ? n - off : per, lo, len;
         char *mine = slot_of(s, bank, s->me), *xr = xb + off * isz;
-        part_of(m, s->p, s->me, isz, &lo, &len);
-        memcpy(mine, xr, (size_t)(lo * isz));
-        memcpy(mine + (lo + len) * isz, xr + (lo + len) * isz, (size_t)((m - lo - len) * isz));
-        if (hpr_shm_barrier(s, timeout_s, missing)) return -1;
+        part_in_round(first, m, s->p, s->me, isz, &lo, &len);
         if (len) {
             for (int r = 0; r < s->p; r++) ins[r] = r == s->me ? xr + lo * isz : slot_of(s, bank, r) + lo * isz;
             if (hpr_reduce_many(xr + lo * isz, ins, s->p, len, dtype, op, scale, nthreads)) return -2;
             memcpy(mine + lo * isz, xr + lo * isz, (size_t)(len * isz));
         }
+        if (k + 1 < rounds) stage_round(s, bank ^ 1, xb, n, per, first, isz, k + 1);
         if (hpr_shm_barrier(s, timeout_s, missing)) return -1;
         for (int r = 0; r < s->p; r++) {
             int64_t a, l;
             if (r == s->me) continue;
-            part_of(m, s->p, r, isz, &a, &l);
+            part_in_round(first, m, s->p, r, isz, &a, &l);
             if (l) memcpy(xr + a * isz, slot_of(s, bank, r) + a * isz, (size_t)(l * isz));
         }
     }
+    s->uses = u0 + (uint64_t)rounds;
     return 0;
 }
 

@@ -32,7 +32,8 @@ int64_t hpr_shm_segment_bytes(int p, int64_t slot);
  * or -2 for bad arguments (unknown dtype/op). */
 int hpr_shm_barrier(hpr_shm_t *s, double timeout_s, int *missing);
 
-/* In-place allreduce of n elements of x over the node's ranks; scale != 1 for avg. */
+/* In-place allreduce of n elements of x over the node's ranks; scale != 1 for avg. Up to `small` bytes:
+ * one barrier; beyond, rounds of one slot with one barrier each (plus one), pipelined (see shm.c). */
 int hpr_shm_allreduce(hpr_shm_t *s, void *x, int64_t n, int dtype, int op, double scale,
                       double timeout_s, int *missing, int nthreads);
 

@@ -1,6 +1,6 @@
 """``mpiexec -n N python -m hpr.bench allreduce``: hpr's in-place allreduce against the MPI library's own
-in-place MPI_Allreduce in the same run, float32 sums from 8 B to 256 MiB. Prints latency (median over
-iterations) and bus bandwidth (bytes/time × 2(n-1)/n, as nccl-tests defines it) for
+in-place MPI_Allreduce in the same run, float32 sums from 8 B to 256 MiB. Prints latency (median, or
+with ``--stat min`` the minimum, over rounds that run every library once in turn) and bus bandwidth (bytes/time × 2(n-1)/n, as nccl-tests defines it) for
 
   MPI          MPI_Allreduce(IN_PLACE) on a numpy array
   hpr          comm.allreduce on an array from comm.alloc() — memory the node's ranks share, where
@@ -87,15 +87,29 @@ def check_sums(comm, count, shared):
                                   "bound 2(p-1) eps sum|x|; the timings would be of a wrong sum")
 
 
-def time_all(fns, budget, comm):
-    """{name: median seconds} of each fn: two warm-up calls, then as many timed calls as fit the budget
-    for the slowest (at least 3), the same count on every rank."""
+def time_all(fns, budget, comm, stat="median"):
+    """{name: seconds} of each fn: two warm-up calls each, then as many rounds as fit the budget for the
+    slowest (at least 3, the same count on every rank), each round running every fn once, started
+    together and timed as the slowest rank's time. The order rotates from round to round, so a load
+    that comes and goes (a shared machine) falls on every library alike and the ratios stay fair.
+    stat: "median" or "min" over the rounds."""
     for f in fns.values():
         f()
         f()
     t1 = max(time_op(f, 1, comm) for f in fns.values())
     iters = comm.bcast(int(max(3, min(2000, budget / max(t1, 1e-7)))), root=0)
-    return {k: time_op(f, iters, comm) for k, f in fns.items()}
+    names = list(fns)
+    ts = np.empty((len(names), iters))
+    for i in range(iters):
+        for j in range(len(names)):
+            k = (i + j) % len(names)
+            comm.Barrier()
+            t0 = time.perf_counter()
+            fns[names[k]]()
+            ts[k, i] = time.perf_counter() - t0
+    comm.Allreduce(MPI.IN_PLACE, ts, op=MPI.MAX)
+    pick = np.min if stat == "min" else np.median
+    return {name: float(pick(ts[k])) for k, name in enumerate(names)}
 
 
 def main(argv=None):
@@ -104,6 +118,8 @@ def main(argv=None):
     ap.add_argument("--max-bytes", default="256M", help="largest message (default 256M)")
     ap.add_argument("--factor", type=int, default=4, help="size step (default 4)")
     ap.add_argument("--budget", type=float, default=0.4, help="seconds per size and library (default 0.4)")
+    ap.add_argument("--stat", default="median", choices=("median", "min"),
+                    help="median (default) or min over the interleaved rounds (min: on a loaded machine)")
     ap.add_argument("--json", metavar="FILE", help="write the rows as JSON")
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="cpu (default) or gpu: CuPy buffers")
     args = ap.parse_args(argv)
@@ -119,7 +135,7 @@ def main(argv=None):
     lib = MPI.Get_library_version().splitlines()[0].strip()
     if comm.rank == 0:
         print(f"# hpr allreduce vs MPI_Allreduce: {p} ranks, float32 sum in place, {lib}")
-        print("# median of iterations; busbw = bytes/time * 2(n-1)/n in GB/s; x = ratio of busbw to MPI's")
+        print(f"# {args.stat} of interleaved rounds; busbw = bytes/time * 2(n-1)/n in GB/s; x = ratio of busbw to MPI's")
         print("# hpr: buffer from comm.alloc (shared, hpr's gradient buffers); hpr(numpy): plain numpy array")
         print(f"{'bytes':>10} {'algorithm':>18} {'MPI us':>9} {'busbw':>7} | {'hpr us':>9} {'busbw':>7} "
               f"{'x':>5} | {'hpr(numpy) us':>13} {'busbw':>7} {'x':>5}")
@@ -131,7 +147,7 @@ def main(argv=None):
         sx[:] = 1
         bw = lambda t: busbw(count, t, p)  # noqa: E731
         t = time_all({"mpi": lambda: mpi.Allreduce(MPI.IN_PLACE, x), "hpr": lambda: comm.allreduce(sx),
-                      "numpy": lambda: comm.allreduce(x)}, args.budget, mpi)
+                      "numpy": lambda: comm.allreduce(x)}, args.budget, mpi, args.stat)
         row = {"bytes": count * 4, "algorithm": comm.algorithm_for(count * 4),
                "hpr_us": t["hpr"] * 1e6, "mpi_us": t["mpi"] * 1e6,
                "hpr_busbw_gbps": bw(t["hpr"]), "mpi_busbw_gbps": bw(t["mpi"]),
@@ -157,7 +173,7 @@ def _gpu(args, comm, lo, hi):
     if comm.rank == 0:
         print(f"# hpr allreduce of CuPy arrays: {p} ranks, {dev.name()}, float32 sum in place; MPI "
               f"{'is' if aware else 'is not'} CUDA-aware (hpr {'passes the buffer' if aware else 'stages it'})")
-        print(f"# reference: {ref}; median; busbw = bytes/time * 2(n-1)/n in GB/s; x = hpr busbw / reference's")
+        print(f"# reference: {ref}; {args.stat} of interleaved rounds; busbw = bytes/time * 2(n-1)/n in GB/s; x = hpr busbw / reference's")
         print(f"{'bytes':>10} {'ref us':>9} {'busbw':>7} | {'hpr us':>9} {'busbw':>7} {'x':>5}")
     rows = []
     for count in sizes(lo, hi, args.factor):
@@ -175,7 +191,7 @@ def _gpu(args, comm, lo, hi):
                 x.set(host)
             sync()
 
-        t = time_all({"ref": mpi_ref, "hpr": lambda: (comm.allreduce(x), sync())}, args.budget, mpi)
+        t = time_all({"ref": mpi_ref, "hpr": lambda: (comm.allreduce(x), sync())}, args.budget, mpi, args.stat)
         rows.append({"bytes": count * 4, "ref_us": t["ref"] * 1e6, "hpr_us": t["hpr"] * 1e6,
                      "ref_busbw_gbps": bw(t["ref"]), "hpr_busbw_gbps": bw(t["hpr"])})
         if comm.rank == 0:

@@ -162,6 +162,7 @@ class Channel:
         self.rank, self.size = self.link.rank, self.link.size
         self.timeout = config.timeout
         self.seq = 0
+        self._ctx = None  # the OpContext begin() renames per operation
         self.world_ranks = world_ranks
         self.node_comm = split_node(mpi, config.node_size)
         self.layout = node_layout(mpi, self.node_comm)
@@ -196,9 +197,15 @@ class Channel:
         return OpContext(op, seq, self.rank, self.size, self.timeout, self.name, self.procs, self.spin)
 
     def begin(self, op, count=True):
+        """The OpContext of the operation starting now (op #seq), which the link's waits use. One object
+        per channel, renamed per operation: its deadline, spin and ranks do not change, and nothing
+        keeps it past its operation (a failure formats its message at once)."""
         if count:
             self.seq += 1
-        ctx = self.context(op, self.seq)
+        ctx = self._ctx
+        if ctx is None:
+            ctx = self._ctx = self.context(op, self.seq)
+        ctx.op, ctx.seq = op, self.seq
         self.link.ctx = ctx
         return ctx
 

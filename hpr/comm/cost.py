@@ -6,8 +6,8 @@ forces one; that is the channel's business (channel.py), not the model's.
   alpha  seconds per message between processes (MPI latency plus hpr's Python per step)
   beta   seconds per byte moved between processes
   gamma  seconds per byte reduced
-  shm    the node-local shared-memory engine: one barrier (~shm_alpha) per small call, two per slot
-         round for large ones, and about three passes over the data through the caches
+  shm    the node-local shared-memory engine: one barrier (~shm_alpha) per small call, one per slot
+         round (plus one) for large ones, and about three passes over the data through the caches
 
 Usage: ``CostModel().choose(nbytes, size, layout)``; ``python -m hpr config`` prints the thresholds."""
 import math
@@ -55,7 +55,7 @@ class CostModel:
             return 2 * (p - 1) * a + 2 * (p - 1) / p * n * b + (p - 1) / p * n * g
         if algo == "shm":
             rounds = max(1, math.ceil(n / self.slot_bytes))
-            return self.shm_alpha * (2 * rounds) + 2.5 * n * self.shm_beta
+            return self.shm_alpha * (rounds + 1) + 2.5 * n * self.shm_beta
         if algo == "hierarchical":
             k = layout.per_node
             inner = self.time("shm", n, k)

@@ -166,6 +166,41 @@ def test_allreduce_against_mpi(kind, algo, dtype, op):
                                        rtol=eps * comm.size, atol=eps * scale, err_msg=f"{algo} n={n}")
 
 
+_tiny_slot = {}
+
+
+def tiny_slot_comm(kind):
+    """A communicator of this kind on the node engine with 4 KiB slots (1024 float32 per round) and
+    no one-barrier path: every message of more than a slot runs the pipelined rounds. None where the
+    engine cannot run (one rank, no shared window, pretended nodes)."""
+    if kind not in _tiny_slot:
+        src = comm_for(kind)
+        ok = kind_size(kind) > 1 and ONE_MACHINE and base().node_size in (0, kind_size(kind))
+        _tiny_slot[kind] = Communicator(src.mpi, config=base().replace(
+            allreduce="shm", shm_slot_kb=4, shm_small_kb=0)) if ok else None
+    return _tiny_slot[kind]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_staged_rounds_are_the_ordered_reduction(kind):
+    """The staged engine's pipelined rounds (round k+1 staged into the other bank before the barrier
+    that publishes round k): every element is the rank-order reduction, bit for bit, for messages of
+    one round, of many rounds with a short last one, and below one round, run back to back with no
+    barrier between calls (so a call's first round meets the previous call's last)."""
+    comm = tiny_slot_comm(kind)
+    if comm is None or comm.algorithm_for(1 << 20) != "shm":
+        pytest.skip("needs the node engine over several ranks")
+    for n, dtype, op in [(1024, np.float32, "sum"), (5 * 1024 + 37, np.float32, "sum"), (3, np.float32, "max"),
+                         (40_003, np.float64, "avg"), (511, np.float64, "sum"), (2 * 1024, np.int32, "min"),
+                         (7777, np.float16, "avg"), (100_000, np.float32, "avg")]:
+        x = local_input(n, dtype, comm.rank, salt=3, positive=dtype == np.float16)
+        scale = 1.0 / comm.size if op == "avg" else 1.0
+        want = _ref.reduce_many(comm.mpi.allgather(x), "sum" if op == "avg" else op, scale=scale)
+        got = comm.allreduce(x.copy(), op)
+        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8),
+                                      err_msg=f"n={n} {np.dtype(dtype).name} {op}: not the ordered reduction")
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_allreduce_multidimensional_and_returns_same_array(kind):
     comm = comm_for(kind)
