@@ -64,7 +64,7 @@ def build_parser():
     g.add_argument("--grad-comm-dtype", default="float32", help="float32, bfloat16 or float16 (default float32)")
     g.add_argument("--zero", type=int, default=0,
                    help="shard over the data-parallel ranks: 1 the optimizer state (ZeRO-1), 2 also the gradients, "
-                        "3 also the parameters (gathered a block at a time; no --check-every then)")
+                        "3 also the parameters (gathered block by block, the next ones prefetched; no --check-every then)")
     g = ap.add_argument_group("memory")
     g.add_argument("--recompute", default="none",
                    help="activation recomputation: what the blocks do not keep for backward and run again in it "

@@ -250,8 +250,8 @@ class Run:
         say(f"memory per rank (rank 0): parameters {kept['parameters'] / 2**20:.2f} MiB, gradients "
             f"{kept['gradients'] / 2**20:.2f} MiB, optimizer state {kept['optimizer'] / 2**20:.2f} MiB"
             + (f" (1/{dp} of {2 * model.params.size * model.params.itemsize / 2**20:.2f})" if a.zero and dp > 1
-               else "") + ("; ZeRO-3 gathers a block at a time beside its shard, and full gradients live in "
-                           "paged memory until reduced" if a.zero == 3 and dp > 1 else
+               else "") + ("; ZeRO-3 gathers the block running and prefetches the next beside its shard, and full "
+                           "gradients live in paged memory until reduced" if a.zero == 3 and dp > 1 else
                            "; full gradients live in paged memory until reduced" if a.zero == 2 and dp > 1 else ""))
         if self.memory is not None:
             e, mib = self.memory, plan.MIB
