@@ -313,7 +313,9 @@ HPR_KERNEL void FN(hpr_sv_apply_1q)(REAL *psi, int64_t B, int N, int q, int64_t 
     sv_plan p;
     sv_plan_make(&p, B, N, cmask | (INT64_C(1) << q));
     int64_t off = 2 * (INT64_C(1) << q); /* REALs from the bit-0 to the bit-1 amplitude */
-    const int far = FN(sv_is_far)(off);
+    /* far pairs staged in complex128 only: in complex64 (n = 26, qubit 25) the staged dense gate measured
+     * ~15% slower than the direct loop, in complex128 (n = 25, qubit 24) 3-6% faster; short runs: as for X */
+    const int far = sizeof(REAL) == 8 && FN(sv_is_far)(off) && p.Lr >= 64;
     OMP_ITEMS
     for (int64_t w = 0; w < p.W; w++) {
         const REAL *u = U + (w / p.per) * ustride;
@@ -591,9 +593,11 @@ HPR_KERNEL void FN(hpr_sv_apply_x)(REAL *psi, int64_t B, int N, int q, int64_t c
         }
         return;
     }
+    const int far_runs = far && p.Lr >= 64; /* runs of a few amplitudes (a control on qubits 3..5): a copy
+                                              * per run cost more than it saved (measured) */
     OMP_ITEMS
     for (int64_t w = 0; w < p.W; w++) {
-        if (far) SV_RUNS(p, w, cmask, FN(sv_far_swap)(x, x + off, p.Lr);)
+        if (far_runs) SV_RUNS(p, w, cmask, FN(sv_far_swap)(x, x + off, p.Lr);)
         else SV_RUNS(p, w, cmask, FN(sv_run_swap)(x, x + off, p.Lr);)
     }
 }
