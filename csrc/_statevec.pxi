@@ -3,6 +3,7 @@
 # _f32 or _f64; `state` is (B, 2**N) complex, matrices/diagonals hold `nu` (1 shared or B) blocks.
 
 cdef extern from "statevec.h" nogil:
+    int64_t hpr_sv_far_bytes(int64_t nbytes)
     void hpr_sv_apply_1q_f32(float *psi, int64_t B, int N, int q, int64_t cmask, const float *U,
                              int64_t ustride, int nthreads)
     void hpr_sv_apply_1q_f64(double *psi, int64_t B, int N, int q, int64_t cmask, const double *U,
@@ -51,6 +52,13 @@ cdef extern from "statevec.h" nogil:
                                  int64_t zmask, int ny, int nthreads)
     void hpr_sv_expval_pauli_f64(double *out, const double *psi, int64_t B, int N, int64_t xmask,
                                  int64_t zmask, int ny, int nthreads)
+
+
+def sv_far_bytes(int64_t nbytes=0):
+    """The distance in bytes from which a gate's amplitude pairs are staged through a buffer in cache
+    (csrc/statevec.c, "far pairs"; default 2**28): set it when nbytes > 0 (the tests send small states
+    down those paths); returns the previous value."""
+    return hpr_sv_far_bytes(nbytes)
 
 
 cdef inline int _csz(int isz, int64_t B, int N, int64_t nu) except -1:

@@ -65,6 +65,10 @@ enum { SV_SRC_NONE, SV_SRC_FIXED, SV_SRC_INPUT, SV_SRC_WEIGHT };
                              int64_t nin, const double *weights, int64_t nw, double *din, double *dw,   \
                              int nthreads);
 
+/* Set the distance in bytes from which the two amplitudes of a pair are staged through a buffer
+ * (statevec.c, "far pairs"; default 2**28) when nbytes > 0; returns the previous value. */
+int64_t hpr_sv_far_bytes(int64_t nbytes);
+
 HPR_SV_DECLARE(float, _f32)
 HPR_SV_DECLARE(double, _f64)
 #endif

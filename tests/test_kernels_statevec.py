@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from hpr.cpu import num_threads, set_num_threads
+from hpr.cpu import cpu_kernels, num_threads, set_num_threads
 from hpr.errors import ConfigError
 from hpr.kernels import _ref
 from hpr.kernels import statevec as sv
@@ -294,6 +294,44 @@ def test_high_qubit_paths(dtype, n, b, threads):
     np.testing.assert_array_equal(sv.apply_x(s0.copy(), n - 1, (n - 2, 3)),  # one low control: the general walk
                                   _ref.sv_apply_tensor(s0, _ref.sv_controlled_op(_ref.SV_PAULI["X"], 2),
                                                        [n - 2, 3, n - 1]))
+
+
+@pytest.fixture(params=[64, 1024], ids=["far64B", "far1KiB"])
+def far(request):
+    """The far-pair threshold (csrc/statevec.c) lowered, so small states take the staged paths of the
+    high qubits (>= 256 MiB apart by default)."""
+    k = cpu_kernels()
+    old = k.sv_far_bytes(request.param)
+    yield request.param
+    k.sv_far_bytes(old)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,b", [(11, 2), (12, 1)])
+def test_far_pair_paths(dtype, n, b, threads, far):
+    """The staged far-pair paths (pairs >= the threshold apart, copied through buffers in cache) against
+    the twin: dense 2x2 gates (complex, real, per-state, controlled) on every qubit, X and CNOT on every
+    ordered pair (low control with a far target, high pairs' block swaps, the general walk), Toffoli with a
+    low control."""
+    rng = np.random.default_rng(300 + n)
+    s0 = rand_state(rng, b, n, dtype)
+    t = tol(dtype)
+    for q in range(n):
+        for u in (rand_unitary(rng, 2), np.array([[1, 1], [1, -1]]) / np.sqrt(2)):
+            np.testing.assert_allclose(sv.apply_1q(s0.copy(), q, u), _ref.sv_apply_tensor(s0, u, [q]), **t)
+        u = rand_unitary(rng, 2, b)
+        np.testing.assert_allclose(sv.apply_1q(s0.copy(), q, u), per_state_tensor(s0, u, q), **t)
+        np.testing.assert_array_equal(sv.apply_x(s0.copy(), q), _ref.sv_apply_tensor(s0, _ref.SV_PAULI["X"], [q]))
+    cx = _ref.sv_controlled_op(_ref.SV_PAULI["X"], 1)
+    for c, q in itertools.permutations([0, 1, 2, 3, 5, n - 3, n - 2, n - 1], 2):  # every CNOT path
+        np.testing.assert_array_equal(sv.apply_x(s0.copy(), q, (c,)), _ref.sv_apply_tensor(s0, cx, [c, q]))
+    u = rand_unitary(rng, 2)
+    for c, q in [(0, n - 1), (n - 1, n - 2), (1, n - 1)]:
+        np.testing.assert_allclose(sv.apply_controlled(s0.copy(), (c,), q, u),
+                                   _ref.sv_apply(s0, _ref.sv_controlled_op(u, 1), [c, q]), **t)
+    ccx = _ref.sv_controlled_op(_ref.SV_PAULI["X"], 2)
+    for c1, c2, q in [(0, n - 2, n - 1), (1, 5, n - 1), (n - 1, 2, 4)]:
+        np.testing.assert_array_equal(sv.apply_x(s0.copy(), q, (c1, c2)), _ref.sv_apply_tensor(s0, ccx, [c1, c2, q]))
 
 
 def _bad_calls(s, n):

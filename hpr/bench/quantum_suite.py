@@ -1,4 +1,4 @@
-"""``python -m hpr.bench quantum [--quick] [--sizes 22,23,24,25,26] [--qubits all|classes|0,1,..] [--batch 1024]
+"""``python -m hpr.bench quantum [--quick] [--sizes 22,23,24,25,26] [--qubits all|sweep|classes|0,1,..] [--batch 1024]
 [--qasm-gates 199000] [--parts gates,batched,qasm] [--json FILE]`` (also ``python -m hpr.bench.quantum_suite``;
 the older bandwidth tables are ``python -m hpr.bench quantum-kernels``): hpr's quantum figures beside the
 references the issue names, measured in the same run, each with the ratio; a reference whose results
@@ -8,7 +8,11 @@ disagree with hpr's stops the run (exit 1), and one not installed is skipped wit
    pair class, one state of n qubits (complex128, 1 thread), median time per gate,
    beside PennyLane Lightning's kernels called the same way (its C++ state's gate methods, one call
    per gate; hpr qubit q is Lightning's wire n-1-q, which makes the two amplitude arrays identical).
-   Each gate's result is checked against Lightning's once per size. --qubits classes times one qubit of
+   Each gate's result is checked against Lightning's once per size. The full sweep (15 gates x every
+   position x n = 22..26, 1800 cells, each gate timed >= 6 times for hpr and for Lightning) takes about
+   23-25 minutes on an idle core at the default --budget (most of it at n = 26); --qubits sweep covers
+   every position at n <= 23 and the positions 0, 1, 2, mid (n // 2), n-3, n-2, n-1 above (about 9
+   minutes); the output's first line of part 1 says which positions were timed. --qubits classes times one qubit of
    every class the kernels (csrc/statevec_impl.h) tell apart, so it reaches each of their code paths:
    q = 0 (adjacent pairs), 1, 2 (block walks for dense and diagonal gates), 3, 4 (block walks for
    diagonals), 5 and 10 (the general walk, runs of 2**q < 2048 amplitudes), 11 and 12 (full runs of
@@ -66,21 +70,39 @@ class Disagree(Exception):
 STAT = {"median": np.median, "min": np.min}
 # one qubit of each class the kernels tell apart (part 1 in the docstring); negative counts from the top
 QUBIT_CLASSES = [0, 1, 2, 3, 4, 5, 10, 11, 12, -3, -2, -1]
+SWEEP_ALL_UP_TO = 23  # --qubits sweep: every position up to this n, SWEEP_POSITIONS above
+
+
+def sweep_positions(n):
+    """--qubits sweep at n qubits: every position for n <= SWEEP_ALL_UP_TO, else 0, 1, 2, mid, top-2..top."""
+    if n <= SWEEP_ALL_UP_TO:
+        return list(range(n))
+    return sorted({0, 1, 2, n // 2, n - 3, n - 2, n - 1})
+
+
+def positions(qubits, n):
+    """The qubit positions part 1 times at n qubits for --qubits (all, sweep or a list, negatives from the top)."""
+    if qubits == "all":
+        return list(range(n))
+    if qubits == "sweep":
+        return sweep_positions(n)
+    return sorted({q if q >= 0 else n + q for q in qubits if -n <= q < n})
 QUICK = ["--sizes", "12", "--qubits", "0,1,11,-1", "--budget", "0.01", "--batch", "16", "--qasm-gates", "2000"]
 _stat = np.median  # --stat: min is the steadier estimate on a machine shared with other work
+_clock = time.perf_counter  # --clock cpu: the thread's CPU time (time.thread_time), for a loaded machine
 
 
 def median_time(fn, budget=0.3, min_reps=5, max_reps=100):
     """Median (or, with --stat min, least) seconds of fn after one warm-up call, over as many calls as
     fit the budget."""
-    t0 = time.perf_counter()
+    t0 = _clock()
     fn()
-    reps = int(max(min_reps, min(max_reps, budget / max(time.perf_counter() - t0, 1e-9))))
+    reps = int(max(min_reps, min(max_reps, budget / max(_clock() - t0, 1e-9))))
     ts = []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = _clock()
         fn()
-        ts.append(time.perf_counter() - t0)
+        ts.append(_clock() - t0)
     return float(_stat(ts))
 
 
@@ -152,17 +174,20 @@ def gate_table(n, qubits, budget, gates=None):
     return rows
 
 
+def _span(qs, n):
+    return "every qubit" if qs == list(range(n)) else ",".join(map(str, qs))
+
+
 def part_gates(a):
     print("1. gates: one state, complex128, 1 thread; us per gate; x = Lightning's time / hpr's "
           "(>= 1: hpr at or under Lightning)")
     if _missing("pennylane_lightning"):
         print("   (pennylane-lightning is not installed: no side-by-side; pip install pennylane pennylane-lightning)")
     print(f"{'n':>3} {'gate':<5}{'qubits':<10}{'hpr us':>12}{'lightning us':>14}{'x':>8}")
+    print("   positions timed: " + "; ".join(f"n={n}: {_span(positions(a.qubits, n), n)}" for n in a.sizes))
     rows = []
     for n in a.sizes:
-        qubits = list(range(n)) if a.qubits == "all" else sorted({q if q >= 0 else n + q for q in a.qubits
-                                                                 if -n <= q < n})
-        rows += gate_table(n, qubits, a.budget, a.gates)
+        rows += gate_table(n, positions(a.qubits, n), a.budget, a.gates)
     slower = [r for r in rows if r.get("ratio", 1) < 1]
     return {"rows": rows, "slower_than_lightning": len(slower), "timed": len(rows)}
 
@@ -346,34 +371,40 @@ def parse(argv):
     ap.add_argument("--quick", action="store_true", help="a smoke run in seconds: " + " ".join(QUICK))
     ap.add_argument("--sizes", type=_ints, default=[22, 23, 24, 25, 26], help="n of part 1 (default 22..26; "
                     "n = 26 holds two 1 GiB states, hpr's and Lightning's)")
-    ap.add_argument("--qubits", default="all", help="qubit positions of part 1: all (default), classes (one per "
+    ap.add_argument("--qubits", default="all", help="qubit positions of part 1: all (default; about 25 minutes "
+                    "for n = 22..26), sweep (every position at n <= 23, 0,1,2,mid,n-3,n-2,n-1 above), classes (one per "
                     "class the kernels tell apart, see above) or a list; negative counts from the top (-1 is n-1; a list that starts with one: --qubits=-2,-1)")
-    ap.add_argument("--gates", type=lambda t: set(t.split(",")), default=None, help="part 1's gates, a subset "
-                    f"of {','.join([g for g, _ in GATES_1Q] + ['cx'])} (default all)")
+    ap.add_argument("--gates", type=lambda t: None if t == "all" else set(t.split(",")), default=None,
+                    help="part 1's gates, all (default) or a subset of "
+                    f"{','.join([g for g, _ in GATES_1Q] + ['cx'])}")
     ap.add_argument("--batch", type=int, default=1024, help="circuits of part 2 (default 1024)")
     ap.add_argument("--qasm-gates", type=int, default=199000, dest="qasm_gates", help="size of part 3's file")
     ap.add_argument("--parts", default="gates,batched,qasm", help="which parts (default all three)")
     ap.add_argument("--budget", type=float, default=0.3, help="seconds per timed item (default 0.3)")
     ap.add_argument("--stat", choices=sorted(STAT), default="median", help="median (default) or min of the "
                     "repetitions: min is steadier where other work shares the cores")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall (default) or cpu: the calling "
+                    "thread's CPU time, the same for both at 1 thread, and not counting time the thread waits for a "
+                    "core on a shared machine (part 1)")
     ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     argv = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(QUICK + argv if "--quick" in argv else argv)
     if a.qubits == "classes":
         a.qubits = QUBIT_CLASSES
-    elif a.qubits != "all":
+    elif a.qubits not in ("all", "sweep"):
         a.qubits = _ints(a.qubits)
     return a
 
 
 def main(argv=None):
-    global _stat
+    global _stat, _clock
     a = parse(argv)
     _stat = STAT[a.stat]
+    _clock = time.thread_time if a.clock == "cpu" else time.perf_counter
     os.environ["OMP_NUM_THREADS"] = "1"  # before Lightning's or JAX's runtime loads: one thread for all
 
     cpu.set_num_threads(1)
-    print(f"hpr.bench.quantum_suite: 1 thread; {a.stat} of the repetitions; CPU: {cpu.cpu_model()}")
+    print(f"hpr.bench.quantum_suite: 1 thread; {a.stat} of the repetitions; {a.clock} clock; CPU: {cpu.cpu_model()}")
     parts, out = a.parts.split(","), {}
     try:
         if "gates" in parts:
@@ -398,7 +429,9 @@ def verdicts(out):
     print("\ntargets on this machine:")
     g = out.get("gates")
     if g and g["timed"] and "ratio" in g["rows"][0]:
-        print(f"   gates <= Lightning: {g['timed'] - g['slower_than_lightning']} of {g['timed']} hold")
+        cells = {(r["gate"], tuple(r["qubits"]), r["n"]) for r in g["rows"]}
+        print(f"   gates <= Lightning: {g['timed'] - g['slower_than_lightning']} of {g['timed']} (gate, qubits, n) "
+              f"cells hold ({len(cells)} distinct cells timed, sizes {sorted({r['n'] for r in g['rows']})})")
         miss = sorted((r for r in g["rows"] if r.get("ratio", 1) < 1), key=lambda r: r["ratio"])
         if miss:
             print("   slower than Lightning (x = Lightning's time / hpr's): " +
