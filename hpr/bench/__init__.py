@@ -17,6 +17,8 @@ from ..errors import HprError
 # name: (module, what it measures)
 BENCHES = {
     "allreduce": ("hpr.bench.allreduce", "hpr's allreduce against MPI_Allreduce, 8 B to 256 MiB"),
+    "attention": ("hpr.bench.attention", "fused causal attention, forward + backward, beside torch's "
+                  "scaled_dot_product_attention"),
     "data": ("hpr.bench.data", "text to token shards: hpr's prepare beside the tokenizers library's encode_batch"),
     "dp": ("hpr.bench.dp", "data-parallel weak scaling over 1, 2, 4.. ranks, beside PyTorch DDP when installed"),
     "generate": ("hpr.bench.generate", "greedy decoding with the key/value cache, beside recomputation and transformers"),

@@ -1,6 +1,7 @@
-"""``python -m hpr.bench.attention [--threads K] [--T 128,256,512,1024] [--D 32,64] [--json FILE]``: hpr's
+"""``python -m hpr.bench attention [--threads K] [--T 128,256,512,1024] [--D 32,64] [--json FILE]``: hpr's
 fused causal attention, forward + backward, beside ``torch.nn.functional.scaled_dot_product_attention``
-(causal, autograd) on the same layout and thread count when PyTorch is installed, with the ratio.
+(causal, autograd) on the same inputs, layout and thread count when PyTorch is installed, with the ratio;
+y and dL/dqkv are checked against torch's first (relative 1e-3, else exit 2).
 
 Both start from one fused qkv buffer (B*T, 3C) with heads side by side, as the GPT layer holds it, and
 end with dL/dqkv: hpr through hpr.kernels.nn.attention_forward/backward, torch through split, view,
@@ -9,7 +10,7 @@ noisy machine hits both; medians are compared. GFLOP/s counts the causal half of
 (two forward, five backward). Memory: what hpr's attention keeps between forward and backward plus its
 scratch, beside the (B, H, T, T) probabilities an unfused kernel keeps.
 
-Owns only this measurement; the kernels are hpr.kernels.nn. Usage: ``python -m hpr.bench.attention --T 256``."""
+Owns only this measurement; the kernels are hpr.kernels.nn. Usage: ``python -m hpr.bench attention --T 256``."""
 import argparse
 import statistics
 import sys
@@ -19,12 +20,12 @@ import numpy as np
 
 from .. import cpu
 from ..kernels import nn as K
-from . import torch_reference, write_json
+from . import check_agree, torch_reference, write_json
 
 
 def _hpr_step(b, t, h, d, dtype, seed):
-    """A closure that runs one forward + backward of hpr's attention on fixed random inputs, and the
-    bytes the attention holds (saved lse + per-thread scratch)."""
+    """A closure that runs one forward + backward of hpr's attention on fixed random inputs, the bytes
+    the attention holds (saved lse + per-thread scratch), and (qkv, dy, y, dqkv) after its first step."""
     rng = np.random.default_rng(seed)
     c = h * d
     qkv = rng.standard_normal((b * t, 3 * c)).astype(dtype)  # (B*T, 3C)
@@ -37,26 +38,35 @@ def _hpr_step(b, t, h, d, dtype, seed):
         K.attention_backward(dy, y, saved, qkv, b, t, h, dqkv)
 
     step()
-    return step, saved.nbytes + K.attention_scratch_bytes(t, d, dtype)
+    return step, saved.nbytes + K.attention_scratch_bytes(t, d, dtype), (qkv, dy, y, dqkv)
 
 
-def _torch_step(b, t, h, d, threads, seed):
-    """The same with torch's SDPA (causal) and autograd, float32."""
+def _torch_step(b, t, h, d, threads, arrays):
+    """The same with torch's SDPA (causal) and autograd, float32, on hpr's inputs (qkv, dy of `arrays`);
+    after its first step it checks y and dL/dqkv against hpr's (check_agree: exit 2 when they differ)."""
     import torch  # lazy: optional reference, and its threads start only when asked for
     import torch.nn.functional as F  # lazy: as above
 
     torch.set_num_threads(threads)
-    g = torch.Generator().manual_seed(seed)
     c = h * d
-    qkv = torch.randn(b, t, 3 * c, generator=g, requires_grad=True)  # (B, T, 3C)
-    dy = torch.randn(b, h, t, d, generator=g)
+    qkv_np, dy_np, y_hpr, dqkv_hpr = arrays
+    qkv = torch.from_numpy(qkv_np.astype(np.float32).reshape(b, t, 3 * c)).requires_grad_(True)  # (B, T, 3C)
+    dy = torch.from_numpy(dy_np.astype(np.float32).reshape(b, t, h, d)).transpose(1, 2).contiguous()  # B,H,T,D
+    out = {}
 
     def step():
         q, k, v = (x.view(b, t, h, d).transpose(1, 2) for x in qkv.split(c, dim=2))  # (B, H, T, D)
-        F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(dy)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y.backward(dy)
+        out["y"], out["g"] = y, qkv.grad
         qkv.grad = None
 
     step()
+    y_t = out["y"].detach().transpose(1, 2).reshape(b * t, c).numpy()
+    g_t = out["g"].reshape(b * t, 3 * c).numpy()
+    err = max(np.abs(y_t - y_hpr).max() / max(np.abs(y_t).max(), 1e-30),
+              np.abs(g_t - dqkv_hpr).max() / max(np.abs(g_t).max(), 1e-30))
+    check_agree(f"attention T={t} D={d} (y and dL/dqkv against torch's SDPA)", float(err), 1e-3)
     return step
 
 
@@ -69,8 +79,8 @@ def _timed(step):
 def measure(t, d, heads, tokens, threads, repeats, dtype=np.float32, with_torch=True):
     """One row: medians of `repeats` alternating hpr / torch steps at (T, D)."""
     b = max(1, tokens // t)
-    hpr_step, held = _hpr_step(b, t, heads, d, dtype, seed=t + d)
-    torch_step = _torch_step(b, t, heads, d, threads, seed=t + d) if with_torch else None
+    hpr_step, held, arrays = _hpr_step(b, t, heads, d, dtype, seed=t + d)
+    torch_step = _torch_step(b, t, heads, d, threads, arrays) if with_torch else None
     ht, tt = [], []
     for _ in range(repeats):
         ht.append(_timed(hpr_step))
@@ -87,7 +97,7 @@ def measure(t, d, heads, tokens, threads, repeats, dtype=np.float32, with_torch=
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m hpr.bench.attention", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m hpr.bench attention", description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=1, help="threads for hpr's kernels and torch (default 1)")
     ap.add_argument("--T", default="128,256,512,1024", help="sequence lengths, comma separated")
     ap.add_argument("--D", default="32,64", help="head sizes, comma separated")
@@ -101,7 +111,7 @@ def main(argv=None):
     cpu.set_num_threads(a.threads)
     tv = None if a.no_torch else torch_reference.available()
     now, have = cpu.isa()
-    print(f"hpr.bench.attention: causal, forward + backward, {a.threads} thread(s), {a.heads} heads, "
+    print(f"hpr.bench attention: causal, forward + backward, {a.threads} thread(s), {a.heads} heads, "
           f"{a.tokens} tokens per step, hpr {a.dtype} kernels at {now} (CPU has {', '.join(have)})")
     print(f"reference: {'torch ' + tv + ' scaled_dot_product_attention (float32, autograd)' if tv else 'none'}")
     print(f"\n{'T':>6}{'D':>5}{'B':>4}{'hpr ms':>10}{'GFLOP/s':>9}{'torch ms':>10}{'torch/hpr':>10}"

@@ -288,6 +288,21 @@ def generate_md(runs, ctx):
                      "x"], rows))
 
 
+def attention_md(runs, ctx):
+    """hpr.bench attention: fused causal attention forward + backward beside torch's SDPA, per (T, D)."""
+    rows = []
+    for r in runs:
+        for w in r.data.get("rows", []):
+            rows.append([w.get("T", "?"), w.get("D", "?"), w.get("B", "?"), fmt(w.get("hpr_ms"), ".2f"),
+                         fmt(w.get("hpr_gflops"), ".1f"), fmt(w.get("torch_ms"), ".2f"), fmt(w.get("ratio"), ".2f"),
+                         fmt(w.get("hpr_bytes", 0) / 2**20, ".2f"), fmt(w.get("probabilities_bytes", 0) / 2**20, ".2f")])
+    return (["Causal attention, forward + backward (4 heads), hpr's fused kernel beside torch's "
+             "scaled_dot_product_attention with autograd on the same inputs (– where torch is not installed); "
+             "y and dL/dqkv are checked against torch's before timing. hpr MiB: what hpr keeps (O(T)); P MiB: "
+             "the probabilities an unfused kernel keeps.", ""]
+            + table(["T", "D", "B", "hpr ms", "GFLOP/s", "torch ms", "torch/hpr", "hpr MiB", "P MiB"], rows))
+
+
 # ------------------------------------------------------------------------------------ charts
 def thousands():
     from matplotlib.ticker import FuncFormatter  # lazy: matplotlib is optional (the plot extra)

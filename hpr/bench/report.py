@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hpr.bench import BENCHES, torch_reference
-from hpr.bench.figures import (allreduce_chart, allreduce_md, batched_chart, data_md, dp_chart, dp_md, fmt,
-                               generate_md, layouts_md, oversubscribe_md, quantum_chart, quantum_md, quantum_targets_md,
-                               table, train_md, training_chart)
+from hpr.bench.figures import (allreduce_chart, allreduce_md, attention_md, batched_chart, data_md, dp_chart, dp_md,
+                               fmt, generate_md, layouts_md, oversubscribe_md, quantum_chart, quantum_md,
+                               quantum_targets_md, table, train_md, training_chart)
 from hpr.errors import ConfigError, HprError
 
 PLOT_HINT = "pip install 'hpr[plot]'"
@@ -57,7 +57,8 @@ def plan(quick, ranks, cores):
                 ("oversubscribe", "oversubscribe", over, {"--ms": "5", "--repeats": "3"}),
                 ("data", "data", 0, {"--quick": None, "--vocab-size": "512"}),
                 ("scale", "scale", 0, {"--quick": None}),
-                ("generate", "generate", 0, {"--quick": None, "--no-transformers": None})]
+                ("generate", "generate", 0, {"--quick": None, "--no-transformers": None}),
+                ("attention", "attention", 0, {"--T": "128", "--D": "32", "--repeats": "2", "--no-torch": None})]
     return [("allreduce", "allreduce", ranks, {"--max-bytes": "128M", "--budget": "0.2"}),
             ("train-S", "train", 0, {"--preset": "S"}),
             ("train-M", "train", 0, {"--preset": "M"}),
@@ -68,7 +69,8 @@ def plan(quick, ranks, cores):
             ("oversubscribe", "oversubscribe", over, {}),
             ("data", "data", 0, {}),
             ("scale", "scale", 0, {"--presets": "S", "--layouts": "1x1x1,2x1x1,1x2x1"}),
-            ("generate", "generate", 0, {})]
+            ("generate", "generate", 0, {}),
+            ("attention", "attention", 0, {})]
 
 
 # ------------------------------------------------------------------------------------ files
@@ -259,6 +261,7 @@ SECTIONS = [
     ("Text to token shards", ["data"], data_md, []),
     ("Memory: the planner against measured peaks; activation recomputation", ["scale"], None, []),
     ("Generation with the key/value cache", ["generate"], generate_md, []),
+    ("Fused causal attention against torch's SDPA", ["attention"], attention_md, []),
 ]
 
 
