@@ -232,7 +232,6 @@ NN_KERNEL void FN(hpr_embedding_backward)(REAL *dwte, REAL *dwpe, const REAL *do
 NN_KERNEL void FN(hpr_bias_backward)(REAL *db, const REAL *dout, int64_t N, int64_t C, int nthreads) {
     int nt = nthreads < 1 ? 1 : nthreads;
     int par = nt > 1 && N * C >= HPR_NN_OMP_MIN && C >= 32;
-    (void)par;
     int64_t bc = par ? ((C + nt - 1) / nt + 15) / 16 * 16 : C;  /* columns per block */
     int64_t nb = (C + bc - 1) / bc;
     OMP_ROWS

@@ -62,8 +62,9 @@ static inline void FN(sv_far_swap)(REAL *x, REAL *y, int64_t L) {
     }
 }
 
-/* the 2x2 U on far runs x[0:L], y[0:L]: per chunk, x -> buffer t, then x <- u00 t + u01 y and
- * y <- u10 t + u11 y (the second loop reads y's chunk from cache): each loop streams one far run */
+/* the 2x2 U on far runs x[0:L], y[0:L]: per chunk, x -> buffer t, then x <- u00 t + u01 y (reading y's
+ * chunk into cache) and y <- u10 t + u11 y (y's chunk now in cache). Staging y as well (both copies
+ * first, then the two loops) measured no faster here, so y is read in place. */
 static inline void FN(sv_far_1q)(REAL *x, REAL *y, int64_t L, const REAL *u) {
     REAL t[2 * SV_FAR_CHUNK];
     const REAL ar = u[0], ai = u[1], br = u[2], bi = u[3], cr = u[4], ci = u[5], dr = u[6], di = u[7];

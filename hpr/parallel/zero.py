@@ -177,9 +177,9 @@ class ZeroShards:
 
     def __init__(self, comm, layout, units, bucket_elems, zero):
         self.comm, self.layout, self.zero = comm, layout, zero
-        # chunks of at least one block (module docstring); every stage's blocks are the same size, so the
-        # stages holding the tied wte cut it alike
-        block = max((b - a for name, a, b in units if name[:1] == "h" and name[1:].isdigit()), default=0)
+        # chunks of at least one block (module docstring): every unit but ParamGather.KEEP's is a block, all
+        # of one size, so the stages holding the tied wte cut it alike
+        block = max((b - a for name, a, b in units if name not in ParamGather.KEEP), default=0)
         self.plan = ShardPlan(units, layout.size, comm.size, comm.rank, max(bucket_elems, block))
         self.params = self.plan.take(layout.params)  # the master copy the optimizer updates
         self.grads = np.zeros(self.plan.size, layout.params.dtype)  # the averaged gradient shard
