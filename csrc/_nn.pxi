@@ -77,6 +77,16 @@ cdef extern from "nn.h" nogil:
                                     const double *lse, const double *q, const double *k, const double *v,
                                     int64_t B, int64_t T, int64_t H, int64_t D, int64_t sq, int64_t sy,
                                     double scale, double *scratch, int nthreads)
+    ctypedef void (*hpr_sgemm_fn)(int, int, int, int64_t, int64_t, int64_t, float, const float *, int64_t,
+                                  const float *, int64_t, float, float *, int64_t)
+    ctypedef void (*hpr_dgemm_fn)(int, int, int, int64_t, int64_t, int64_t, double, const double *, int64_t,
+                                  const double *, int64_t, double, double *, int64_t)
+    void hpr_matmul_split_f32(hpr_sgemm_fn gemm, float *out, const float *a, const float *b, int64_t M,
+                              int64_t N, int64_t K, int ta, int64_t lda, int tb, int64_t ldb, int64_t ldo,
+                              int by_rows, int64_t step, int nthreads)
+    void hpr_matmul_split_f64(hpr_dgemm_fn gemm, double *out, const double *a, const double *b, int64_t M,
+                              int64_t N, int64_t K, int ta, int64_t lda, int tb, int64_t ldb, int64_t ldo,
+                              int by_rows, int64_t step, int nthreads)
     int hpr_nn_isa_widest()
     int hpr_nn_set_isa(int level)
     int hpr_nn_isa()
@@ -387,3 +397,30 @@ def lstm_cell_backward(da, dc_prev, dh, dc_next, gates, c_prev, tc, int64_t B, i
             hpr_lstm_cell_backward_f64(<double *>d.view.buf, <double *>dcp.view.buf, <const double *>g1.view.buf,
                                        <const double *>g2.view.buf, <const double *>gg.view.buf,
                                        <const double *>cp.view.buf, <const double *>tt.view.buf, B, H)
+
+
+def matmul_split(size_t gemm, out, a, b, int64_t M, int64_t N, int64_t K, int ta, int64_t lda, int tb, int64_t ldb,
+                 int64_t ldo, bint by_rows, int64_t step, int isz, int nthreads=1):
+    """out (M, N) = op(a) @ op(b) in blocks of `step` rows (by_rows) or columns, one call of the CBLAS ILP64
+    gemm at address `gemm` per block, the blocks over nthreads OpenMP threads. a, b, out: buffers whose
+    first element is the operand's (strided views reach past the shape: the caller checked the strides);
+    ta / tb: the operand is stored transposed, lda / ldb its leading dimension (elements), ldo out's."""
+    _isz(isz)
+    if gemm == 0 or M <= 0 or N <= 0 or K <= 0 or step <= 0:
+        raise ValueError("matmul_split: a gemm address, positive sizes and step")
+    cdef _View oo = _View(out, True), aa = _View(a, False), bb = _View(b, False)
+    # the last element each operand's calls touch lies inside its buffer
+    if oo.view.len < ((M - 1) * ldo + N) * isz:
+        raise ValueError("matmul_split: out is smaller than (M - 1) * ldo + N elements")
+    if aa.view.len < ((K - 1) * lda + M if ta else (M - 1) * lda + K) * isz:
+        raise ValueError("matmul_split: a is smaller than its shape and leading dimension need")
+    if bb.view.len < ((N - 1) * ldb + K if tb else (K - 1) * ldb + N) * isz:
+        raise ValueError("matmul_split: b is smaller than its shape and leading dimension need")
+    with nogil:
+        if isz == 4:
+            hpr_matmul_split_f32(<hpr_sgemm_fn>gemm, <float *>oo.view.buf, <const float *>aa.view.buf,
+                                 <const float *>bb.view.buf, M, N, K, ta, lda, tb, ldb, ldo, by_rows, step, nthreads)
+        else:
+            hpr_matmul_split_f64(<hpr_dgemm_fn>gemm, <double *>oo.view.buf, <const double *>aa.view.buf,
+                                 <const double *>bb.view.buf, M, N, K, ta, lda, tb, ldb, ldo, by_rows, step,
+                                 nthreads)

@@ -238,3 +238,28 @@ HPR_NN_OPS(NN_OP_WRAP_F32, float)
 HPR_NN_OPS(NN_OP_WRAP_F64, double)
 
 int64_t hpr_attention_scratch(int64_t T, int64_t D) { return HPR_ATT_SCRATCH(T, D); }
+
+/* ---- matmul split over the rank's threads (nn.h): each block one single-threaded gemm call ----
+ * Row-major CBLAS: a row block [r0, r1) of out reads rows r0.. of op(a): a + r0 * lda plain, a + r0
+ * transposed (op(a) = a^T: its row r is a's column r); a column block [c0, c1) reads columns c0.. of
+ * op(b): b + c0 plain, b + c0 * ldb transposed. Threads take blocks in turn (a thread that the OS set
+ * aside leaves its block to the other); every element comes from the same call whichever thread runs it. */
+#define HPR_MATMUL_SPLIT(REAL, SFX, FNT)                                                                     \
+    void hpr_matmul_split##SFX(FNT gemm, REAL *out, const REAL *a, const REAL *b, int64_t M, int64_t N,     \
+                               int64_t K, int ta, int64_t lda, int tb, int64_t ldb, int64_t ldo, int by_rows, \
+                               int64_t step, int nthreads) {                                                 \
+        int64_t m = by_rows ? M : N, nb = (m + step - 1) / step;                                             \
+        int par = nthreads > 1 && nb > 1;                                                                    \
+        (void)par;                                                                                           \
+        const int A_T = ta ? 112 : 111, B_T = tb ? 112 : 111; /* CblasTrans, CblasNoTrans */                 \
+        HPR_PRAGMA(omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (par))                      \
+        for (int64_t blk = 0; blk < nb; blk++) {                                                             \
+            int64_t lo = blk * step, n = lo + step < m ? step : m - lo;                                       \
+            if (by_rows)                                                                                     \
+                gemm(101, A_T, B_T, n, N, K, 1, a + (ta ? lo : lo * lda), lda, b, ldb, 0, out + lo * ldo, ldo); \
+            else                                                                                             \
+                gemm(101, A_T, B_T, M, n, K, 1, a, lda, b + (tb ? lo * ldb : lo), ldb, 0, out + lo, ldo);     \
+        }                                                                                                    \
+    }
+HPR_MATMUL_SPLIT(float, _f32, hpr_sgemm_fn)
+HPR_MATMUL_SPLIT(double, _f64, hpr_dgemm_fn)

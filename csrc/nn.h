@@ -71,6 +71,26 @@
 HPR_NN_DECLARE(float, _f32)
 HPR_NN_DECLARE(double, _f64)
 
+/* The signature of a CBLAS gemm with 64-bit integers (OpenBLAS's ILP64 interface: numpy's bundled
+ * scipy_cblas_sgemm64_ / scipy_cblas_dgemm64_), row-major: C = alpha op(A) op(B) + beta C. */
+typedef void (*hpr_sgemm_fn)(int order, int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha,
+                             const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                             int64_t ldc);
+typedef void (*hpr_dgemm_fn)(int order, int transa, int transb, int64_t m, int64_t n, int64_t k, double alpha,
+                             const double *a, int64_t lda, const double *b, int64_t ldb, double beta,
+                             double *c, int64_t ldc);
+/* out (M, N), row stride ldo, = op(a) (M, K) @ op(b) (K, N) through the given gemm, out cut along
+ * `by_rows` ? its rows : its columns into blocks of `step` (the last shorter), one gemm call per block,
+ * the blocks spread over nthreads OpenMP threads (each call single-threaded: the caller holds the BLAS to
+ * one thread). ta / tb: 1 when a / b is stored transposed (a column-major view), with leading
+ * dimensions lda / ldb. The same calls on the same blocks as a loop of numpy products: the same bits. */
+void hpr_matmul_split_f32(hpr_sgemm_fn gemm, float *out, const float *a, const float *b, int64_t M, int64_t N,
+                          int64_t K, int ta, int64_t lda, int tb, int64_t ldb, int64_t ldo, int by_rows,
+                          int64_t step, int nthreads);
+void hpr_matmul_split_f64(hpr_dgemm_fn gemm, double *out, const double *a, const double *b, int64_t M,
+                          int64_t N, int64_t K, int ta, int64_t lda, int tb, int64_t ldb, int64_t ldo,
+                          int by_rows, int64_t step, int nthreads);
+
 /* REALs of scratch one thread of the attention kernels needs: O(T D) (head size D <= 128). */
 int64_t hpr_attention_scratch(int64_t T, int64_t D);
 

@@ -295,3 +295,52 @@ def test_matmul_splits_rows_over_threads(m, k, n, threads):
     out2 = np.full((m, n), np.nan, np.float32)
     nn.matmul(at.T, bt.T, out2)
     np.testing.assert_allclose(out2, a @ b, rtol=1e-5, atol=1e-5)
+
+
+def _blocks_reference(a, b):
+    """a @ b as the split matmul cuts it (hpr.cpu.matmul's blocks: along out's longer side, ceil(m / nt)
+    rounded up to 16), each block numpy's own product: the bits the split must reproduce."""
+    nt = num_threads()
+    out = np.empty((a.shape[0], b.shape[1]), a.dtype)
+    if nt < 2:
+        return np.matmul(a, b, out=out)
+    by_rows = out.shape[0] >= out.shape[1]
+    m = out.shape[0 if by_rows else 1]
+    step = max(16, (-(-m // nt) + 15) // 16 * 16)
+    for lo in range(0, m, step):
+        if by_rows:
+            np.matmul(a[lo:lo + step], b, out=out[lo:lo + step])
+        else:
+            np.matmul(a, b[:, lo:lo + step], out=out[:, lo:lo + step])
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,k,n", [(33, 7, 40), (2048, 128, 384), (129, 2048, 96), (96, 2048, 517), (515, 130, 77)])
+def test_matmul_on_openmp_threads_is_bitwise_the_blocks(m, k, n, dtype, threads):
+    """nn.matmul's OpenMP split (csrc/nn.c hpr_matmul_split, one gemm call of numpy's BLAS per block on
+    the rank's OpenMP threads) gives exactly the bits of numpy's products of the same blocks, for every
+    mix of plain and transposed operands, float32 and float64, odd sizes, one and two threads."""
+    if not nn.blas_gemm():
+        pytest.skip("numpy's BLAS has no ILP64 CBLAS gemm here: matmul splits with hpr.cpu.matmul instead")
+    rng = np.random.default_rng(m * n + k)
+    a, b = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+    for x, y in [(a, b), (np.ascontiguousarray(a.T).T, b), (a, np.ascontiguousarray(b.T).T),
+                 (np.ascontiguousarray(a.T).T, np.ascontiguousarray(b.T).T)]:
+        out = np.full((m, n), np.nan, dtype)
+        assert nn.matmul(x, y, out) is out
+        np.testing.assert_array_equal(out, _blocks_reference(x, y))
+        np.testing.assert_allclose(out, a.astype(np.float64) @ b, **(dict(rtol=1e-4, atol=1e-4)
+                                                                    if dtype == np.float32 else tol(dtype)))
+
+
+def test_matmul_split_checks_buffers():
+    """The compiled split refuses buffers smaller than its sizes say (a wrong stride would read past them)."""
+    k = cpu.cpu_kernels()
+    a, b, out = np.ones((8, 4), np.float32), np.ones((4, 8), np.float32), np.empty((8, 8), np.float32)
+    with pytest.raises(ValueError, match="out is smaller"):
+        k.matmul_split(1, out[:4], a, b, 8, 8, 4, 0, 4, 0, 8, 8, True, 4, 4, 2)
+    with pytest.raises(ValueError, match="a is smaller"):
+        k.matmul_split(1, out, a[:4], b, 8, 8, 4, 0, 4, 0, 8, 8, True, 4, 4, 2)
+    with pytest.raises(ValueError, match="b is smaller"):
+        k.matmul_split(1, out, a, b[:2], 8, 8, 4, 0, 4, 0, 8, 8, True, 4, 4, 2)

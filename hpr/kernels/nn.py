@@ -7,7 +7,10 @@ each kernel is in _ref.py.
 
 Dimensions: N rows (= B*T), C channels, V vocabulary, B batch, T time, H heads, D = C / H head size.
 Usage: ``nn.layernorm_forward(x, w, b, out, mean, rstd)``."""
+import ctypes
+
 import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from .. import cpu
 from ..cpu import cpu_kernels, num_threads
@@ -158,11 +161,87 @@ def _matmul_any(a, b, out):
     return xp_of(a).matmul(a, b, out=out)
 
 
+# numpy's BLAS's CBLAS gemm with 64-bit integers (OpenBLAS's ILP64 interface, as numpy >= 1.22 bundles it)
+GEMM_SYMBOLS = {np.dtype(np.float32): ("scipy_cblas_sgemm64_", "cblas_sgemm64_"),
+                np.dtype(np.float64): ("scipy_cblas_dgemm64_", "cblas_dgemm64_")}
+_gemm = None  # {dtype: address} once looked up ({} when numpy's BLAS has no such symbol)
+_blas_limit = None
+
+
+def blas_gemm():
+    """{dtype: address of numpy's BLAS's ILP64 CBLAS gemm} for float32 and float64, looked up once in the
+    OpenBLAS numpy loaded (threadpoolctl names its file); {} when numpy's BLAS is another library or has no
+    ILP64 CBLAS symbols (matmul then splits the product with hpr.cpu.matmul's Python threads)."""
+    global _gemm
+    if _gemm is None:
+        _gemm = {}
+        for lib in threadpool_info():
+            if lib.get("user_api") != "blas" or lib.get("internal_api") != "openblas":
+                continue
+            try:
+                dll = ctypes.CDLL(lib["filepath"])
+            except OSError:
+                continue
+            for dtype, names in GEMM_SYMBOLS.items():
+                for name in names:
+                    fn = getattr(dll, name, None)
+                    if fn is not None:
+                        _gemm[dtype] = ctypes.cast(fn, ctypes.c_void_p).value
+                        break
+            if len(_gemm) == len(GEMM_SYMBOLS):
+                break
+            _gemm = {}
+    return _gemm
+
+
+def _blas_layout(x):
+    """(transposed, leading dimension) of a 2-D operand as row-major CBLAS sees it, or None when it is
+    neither C- nor Fortran-contiguous (a slice with gaps)."""
+    if x.flags.c_contiguous:
+        return 0, max(1, x.shape[1])
+    if x.flags.f_contiguous:
+        return 1, max(1, x.shape[0])
+    return None
+
+
+def _split_product(a, b, out, nt):
+    """out = a @ b as hpr.cpu.matmul cuts it (along out's longer side, blocks of ceil(m / nt) rounded up to
+    16), each block one single-threaded gemm call on the rank's OpenMP threads (csrc/nn.c
+    hpr_matmul_split), the same team the layer kernels use: no Python thread to wake, no GIL to pass.
+    Returns False (nothing written) when the operands do not suit (then hpr.cpu.matmul runs it)."""
+    gemm = blas_gemm().get(out.dtype)
+    if (gemm is None or a.dtype != out.dtype or b.dtype != out.dtype or not out.flags.c_contiguous
+            or out.shape != (a.shape[0], b.shape[1]) or a.shape[1] != b.shape[0]):
+        return False
+    la, lb = _blas_layout(a), _blas_layout(b)
+    if la is None or lb is None:
+        return False
+    global _blas_limit
+    if _blas_limit is None:  # each block's call must stay on its own thread
+        _blas_limit = threadpool_limits(limits=1, user_api="blas")
+    m_rows, n_cols = out.shape
+    by_rows = m_rows >= n_cols
+    m = m_rows if by_rows else n_cols
+    step = max(16, (-(-m // nt) + 15) // 16 * 16)  # ceil(m / nt) rounded up to 16, as hpr.cpu.matmul
+    cpu_kernels().matmul_split(gemm, out, a, b, m_rows, n_cols, a.shape[1], la[0], la[1], lb[0], lb[1],
+                               n_cols, by_rows, step, out.dtype.itemsize, nt)
+    return True
+
+
 @device_twin(twin=_matmul_any)
 def matmul(a, b, out):
-    """out = a @ b (2-D; transposed views welcome): hpr.cpu.matmul on numpy arrays (out cut along its longer
-    side, one block per thread of the rank, each one single-threaded BLAS call), one cuBLAS call on CuPy arrays."""
-    return cpu.matmul(a, b, out)
+    """out = a @ b (2-D; transposed views welcome), one cuBLAS call on CuPy arrays. On numpy arrays with
+    more than one thread: out cut along its longer side into one block per thread of the rank, each block
+    one single-threaded BLAS call, on the rank's OpenMP threads (_split_product), or on hpr.cpu.matmul's
+    Python threads where numpy's BLAS offers no ILP64 CBLAS gemm; the same blocks, the same bits. One
+    thread, or a product under hpr.cpu.SPLIT_MIN_FLOPS: numpy's product, whole."""
+    nt = num_threads()
+    if (nt < 2 or a.ndim != 2 or b.ndim != 2 or max(out.shape) < 2 * 16
+            or 2.0 * a.shape[0] * a.shape[1] * out.shape[1] < cpu.SPLIT_MIN_FLOPS):
+        return np.matmul(a, b, out=out)
+    if not _split_product(a, b, out, nt):
+        cpu.matmul(a, b, out)
+    return out
 
 
 def _heads(a, b, t, parts, h):
