@@ -42,6 +42,10 @@ cdef extern from "nn.h" nogil:
                                     int64_t B, int64_t T, int64_t C)
     void hpr_embedding_backward_f64(double *dwte, double *dwpe, const double *dout,
                                     const int32_t *tokens, int64_t B, int64_t T, int64_t C)
+    void hpr_bias_residual_f32(float *out, const float *a, const float *bias, const float *x, int64_t N, int64_t C,
+                               int nthreads)
+    void hpr_bias_residual_f64(double *out, const double *a, const double *bias, const double *x, int64_t N,
+                               int64_t C, int nthreads)
     void hpr_bias_backward_f32(float *db, const float *dout, int64_t N, int64_t C, int nthreads)
     void hpr_bias_backward_f64(double *db, const double *dout, int64_t N, int64_t C, int nthreads)
     void hpr_adamw_f32(float *p, const float *g, float *m, float *v, int64_t n, double lr, double beta1,
@@ -272,6 +276,22 @@ def embedding_backward(dwte, dwpe, dout, tokens, int64_t B, int64_t T, int64_t C
         else:
             hpr_embedding_backward_f64(<double *>te.view.buf, <double *>pe.view.buf,
                                        <const double *>g.view.buf, <const int32_t *>tk.view.buf, B, T, C)
+
+
+def bias_residual(out, a, bias, x, int64_t N, int64_t C, int isz, int nthreads=1):
+    """out = x + (a + bias) over (N, C) rows, or a + bias when x is None; out may be a or x."""
+    _isz(isz)
+    cdef _View o = _buf(out, True, N * C, isz, "out"), aa = _buf(a, False, N * C, isz, "a")
+    cdef _View bb = _buf(bias, False, C, isz, "bias")
+    cdef _View xx = _buf(x, False, N * C, isz, "x") if x is not None else None
+    cdef void *xp = xx.view.buf if xx is not None else NULL
+    with nogil:
+        if isz == 4:
+            hpr_bias_residual_f32(<float *>o.view.buf, <const float *>aa.view.buf, <const float *>bb.view.buf,
+                                  <const float *>xp, N, C, nthreads)
+        else:
+            hpr_bias_residual_f64(<double *>o.view.buf, <const double *>aa.view.buf, <const double *>bb.view.buf,
+                                  <const double *>xp, N, C, nthreads)
 
 
 def bias_backward(db, dout, int64_t N, int64_t C, int isz, int nthreads=1):

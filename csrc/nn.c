@@ -134,6 +134,8 @@ static inline float hpr_tanhf(float x) { return 2.0f / (1.0f + hpr_expf(-2.0f * 
     OP(void, embedding_backward, (R *dwte, R *dwpe, const R *dout, const int32_t *tokens, int64_t B,          \
                                   int64_t T, int64_t C),                                                     \
        (dwte, dwpe, dout, tokens, B, T, C))                                                                  \
+    OP(void, bias_residual, (R *out, const R *a, const R *bias, const R *x, int64_t N, int64_t C, int nthreads), \
+       (out, a, bias, x, N, C, nthreads))                                                                    \
     OP(void, bias_backward, (R *db, const R *dout, int64_t N, int64_t C, int nthreads), (db, dout, N, C, nthreads)) \
     OP(void, adamw, (R *p, const R *g, R *m, R *v, int64_t n, double lr, double beta1, double beta2,          \
                      double eps, double wd, double bc1, double bc2, double gscale, int nthreads),            \

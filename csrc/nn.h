@@ -43,6 +43,10 @@
     /* dwte[tokens[b, t]] += dout[b, t]; dwpe[t] += sum_b dout[b, t] (serial: rows collide). */      \
     void hpr_embedding_backward##SFX(REAL *dwte, REAL *dwpe, const REAL *dout, const int32_t *tokens,\
                                      int64_t B, int64_t T, int64_t C);                               \
+    /* out[n, c] = x[n, c] + (a[n, c] + bias[c]), or a[n, c] + bias[c] when x is NULL (a Linear's bias   \
+     * and the residual add after it in one pass); out may be a or x. */                            \
+    void hpr_bias_residual##SFX(REAL *out, const REAL *a, const REAL *bias, const REAL *x, int64_t N,   \
+                                int64_t C, int nthreads);                                            \
     /* db[c] += sum_n dout[n, c]. */                                                                 \
     void hpr_bias_backward##SFX(REAL *db, const REAL *dout, int64_t N, int64_t C, int nthreads);     \
     /* AdamW (decoupled decay) on n elements; g is multiplied by gscale (clipping) first;           \

@@ -227,6 +227,27 @@ NN_KERNEL void FN(hpr_embedding_backward)(REAL *dwte, REAL *dwpe, const REAL *do
     }
 }
 
+/* out = x + (a + bias) per row (x NULL: a + bias): the same two roundings as numpy's a += bias, then
+ * x + a, in one pass; rows are independent, so any split over threads gives the same bits. */
+NN_KERNEL void FN(hpr_bias_residual)(REAL *out, const REAL *a, const REAL *bias, const REAL *x, int64_t N,
+                                     int64_t C, int nthreads) {
+    int par = nthreads > 1 && N * C >= HPR_NN_OMP_MIN;
+    (void)par;
+    OMP_ROWS
+    for (int64_t n = 0; n < N; n++) {
+        const REAL *ar = a + n * C;  /* (C) */
+        REAL *o = out + n * C;
+        if (x) {
+            const REAL *xr = x + n * C;
+            SIMD
+            for (int64_t c = 0; c < C; c++) o[c] = xr[c] + (ar[c] + bias[c]);
+        } else {
+            SIMD
+            for (int64_t c = 0; c < C; c++) o[c] = ar[c] + bias[c];
+        }
+    }
+}
+
 /* db[c] += sum over n of dout[n, c]. Threads take blocks of whole columns (one block each, a multiple of
  * 16 columns), each column summed over the rows in order: the same sums as one thread, bit for bit. */
 NN_KERNEL void FN(hpr_bias_backward)(REAL *db, const REAL *dout, int64_t N, int64_t C, int nthreads) {

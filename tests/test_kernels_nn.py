@@ -344,3 +344,26 @@ def test_matmul_split_checks_buffers():
         k.matmul_split(1, out, a[:4], b, 8, 8, 4, 0, 4, 0, 8, 8, True, 4, 4, 2)
     with pytest.raises(ValueError, match="b is smaller"):
         k.matmul_split(1, out, a, b[:2], 8, 8, 4, 0, 4, 0, 8, 8, True, 4, 4, 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES + [(2048, 128), (257, 1031)])
+@pytest.mark.parametrize("residual", [False, True], ids=["bias", "bias+residual"])
+def test_bias_residual_is_numpys_two_adds(dtype, shape, residual, threads):
+    """bias_residual = numpy's a + bias, then x + that, bit for bit (its twin _ref.bias_residual), into a
+    new buffer and in place (out = a, out = x), at every level, one and two threads."""
+    rng = np.random.default_rng(shape[0] * 7 + shape[1])
+    a = (rng.standard_normal(shape) * 3).astype(dtype)
+    bias = rng.standard_normal(shape[1]).astype(dtype)
+    x = rng.standard_normal(shape).astype(dtype) if residual else None
+    want = _ref.bias_residual(a, bias, x)
+    out = np.full(shape, np.nan, dtype)
+    assert nn.bias_residual(a, bias, out, x) is out
+    np.testing.assert_array_equal(out, want)
+    same = a.copy()
+    nn.bias_residual(same, bias, same, x)  # out = a
+    np.testing.assert_array_equal(same, want)
+    if residual:
+        xs = x.copy()
+        nn.bias_residual(a, bias, xs, xs)  # out = x
+        np.testing.assert_array_equal(xs, want)

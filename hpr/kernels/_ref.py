@@ -110,6 +110,12 @@ def embedding_backward(dout, tokens, v):
     return dwte, dout.sum(0)
 
 
+def bias_residual(a, bias, x=None):
+    """x + (a + bias), or a + bias: numpy's own two additions, in that order (the bits the kernel keeps)."""
+    y = a + bias
+    return y if x is None else x + y
+
+
 def adamw(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, gscale=1.0):
     """(p, m, v) after one step, in float64 arithmetic."""
     g = g.astype(np.float64) * gscale

@@ -135,6 +135,26 @@ def scatter_add(a, indices, values):
     return a
 
 
+def _bias_residual_any(a, bias, out, x=None):
+    """bias_residual with a's array module (on a GPU two element-wise kernels, the same two roundings)."""
+    xp = xp_of(a)
+    if x is None:
+        return xp.add(a, bias, out=out)
+    t = xp.add(a, bias, out=a if out is not x else None)  # a + bias first, then x + that: numpy's order
+    return xp.add(x, t, out=out)
+
+
+@device_twin(twin=_bias_residual_any)
+def bias_residual(a, bias, out, x=None):
+    """out = x + (a + bias) (a Linear's bias and the residual add after it, one pass over memory), or
+    out = a + bias when x is None; bias (C) over the rows of a (N, C). The bits of numpy's a += bias then
+    x + a. out may be a or x; a itself may be left holding a + bias or not (device-dependent)."""
+    n, c = _rows(a)
+    isz = _isz(a, bias, out) if x is None else _isz(a, bias, out, x)
+    cpu_kernels().bias_residual(out, a, bias, x, n, c, isz, num_threads())
+    return out
+
+
 @device_twin
 def bias_backward(dout, db):
     """db += dout summed over every axis but the last (threads take whole columns: the same sums)."""

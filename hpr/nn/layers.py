@@ -82,11 +82,16 @@ class Linear:
         self.tmp = name  # workspace key of backward's temporaries (Block shares them between blocks)
         self.ws = None
 
-    def forward(self, x):
-        """x: (N, in) -> x W + b, (N, out)."""
+    def forward(self, x, residual=None, out=None):
+        """x: (N, in) -> x W + b, (N, out); with residual (N, out) given, residual + (x W + b) into out
+        (the residual stream's add fused with the bias: one pass, the same bits as the two adds)."""
         y = self.forward_nobias(x)
+        if residual is not None:
+            if self.b is None:
+                return xp_of(y).add(residual, y, out=out)
+            return K.bias_residual(y, self.b.data, out, residual)
         if self.b is not None:
-            y += self.b.data
+            K.bias_residual(y, self.b.data, y)
         return y
 
     def forward_nobias(self, x):
@@ -196,9 +201,9 @@ class CausalSelfAttention:
         self.qkv.name, self.qkv.tmp = name + ".qkv", tmp + ".qkv"
         self.proj.name = self.proj.tmp = tmp + ".proj"  # its output is added to the residual at once
 
-    def forward(self, x, b, t):
-        """x: (N, C) -> (N, C)."""
-        return self.out_forward(self.core_forward(x, b, t))
+    def forward(self, x, b, t, residual=None, out=None):
+        """x: (N, C) -> (N, C); residual + that into out when residual is given (out_forward)."""
+        return self.out_forward(self.core_forward(x, b, t), residual, out)
 
     def core_forward(self, x, b, t):
         """Everything backward needs, no communication: qkv, the attention, y (N, C/tp)."""
@@ -213,13 +218,13 @@ class CausalSelfAttention:
         self.bt = (b, t)
         return y
 
-    def out_forward(self, y):
-        """The output projection (row-parallel under tp: partial sums over the heads, then g's sum)."""
+    def out_forward(self, y, residual=None, out=None):
+        """The output projection (row-parallel under tp: partial sums over the heads, then g's sum), its
+        bias added; with residual given, residual + that, written into out (the block's x1)."""
         if not self.tp:
-            return self.proj.forward(y)
-        out = self.tp.g_forward(self.proj.forward_nobias(y))
-        out += self.proj.b.data
-        return out
+            return self.proj.forward(y, residual, out)
+        s = self.tp.g_forward(self.proj.forward_nobias(y))
+        return K.bias_residual(s, self.proj.b.data, s if residual is None else out, residual)
 
     def backward(self, dout):
         """dout: (N, C) -> dx (N, C)."""
@@ -305,8 +310,9 @@ class MLP:
         self.proj.name = self.proj.tmp = tmp + ".proj"  # its output is added to the residual at once
         self.h_key = h_key or name + ".h"
 
-    def forward(self, x):
-        return self.out_forward(self.core_forward(x))
+    def forward(self, x, residual=None, out=None):
+        """x: (N, C) -> (N, C); residual + that into out when residual is given (out_forward)."""
+        return self.out_forward(self.core_forward(x), residual, out)
 
     def core_forward(self, x):
         """Everything backward needs, no communication: fc's output and the GELU's, h (N, 4C/tp)."""
@@ -323,13 +329,13 @@ class MLP:
         added): Block's "mlp" recomputation; the same kernel on the same values, so the same bits."""
         K.gelu_forward(self.pre, self.ws.get(self.h_key, self.pre.shape))
 
-    def out_forward(self, h):
-        """The output projection (row-parallel under tp, joined by g)."""
+    def out_forward(self, h, residual=None, out=None):
+        """The output projection (row-parallel under tp, joined by g), its bias added; with residual
+        given, residual + that, written into out (the block's x2)."""
         if not self.tp:
-            return self.proj.forward(h)
-        out = self.tp.g_forward(self.proj.forward_nobias(h))
-        out += self.proj.b.data
-        return out
+            return self.proj.forward(h, residual, out)
+        s = self.tp.g_forward(self.proj.forward_nobias(h))
+        return K.bias_residual(s, self.proj.b.data, s if residual is None else out, residual)
 
     def backward(self, dout):
         if self.tp:
@@ -403,13 +409,8 @@ class Block:
         """x: (N, C) -> (N, C); x must stay untouched until backward (ln1 keeps it)."""
         self.x, self.bt = x, (b, t)
         self.n1 = self.ln1.forward(x)  # (N, C), what attn recomputation starts from
-        a = self.attn.forward(self.n1, b, t)
-        x1 = self.ws.get(self.x1_key, x.shape)
-        xp_of(x).add(x, a, out=x1)
-        m = self.mlp.forward(self.ln2.forward(x1))
-        x2 = self.ws.get(self.name + ".x2", x.shape)
-        xp_of(x).add(x1, m, out=x2)
-        return x2
+        x1 = self.attn.forward(self.n1, b, t, residual=x, out=self.ws.get(self.x1_key, x.shape))
+        return self.mlp.forward(self.ln2.forward(x1), residual=x1, out=self.ws.get(self.name + ".x2", x.shape))
 
     def forward_cached(self, x, b, t, cache_k, cache_v, pos):
         """forward for generation: attention reads and extends this block's key/value cache
@@ -427,9 +428,8 @@ class Block:
         did not keep (the same kernels on the same inputs: bit-identical)."""
         mode, (b, t) = self.recompute, self.bt
         if mode == "block":  # x1 = x + attn(ln1(x)) again, then the MLP's core from it
-            x1 = self.ws.get(self.x1_key, self.x.shape)
-            xp_of(dx).add(self.x, self.attn.out_forward(self.attn.core_forward(self.ln1.forward(self.x), b, t)),
-                          out=x1)
+            x1 = self.attn.out_forward(self.attn.core_forward(self.ln1.forward(self.x), b, t), residual=self.x,
+                                       out=self.ws.get(self.x1_key, self.x.shape))
             self.mlp.core_forward(self.ln2.forward(x1))
         elif mode == "mlp":  # the element-wise results again: ln2 from x1, the GELU from fc's output
             self.ln2.forward(self.ln2.x)
