@@ -25,6 +25,7 @@
 #endif
 
 #define HPR_NN_OMP_MIN (1 << 16)  /* elements: below this a thread team costs more than it saves */
+#define HPR_NN_BIAS_OMP_MIN (1 << 24)  /* bias_backward: memory-bound, see nn_impl.h */
 #define HPR_NN_CHUNK 4096         /* element-wise kernels: threads take blocks, each one SIMD loop */
 /* attention tiles: ATT_BQ queries by ATT_BK keys (BK a multiple of BQ, both of every level's MR);
  * head rows padded to ATT_PAD elements (a multiple of every level's vector) */

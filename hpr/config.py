@@ -208,21 +208,13 @@ def set_current(cfg):
     return cfg
 
 
-OMP_SPINCOUNT = "5000"  # libgomp's GOMP_SPINCOUNT under hpr's PASSIVE: ~0.15 ms of polling here (prepare_openmp)
-
-
 def prepare_openmp():
-    """OpenMP threads that spin for long after a parallel region (libgomp's default: ~3 ms) take the
-    cores BLAS's threads need next: measured 2.2x slower training steps at 2 threads. Ask them to sleep,
-    unless the user chose otherwise, but only after a short spin (GOMP_SPINCOUNT=OMP_SPINCOUNT, unless
-    set): a thread that sleeps at once wakes ~0.5 ms late on a virtual machine (a region shorter than
-    that, LayerNorm's or GELU's at preset S, ran on one thread at 2) while the next region follows within
-    tens of microseconds during a step; the matmul splits run on the same OpenMP threads (hpr.kernels.nn
-    .matmul), so nothing else of the rank's waits for those cores. The OpenMP runtime reads this when the
-    kernels load it, so it is set in the environment before hpr._kernels is imported. Returns True when
-    hpr set it (child processes that should not inherit hpr's choice may drop it)."""
+    """OpenMP threads that spin after a parallel region (libgomp's default) take the cores BLAS's
+    threads need next: measured 2.2x slower training steps at 2 threads. Ask them to sleep, unless the
+    user chose otherwise. The OpenMP runtime reads this when the kernels load it, so it is set in the
+    environment before hpr._kernels is imported. Returns True when hpr set it (child processes that
+    should not inherit hpr's choice may drop it)."""
     if current().omp_wait_policy is None and "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-        os.environ.setdefault("GOMP_SPINCOUNT", OMP_SPINCOUNT)
         return True
     return False

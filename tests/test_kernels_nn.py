@@ -161,10 +161,11 @@ def test_bias_backward_and_sumsq(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(700, 133), (2048, 32), (515, 384)])
+@pytest.mark.parametrize("shape", [(700, 133), (2048, 32), (515, 384), (4099, 4096)])
 def test_bias_backward_threads_bitwise(dtype, shape, threads):
     """Threads take whole columns, each summed over the rows in order: bit for bit one thread's sums
-    (the shapes are above the kernels' threading threshold), and the numpy sum to rounding."""
+    (the last shape is above the kernel's threading threshold of 2**24 elements, the others run on one
+    thread), and the numpy sum to rounding."""
     rng = np.random.default_rng(16)
     g = rng.standard_normal(shape).astype(dtype)
     db = rng.standard_normal(shape[1]).astype(dtype)
