@@ -65,6 +65,12 @@ cdef extern from "nn.h" nogil:
     void hpr_lstm_cell_backward_f64(double *da, double *dc_prev, const double *dh, const double *dc_next,
                                     const double *gates, const double *c_prev, const double *tc, int64_t B,
                                     int64_t H)
+    void hpr_adamw_segments_f32(float *p, const float *g, float *m, float *v, const int64_t *seg, const double *wd,
+                                int64_t nseg, int64_t mlo, double lr, double beta1, double beta2, double eps,
+                                double bc1, double bc2, double gscale, int nthreads)
+    void hpr_adamw_segments_f64(double *p, const double *g, double *m, double *v, const int64_t *seg,
+                                const double *wd, int64_t nseg, int64_t mlo, double lr, double beta1, double beta2,
+                                double eps, double bc1, double bc2, double gscale, int nthreads)
     double hpr_sumsq_f32(const float *x, int64_t n, int nthreads)
     double hpr_sumsq_f64(const double *x, int64_t n, int nthreads)
     void hpr_attention_forward_f32(float *y, float *lse, const float *q, const float *k, const float *v,
@@ -318,6 +324,34 @@ def adamw(p, g, m, v, double lr, double beta1, double beta2, double eps, double 
         else:
             hpr_adamw_f64(<double *>pp.view.buf, <const double *>gg.view.buf, <double *>mm.view.buf,
                           <double *>vv.view.buf, n, lr, beta1, beta2, eps, wd, bc1, bc2, gscale, nthreads)
+
+
+def adamw_segments(p, g, m, v, seg, wd, int64_t mlo, double lr, double beta1, double beta2, double eps,
+                   double bc1, double bc2, double gscale, int isz, int nthreads=1):
+    """adamw over the segments [seg[2k], seg[2k+1]) of p and g (equally long), m and v from index mlo, each
+    decayed by wd[k]. seg: int64 (2 nseg), wd: float64 (nseg); every segment is checked to lie inside."""
+    _isz(isz)
+    cdef _View pp = _View(p, True), gg = _View(g, False), mm = _View(m, True), vv = _View(v, True)
+    cdef _View ss = _View(seg, False), ww = _View(wd, False)
+    cdef int64_t n = pp.view.len // isz, nm = mm.view.len // isz, nseg = ww.view.len // 8, k
+    cdef const int64_t *s = <const int64_t *>ss.view.buf
+    if gg.view.len != pp.view.len or vv.view.len != mm.view.len:
+        raise ValueError("adamw_segments: p and g, and m and v, must be equally long")
+    if ss.view.len != 2 * nseg * 8:
+        raise ValueError("adamw_segments: seg holds two int64 bounds per weight decay in wd")
+    for k in range(nseg):
+        if not (0 <= s[2 * k] <= s[2 * k + 1] <= n and s[2 * k] >= mlo and s[2 * k + 1] - mlo <= nm):
+            raise ValueError(f"adamw_segments: segment [{s[2 * k]}, {s[2 * k + 1]}) is outside the buffers "
+                             f"({n} parameters, {nm} moments from {mlo})")
+    with nogil:
+        if isz == 4:
+            hpr_adamw_segments_f32(<float *>pp.view.buf, <const float *>gg.view.buf, <float *>mm.view.buf,
+                                   <float *>vv.view.buf, s, <const double *>ww.view.buf, nseg, mlo, lr, beta1,
+                                   beta2, eps, bc1, bc2, gscale, nthreads)
+        else:
+            hpr_adamw_segments_f64(<double *>pp.view.buf, <const double *>gg.view.buf, <double *>mm.view.buf,
+                                   <double *>vv.view.buf, s, <const double *>ww.view.buf, nseg, mlo, lr, beta1,
+                                   beta2, eps, bc1, bc2, gscale, nthreads)
 
 
 def sumsq(x, int isz, int nthreads=1):

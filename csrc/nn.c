@@ -141,6 +141,10 @@ static inline float hpr_tanhf(float x) { return 2.0f / (1.0f + hpr_expf(-2.0f * 
     OP(void, adamw, (R *p, const R *g, R *m, R *v, int64_t n, double lr, double beta1, double beta2,          \
                      double eps, double wd, double bc1, double bc2, double gscale, int nthreads),            \
        (p, g, m, v, n, lr, beta1, beta2, eps, wd, bc1, bc2, gscale, nthreads))                               \
+    OP(void, adamw_segments, (R *p, const R *g, R *m, R *v, const int64_t *seg, const double *wd, int64_t nseg,  \
+                              int64_t mlo, double lr, double beta1, double beta2, double eps, double bc1,    \
+                              double bc2, double gscale, int nthreads),                                      \
+       (p, g, m, v, seg, wd, nseg, mlo, lr, beta1, beta2, eps, bc1, bc2, gscale, nthreads))                  \
     OP(double, sumsq, (const R *x, int64_t n, int nthreads), (x, n, nthreads))                               \
     OP(void, attention_forward, (R *y, R *lse, const R *q, const R *k, const R *v, int64_t B, int64_t T,      \
                                  int64_t H, int64_t D, int64_t sq, int64_t sy, double scale, R *scratch,      \

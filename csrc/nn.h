@@ -54,6 +54,13 @@
     void hpr_adamw##SFX(REAL *p, const REAL *g, REAL *m, REAL *v, int64_t n, double lr, double beta1,\
                         double beta2, double eps, double wd, double bc1, double bc2, double gscale,  \
                         int nthreads);                                                               \
+    /* adamw over nseg segments [seg[2k], seg[2k+1]) of p and g (m and v indexed from mlo: m[i - mlo]), \
+     * segment k decayed by wd[k]: element for element the bits of one hpr_adamw call per segment,      \
+     * in one thread team (the optimizer's ~33 segments of preset S in one call). */                   \
+    void hpr_adamw_segments##SFX(REAL *p, const REAL *g, REAL *m, REAL *v, const int64_t *seg,          \
+                                 const double *wd, int64_t nseg, int64_t mlo, double lr, double beta1,  \
+                                 double beta2, double eps, double bc1, double bc2, double gscale,       \
+                                 int nthreads);                                                      \
     /* sum of squares, accumulated in double. */                                                     \
     double hpr_sumsq##SFX(const REAL *x, int64_t n, int nthreads);                                   \
     /* causal attention over (sequence, head) pairs in the flash style (attention_impl.h): y and the  \

@@ -293,6 +293,45 @@ NN_KERNEL void FN(hpr_adamw)(REAL *p, const REAL *g, REAL *m, REAL *v, int64_t n
     }
 }
 
+/* The segments' elements side by side form one index space of `total`; threads take blocks of
+ * HPR_NN_CHUNK of it (a block may span segments), each element updated exactly as hpr_adamw would. */
+NN_KERNEL void FN(hpr_adamw_segments)(REAL *p, const REAL *g, REAL *m, REAL *v, const int64_t *seg,
+                                      const double *wd, int64_t nseg, int64_t mlo, double lr, double beta1,
+                                      double beta2, double eps, double bc1, double bc2, double gscale,
+                                      int nthreads) {
+    int64_t total = 0;
+    for (int64_t k = 0; k < nseg; k++) total += seg[2 * k + 1] - seg[2 * k];
+    int par = nthreads > 1 && total >= HPR_NN_OMP_MIN;
+    (void)par;
+    const REAL b1 = (REAL)beta1, b2 = (REAL)beta2, gs = (REAL)gscale, ep = (REAL)eps;
+    const REAL ib1 = (REAL)(1.0 / bc1), ib2 = (REAL)(1.0 / bc2), step = (REAL)lr, one = 1;
+    int64_t nb = (total + HPR_NN_CHUNK - 1) / HPR_NN_CHUNK;
+    OMP_ROWS
+    for (int64_t blk = 0; blk < nb; blk++) {
+        int64_t lo = blk * HPR_NN_CHUNK, hi = lo + HPR_NN_CHUNK < total ? lo + HPR_NN_CHUNK : total;
+        int64_t k = 0, at = 0;  /* segment k starts at `at` in the joined index space */
+        while (at + (seg[2 * k + 1] - seg[2 * k]) <= lo) { at += seg[2 * k + 1] - seg[2 * k]; k++; }
+        while (lo < hi) {
+            int64_t len = seg[2 * k + 1] - seg[2 * k];
+            int64_t j0 = seg[2 * k] + (lo - at), j1 = seg[2 * k] + ((at + len < hi ? at + len : hi) - at);
+            const REAL decay = (REAL)(1.0 - lr * wd[k]);
+            REAL *mk = m + (j0 - mlo), *vk = v + (j0 - mlo);  /* the moments of element j0 */
+            SIMD
+            for (int64_t i = 0; i < j1 - j0; i++) {
+                REAL gi = g[j0 + i] * gs;
+                REAL mi = b1 * mk[i] + (one - b1) * gi;
+                REAL vi = b2 * vk[i] + (one - b2) * gi * gi;
+                mk[i] = mi;
+                vk[i] = vi;
+                p[j0 + i] = p[j0 + i] * decay - step * (mi * ib1) / (SQRT(vi * ib2) + ep);
+            }
+            lo += j1 - j0;
+            at += len;
+            k++;
+        }
+    }
+}
+
 NN_KERNEL double FN(hpr_sumsq)(const REAL *x, int64_t n, int nthreads) {
     int par = nthreads > 1 && n >= HPR_NN_OMP_MIN;
     (void)par;

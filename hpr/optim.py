@@ -32,6 +32,9 @@ class AdamW:
         self.params, self.grads = params, grads
         self.lo, self.hi = lo, hi
         self.segments = layout.segments(lo, hi) if segments is None else list(segments)
+        # the segment table of the one fused update: bounds (2 per segment) and each one's decay flag
+        self._bounds = np.array([x for a, b, _ in self.segments for x in (a, b)], np.int64)
+        self._decays = np.array([bool(d) for _, _, d in self.segments], bool)
         self.betas, self.eps, self.weight_decay = (float(b1), float(b2)), float(eps), float(weight_decay)
         xp = xp_of(params)  # the moments live where the parameters do
         self.m = xp.zeros(hi - lo, params.dtype)
@@ -39,13 +42,13 @@ class AdamW:
         self.t = 0
 
     def step(self, lr, gscale=1.0):
-        """One update of params[lo:hi] from grads[lo:hi] * gscale."""
+        """One update of params[lo:hi] from grads[lo:hi] * gscale: every segment in one fused call (the
+        bits of one call per segment)."""
         self.t += 1
         b1, b2 = self.betas
-        for a, b, decay in self.segments:
-            s = slice(a - self.lo, b - self.lo)
-            K.adamw(self.params[a:b], self.grads[a:b], self.m[s], self.v[s], lr, b1, b2, self.eps,
-                    self.weight_decay if decay else 0.0, self.t, gscale)
+        wd = np.where(self._decays, self.weight_decay, 0.0)
+        K.adamw_segments(self.params, self.grads, self.m, self.v, self._bounds, wd, self.lo, lr, b1, b2, self.eps,
+                         self.t, gscale)
 
     def state_dict(self):
         """The moments as numpy arrays (copied off a GPU), the step count and the range."""

@@ -368,3 +368,35 @@ def test_bias_residual_is_numpys_two_adds(dtype, shape, residual, threads):
         xs = x.copy()
         nn.bias_residual(a, bias, xs, xs)  # out = x
         np.testing.assert_array_equal(xs, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mlo", [0, 37])
+def test_adamw_segments_is_bitwise_one_call_per_segment(dtype, mlo, threads):
+    """adamw_segments (the optimizer's one fused call) = one adamw call per segment, bit for bit: segments of
+    odd lengths, some shorter than a thread's block of 4096 and some spanning several, a gap left alone,
+    moments from a shard's start (mlo), each segment's own weight decay; one and two threads."""
+    rng = np.random.default_rng(11 + mlo)
+    n = 150_001
+    bounds = [(mlo, mlo + 5), (mlo + 5, mlo + 4101), (mlo + 4101, 70_003), (70_003, 70_010), (70_500, n)]
+    seg = np.array([x for ab in bounds for x in ab], np.int64)
+    wd = np.array([0.1, 0.0, 0.1, 0.0, 0.3])
+    p, g = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    m, v = (rng.standard_normal(n - mlo) * 0.1).astype(dtype), (rng.random(n - mlo) * 0.1).astype(dtype)
+    want = [p.copy(), g, m.copy(), v.copy()]
+    for (a, b), w in zip(bounds, wd):
+        nn.adamw(want[0][a:b], g[a:b], want[2][a - mlo:b - mlo], want[3][a - mlo:b - mlo], 3e-3, 0.9, 0.95, 1e-8, w,
+                 7, 0.5)
+    nn.adamw_segments(p, g, m, v, seg, wd, mlo, 3e-3, 0.9, 0.95, 1e-8, 7, 0.5)
+    np.testing.assert_array_equal(p, want[0])
+    np.testing.assert_array_equal(m, want[2])
+    np.testing.assert_array_equal(v, want[3])
+
+
+def test_adamw_segments_checks_bounds():
+    p = np.zeros(100, np.float32)
+    m = np.zeros(90, np.float32)
+    for seg in ([0, 101], [5, 3], [5, 20]):  # past the end, reversed, before the moments' start (mlo 10)
+        with pytest.raises(ValueError, match="outside the buffers"):
+            nn.adamw_segments(p, p.copy(), m, m.copy(), np.array(seg, np.int64), np.zeros(1), 10, 1e-3, 0.9, 0.99,
+                              1e-8, 1)

@@ -170,6 +170,23 @@ def adamw(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, gscale=1.0):
                         1.0 - beta2 ** step, gscale, _isz(p, g, m, v), num_threads())
 
 
+def _adamw_segments_any(p, g, m, v, seg, wd, mlo, lr, beta1, beta2, eps, step, gscale=1.0):
+    """adamw_segments as one adamw call per segment (a GPU's way: each its own element-wise kernel)."""
+    for k, w in enumerate(wd.tolist()):
+        a, b = int(seg[2 * k]), int(seg[2 * k + 1])
+        adamw(p[a:b], g[a:b], m[a - mlo:b - mlo], v[a - mlo:b - mlo], lr, beta1, beta2, eps, w, step, gscale)
+
+
+@device_twin(twin=_adamw_segments_any)
+def adamw_segments(p, g, m, v, seg, wd, mlo, lr, beta1, beta2, eps, step, gscale=1.0):
+    """adamw on the segments [seg[2k], seg[2k+1]) of the flat p and g, with the moments m, v of element i
+    at i - mlo (a ZeRO-1 shard's moments start at its lo), segment k decayed by wd[k]: the bits of one
+    adamw call per segment, in one call (one thread team, one Python crossing). seg: int64 (2 nseg) host
+    array, wd: float64 (nseg) host array."""
+    cpu_kernels().adamw_segments(p, g, m, v, seg, wd, mlo, lr, beta1, beta2, eps, 1.0 - beta1 ** step,
+                                 1.0 - beta2 ** step, gscale, _isz(p, g, m, v), num_threads())
+
+
 @device_twin
 def sumsq(x):
     """sum(x**2), accumulated in float64."""
