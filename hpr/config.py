@@ -21,6 +21,7 @@ anything else is refused. The table (also in the README):
   HPR_NUM_THREADS       num_threads                CPU kernel threads per rank (>= 1)         None
   OMP_NUM_THREADS       num_threads (fallback)     OpenMP's own syntax; a plain count is used None
   OMP_WAIT_POLICY       omp_wait_policy            hpr sets PASSIVE when unset                PASSIVE
+                                                   (and GOMP_SPINCOUNT=5000 when that is unset)
   HPR_CACHE_DIR         cache_dir                  where tokenised corpora are cached         $XDG_CACHE_HOME/hpr
   HPR_TRACE             trace                      write the job's timeline to this file      None
                                                    (hpr.init starts hpr.trace)
@@ -208,13 +209,23 @@ def set_current(cfg):
     return cfg
 
 
+OMP_SPINCOUNT = "5000"  # libgomp's GOMP_SPINCOUNT under hpr's PASSIVE: ~0.15 ms of polling here (prepare_openmp)
+
+
 def prepare_openmp():
-    """OpenMP threads that spin after a parallel region (libgomp's default) take the cores BLAS's
-    threads need next: measured 2.2x slower training steps at 2 threads. Ask them to sleep, unless the
-    user chose otherwise. The OpenMP runtime reads this when the kernels load it, so it is set in the
-    environment before hpr._kernels is imported. Returns True when hpr set it (child processes that
-    should not inherit hpr's choice may drop it)."""
+    """OpenMP threads that spin for long after a parallel region (libgomp's default: ~3 ms) take the
+    cores BLAS's threads need next: measured 2.2x slower training steps at 2 threads. Ask them to sleep,
+    unless the user chose otherwise, but only after a short spin (GOMP_SPINCOUNT=OMP_SPINCOUNT, unless
+    set): a sleeping thread joins the next region tens to hundreds of microseconds late, and during a
+    step the next region follows within tens of microseconds (the matmul splits run on the same OpenMP
+    threads, hpr.kernels.nn.matmul, so no other thread of the rank wants those cores). Preset S at 2
+    threads, alone on 2 cores: 88 ms a step without the spin, 85 with it (83 at 20000); but when another
+    process holds one of the cores the spin costs ~25% (a rank should not have more threads than free
+    cores). The OpenMP runtime reads this when the kernels load it, so it is set in the environment
+    before hpr._kernels is imported. Returns True when hpr set it (child processes that should not
+    inherit hpr's choice may drop it)."""
     if current().omp_wait_policy is None and "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.environ.setdefault("GOMP_SPINCOUNT", OMP_SPINCOUNT)
         return True
     return False

@@ -78,6 +78,8 @@ def torch_in_subprocess(preset, batch, threads, steps, seed, compile=False):
         env = dict(os.environ)
         if cpu.set_wait_policy:  # hpr's choice for its own OpenMP, not torch's
             env.pop("OMP_WAIT_POLICY", None)
+            if env.get("GOMP_SPINCOUNT") == hpr.config.OMP_SPINCOUNT:
+                env.pop("GOMP_SPINCOUNT")
         if compile:
             r = subprocess.run(cmd + ["--compile"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
             if r.returncode != 0:
