@@ -400,3 +400,14 @@ def test_adamw_segments_checks_bounds():
         with pytest.raises(ValueError, match="outside the buffers"):
             nn.adamw_segments(p, p.copy(), m, m.copy(), np.array(seg, np.int64), np.zeros(1), 10, 1e-3, 0.9, 0.99,
                               1e-8, 1)
+
+
+def test_matmul_without_the_blas_symbol_splits_on_python_threads(monkeypatch, threads):
+    """Where numpy's BLAS offers no ILP64 CBLAS gemm (or the kernels have no OpenMP), nn.matmul hands the
+    split to hpr.cpu.matmul's Python threads: the same blocks, so the same bits."""
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((515, 130)).astype(np.float32), rng.standard_normal((130, 77)).astype(np.float32)
+    monkeypatch.setattr(nn, "_gemm", {})
+    out = np.full((515, 77), np.nan, np.float32)
+    assert nn.matmul(a, b, out) is out
+    np.testing.assert_array_equal(out, _blocks_reference(a, b))

@@ -1,6 +1,7 @@
 """The faces of the fused layer kernels (csrc/nn.c): LayerNorm, causal softmax, GELU, cross-entropy,
-embeddings, bias gradients, AdamW, the sum of squares, attention and the LSTM cell, on C-contiguous
-float32 or float64 arrays. Outputs are passed in (hpr's layers own their buffers); backward kernels add
+embeddings, bias gradients (and the bias with the residual add, bias_residual), AdamW (per slice, or
+every segment of the flat buffers in one call), the sum of squares, attention, the LSTM cell and the
+matmul split over the rank's OpenMP threads, on C-contiguous float32 or float64 arrays. Outputs are passed in (hpr's layers own their buffers); backward kernels add
 into parameter gradients. Shapes are read from the arrays. A CuPy first argument sends the call to the
 GPU twin in hpr/kernels/gpu.py (hpr.kernels.dispatch); the LSTM cell is CPU only. The numpy twin of
 each kernel is in _ref.py.
@@ -208,10 +209,13 @@ _blas_limit = None
 def blas_gemm():
     """{dtype: address of numpy's BLAS's ILP64 CBLAS gemm} for float32 and float64, looked up once in the
     OpenBLAS numpy loaded (threadpoolctl names its file); {} when numpy's BLAS is another library or has no
-    ILP64 CBLAS symbols (matmul then splits the product with hpr.cpu.matmul's Python threads)."""
+    ILP64 CBLAS symbols, or when hpr's kernels were built without OpenMP (matmul then splits the product
+    with hpr.cpu.matmul's Python threads)."""
     global _gemm
     if _gemm is None:
         _gemm = {}
+        if not cpu_kernels().info()["openmp"]:
+            return _gemm
         for lib in threadpool_info():
             if lib.get("user_api") != "blas" or lib.get("internal_api") != "openblas":
                 continue
