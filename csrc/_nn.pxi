@@ -93,10 +93,10 @@ cdef extern from "nn.h" nogil:
                                   const double *, int64_t, double, double *, int64_t)
     void hpr_matmul_split_f32(hpr_sgemm_fn gemm, float *out, const float *a, const float *b, int64_t M,
                               int64_t N, int64_t K, int ta, int64_t lda, int tb, int64_t ldb, int64_t ldo,
-                              int by_rows, int64_t step, int nthreads)
+                              int by_rows, int64_t step, float *acc, int nthreads)
     void hpr_matmul_split_f64(hpr_dgemm_fn gemm, double *out, const double *a, const double *b, int64_t M,
                               int64_t N, int64_t K, int ta, int64_t lda, int tb, int64_t ldb, int64_t ldo,
-                              int by_rows, int64_t step, int nthreads)
+                              int by_rows, int64_t step, double *acc, int nthreads)
     int hpr_nn_isa_widest()
     int hpr_nn_set_isa(int level)
     int hpr_nn_isa()
@@ -454,15 +454,18 @@ def lstm_cell_backward(da, dc_prev, dh, dc_next, gates, c_prev, tc, int64_t B, i
 
 
 def matmul_split(size_t gemm, out, a, b, int64_t M, int64_t N, int64_t K, int ta, int64_t lda, int tb, int64_t ldb,
-                 int64_t ldo, bint by_rows, int64_t step, int isz, int nthreads=1):
+                 int64_t ldo, bint by_rows, int64_t step, int isz, int nthreads=1, acc=None):
     """out (M, N) = op(a) @ op(b) in blocks of `step` rows (by_rows) or columns, one call of the CBLAS ILP64
     gemm at address `gemm` per block, the blocks over nthreads OpenMP threads. a, b, out: buffers whose
     first element is the operand's (strided views reach past the shape: the caller checked the strides);
-    ta / tb: the operand is stored transposed, lda / ldb its leading dimension (elements), ldo out's."""
+    ta / tb: the operand is stored transposed, lda / ldb its leading dimension (elements), ldo out's.
+    acc: None, or a C-contiguous (M, N) buffer that gets acc += out, block by block."""
     _isz(isz)
     if gemm == 0 or M <= 0 or N <= 0 or K <= 0 or step <= 0:
         raise ValueError("matmul_split: a gemm address, positive sizes and step")
     cdef _View oo = _View(out, True), aa = _View(a, False), bb = _View(b, False)
+    cdef _View cc = _buf(acc, True, M * N, isz, "acc") if acc is not None else None
+    cdef void *cp = cc.view.buf if cc is not None else NULL
     # the last element each operand's calls touch lies inside its buffer
     if oo.view.len < ((M - 1) * ldo + N) * isz:
         raise ValueError("matmul_split: out is smaller than (M - 1) * ldo + N elements")
@@ -473,8 +476,9 @@ def matmul_split(size_t gemm, out, a, b, int64_t M, int64_t N, int64_t K, int ta
     with nogil:
         if isz == 4:
             hpr_matmul_split_f32(<hpr_sgemm_fn>gemm, <float *>oo.view.buf, <const float *>aa.view.buf,
-                                 <const float *>bb.view.buf, M, N, K, ta, lda, tb, ldb, ldo, by_rows, step, nthreads)
+                                 <const float *>bb.view.buf, M, N, K, ta, lda, tb, ldb, ldo, by_rows, step,
+                                 <float *>cp, nthreads)
         else:
             hpr_matmul_split_f64(<hpr_dgemm_fn>gemm, <double *>oo.view.buf, <const double *>aa.view.buf,
                                  <const double *>bb.view.buf, M, N, K, ta, lda, tb, ldb, ldo, by_rows, step,
-                                 nthreads)
+                                 <double *>cp, nthreads)

@@ -254,7 +254,7 @@ int64_t hpr_attention_scratch(int64_t T, int64_t D) { return HPR_ATT_SCRATCH(T, 
 #define HPR_MATMUL_SPLIT(REAL, SFX, FNT)                                                                     \
     void hpr_matmul_split##SFX(FNT gemm, REAL *out, const REAL *a, const REAL *b, int64_t M, int64_t N,     \
                                int64_t K, int ta, int64_t lda, int tb, int64_t ldb, int64_t ldo, int by_rows, \
-                               int64_t step, int nthreads) {                                                 \
+                               int64_t step, REAL *acc, int nthreads) {                                      \
         int64_t m = by_rows ? M : N, nb = (m + step - 1) / step;                                             \
         int par = nthreads > 1 && nb > 1;                                                                    \
         (void)par;                                                                                           \
@@ -266,6 +266,16 @@ int64_t hpr_attention_scratch(int64_t T, int64_t D) { return HPR_ATT_SCRATCH(T, 
                 gemm(101, A_T, B_T, n, N, K, 1, a + (ta ? lo : lo * lda), lda, b, ldb, 0, out + lo * ldo, ldo); \
             else                                                                                             \
                 gemm(101, A_T, B_T, M, n, K, 1, a, lda, b + (tb ? lo * ldb : lo), ldb, 0, out + lo, ldo);     \
+            if (acc) { /* this block's rows r0..r1 and columns c0..c1 of acc += out */                      \
+                int64_t r0 = by_rows ? lo : 0, r1 = by_rows ? lo + n : M;                                    \
+                int64_t c0 = by_rows ? 0 : lo, c1 = by_rows ? N : lo + n;                                    \
+                for (int64_t r = r0; r < r1; r++) {                                                          \
+                    REAL *ar = acc + r * N;                                                                  \
+                    const REAL *orow = out + r * ldo;                                                        \
+                    SIMD                                                                                     \
+                    for (int64_t c = c0; c < c1; c++) ar[c] += orow[c];                                      \
+                }                                                                                            \
+            }                                                                                                \
         }                                                                                                    \
     }
 HPR_MATMUL_SPLIT(float, _f32, hpr_sgemm_fn)

@@ -94,13 +94,15 @@ typedef void (*hpr_dgemm_fn)(int order, int transa, int transb, int64_t m, int64
  * `by_rows` ? its rows : its columns into blocks of `step` (the last shorter), one gemm call per block,
  * the blocks spread over nthreads OpenMP threads (each call single-threaded: the caller holds the BLAS to
  * one thread). ta / tb: 1 when a / b is stored transposed (a column-major view), with leading
- * dimensions lda / ldb. The same calls on the same blocks as a loop of numpy products: the same bits. */
+ * dimensions lda / ldb. The same calls on the same blocks as a loop of numpy products: the same bits.
+ * acc (M, N), C-contiguous, or NULL: acc += out, each block by the thread that computed it, right after
+ * its gemm (a weight gradient's W.grad += x^T dy: the same additions as numpy's, in cache). */
 void hpr_matmul_split_f32(hpr_sgemm_fn gemm, float *out, const float *a, const float *b, int64_t M, int64_t N,
                           int64_t K, int ta, int64_t lda, int tb, int64_t ldb, int64_t ldo, int by_rows,
-                          int64_t step, int nthreads);
+                          int64_t step, float *acc, int nthreads);
 void hpr_matmul_split_f64(hpr_dgemm_fn gemm, double *out, const double *a, const double *b, int64_t M,
                           int64_t N, int64_t K, int ta, int64_t lda, int tb, int64_t ldb, int64_t ldo,
-                          int by_rows, int64_t step, int nthreads);
+                          int by_rows, int64_t step, double *acc, int nthreads);
 
 /* REALs of scratch one thread of the attention kernels needs: O(T D) (head size D <= 128). */
 int64_t hpr_attention_scratch(int64_t T, int64_t D);

@@ -411,3 +411,23 @@ def test_matmul_without_the_blas_symbol_splits_on_python_threads(monkeypatch, th
     out = np.full((515, 77), np.nan, np.float32)
     assert nn.matmul(a, b, out) is out
     np.testing.assert_array_equal(out, _blocks_reference(a, b))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,k,n", [(128, 2048, 384), (512, 2048, 128), (33, 7, 40), (515, 130, 77)])
+def test_matmul_accumulates_like_numpy(m, k, n, dtype, threads, monkeypatch):
+    """matmul(a, b, out, acc) = numpy's out = a @ b (the split's blocks) then acc += out, bit for bit, on the
+    OpenMP split (each block added by its own thread), on hpr.cpu.matmul's threads, and whole; a weight
+    gradient's x^T dy is the transposed case."""
+    rng = np.random.default_rng(m + 3 * n)
+    xt = rng.standard_normal((k, m)).astype(dtype)  # x (K rows, M features): x^T is a transposed view
+    b = rng.standard_normal((k, n)).astype(dtype)
+    acc0 = rng.standard_normal((m, n)).astype(dtype)
+    want = acc0 + _blocks_reference(xt.T, b)
+    for gemm in (None, {}):  # the OpenMP split, then without the BLAS symbol
+        if gemm is not None:
+            monkeypatch.setattr(nn, "_gemm", gemm)
+        acc, out = acc0.copy(), np.full((m, n), np.nan, dtype)
+        assert nn.matmul(xt.T, b, out, acc=acc) is out
+        np.testing.assert_array_equal(out, _blocks_reference(xt.T, b))
+        np.testing.assert_array_equal(acc, want)

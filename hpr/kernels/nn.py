@@ -194,9 +194,12 @@ def sumsq(x):
     return cpu_kernels().sumsq(x, _isz(x), num_threads())
 
 
-def _matmul_any(a, b, out):
-    """a @ b into out with a's array module (on a GPU one cuBLAS call)."""
-    return xp_of(a).matmul(a, b, out=out)
+def _matmul_any(a, b, out, acc=None):
+    """a @ b into out with a's array module (on a GPU one cuBLAS call), then acc += out if given."""
+    xp_of(a).matmul(a, b, out=out)
+    if acc is not None:
+        acc += out
+    return out
 
 
 # numpy's BLAS's CBLAS gemm with 64-bit integers (OpenBLAS's ILP64 interface, as numpy >= 1.22 bundles it)
@@ -245,14 +248,17 @@ def _blas_layout(x):
     return None
 
 
-def _split_product(a, b, out, nt):
+def _split_product(a, b, out, nt, acc=None):
     """out = a @ b as hpr.cpu.matmul cuts it (along out's longer side, blocks of ceil(m / nt) rounded up to
     16), each block one single-threaded gemm call on the rank's OpenMP threads (csrc/nn.c
     hpr_matmul_split), the same team the layer kernels use: no Python thread to wake, no GIL to pass.
+    acc, if given (C-contiguous, out's shape and type), gets acc += out, each block by its own thread.
     Returns False (nothing written) when the operands do not suit (then hpr.cpu.matmul runs it)."""
     gemm = blas_gemm().get(out.dtype)
     if (gemm is None or a.dtype != out.dtype or b.dtype != out.dtype or not out.flags.c_contiguous
             or out.shape != (a.shape[0], b.shape[1]) or a.shape[1] != b.shape[0]):
+        return False
+    if acc is not None and (acc.dtype != out.dtype or acc.shape != out.shape or not acc.flags.c_contiguous):
         return False
     la, lb = _blas_layout(a), _blas_layout(b)
     if la is None or lb is None:
@@ -265,23 +271,29 @@ def _split_product(a, b, out, nt):
     m = m_rows if by_rows else n_cols
     step = max(16, (-(-m // nt) + 15) // 16 * 16)  # ceil(m / nt) rounded up to 16, as hpr.cpu.matmul
     cpu_kernels().matmul_split(gemm, out, a, b, m_rows, n_cols, a.shape[1], la[0], la[1], lb[0], lb[1],
-                               n_cols, by_rows, step, out.dtype.itemsize, nt)
+                               n_cols, by_rows, step, out.dtype.itemsize, nt, acc)
     return True
 
 
 @device_twin(twin=_matmul_any)
-def matmul(a, b, out):
+def matmul(a, b, out, acc=None):
     """out = a @ b (2-D; transposed views welcome), one cuBLAS call on CuPy arrays. On numpy arrays with
     more than one thread: out cut along its longer side into one block per thread of the rank, each block
     one single-threaded BLAS call, on the rank's OpenMP threads (_split_product), or on hpr.cpu.matmul's
     Python threads where numpy's BLAS offers no ILP64 CBLAS gemm; the same blocks, the same bits. One
-    thread, or a product under hpr.cpu.SPLIT_MIN_FLOPS: numpy's product, whole."""
+    thread, or a product under hpr.cpu.SPLIT_MIN_FLOPS: numpy's product, whole. acc, if given: then
+    acc += out (a weight gradient; on the OpenMP threads each block's share right after its product,
+    the same additions). Returns out."""
     nt = num_threads()
     if (nt < 2 or a.ndim != 2 or b.ndim != 2 or max(out.shape) < 2 * 16
             or 2.0 * a.shape[0] * a.shape[1] * out.shape[1] < cpu.SPLIT_MIN_FLOPS):
-        return np.matmul(a, b, out=out)
-    if not _split_product(a, b, out, nt):
+        np.matmul(a, b, out=out)
+    elif _split_product(a, b, out, nt, acc):
+        return out
+    else:
         cpu.matmul(a, b, out)
+    if acc is not None:
+        acc += out
     return out
 
 

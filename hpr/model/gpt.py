@@ -371,8 +371,7 @@ class GPT:
             if self.tp:
                 self.tp.f_backward(dxf)  # the head is column-parallel over the vocabulary: sum the parts
             tmp = self.ws.get("dwte", wte.shape)
-            K.matmul(dlogits.T, xf, tmp)
-            wte.grad += tmp
+            K.matmul(dlogits.T, xf, tmp, acc=wte.grad)  # wte.grad += dlogits^T xf
             self.ln_f.backward(dxf, dx)
             if on_ready:
                 on_ready(self.ln_f.w.offset + self.ln_f.w.size)

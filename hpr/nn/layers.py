@@ -109,8 +109,7 @@ class Linear:
 
     def backward_params(self, dy):
         tmp = self.ws.get(self.tmp + ".dw", self.W.shape)
-        K.matmul(self.x.T, dy, tmp)
-        self.W.grad += tmp
+        K.matmul(self.x.T, dy, tmp, acc=self.W.grad)  # W.grad += x^T dy
         if self.b is not None:
             K.bias_backward(dy, self.b.grad)
 
