@@ -1,8 +1,8 @@
 """The faces of the fused layer kernels (csrc/nn.c): LayerNorm, causal softmax, GELU, cross-entropy,
 embeddings, bias gradients (and the bias with the residual add, bias_residual), AdamW (per slice, or
 every segment of the flat buffers in one call), the sum of squares, attention, the LSTM cell and the
-matmul split over the rank's OpenMP threads, on C-contiguous float32 or float64 arrays. Outputs are passed in (hpr's layers own their buffers); backward kernels add
-into parameter gradients. Shapes are read from the arrays. A CuPy first argument sends the call to the
+matmul split over the rank's OpenMP threads, on C-contiguous float32 or float64 arrays. Outputs are
+passed in (hpr's layers own their buffers); backward kernels add into parameter gradients. Shapes are read from the arrays. A CuPy first argument sends the call to the
 GPU twin in hpr/kernels/gpu.py (hpr.kernels.dispatch); the LSTM cell is CPU only. The numpy twin of
 each kernel is in _ref.py.
 
