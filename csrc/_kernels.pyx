@@ -1,7 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """hpr._kernels: the compiled CPU kernels. This layer only checks sizes, turns buffers into pointers and
 releases the GIL; the work is in the C files beside it. Use it through hpr.kernels, not directly."""
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_ANY_CONTIGUOUS, PyBUF_WRITABLE
+from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_ANY_CONTIGUOUS, PyBUF_C_CONTIGUOUS,
+                             PyBUF_WRITABLE)
 from libc.stdint cimport int64_t, uint16_t
 from libc.stdlib cimport malloc, free
 
@@ -200,11 +201,20 @@ cdef class ShmEngine:
         return missing if rc else -1
 
     def allreduce(self, x, int dtype, int op, double scale, double timeout, int nthreads=1):
-        cdef _View a = _View(x, True)
-        cdef int64_t n = _count(a, dtype)
+        """x (a writable C-contiguous buffer) becomes the op over the node; the buffer request is the
+        only check (it raises before any rank is met), on the stack: this is small messages' hot path."""
+        cdef Py_buffer v
+        cdef int isz = hpr_dtype_size(dtype)
         cdef int missing = -1, rc
+        if isz == 0:
+            raise ValueError(f"unknown dtype code {dtype}")
+        PyObject_GetBuffer(x, &v, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE)
+        if v.len % isz:
+            PyBuffer_Release(&v)
+            raise ValueError(f"buffer of {v.len} bytes is not a whole number of {isz}-byte elements")
         with nogil:
-            rc = hpr_shm_allreduce(&self.s, a.view.buf, n, dtype, op, scale, timeout, &missing, nthreads)
+            rc = hpr_shm_allreduce(&self.s, v.buf, v.len // isz, dtype, op, scale, timeout, &missing, nthreads)
+        PyBuffer_Release(&v)
         if rc == -2:
             raise ValueError(f"shm allreduce: unsupported dtype/op {dtype}/{op}")
         return missing if rc else -1
