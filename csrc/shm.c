@@ -170,6 +170,7 @@ static int wait_field(hpr_shm_t *s, int field, uint64_t target, double timeout_s
             } else {
                 int64_t left = limit - waited;
                 sleep_until(s, f, target, left < 100000000LL ? left + 1000 : 100000000LL);
+                looks = 0;  /* woken (or timed out): one look, then the clock, then asleep again */
             }
         }
     }
