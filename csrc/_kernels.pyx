@@ -28,6 +28,7 @@ cdef extern from "shm.h" nogil:
         unsigned long long uses
         unsigned long long progress
         int64_t spin_ns
+    int HPR_SHM_TINY_BYTES
     int64_t hpr_shm_segment_bytes(int p, int64_t slot)
     int hpr_shm_barrier(hpr_shm_t *s, double timeout_s, int *missing)
     int hpr_shm_allreduce(hpr_shm_t *s, void *x, int64_t n, int dtype, int op, double scale,
@@ -41,6 +42,8 @@ cdef extern from "shm.h" nogil:
     int hpr_set_timer_slack(long ns)
 
 IF_OPENMP = bool(hpr_have_openmp())
+
+SHM_TINY_BYTES = HPR_SHM_TINY_BYTES  # the node engine's one-line messages (csrc/shm.h)
 
 # dtype codes (csrc/reduce.h)
 F16, BF16, F32, F64, I32, I64 = 0, 1, 2, 3, 4, 5

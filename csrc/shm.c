@@ -76,6 +76,12 @@ int64_t hpr_shm_segment_bytes(int p, int64_t slot) {
     return hpr_shm_header_bytes(p) + 2 * (int64_t)p * slot;
 }
 
+/* Fields (8-byte words) of a rank's flag lines: 0 the barrier count, 1-5 the direct path's call
+ * signature; 8 the direct path's progress count; 16 and 24 the call numbers of the two tiny banks, each
+ * followed by its data (HPR_SHM_TINY_BYTES). */
+#define PROGRESS_FIELD 8
+#define TINY_FIELD 16
+
 static inline uint64_t *flag_of(hpr_shm_t *s, int r) {
     return (uint64_t *)(s->base + (int64_t)r * HPR_SHM_FLAG_STRIDE);
 }
@@ -248,6 +254,26 @@ int hpr_shm_allreduce(hpr_shm_t *s, void *x, int64_t n, int dtype, int op, doubl
     if (n <= 0) return 0;
     if (s->p == 1) return scale != 1.0 ? hpr_scale(x, n, dtype, scale, nthreads) : 0;
 
+    if (n * isz <= s->small && n * isz <= HPR_SHM_TINY_BYTES) {
+        /* One meeting, one cache line per rank: this rank writes x and then the call's number into its
+         * tiny line of the call's bank; a reader that sees the number has the data in the same line
+         * (one miss per peer, where a slot and a flag cost two). The number is the bank-use count, the
+         * same on every rank and rising, so a line's number only grows. Lines alternate between two
+         * banks on every call: a rank writes bank b again only after a later call in which every rank
+         * arrived, which each rank does only after reading bank b (a tiny call in the other bank, or
+         * a call with a barrier). */
+        uint64_t call = ++s->uses;
+        int field = TINY_FIELD + 8 * (int)(call & 1);
+        uint64_t *line = flag_of(s, s->me) + field;
+        const void *ins[512];
+        memcpy(line + 1, xb, (size_t)(n * isz));
+        __atomic_store_n(line, call, __ATOMIC_SEQ_CST);
+        announce(s);
+        if (wait_field(s, field, call, timeout_s, missing)) return -1;
+        for (int r = 0; r < s->p; r++) ins[r] = flag_of(s, r) + field + 1;
+        return hpr_reduce_many(xb, ins, s->p, n, dtype, op, scale, 1) ? -2 : 0;
+    }
+
     if (n * isz <= s->small) {
         /* One barrier: everyone publishes, then everyone reduces all of it in rank order. */
         int bank = (int)(s->uses++ & 1);
@@ -320,8 +346,6 @@ int hpr_shm_finish_round(hpr_shm_t *s, void *x, int64_t n, int dtype, double tim
     return 0;
 }
 
-/* Progress counters for the pipelined direct path live 64 bytes into each rank's flag line. */
-#define PROGRESS_FIELD 8
 
 static int wait_progress(hpr_shm_t *s, uint64_t target, double timeout_s, int *missing) {
     return wait_field(s, PROGRESS_FIELD, target, timeout_s, missing);

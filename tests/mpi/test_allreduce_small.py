@@ -3,8 +3,9 @@ bit for bit against MPI's own MPI_Allreduce of the same input, at any rank count
 
 A numpy array below DIRECT_MIN_BYTES that the plan sends through the node engine goes from
 Channel.allreduce_array straight to the engine (the engine's buffer request is the only check); the
-engine reduces up to CommConfig.small_bytes with one meeting, beyond in pipelined slot-sized rounds, and
-a comm.alloc array from DIRECT_MIN_BYTES on in place. The inputs are small integers stored in each
+engine reduces up to SHM_TINY_BYTES through one cache line per rank, up to CommConfig.small_bytes
+through the slots with one barrier, beyond in pipelined slot-sized rounds, and a comm.alloc array from
+DIRECT_MIN_BYTES on in place. The inputs are small integers stored in each
 dtype, so every order of summation gives the exact sum and every algorithm must equal MPI's answer
 bit for bit; avg is that exact sum times 1/p in the accumulator's type (float32 for the half types),
 rounded once, as the kernels define it. Run by tests/run_all.py at 2, 3, 4 and 8 ranks."""
@@ -18,6 +19,7 @@ from mpi4py import MPI
 import hpr
 from hpr.comm import Communicator
 from hpr.comm.channel import DIRECT_MIN_BYTES
+from hpr.cpu import cpu_kernels
 
 pytestmark = pytest.mark.mpi(min_size=2)
 
@@ -47,12 +49,14 @@ def shared(dtype, n):
 
 
 def counts(dtype):
-    """Element counts on both sides of each size where the path changes: 1-3 elements, the one-meeting
-    limit (small_bytes), and DIRECT_MIN_BYTES (the fast path's end, the direct path's start)."""
+    """Element counts on both sides of each size where the path changes: 1-3 elements, the engine's
+    one-line messages (SHM_TINY_BYTES), the one-barrier limit (small_bytes), and DIRECT_MIN_BYTES (the
+    fast path's end, the direct path's start)."""
     isz = np.dtype(dtype).itemsize
+    tiny = cpu_kernels().SHM_TINY_BYTES // isz
     small = hpr.config.current().comm.small_bytes // isz
     direct = DIRECT_MIN_BYTES // isz
-    return [1, 2, 3, small - 1, small, small + 1, direct - 1, direct, direct + 1]
+    return [1, 2, 3, tiny - 1, tiny, tiny + 1, small - 1, small, small + 1, direct - 1, direct, direct + 1]
 
 
 def max_count(dtype):
@@ -103,7 +107,7 @@ def test_back_to_back_calls_of_mixed_sizes():
     comm = world()
     isz = 4
     small, direct = hpr.config.current().comm.small_bytes // isz, DIRECT_MIN_BYTES // isz
-    sizes = [1, 2, 14, 15, 300, small, small + 1, 5000, direct - 1, 7, direct + 3, 1]
+    sizes = [1, 2, 14, 15, 300, small, 13, small + 1, 5000, direct - 1, 7, direct + 3, 1, 1, 40000, 3]
     for i in range(120):
         n = sizes[i % len(sizes)]
         x = integers(n, np.float32, comm.rank, salt=i)
