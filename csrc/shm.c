@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 #include <errno.h>
+#include <sched.h>
 #ifdef __linux__
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -149,12 +150,19 @@ static void announce(hpr_shm_t *s) {
 #endif
 }
 
+/* While spinning, a wait gives its core away (sched_yield) once it has waited YIELD_FIRST_NS and then
+ * every YIELD_EVERY_NS: when the scheduler has put the peer on this rank's core (a loaded machine),
+ * the peer runs now instead of after the whole spin; on an idle machine peers arrive within the first
+ * microseconds and the yield (~1 us a call in a VM) is never reached. */
+#define YIELD_FIRST_NS 4000
+#define YIELD_EVERY_NS 8000
+
 /* Wait until field `field` of every rank's flag line reaches target: spin for spin_ns (the peer is
  * probably about to arrive), then sleep on the wake word, so a waiting rank holds no core. The spin
  * looks at the flag after every pause (a pause is ~25 ns on Zen 4, ~40 ns on recent Intel: looking only
  * every 32 pauses would add up to a microsecond to every wait) and at the clock every 32 looks. */
 static int wait_field(hpr_shm_t *s, int field, uint64_t target, double timeout_s, int *missing) {
-    int64_t t0 = -1, limit = (int64_t)(timeout_s * 1e9);
+    int64_t t0 = -1, limit = (int64_t)(timeout_s * 1e9), yield_at = YIELD_FIRST_NS;
     for (int r = 0; r < s->p; r++) {
         uint64_t *f = flag_of(s, r) + field;
         unsigned looks = 0;
@@ -172,7 +180,12 @@ static int wait_field(hpr_shm_t *s, int field, uint64_t target, double timeout_s
                 return -1;
             }
             if (waited < s->spin_ns) {
-                cpu_relax();
+                if (waited >= yield_at) {
+                    sched_yield();
+                    yield_at = waited + YIELD_EVERY_NS;
+                } else {
+                    cpu_relax();
+                }
             } else {
                 int64_t left = limit - waited;
                 sleep_until(s, f, target, left < 100000000LL ? left + 1000 : 100000000LL);
