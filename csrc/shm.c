@@ -150,19 +150,23 @@ static void announce(hpr_shm_t *s) {
 #endif
 }
 
-/* While spinning, a wait gives its core away (sched_yield) once it has waited YIELD_FIRST_NS and then
- * every YIELD_EVERY_NS: when the scheduler has put the peer on this rank's core (a loaded machine),
- * the peer runs now instead of after the whole spin; on an idle machine peers arrive within the first
- * microseconds and the yield (~1 us a call in a VM) is never reached. */
-#define YIELD_FIRST_NS 4000
-#define YIELD_EVERY_NS 8000
+/* While spinning, a short wait (a barrier, a small message's one meeting: its peers have microseconds
+ * of work before they arrive) gives its core away (sched_yield) once, when it has waited YIELD_AFTER_NS:
+ * when the scheduler has put the peer on this rank's core (a loaded machine), the peer runs now (and
+ * arrives) instead of after the whole spin; on an idle machine peers arrive within the first
+ * microseconds and the yield (~1 us in a VM) is never reached. Only once, and never in the rounds of
+ * a large message (where a peer's reduce takes longer than that anyway): on a machine where other
+ * programs wait for the core, every yield may cost a time slice. */
+#define YIELD_AFTER_NS 4000
 
 /* Wait until field `field` of every rank's flag line reaches target: spin for spin_ns (the peer is
  * probably about to arrive), then sleep on the wake word, so a waiting rank holds no core. The spin
  * looks at the flag after every pause (a pause is ~25 ns on Zen 4, ~40 ns on recent Intel: looking only
  * every 32 pauses would add up to a microsecond to every wait) and at the clock every 32 looks. */
-static int wait_field(hpr_shm_t *s, int field, uint64_t target, double timeout_s, int *missing) {
-    int64_t t0 = -1, limit = (int64_t)(timeout_s * 1e9), yield_at = YIELD_FIRST_NS;
+static int wait_field(hpr_shm_t *s, int field, uint64_t target, double timeout_s, int *missing,
+                      int short_wait) {
+    int64_t t0 = -1, limit = (int64_t)(timeout_s * 1e9);
+    int yielded = !short_wait;
     for (int r = 0; r < s->p; r++) {
         uint64_t *f = flag_of(s, r) + field;
         unsigned looks = 0;
@@ -180,9 +184,9 @@ static int wait_field(hpr_shm_t *s, int field, uint64_t target, double timeout_s
                 return -1;
             }
             if (waited < s->spin_ns) {
-                if (waited >= yield_at) {
+                if (!yielded && waited >= YIELD_AFTER_NS) {
                     sched_yield();
-                    yield_at = waited + YIELD_EVERY_NS;
+                    yielded = 1;
                 } else {
                     cpu_relax();
                 }
@@ -196,15 +200,17 @@ static int wait_field(hpr_shm_t *s, int field, uint64_t target, double timeout_s
     return 0;
 }
 
-static int wait_all(hpr_shm_t *s, uint64_t target, double timeout_s, int *missing) {
-    return wait_field(s, 0, target, timeout_s, missing);
-}
-
-int hpr_shm_barrier(hpr_shm_t *s, double timeout_s, int *missing) {
+/* The barrier: this rank's count up, announced, then every rank's count awaited. short_wait: whether
+ * the wait may yield its core once (see YIELD_AFTER_NS). */
+static int barrier(hpr_shm_t *s, double timeout_s, int *missing, int short_wait) {
     uint64_t target = ++s->seq;
     __atomic_store_n(flag_of(s, s->me), target, __ATOMIC_SEQ_CST);
     announce(s);
-    return wait_all(s, target, timeout_s, missing);
+    return wait_field(s, 0, target, timeout_s, missing, short_wait);
+}
+
+int hpr_shm_barrier(hpr_shm_t *s, double timeout_s, int *missing) {
+    return barrier(s, timeout_s, missing, 1);
 }
 
 /* The part of a round of n elements that rank r reduces: equal shares, 64-byte aligned. */
@@ -282,7 +288,7 @@ int hpr_shm_allreduce(hpr_shm_t *s, void *x, int64_t n, int dtype, int op, doubl
         memcpy(line + 1, xb, (size_t)(n * isz));
         __atomic_store_n(line, call, __ATOMIC_SEQ_CST);
         announce(s);
-        if (wait_field(s, field, call, timeout_s, missing)) return -1;
+        if (wait_field(s, field, call, timeout_s, missing, 1)) return -1;
         for (int r = 0; r < s->p; r++) ins[r] = flag_of(s, r) + field + 1;
         return hpr_reduce_many(xb, ins, s->p, n, dtype, op, scale, 1) ? -2 : 0;
     }
@@ -313,7 +319,7 @@ int hpr_shm_allreduce(hpr_shm_t *s, void *x, int64_t n, int dtype, int op, doubl
     uint64_t u0 = s->uses;
     const void *ins[512];
     stage_round(s, (int)(u0 & 1), xb, n, per, first, isz, 0);
-    if (hpr_shm_barrier(s, timeout_s, missing)) return -1;
+    if (barrier(s, timeout_s, missing, 0)) return -1;
     for (int64_t k = 0; k < rounds; k++) {
         int bank = (int)((u0 + (uint64_t)k) & 1);
         int64_t off = k * per, m = n - off < per ? n - off : per, lo, len;
@@ -325,7 +331,7 @@ int hpr_shm_allreduce(hpr_shm_t *s, void *x, int64_t n, int dtype, int op, doubl
             memcpy(mine + lo * isz, xr + lo * isz, (size_t)(len * isz));
         }
         if (k + 1 < rounds) stage_round(s, bank ^ 1, xb, n, per, first, isz, k + 1);
-        if (hpr_shm_barrier(s, timeout_s, missing)) return -1;
+        if (barrier(s, timeout_s, missing, 0)) return -1;
         for (int r = 0; r < s->p; r++) {
             int64_t a, l;
             if (r == s->me) continue;
@@ -344,7 +350,7 @@ int hpr_shm_reduce_part(hpr_shm_t *s, const void *x, int64_t n, int dtype, int o
     if (isz == 0 || s->p > 512 || n * isz > s->slot) return -2;
     bank = (int)(s->uses++ & 1);
     memcpy(slot_of(s, bank, s->me), x, (size_t)(n * isz));
-    if (hpr_shm_barrier(s, timeout_s, missing)) return -1;
+    if (barrier(s, timeout_s, missing, 0)) return -1;
     if (reduce_part_bank(s, bank, n, dtype, op, 1.0, part_off, part_len, nthreads)) return -2;
     *part_ptr = slot_of(s, bank, s->me) + *part_off * isz;
     return 0;
@@ -354,14 +360,14 @@ int hpr_shm_finish_round(hpr_shm_t *s, void *x, int64_t n, int dtype, double tim
     int isz = hpr_dtype_size(dtype);
     int bank = (int)((s->uses - 1) & 1);
     if (isz == 0) return -2;
-    if (hpr_shm_barrier(s, timeout_s, missing)) return -1;
+    if (barrier(s, timeout_s, missing, 0)) return -1;
     gather_parts(s, bank, (char *)x, n, isz);
     return 0;
 }
 
 
 static int wait_progress(hpr_shm_t *s, uint64_t target, double timeout_s, int *missing) {
-    return wait_field(s, PROGRESS_FIELD, target, timeout_s, missing);
+    return wait_field(s, PROGRESS_FIELD, target, timeout_s, missing, 0);
 }
 
 /* Chunks of the pipelined direct path: small enough that a neighbour's freshly reduced part is still
@@ -385,14 +391,14 @@ int hpr_shm_allreduce_direct(hpr_shm_t *s, char *const *bases, int64_t byte_off,
     mine[3] = (uint64_t)(uint32_t)dtype;
     mine[4] = (uint64_t)(uint32_t)op;
     mine[5] = scale_bits;
-    if (hpr_shm_barrier(s, timeout_s, missing)) return -1;
+    if (barrier(s, timeout_s, missing, 0)) return -1;
     for (int r = 0; r < s->p; r++) {
         uint64_t *f = flag_of(s, r);
         if (f[1] != (uint64_t)n || f[2] != (uint64_t)byte_off || f[3] != mine[3] || f[4] != mine[4]
             || f[5] != scale_bits) agree = 0;
     }
     if (!agree) {
-        if (hpr_shm_barrier(s, timeout_s, missing)) return -1;  /* nobody leaves while others read */
+        if (barrier(s, timeout_s, missing, 0)) return -1;  /* nobody leaves while others read */
         return -3;
     }
     /* Chunk k: reduce this rank's part of it from every rank's buffer, announce progress, then copy
@@ -432,5 +438,5 @@ int hpr_shm_allreduce_direct(hpr_shm_t *s, char *const *bases, int64_t byte_off,
     s->progress = base + (uint64_t)nchunks;
     if (nt) fence_nt();
     /* nobody returns (and writes its buffer again) while a neighbour may still be copying from it */
-    return hpr_shm_barrier(s, timeout_s, missing) ? -1 : 0;
+    return barrier(s, timeout_s, missing, 0) ? -1 : 0;
 }
