@@ -1,7 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """hpr._kernels: the compiled CPU kernels. This layer only checks sizes, turns buffers into pointers and
 releases the GIL; the work is in the C files beside it. Use it through hpr.kernels, not directly."""
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_ANY_CONTIGUOUS, PyBUF_WRITABLE
+from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_ANY_CONTIGUOUS, PyBUF_C_CONTIGUOUS,
+                             PyBUF_WRITABLE)
 from libc.stdint cimport int64_t, uint16_t
 from libc.stdlib cimport malloc, free
 
@@ -27,6 +28,7 @@ cdef extern from "shm.h" nogil:
         unsigned long long uses
         unsigned long long progress
         int64_t spin_ns
+    int HPR_SHM_TINY_BYTES
     int64_t hpr_shm_segment_bytes(int p, int64_t slot)
     int hpr_shm_barrier(hpr_shm_t *s, double timeout_s, int *missing)
     int hpr_shm_allreduce(hpr_shm_t *s, void *x, int64_t n, int dtype, int op, double scale,
@@ -40,6 +42,8 @@ cdef extern from "shm.h" nogil:
     int hpr_set_timer_slack(long ns)
 
 IF_OPENMP = bool(hpr_have_openmp())
+
+SHM_TINY_BYTES = HPR_SHM_TINY_BYTES  # the node engine's one-line messages (csrc/shm.h)
 
 # dtype codes (csrc/reduce.h)
 F16, BF16, F32, F64, I32, I64 = 0, 1, 2, 3, 4, 5
@@ -200,11 +204,20 @@ cdef class ShmEngine:
         return missing if rc else -1
 
     def allreduce(self, x, int dtype, int op, double scale, double timeout, int nthreads=1):
-        cdef _View a = _View(x, True)
-        cdef int64_t n = _count(a, dtype)
+        """x (a writable C-contiguous buffer) becomes the op over the node; the buffer request is the
+        only check (it raises before any rank is met), on the stack: this is small messages' hot path."""
+        cdef Py_buffer v
+        cdef int isz = hpr_dtype_size(dtype)
         cdef int missing = -1, rc
+        if isz == 0:
+            raise ValueError(f"unknown dtype code {dtype}")
+        PyObject_GetBuffer(x, &v, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE)
+        if v.len % isz:
+            PyBuffer_Release(&v)
+            raise ValueError(f"buffer of {v.len} bytes is not a whole number of {isz}-byte elements")
         with nogil:
-            rc = hpr_shm_allreduce(&self.s, a.view.buf, n, dtype, op, scale, timeout, &missing, nthreads)
+            rc = hpr_shm_allreduce(&self.s, v.buf, v.len // isz, dtype, op, scale, timeout, &missing, nthreads)
+        PyBuffer_Release(&v)
         if rc == -2:
             raise ValueError(f"shm allreduce: unsupported dtype/op {dtype}/{op}")
         return missing if rc else -1

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 #include <errno.h>
+#include <sched.h>
 #ifdef __linux__
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -76,6 +77,12 @@ int64_t hpr_shm_segment_bytes(int p, int64_t slot) {
     return hpr_shm_header_bytes(p) + 2 * (int64_t)p * slot;
 }
 
+/* Fields (8-byte words) of a rank's flag lines: 0 the barrier count, 1-5 the direct path's call
+ * signature; 8 the direct path's progress count; 16 and 24 the call numbers of the two tiny banks, each
+ * followed by its data (HPR_SHM_TINY_BYTES). */
+#define PROGRESS_FIELD 8
+#define TINY_FIELD 16
+
 static inline uint64_t *flag_of(hpr_shm_t *s, int r) {
     return (uint64_t *)(s->base + (int64_t)r * HPR_SHM_FLAG_STRIDE);
 }
@@ -106,40 +113,70 @@ static inline uint32_t *sleepers(hpr_shm_t *s) {
     return (uint32_t *)(s->base + (int64_t)s->p * HPR_SHM_FLAG_STRIDE + 64);
 }
 
-/* Sleep until the wake word moves away from w, or up to ns nanoseconds. Linux: a futex on the shared
- * segment (woken the moment a rank announces); elsewhere: a plain short sleep. */
-static void sleep_on(hpr_shm_t *s, uint32_t w, int64_t ns) {
+/* Sleep on the wake word for up to ns nanoseconds unless *f has reached target. Linux: a futex on the
+ * shared segment, woken the moment a rank announces. The waiter counts itself a sleeper BEFORE it reads
+ * the wake word and looks at the flag once more; announce() stores the flag BEFORE it reads the sleeper
+ * count. Both pairs are sequentially consistent (a Dekker handshake), so either the announcer sees the
+ * sleeper (it then moves the wake word and wakes it: the futex refuses to sleep on a moved word), or
+ * the waiter sees the flag and does not sleep. Elsewhere: a plain short sleep. */
+static void sleep_until(hpr_shm_t *s, const uint64_t *f, uint64_t target, int64_t ns) {
 #ifdef __linux__
     struct timespec ts;
     ts.tv_sec = (time_t)(ns / 1000000000LL);
     ts.tv_nsec = (long)(ns % 1000000000LL);
     __atomic_add_fetch(sleepers(s), 1, __ATOMIC_SEQ_CST);
-    syscall(SYS_futex, wake_word(s), FUTEX_WAIT, w, &ts, NULL, 0);
+    uint32_t w = __atomic_load_n(wake_word(s), __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(f, __ATOMIC_SEQ_CST) < target)
+        syscall(SYS_futex, wake_word(s), FUTEX_WAIT, w, &ts, NULL, 0);
     __atomic_sub_fetch(sleepers(s), 1, __ATOMIC_SEQ_CST);
 #else
     struct timespec ts = {0, ns < 200000 ? (long)ns : 200000};
-    (void)w;
+    (void)f; (void)target;
     nanosleep(&ts, NULL);
 #endif
 }
 
-/* After storing a flag or a progress count: move the wake word, wake sleepers if there are any. */
+/* After storing a flag or a progress count (sequentially consistent): when someone sleeps, move the
+ * wake word and wake them. With nobody asleep (the common case: waiters spin first) this is one read
+ * of a line nobody writes, not a write to a line every rank writes. */
 static void announce(hpr_shm_t *s) {
-    __atomic_add_fetch(wake_word(s), 1, __ATOMIC_SEQ_CST);
 #ifdef __linux__
-    if (__atomic_load_n(sleepers(s), __ATOMIC_SEQ_CST))
+    if (__atomic_load_n(sleepers(s), __ATOMIC_SEQ_CST)) {
+        __atomic_add_fetch(wake_word(s), 1, __ATOMIC_SEQ_CST);
         syscall(SYS_futex, wake_word(s), FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    }
+#else
+    (void)s;
 #endif
 }
 
+/* While spinning, a short wait (a barrier, a small message's one meeting: its peers have microseconds
+ * of work before they arrive) gives its core away (sched_yield) once, when it has waited YIELD_AFTER_NS:
+ * when the scheduler has put the peer on this rank's core (a loaded machine), the peer runs now (and
+ * arrives) instead of after the whole spin; on an idle machine peers arrive within the first
+ * microseconds and the yield (~1 us in a VM) is never reached. Only once, and never in the rounds of
+ * a large message (where a peer's reduce takes longer than that anyway): on a machine where other
+ * programs wait for the core, every yield may cost a time slice. */
+#define YIELD_AFTER_NS 4000
+
 /* Wait until field `field` of every rank's flag line reaches target: spin for spin_ns (the peer is
- * probably about to arrive), then sleep on the wake word, so a waiting rank holds no core. */
-static int wait_field(hpr_shm_t *s, int field, uint64_t target, double timeout_s, int *missing) {
+ * probably about to arrive), then sleep on the wake word, so a waiting rank holds no core. The spin
+ * looks at the flag after every pause (a pause is ~25 ns on Zen 4, ~40 ns on recent Intel: looking only
+ * every 32 pauses would add up to a microsecond to every wait) and at the clock every 32 looks. */
+static int wait_field(hpr_shm_t *s, int field, uint64_t target, double timeout_s, int *missing,
+                      int short_wait) {
     int64_t t0 = -1, limit = (int64_t)(timeout_s * 1e9);
+    int yielded = !short_wait;
     for (int r = 0; r < s->p; r++) {
         uint64_t *f = flag_of(s, r) + field;
+        unsigned looks = 0;
         while (__atomic_load_n(f, __ATOMIC_ACQUIRE) < target) {
-            int64_t t = now_ns(), waited;
+            int64_t t, waited;
+            if (looks++ & 31) {
+                cpu_relax();
+                continue;
+            }
+            t = now_ns();
             if (t0 < 0) t0 = t;
             waited = t - t0;
             if (waited > limit) {
@@ -147,27 +184,33 @@ static int wait_field(hpr_shm_t *s, int field, uint64_t target, double timeout_s
                 return -1;
             }
             if (waited < s->spin_ns) {
-                for (int i = 0; i < 32; i++) cpu_relax();
+                if (!yielded && waited >= YIELD_AFTER_NS) {
+                    sched_yield();
+                    yielded = 1;
+                } else {
+                    cpu_relax();
+                }
             } else {
-                uint32_t w = __atomic_load_n(wake_word(s), __ATOMIC_SEQ_CST);
                 int64_t left = limit - waited;
-                if (__atomic_load_n(f, __ATOMIC_SEQ_CST) >= target) break;
-                sleep_on(s, w, left < 100000000LL ? left + 1000 : 100000000LL);
+                sleep_until(s, f, target, left < 100000000LL ? left + 1000 : 100000000LL);
+                looks = 0;  /* woken (or timed out): one look, then the clock, then asleep again */
             }
         }
     }
     return 0;
 }
 
-static int wait_all(hpr_shm_t *s, uint64_t target, double timeout_s, int *missing) {
-    return wait_field(s, 0, target, timeout_s, missing);
-}
-
-int hpr_shm_barrier(hpr_shm_t *s, double timeout_s, int *missing) {
+/* The barrier: this rank's count up, announced, then every rank's count awaited. short_wait: whether
+ * the wait may yield its core once (see YIELD_AFTER_NS). */
+static int barrier(hpr_shm_t *s, double timeout_s, int *missing, int short_wait) {
     uint64_t target = ++s->seq;
     __atomic_store_n(flag_of(s, s->me), target, __ATOMIC_SEQ_CST);
     announce(s);
-    return wait_all(s, target, timeout_s, missing);
+    return wait_field(s, 0, target, timeout_s, missing, short_wait);
+}
+
+int hpr_shm_barrier(hpr_shm_t *s, double timeout_s, int *missing) {
+    return barrier(s, timeout_s, missing, 1);
 }
 
 /* The part of a round of n elements that rank r reduces: equal shares, 64-byte aligned. */
@@ -230,6 +273,26 @@ int hpr_shm_allreduce(hpr_shm_t *s, void *x, int64_t n, int dtype, int op, doubl
     if (n <= 0) return 0;
     if (s->p == 1) return scale != 1.0 ? hpr_scale(x, n, dtype, scale, nthreads) : 0;
 
+    if (n * isz <= s->small && n * isz <= HPR_SHM_TINY_BYTES) {
+        /* One meeting, one cache line per rank: this rank writes x and then the call's number into its
+         * tiny line of the call's bank; a reader that sees the number has the data in the same line
+         * (one miss per peer, where a slot and a flag cost two). The number is the bank-use count, the
+         * same on every rank and rising, so a line's number only grows. Lines alternate between two
+         * banks on every call: a rank writes bank b again only after a later call in which every rank
+         * arrived, which each rank does only after reading bank b (a tiny call in the other bank, or
+         * a call with a barrier). */
+        uint64_t call = ++s->uses;
+        int field = TINY_FIELD + 8 * (int)(call & 1);
+        uint64_t *line = flag_of(s, s->me) + field;
+        const void *ins[512];
+        memcpy(line + 1, xb, (size_t)(n * isz));
+        __atomic_store_n(line, call, __ATOMIC_SEQ_CST);
+        announce(s);
+        if (wait_field(s, field, call, timeout_s, missing, 1)) return -1;
+        for (int r = 0; r < s->p; r++) ins[r] = flag_of(s, r) + field + 1;
+        return hpr_reduce_many(xb, ins, s->p, n, dtype, op, scale, 1) ? -2 : 0;
+    }
+
     if (n * isz <= s->small) {
         /* One barrier: everyone publishes, then everyone reduces all of it in rank order. */
         int bank = (int)(s->uses++ & 1);
@@ -256,7 +319,7 @@ int hpr_shm_allreduce(hpr_shm_t *s, void *x, int64_t n, int dtype, int op, doubl
     uint64_t u0 = s->uses;
     const void *ins[512];
     stage_round(s, (int)(u0 & 1), xb, n, per, first, isz, 0);
-    if (hpr_shm_barrier(s, timeout_s, missing)) return -1;
+    if (barrier(s, timeout_s, missing, 0)) return -1;
     for (int64_t k = 0; k < rounds; k++) {
         int bank = (int)((u0 + (uint64_t)k) & 1);
         int64_t off = k * per, m = n - off < per ? n - off : per, lo, len;
@@ -268,7 +331,7 @@ int hpr_shm_allreduce(hpr_shm_t *s, void *x, int64_t n, int dtype, int op, doubl
             memcpy(mine + lo * isz, xr + lo * isz, (size_t)(len * isz));
         }
         if (k + 1 < rounds) stage_round(s, bank ^ 1, xb, n, per, first, isz, k + 1);
-        if (hpr_shm_barrier(s, timeout_s, missing)) return -1;
+        if (barrier(s, timeout_s, missing, 0)) return -1;
         for (int r = 0; r < s->p; r++) {
             int64_t a, l;
             if (r == s->me) continue;
@@ -287,7 +350,7 @@ int hpr_shm_reduce_part(hpr_shm_t *s, const void *x, int64_t n, int dtype, int o
     if (isz == 0 || s->p > 512 || n * isz > s->slot) return -2;
     bank = (int)(s->uses++ & 1);
     memcpy(slot_of(s, bank, s->me), x, (size_t)(n * isz));
-    if (hpr_shm_barrier(s, timeout_s, missing)) return -1;
+    if (barrier(s, timeout_s, missing, 0)) return -1;
     if (reduce_part_bank(s, bank, n, dtype, op, 1.0, part_off, part_len, nthreads)) return -2;
     *part_ptr = slot_of(s, bank, s->me) + *part_off * isz;
     return 0;
@@ -297,16 +360,14 @@ int hpr_shm_finish_round(hpr_shm_t *s, void *x, int64_t n, int dtype, double tim
     int isz = hpr_dtype_size(dtype);
     int bank = (int)((s->uses - 1) & 1);
     if (isz == 0) return -2;
-    if (hpr_shm_barrier(s, timeout_s, missing)) return -1;
+    if (barrier(s, timeout_s, missing, 0)) return -1;
     gather_parts(s, bank, (char *)x, n, isz);
     return 0;
 }
 
-/* Progress counters for the pipelined direct path live 64 bytes into each rank's flag line. */
-#define PROGRESS_FIELD 8
 
 static int wait_progress(hpr_shm_t *s, uint64_t target, double timeout_s, int *missing) {
-    return wait_field(s, PROGRESS_FIELD, target, timeout_s, missing);
+    return wait_field(s, PROGRESS_FIELD, target, timeout_s, missing, 0);
 }
 
 /* Chunks of the pipelined direct path: small enough that a neighbour's freshly reduced part is still
@@ -330,14 +391,14 @@ int hpr_shm_allreduce_direct(hpr_shm_t *s, char *const *bases, int64_t byte_off,
     mine[3] = (uint64_t)(uint32_t)dtype;
     mine[4] = (uint64_t)(uint32_t)op;
     mine[5] = scale_bits;
-    if (hpr_shm_barrier(s, timeout_s, missing)) return -1;
+    if (barrier(s, timeout_s, missing, 0)) return -1;
     for (int r = 0; r < s->p; r++) {
         uint64_t *f = flag_of(s, r);
         if (f[1] != (uint64_t)n || f[2] != (uint64_t)byte_off || f[3] != mine[3] || f[4] != mine[4]
             || f[5] != scale_bits) agree = 0;
     }
     if (!agree) {
-        if (hpr_shm_barrier(s, timeout_s, missing)) return -1;  /* nobody leaves while others read */
+        if (barrier(s, timeout_s, missing, 0)) return -1;  /* nobody leaves while others read */
         return -3;
     }
     /* Chunk k: reduce this rank's part of it from every rank's buffer, announce progress, then copy
@@ -377,5 +438,5 @@ int hpr_shm_allreduce_direct(hpr_shm_t *s, char *const *bases, int64_t byte_off,
     s->progress = base + (uint64_t)nchunks;
     if (nt) fence_nt();
     /* nobody returns (and writes its buffer again) while a neighbour may still be copying from it */
-    return hpr_shm_barrier(s, timeout_s, missing) ? -1 : 0;
+    return barrier(s, timeout_s, missing, 0) ? -1 : 0;
 }

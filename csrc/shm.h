@@ -5,7 +5,10 @@
  * gives its core to a computing one under any launcher.
  *
  * Segment layout (p ranks, S = slot bytes):
- *   [0, 128*p)            flag of rank r at byte 128*r (its own cache-line pair: no false sharing)
+ *   [0, 256*p)            the flag lines of rank r at byte 256*r (its own four cache lines: no false
+ *                         sharing): the barrier count and the direct path's call signature; the direct
+ *                         path's progress count; two banks of one line each for tiny messages, a call
+ *                         number and up to HPR_SHM_TINY_BYTES of data side by side
  *   [HDR, HDR + 2*p*S)    two banks of p slots; bank b, rank r at HDR + (b*p + r)*S
  * Banks alternate on every use, so a rank may refill a bank once one barrier separates it from the
  * last readers of that bank (the argument is written out in docs/architecture.md). */
@@ -24,7 +27,8 @@ typedef struct {
     int64_t spin_ns;    /* how long a wait spins before it starts to sleep */
 } hpr_shm_t;
 
-#define HPR_SHM_FLAG_STRIDE 128
+#define HPR_SHM_FLAG_STRIDE 256
+#define HPR_SHM_TINY_BYTES 56  /* a tiny message and the call number that publishes it share a line */
 int64_t hpr_shm_header_bytes(int p);
 int64_t hpr_shm_segment_bytes(int p, int64_t slot);
 
@@ -32,8 +36,10 @@ int64_t hpr_shm_segment_bytes(int p, int64_t slot);
  * or -2 for bad arguments (unknown dtype/op). */
 int hpr_shm_barrier(hpr_shm_t *s, double timeout_s, int *missing);
 
-/* In-place allreduce of n elements of x over the node's ranks; scale != 1 for avg. Up to `small` bytes:
- * one barrier; beyond, rounds of one slot with one barrier each (plus one), pipelined (see shm.c). */
+/* In-place allreduce of n elements of x over the node's ranks; scale != 1 for avg. Up to
+ * min(small, HPR_SHM_TINY_BYTES) bytes: each rank publishes x in its tiny line, one meeting; up to
+ * `small` bytes: one barrier; beyond, rounds of one slot with one barrier each (plus one), pipelined
+ * (see shm.c). Every rank reduces in rank order: the results are the same bits on every rank. */
 int hpr_shm_allreduce(hpr_shm_t *s, void *x, int64_t n, int dtype, int op, double scale,
                       double timeout_s, int *missing, int nthreads);
 

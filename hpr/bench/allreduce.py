@@ -1,5 +1,6 @@
 """``mpiexec -n N python -m hpr.bench allreduce``: hpr's in-place allreduce against the MPI library's own
-in-place MPI_Allreduce in the same run, float32 sums from 8 B to 256 MiB. Prints latency (median, or
+in-place MPI_Allreduce in the same run, float32 sums from 8 B to 256 MiB (--min-bytes times powers of --factor, and always
+--max-bytes itself as the last row). Prints latency (median, or
 with ``--stat min`` the minimum, over rounds that run every library once in turn) and bus bandwidth (bytes/time × 2(n-1)/n, as nccl-tests defines it) for
 
   MPI          MPI_Allreduce(IN_PLACE) on a numpy array
@@ -49,11 +50,13 @@ def time_op(fn, iters, comm):
 
 
 def sizes(lo, hi, factor):
-    """Message sizes in bytes, lo, lo * factor, ... up to hi, as float32 element counts (at least 1)."""
+    """Message sizes lo, lo * factor, ... below hi, then hi itself (the sweep always ends at hi, even when
+    no power of factor lands on it: 8 B * 4^k skips 256 MiB), as float32 element counts (at least 1)."""
     n = lo
-    while n <= hi:
+    while n < hi:
         yield max(1, n // 4)
         n *= factor
+    yield max(1, hi // 4)
 
 
 def busbw(count, t, p):
@@ -115,7 +118,7 @@ def time_all(fns, budget, comm, stat="median"):
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m hpr.bench allreduce", description=__doc__.split("\n\n")[0])
     ap.add_argument("--min-bytes", default="8", help="smallest message (default 8)")
-    ap.add_argument("--max-bytes", default="256M", help="largest message (default 256M)")
+    ap.add_argument("--max-bytes", default="256M", help="largest message, always the last row (default 256M)")
     ap.add_argument("--factor", type=int, default=4, help="size step (default 4)")
     ap.add_argument("--budget", type=float, default=0.4, help="seconds per size and library (default 0.4)")
     ap.add_argument("--stat", default="median", choices=("median", "min"),

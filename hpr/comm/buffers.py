@@ -44,21 +44,22 @@ def host_view(x, what, writable=True):
     return x if x.ndim == 1 else x.reshape(-1)
 
 
-_codes = {}  # (dtype, op) -> the codes of a valid reduction (every collective call asks)
+_codes = {}  # dtype -> {op: the codes of a valid reduction} (every collective call asks; two plain
+# lookups cost less than one with a (dtype, op) key, whose tuple and dtype hash are made anew each call)
 
 
 def reduction_codes(dtype, op, what):
     """(kernel dtype code, kernel op code, is_avg) of a reduction, or ConfigError naming what is allowed."""
     try:
-        return _codes[dtype, op]
+        return _codes[dtype][op]
     except (KeyError, TypeError):  # TypeError: an unhashable op, refused below
         pass
     d = dtype_code(dtype)
     if not isinstance(op, str):
         raise ConfigError(f"{what}: op {op!r} is not a reduction name; use one of sum, max, min, avg")
     o, avg = op_code(op, d)
-    if len(_codes) < 256:
-        _codes[dtype, op] = (d, o, avg)
+    if len(_codes) < 64:
+        _codes.setdefault(dtype, {})[op] = (d, o, avg)
     return d, o, avg
 
 

@@ -24,7 +24,7 @@ from ..errors import CommError, CommMismatch, ConfigError
 from ..kernels import reduce as reduce_kernels
 from . import algorithms as alg
 from . import wait
-from .buffers import as_bytes
+from .buffers import as_bytes, host_view
 from .cost import CostModel
 from .shm import NodeShm, SharedAlloc, allocate_shared, find_alloc, node_layout, split_node
 from .wait import OpContext, wait_all
@@ -315,6 +315,38 @@ class Channel:
         the cost model's choice for link's size (what runs between nodes and on device buffers)."""
         algo = self.forced if self.forced in alg.ALLREDUCE else self.cost.choose(x.nbytes, link.size, None)
         return alg.ALLREDUCE[algo](link, x, red, scale)
+
+    def allreduce_array(self, x, dcode, ocode, avg):
+        """Communicator.allreduce of a numpy array x (any shape), in place. A message that the plan
+        sends through the node engine's staged path (no comm.alloc buffer can take it) goes to the
+        engine straight from here: small messages' hot path, where each Python layer costs as much as
+        the engine's own work. The engine's buffer request is the check that x is C-contiguous and
+        writable (it fails before any rank is met; host_view then says what to pass instead), and the
+        operation's context is made only when the call fails. Anything else: allreduce."""
+        n = x.nbytes
+        node = self._node
+        if node is None or self.check or n >= DIRECT_MIN_BYTES or (self.choices.get(n) or self.choose(n)) != "shm":
+            return self.allreduce(host_view(x, "allreduce"), dcode, ocode, avg)
+        if self.health.failure is not None:
+            self.health.check()
+        self.seq += 1
+        try:
+            missing = node.engine.allreduce(x, dcode, ocode, 1.0 / self.size if avg else 1.0, self.timeout,
+                                            self.threads)
+        except (BufferError, ValueError) as e:
+            if not (x.flags.c_contiguous and x.flags.writeable):
+                self.seq -= 1  # refused before any rank was met: the ranks stay in step
+                host_view(x, "allreduce")  # the ConfigError users see
+            self.health.poison(self.rank, f"allreduce #{self.seq}", e)
+            raise
+        except BaseException as e:
+            self.health.poison(self.rank, f"allreduce #{self.seq}", e)
+            raise
+        if missing >= 0:
+            e = self.shm_missing(self.begin("allreduce", False), missing)
+            self.health.poison(self.rank, f"allreduce #{self.seq}", e)
+            raise e
+        return x
 
     @guarded
     def allreduce(self, x, dcode, ocode, avg, op_name="allreduce", gpu=None):

@@ -24,7 +24,7 @@ from mpi4py import MPI
 from .. import config as hpr_config
 from ..errors import ConfigError
 from ..kernels.reduce import dtype_code
-from .buffers import Buffers, as_bytes, host_view, reduction_codes
+from .buffers import Buffers, as_bytes, reduction_codes
 from .channel import Channel, Health, setup_meeting
 from .progress import Handle, Progress, Request
 from .wait import wait_all
@@ -185,9 +185,8 @@ class Communicator:
     def allreduce(self, x, op="sum"):
         """In place: x becomes the element-wise op over every rank's x; returns x."""
         if type(x) is np.ndarray:  # the common case, without a Buffer (nothing to stage or copy back)
-            flat = host_view(x, "allreduce")
             d, o, avg = reduction_codes(x.dtype, op, "allreduce")
-            self._main.allreduce(flat, d, o, avg)
+            self._main.allreduce_array(x, d, o, avg)
             return x
         buf = self._buffers.adapt(x, "allreduce")
         d, o, avg = reduction_codes(x.dtype, op, "allreduce")
