@@ -25,7 +25,7 @@ def test_benchmark_runs_and_writes_json(tmp_path, env):
                          capture_output=True, text=True, timeout=60, env=env).stdout.strip().splitlines()[0]
     assert data["ranks"] == 2, data["ranks"]
     assert data["mpi"] == lib.strip(), (data["mpi"], lib)
-    assert [r["bytes"] for r in data["rows"]] == [8, 32, 128, 512, 2048, 8192, 32768]
+    assert [r["bytes"] for r in data["rows"]] == [8, 32, 128, 512, 2048, 8192, 32768, 65536]  # the sweep ends at --max-bytes
     for r in data["rows"]:
         assert r["hpr_us"] > 0 and r["mpi_us"] > 0 and r["hpr_busbw_gbps"] > 0 and r["mpi_busbw_gbps"] > 0
 

@@ -77,6 +77,6 @@ def test_allreduce_benchmark_on_devices(env, tmp_path, aware):
     r = mpi_job(2, argv, tmp_path, env, 120, HPR_CUDA_AWARE=aware)
     assert r.code == 0, r.out + r.err
     res = json.loads(out.read_text())
-    assert res["cuda_aware"] == (aware == "1") and [row["bytes"] for row in res["rows"]] == [8, 32, 128, 512, 2048]
+    assert res["cuda_aware"] == (aware == "1") and [row["bytes"] for row in res["rows"]] == [8, 32, 128, 512, 2048, 4096]
     assert ("on the device buffer" if aware == "1" else "copy to host") in res["reference"]
     assert all(row["hpr_us"] > 0 and row["ref_us"] > 0 for row in res["rows"])
