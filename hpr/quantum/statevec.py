@@ -30,9 +30,11 @@ def _memory_available():
 # top qubit at n = 25 ran at 15 GB/s from such a buffer and at 22 GB/s (32 staged) from one aligned to 64
 # bytes. States of >= STATE_HUGE_FROM bytes get their own anonymous mapping, page aligned, advised onto
 # transparent huge pages (MADV_HUGEPAGE; THP is often in "madvise" mode): a dense gate on the middle and low
-# qubits ran 15-25% faster on 2 MiB pages than on 4 KiB ones, and the top qubit the same on both.
+# qubits ran 15-25% faster on 2 MiB pages than on 4 KiB ones, and the top qubit the same on both. Smaller
+# states (a batch of small circuits, made anew per forward) stay numpy buffers, 64-byte aligned: a fresh
+# mapping per call measured ~2% slower there (its pages faulted in every time).
 STATE_ALIGN = 64              # bytes: a cache line, one AVX-512 vector
-STATE_HUGE_FROM = 4 << 20     # bytes: from here a state is a huge-page mapping of its own
+STATE_HUGE_FROM = 32 << 20    # bytes: from here (n >= 21 in complex128) a state is a huge-page mapping
 
 
 def state_zeros(shape, dtype, xp=np):
