@@ -343,9 +343,9 @@ HPR_KERNEL void FN(hpr_sv_apply_1q)(REAL *psi, int64_t B, int N, int q, int64_t 
     sv_plan p;
     sv_plan_make(&p, B, N, cmask | (INT64_C(1) << q));
     int64_t off = 2 * (INT64_C(1) << q); /* REALs from the bit-0 to the bit-1 amplitude */
-    /* far pairs staged in complex128 only: in complex64 (n = 26, qubit 25) the staged dense gate measured
-     * ~15% slower than the direct loop, in complex128 (n = 25, qubit 24) 3-6% faster; short runs: as for X */
-    const int far = sizeof(REAL) == 8 && FN(sv_is_far)(off) && p.Lr >= 64;
+    /* far pairs staged in both precisions (complex64 at n = 26, qubit 25: 49 ms direct, 45-46 staged; the
+     * ~15% loss measured before was the staged code run out of line, as baseline SSE2); short runs: as for X */
+    const int far = FN(sv_is_far)(off) && p.Lr >= 64;
     OMP_ITEMS
     for (int64_t w = 0; w < p.W; w++) {
         const REAL *u = U + (w / p.per) * ustride;
