@@ -42,7 +42,13 @@
  * both runs element by element ran at 11 GB/s on the AMD EPYC here, against 45-53 GB/s for runs 2**25 to
  * 2**27 bytes apart; the same bytes moved one far run at a time through a buffer in L1 (copy in, apply,
  * copy out) ran at 26-30 GB/s at every distance (1 thread, CPU time; a property of the memory system's
- * address mapping, not of the page size: the same with and without huge pages). So such pairs are
+ * address mapping, not of the page size: the same with 2 MiB and with 4 KiB pages, re-measured for issue
+ * 21). The far loop's cost goes with its number of accesses, not its bytes: element-wise over runs 2**28
+ * bytes apart, 16-byte (SSE2) accesses ran at 5.3 GB/s, 32-byte (AVX2) at 10.6, 64-byte (AVX-512) at 22,
+ * and 64-byte accesses that straddle two lines (a buffer 16 bytes off a line, as numpy's are) at 14; so
+ * every helper here is SV_INLINE (inlined into each target clone; sv_far_1q out of line ran the baseline
+ * SSE2 code under the AVX-512 clone: H on qubit 24 at n = 25 took 65 ms, inlined 41) and hpr's states are
+ * allocated 64-byte aligned (hpr.quantum.statevec.state_zeros). So such pairs are
  * staged: SV_FAR_STAGED copies chunks of SV_FAR_CHUNK amplitudes of both runs into bx, by, runs BODY
  * on them (L_ amplitudes, the chunk's first at amplitude s_ of the run) and copies them back. The
  * threshold is a setting (hpr_sv_far_bytes) so the tests can send small states down these paths. */
@@ -162,7 +168,8 @@ static inline void sv_generator(const int64_t *op, int64_t *x, int64_t *z, int *
         }                                                                                          \
     } while (0)
 #define SV1_NORED
-/* the compiled-program helpers are inlined into each target clone of their callers */
+/* every helper of statevec_impl.h is inlined into each target clone of its callers (HPR_KERNEL): one left
+ * out of line is compiled once, for the baseline ISA, and runs that code under every clone */
 #define SV_INLINE static inline __attribute__((always_inline))
 
 /* compiled programs: states of at most 2**SV1_SMALL_N amplitudes take the one-state kernels (no

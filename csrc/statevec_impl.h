@@ -4,7 +4,7 @@
  * Sums (expectation values) are accumulated in double for both precisions. */
 
 /* x[j], y[j] <- u00 x[j] + u01 y[j], u10 x[j] + u11 y[j] for j < L (x, y runs of L amplitudes) */
-static inline void FN(sv_run_1q)(REAL *restrict x, REAL *restrict y, int64_t L, const REAL *u) {
+SV_INLINE void FN(sv_run_1q)(REAL *restrict x, REAL *restrict y, int64_t L, const REAL *u) {
     const REAL ar = u[0], ai = u[1], br = u[2], bi = u[3], cr = u[4], ci = u[5], dr = u[6], di = u[7];
     SIMD
     for (int64_t j = 0; j < L; j++) {
@@ -17,7 +17,7 @@ static inline void FN(sv_run_1q)(REAL *restrict x, REAL *restrict y, int64_t L, 
 }
 
 /* the same for a real U (H, RY, X-like): half the arithmetic */
-static inline void FN(sv_run_1q_real)(REAL *restrict x, REAL *restrict y, int64_t L, const REAL *u) {
+SV_INLINE void FN(sv_run_1q_real)(REAL *restrict x, REAL *restrict y, int64_t L, const REAL *u) {
     const REAL a = u[0], b = u[2], c = u[4], d = u[6];
     SIMD
     for (int64_t j = 0; j < 2 * L; j++) {
@@ -28,7 +28,7 @@ static inline void FN(sv_run_1q_real)(REAL *restrict x, REAL *restrict y, int64_
 }
 
 /* x[j] *= d for j < L */
-static inline void FN(sv_run_scale)(REAL *restrict x, int64_t L, REAL dr, REAL di) {
+SV_INLINE void FN(sv_run_scale)(REAL *restrict x, int64_t L, REAL dr, REAL di) {
     SIMD
     for (int64_t j = 0; j < L; j++) {
         REAL xr = x[2 * j], xi = x[2 * j + 1];
@@ -38,7 +38,7 @@ static inline void FN(sv_run_scale)(REAL *restrict x, int64_t L, REAL dr, REAL d
 }
 
 /* exchange runs x[0:L] and y[0:L] of amplitudes */
-static inline void FN(sv_run_swap)(REAL *restrict x, REAL *restrict y, int64_t L) {
+SV_INLINE void FN(sv_run_swap)(REAL *restrict x, REAL *restrict y, int64_t L) {
     SIMD
     for (int64_t j = 0; j < 2 * L; j++) {
         REAL t = x[j];
@@ -48,10 +48,10 @@ static inline void FN(sv_run_swap)(REAL *restrict x, REAL *restrict y, int64_t L
 }
 
 /* 1 where pairs off REALs apart are far (statevec.c, "far pairs"): staged through buffers */
-static inline int FN(sv_is_far)(int64_t off) { return off * (int64_t)sizeof(REAL) >= sv_far_bytes; }
+SV_INLINE int FN(sv_is_far)(int64_t off) { return off * (int64_t)sizeof(REAL) >= sv_far_bytes; }
 
 /* exchange far runs x[0:L] and y[0:L]: x -> buffer, y -> x, buffer -> y, each copy streaming one far run */
-static inline void FN(sv_far_swap)(REAL *x, REAL *y, int64_t L) {
+SV_INLINE void FN(sv_far_swap)(REAL *x, REAL *y, int64_t L) {
     REAL t[2 * SV_FAR_CHUNK];
     for (int64_t s = 0; s < L; s += SV_FAR_CHUNK) {
         const int64_t c = L - s < SV_FAR_CHUNK ? L - s : SV_FAR_CHUNK;
@@ -65,7 +65,7 @@ static inline void FN(sv_far_swap)(REAL *x, REAL *y, int64_t L) {
 /* the 2x2 U on far runs x[0:L], y[0:L]: per chunk, x -> buffer t, then x <- u00 t + u01 y (reading y's
  * chunk into cache) and y <- u10 t + u11 y (y's chunk now in cache). Staging y as well (both copies
  * first, then the two loops) measured no faster here, so y is read in place. */
-static inline void FN(sv_far_1q)(REAL *x, REAL *y, int64_t L, const REAL *u) {
+SV_INLINE void FN(sv_far_1q)(REAL *x, REAL *y, int64_t L, const REAL *u) {
     REAL t[2 * SV_FAR_CHUNK];
     const REAL ar = u[0], ai = u[1], br = u[2], bi = u[3], cr = u[4], ci = u[5], dr = u[6], di = u[7];
     for (int64_t s = 0; s < L; s += SV_FAR_CHUNK) {
@@ -87,9 +87,24 @@ static inline void FN(sv_far_1q)(REAL *x, REAL *y, int64_t L, const REAL *u) {
     }
 }
 
+/* sv_far_1q for a real U (H, RY, X-like): the same two passes, re and im taking the same coefficients */
+SV_INLINE void FN(sv_far_1q_real)(REAL *x, REAL *y, int64_t L, const REAL *u) {
+    REAL t[2 * SV_FAR_CHUNK];
+    const REAL a = u[0], b = u[2], c = u[4], d = u[6];
+    for (int64_t s = 0; s < L; s += SV_FAR_CHUNK) {
+        const int64_t n = 2 * (L - s < SV_FAR_CHUNK ? L - s : SV_FAR_CHUNK); /* REALs in the chunk */
+        REAL *restrict fx = x + 2 * s, *restrict fy = y + 2 * s;
+        memcpy(t, fx, (size_t)n * sizeof(REAL));
+        SIMD
+        for (int64_t j = 0; j < n; j++) fx[j] = a * t[j] + b * fy[j];
+        SIMD
+        for (int64_t j = 0; j < n; j++) fy[j] = c * t[j] + d * fy[j];
+    }
+}
+
 /* CNOT with the low control c < 3 on runs x, y of L amplitudes (x's first aligned to 8): in each block of
  * 2**(c+1) amplitudes the upper 2**c (control 1) are exchanged; REAL r is there when bit c+1 of r is set */
-static inline void FN(sv_run_select_low)(REAL *restrict x, REAL *restrict y, int64_t L, int c) {
+SV_INLINE void FN(sv_run_select_low)(REAL *restrict x, REAL *restrict y, int64_t L, int c) {
     SIMD
     for (int64_t r = 0; r < 2 * L; r++) {
         int up = (int)((r >> (c + 1)) & 1);
@@ -99,9 +114,23 @@ static inline void FN(sv_run_select_low)(REAL *restrict x, REAL *restrict y, int
     }
 }
 
+/* CNOT with control 2 on runs x, y of L amplitudes (x's first aligned to 8) in complex128: the upper 4 of
+ * every 8 amplitudes, one 64-byte line (states are 64-byte aligned), are exchanged; the control-0 lines are
+ * never touched (half the memory traffic of sv_run_select_low) */
+SV_INLINE void FN(sv_run_swap_c2)(REAL *restrict x, REAL *restrict y, int64_t L) {
+    for (int64_t k = 8; k < 2 * L; k += 16) {
+        SIMD
+        for (int j = 0; j < 8; j++) {
+            REAL t = x[k + j];
+            x[k + j] = y[k + j];
+            y[k + j] = t;
+        }
+    }
+}
+
 /* X on runs x, y of L amplitudes where the controls hold: amplitude j of x has index i0 + j (in its state
  * after & M1) */
-static inline void FN(sv_run_select)(REAL *restrict x, REAL *restrict y, int64_t L, int64_t i0, int64_t M1,
+SV_INLINE void FN(sv_run_select)(REAL *restrict x, REAL *restrict y, int64_t L, int64_t i0, int64_t M1,
                                      int64_t cmask) {
     SIMD
     for (int64_t j = 0; j < L; j++) {
@@ -114,7 +143,7 @@ static inline void FN(sv_run_select)(REAL *restrict x, REAL *restrict y, int64_t
 
 /* (x, y) <- (a x + b y, c x + d y) for a real U on low qubit Q (1 or 2, a compile-time constant after
  * inlining) over n amplitudes: blocks of 2**(Q+1) amplitudes, x the lower half, y the upper */
-static inline __attribute__((always_inline)) void FN(sv_low_real)(REAL *psi, int64_t n, const REAL *U, const int Q) {
+SV_INLINE void FN(sv_low_real)(REAL *psi, int64_t n, const REAL *U, const int Q) {
     const REAL a = U[0], b = U[2], c = U[4], d = U[6];
     const int64_t H = INT64_C(2) << Q; /* REALs in a half block */
     for (int64_t k = 0; k < 2 * n; k += 2 * H) {
@@ -132,7 +161,7 @@ static inline __attribute__((always_inline)) void FN(sv_low_real)(REAL *psi, int
  * vector extensions, a pair v = (xr, xi, yr, yi) is one vector and the product is
  * A0 v + A1 swap(v) + B0 w + B1 swap(w), w = (yr, yi, xr, xi), since (p + i q)(r + i s) = p (r, s) + q (-s, r):
  * measured ~20% faster than the scalar form on a state in cache (AVX2 and AVX-512 alike). */
-static inline void FN(sv_q0_pairs)(REAL *restrict x, int64_t L, const REAL *u) {
+SV_INLINE void FN(sv_q0_pairs)(REAL *restrict x, int64_t L, const REAL *u) {
 #if HPR_SV_VECTOR_EXT
     typedef FN(sv_v4) v4;
     typedef FN(sv_v4i) v4i;
@@ -163,7 +192,7 @@ static inline void FN(sv_q0_pairs)(REAL *restrict x, int64_t L, const REAL *u) {
 /* Qubit Q = 1 or 2 (a compile-time constant after inlining) over n amplitudes (whole blocks of
  * 2**(Q+1), x the lower half of a block, y the upper): runs of 2 or 4 amplitudes would each cost a
  * run set-up in the general walk, so these walk the blocks with loops of constant length. */
-static inline __attribute__((always_inline)) void FN(sv_low_1q)(REAL *psi, int64_t n, const REAL *u, const int Q) {
+SV_INLINE void FN(sv_low_1q)(REAL *psi, int64_t n, const REAL *u, const int Q) {
     const REAL ar = u[0], ai = u[1], br = u[2], bi = u[3], cr = u[4], ci = u[5], dr = u[6], di = u[7];
     const int64_t H = INT64_C(1) << Q; /* amplitudes in a half block */
     for (int64_t k = 0; k < 2 * n; k += 4 * H) {
@@ -180,7 +209,7 @@ static inline __attribute__((always_inline)) void FN(sv_low_1q)(REAL *psi, int64
 }
 
 /* amplitude *= d[bit Q] for Q = 1 to 4 over n amplitudes; a half whose entry is exactly 1 is left alone */
-static inline __attribute__((always_inline)) void FN(sv_low_diag)(REAL *psi, int64_t n, const REAL *d, const int Q) {
+SV_INLINE void FN(sv_low_diag)(REAL *psi, int64_t n, const REAL *d, const int Q) {
     const int64_t H = INT64_C(1) << Q;
     const REAL d0r = d[0], d0i = d[1], d1r = d[2], d1i = d[3];
     const int one0 = d0r == 1 && d0i == 0, one1 = d1r == 1 && d1i == 0;
@@ -214,7 +243,7 @@ static inline __attribute__((always_inline)) void FN(sv_low_diag)(REAL *psi, int
 }
 
 /* X on qubit Q = 0, 1 or 2 over n amplitudes: the halves of every block exchanged */
-static inline __attribute__((always_inline)) void FN(sv_low_swap)(REAL *psi, int64_t n, const int Q) {
+SV_INLINE void FN(sv_low_swap)(REAL *psi, int64_t n, const int Q) {
     const int64_t H = INT64_C(2) << Q; /* REALs in a half block */
     for (int64_t k = 0; k < 2 * n; k += 2 * H) {
         REAL *x = psi + k, *y = x + H;
@@ -246,7 +275,7 @@ static inline __attribute__((always_inline)) void FN(sv_low_swap)(REAL *psi, int
 
 /* X on target t < 3 where the single control c < 3 is 1, over n amplitudes: in every block of 8
  * amplitudes the same fixed permutation (a table of 8) */
-static inline __attribute__((always_inline)) void FN(sv_low_x_tc)(REAL *psi, int64_t n, const int t, const int c) {
+SV_INLINE void FN(sv_low_x_tc)(REAL *psi, int64_t n, const int t, const int c) {
     for (int64_t k = 0; k < 2 * n; k += 16) {
         REAL *v = psi + k;
         for (int i = 0; i < 8; i++) /* constant t, c: the loop unrolls into the block's few swaps */
@@ -261,7 +290,7 @@ static inline __attribute__((always_inline)) void FN(sv_low_x_tc)(REAL *psi, int
     }
 }
 
-static inline void FN(sv_low_x)(REAL *psi, int64_t n, int t, int c) {
+SV_INLINE void FN(sv_low_x)(REAL *psi, int64_t n, int t, int c) {
     switch (3 * t + c) { /* t != c, both < 3: six cases, each with constants */
     case 1: FN(sv_low_x_tc)(psi, n, 0, 1); break;
     case 2: FN(sv_low_x_tc)(psi, n, 0, 2); break;
@@ -314,14 +343,16 @@ HPR_KERNEL void FN(hpr_sv_apply_1q)(REAL *psi, int64_t B, int N, int q, int64_t 
     sv_plan p;
     sv_plan_make(&p, B, N, cmask | (INT64_C(1) << q));
     int64_t off = 2 * (INT64_C(1) << q); /* REALs from the bit-0 to the bit-1 amplitude */
-    /* far pairs staged in complex128 only: in complex64 (n = 26, qubit 25) the staged dense gate measured
-     * ~15% slower than the direct loop, in complex128 (n = 25, qubit 24) 3-6% faster; short runs: as for X */
-    const int far = sizeof(REAL) == 8 && FN(sv_is_far)(off) && p.Lr >= 64;
+    /* far pairs staged in both precisions (complex64 at n = 26, qubit 25: 49 ms direct, 45-46 staged; the
+     * ~15% loss measured before was the staged code run out of line, as baseline SSE2); short runs: as for X */
+    const int far = FN(sv_is_far)(off) && p.Lr >= 64;
     OMP_ITEMS
     for (int64_t w = 0; w < p.W; w++) {
         const REAL *u = U + (w / p.per) * ustride;
         const int real = u[1] == 0 && u[3] == 0 && u[5] == 0 && u[7] == 0;
-        if (far) {
+        if (far && real) {
+            SV_RUNS(p, w, cmask, FN(sv_far_1q_real)(x, x + off, p.Lr, u);)
+        } else if (far) {
             SV_RUNS(p, w, cmask, FN(sv_far_1q)(x, x + off, p.Lr, u);)
         } else if (real) {
             SV_RUNS(p, w, cmask, FN(sv_run_1q_real)(x, x + off, p.Lr, u);)
@@ -555,10 +586,15 @@ HPR_KERNEL void FN(hpr_sv_apply_x)(REAL *psi, int64_t B, int N, int q, int64_t c
     if (cmask == (INT64_C(1) << lowc) && lowc < 3 && q >= 3) { /* CNOT with a low control: in the target's
         * long runs (aligned to 8 amplitudes), swap the upper 2**c of every 2**(c+1) amplitudes */
         sv_plan_make(&p, B, N, INT64_C(1) << q);
+        /* far pairs with control 2 in complex128: the control-1 amplitudes are whole lines, swapped in place
+         * (n = 25, target 24: 40 ms staged, 30 direct by lines; Lightning 34); nearer pairs stream every line
+         * (by lines, skipping every other one, measured 19 -> 29 ms for target 23: the prefetchers lose) */
+        const int lines = far && lowc == 2 && sizeof(REAL) == 8;
         OMP_ITEMS
         for (int64_t w = 0; w < p.W; w++) {
             SV_RUNS(p, w, 0, {
-                if (far) SV_FAR_STAGED(x, x + off, p.Lr, FN(sv_run_select_low)(bx, by, L_, (int)lowc););
+                if (lines) FN(sv_run_swap_c2)(x, x + off, p.Lr);
+                else if (far) SV_FAR_STAGED(x, x + off, p.Lr, FN(sv_run_select_low)(bx, by, L_, (int)lowc););
                 else FN(sv_run_select_low)(x, x + off, p.Lr, (int)lowc);
             })
         }
@@ -620,7 +656,7 @@ HPR_KERNEL void FN(hpr_sv_apply_swap)(REAL *psi, int64_t B, int N, int q1, int q
  * bits q < K are folded: the upper half's sum is bit K-1's share; adding the upper half onto the lower
  * leaves the same problem on K-1 bits (2**K adds per block in all). Bits q >= K are constant over a
  * block, which adds its total where the bit is set. */
-static double FN(sv_ez_blocks)(const REAL *a, int N, int K, int64_t k0, int64_t k1, double *acc) {
+SV_INLINE double FN(sv_ez_blocks)(const REAL *a, int N, int K, int64_t k0, int64_t k1, double *acc) {
     double tmp[1 << SV_EZ_BITS], total = 0;
     int64_t M = INT64_C(1) << K;
     for (int64_t k = k0; k < k1; k++) {
@@ -677,7 +713,7 @@ HPR_KERNEL void FN(hpr_sv_probabilities)(REAL *out, const REAL *psi, int64_t B, 
 
 /* sum over i in [i0, i1) of conj(l[i ^ x]) (-1)^popcount(i & z) a[i], into (*re, *im): <l| P |a> up to
  * P's phase; l = a gives the expectation, two states the adjoint gradients' <lambda| P |psi> */
-static inline void FN(sv_pauli_overlap_range)(const REAL *l, const REAL *a, int64_t i0, int64_t i1, int64_t x,
+SV_INLINE void FN(sv_pauli_overlap_range)(const REAL *l, const REAL *a, int64_t i0, int64_t i1, int64_t x,
                                               int64_t z, double *re, double *im) {
     double sr = 0, si = 0;
     SIMD_SUM2(sr, si)

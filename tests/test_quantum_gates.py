@@ -316,3 +316,36 @@ def test_sizes_checked_before_allocating():
         StateVector(0)
     with pytest.raises(hpr.ConfigError):
         StateVector(3, dtype=np.float64)
+
+
+@pytest.mark.parametrize("huge_from", [32 << 20, 1024], ids=["default", "mapped"])
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_state_allocation_aligned_and_exact(huge_from, dtype, monkeypatch):
+    """States come from hpr.quantum.statevec.state_zeros: zeroed, writable, C-contiguous, the first
+    amplitude on a 64-byte line (page-aligned where a state is its own huge-page mapping: huge_from lowered
+    so small states take that path too); gates on them equal the dense reference."""
+    from hpr.quantum import statevec as S
+
+    monkeypatch.setattr(S, "STATE_HUGE_FROM", huge_from)
+    rng = np.random.default_rng(21)
+    for n, b in [(1, 1), (3, 2), (6, 3)]:
+        raw = S.state_zeros((b, 1 << n), dtype)
+        assert raw.shape == (b, 1 << n) and raw.dtype == dtype and raw.flags.c_contiguous and raw.flags.writeable
+        assert raw.ctypes.data % 64 == 0  # a 64-byte line: what the AVX-512 kernels load
+        if raw.nbytes >= huge_from:
+            assert raw.ctypes.data % 4096 == 0
+        np.testing.assert_array_equal(raw, 0)
+        sv = StateVector(n, batch=b, dtype=dtype)
+        assert sv.state.ctypes.data % 64 == 0
+        s0 = rng.standard_normal((b, 1 << n)) + 1j * rng.standard_normal((b, 1 << n))
+        s0 = (s0 / np.linalg.norm(s0, axis=1, keepdims=True)).astype(dtype)
+        sv.amplitudes[...] = s0
+        want = s0.astype(np.complex128)
+        for name, qs in [("h", [n - 1]), ("ry", [0]), ("cx", [0, n - 1]), ("t", [n - 1]), ("u3", [n // 2])]:
+            if len(set(qs)) < len(qs):
+                continue
+            gate = GATES[name]
+            params = [0.3, -0.7, 1.1][:gate.n_params]
+            sv.apply(name, qs, params if params else None)
+            want = want @ embed(np.asarray(REF[name](*params), complex), qs, n).T
+        np.testing.assert_allclose(sv.amplitudes, want, **tol(dtype), err_msg=f"n = {n}")

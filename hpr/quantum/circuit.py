@@ -18,6 +18,7 @@ from ..errors import ConfigError
 from ..kernels import gpu
 from ..kernels import statevec as K
 from . import gates as G
+from .statevec import state_zeros
 
 GENERATORS = {"rx": "X", "ry": "Y", "rz": "Z", "rzz": "ZZ"}  # trainable: exp(-i theta G / 2)
 
@@ -100,7 +101,7 @@ class Circuit:
         """(program, final states (B, 2**n)) from |0...0>: one kernel call for the whole batch."""
         inputs, weights = self._check(inputs, weights, dtype)
         prog = self.compile(fuse)
-        s = xp_of(inputs).zeros((inputs.shape[0], 1 << self.n), dtype)
+        s = state_zeros((inputs.shape[0], 1 << self.n), dtype, xp_of(inputs))  # (B, 2**n)
         s[:, 0] = 1
         prog.run(s, inputs, weights)
         return prog, s, inputs, weights
@@ -235,7 +236,7 @@ class Program:
             ops, imats, fixed = self._on_device(psi.dtype, True)
             return gpu.adjoint_program(psi, g, ops, imats, fixed, cp.ascontiguousarray(inputs, dtype=cp.float64),
                                        cp.ascontiguousarray(weights, dtype=cp.float64))
-        lam = np.empty_like(psi)
+        lam = state_zeros(psi.shape, psi.dtype)  # (B, 2**n) scratch
         return K.adjoint_program(psi, lam, g, self.ops, self._mats(psi.dtype, True), self.fixed,
                                  np.ascontiguousarray(inputs), np.ascontiguousarray(weights))
 

@@ -43,7 +43,7 @@ from ..device import CPU, to_host
 from ..errors import ConfigError
 from ..kernels import statevec as K
 from . import gates as G
-from .statevec import StateVector, _gate, check_dtype, check_matrix, check_size
+from .statevec import StateVector, _gate, check_dtype, check_matrix, check_size, state_zeros
 
 CHUNK_ELEMS = 1 << 20  # amplitudes per message of an exchange or gather (far below MPI's 2**31 count limit)
 _GATHER_TAG = 1  # the exchanges use tag 0
@@ -90,7 +90,7 @@ class DistributedStateVector:
         self.batch = 1  # for StateVector's parameter checks
         self._l2p = list(range(n))  # logical qubit -> physical qubit
         self.device, self.xp = device, device.xp
-        self.local = self.xp.zeros((1, 1 << self.n_local), self.dtype)  # (1, 2**(n-g)): this rank's slice
+        self.local = state_zeros((1, 1 << self.n_local), self.dtype, self.xp)  # (1, 2**(n-g)): this rank's slice
         if self.rank == 0:
             self.local[0, 0] = 1  # |0...0>
 

@@ -27,7 +27,7 @@ from . import gates as G
 from .circuit import OPS
 from .circuit import Program as Compiled
 from .program import QasmError
-from .statevec import StateVector, check_dtype
+from .statevec import StateVector, check_dtype, state_zeros
 
 MAX_BATCH_BYTES = 256 << 20  # states of one batch of trajectories
 _NO_INPUTS = np.zeros((1, 0))
@@ -292,7 +292,7 @@ def run_shots(program, shots, seed=None, dtype=np.complex128, max_batch_bytes=MA
     counts = {}
     for start in range(0, shots, per):
         b = min(per, shots - start)
-        state = np.empty((b, 1 << n), dt)  # (B, 2**n): one trajectory per shot
+        state = state_zeros((b, 1 << n), dt)  # (B, 2**n): one trajectory per shot
         state[:] = prefix.state
         bits = np.zeros((b, program.n_clbits), np.uint8)
         run_plan(plan, state, bits, rng, program.source)
