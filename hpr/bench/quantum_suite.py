@@ -19,7 +19,8 @@ disagree with hpr's stops the run (exit 1), and one not installed is skipped wit
    2048; the high streaming walks of diagonals), and n-3, n-2, n-1 (the same code as 11, at the
    strides where the halves are furthest apart: the top qubits are timed apart as Lightning's
    kernels change with them). The CNOT pairs (control, target): (0, 1), (1, 0) (the 3-low-qubit
-   tables), (0, n-1) (low control, high target), (n-1, 0) (high control, swaps inside its runs),
+   tables), (0, n-1), (1, n-1), (2, n-1) (low control, high target: each its own select of the control's
+   lines), (n-1, 0) (high control, swaps inside its runs),
    (5, 8) (the general walk), (3, n-1), (n-2, n-1), (n-1, n-2) (the high block swaps).
 2. batched: 1024 circuits of 8 qubits (hpr.bench.quantum's workload: RY encoding of per-circuit inputs,
    4 layers of RY + RZ with shared weights and a CNOT ring, <Z_i>): forward against vectorised numpy,
@@ -59,7 +60,8 @@ LIGHTNING = {"x": ("PauliX", False), "y": ("PauliY", False), "z": ("PauliZ", Fal
 
 def cx_pairs(n):
     """(control, target) of the CNOT pair classes at n qubits (part 1 in the docstring)."""
-    pairs = [(0, 1), (1, 0), (0, n - 1), (n - 1, 0), (5, 8), (3, n - 1), (n - 2, n - 1), (n - 1, n - 2)]
+    pairs = [(0, 1), (1, 0), (0, n - 1), (1, n - 1), (2, n - 1), (n - 1, 0), (5, 8), (3, n - 1), (n - 2, n - 1),
+             (n - 1, n - 2)]
     return list(dict.fromkeys(p for p in pairs if p[0] != p[1] and max(p) < n))
 
 
