@@ -269,32 +269,10 @@ NN_KERNEL void FN(hpr_bias_backward)(REAL *db, const REAL *dout, int64_t N, int6
     }
 }
 
-NN_KERNEL void FN(hpr_adamw)(REAL *p, const REAL *g, REAL *m, REAL *v, int64_t n, double lr, double beta1,
-                   double beta2, double eps, double wd, double bc1, double bc2, double gscale,
-                   int nthreads) {
-    int par = nthreads > 1 && n >= HPR_NN_OMP_MIN;
-    (void)par;
-    const REAL b1 = (REAL)beta1, b2 = (REAL)beta2, gs = (REAL)gscale, ep = (REAL)eps;
-    const REAL decay = (REAL)(1.0 - lr * wd), ib1 = (REAL)(1.0 / bc1), ib2 = (REAL)(1.0 / bc2);
-    const REAL step = (REAL)lr, one = 1;
-    int64_t nb = (n + HPR_NN_CHUNK - 1) / HPR_NN_CHUNK;
-    OMP_ROWS
-    for (int64_t blk = 0; blk < nb; blk++) {
-        int64_t lo = blk * HPR_NN_CHUNK, hi = lo + HPR_NN_CHUNK < n ? lo + HPR_NN_CHUNK : n;
-        SIMD
-        for (int64_t i = lo; i < hi; i++) {
-            REAL gi = g[i] * gs;
-            REAL mi = b1 * m[i] + (one - b1) * gi;
-            REAL vi = b2 * v[i] + (one - b2) * gi * gi;
-            m[i] = mi;
-            v[i] = vi;
-            p[i] = p[i] * decay - step * (mi * ib1) / (SQRT(vi * ib2) + ep);
-        }
-    }
-}
-
-/* The segments' elements side by side form one index space of `total`; threads take blocks of
- * HPR_NN_CHUNK of it (a block may span segments), each element updated exactly as hpr_adamw would. */
+/* AdamW on the segments [seg[2k], seg[2k+1]) of p and g, segment k decayed by wd[k], the moments of
+ * element j at j - mlo. The segments' elements side by side form one index space of `total`; threads take
+ * blocks of HPR_NN_CHUNK of it (a block may span segments); each element's update depends on that
+ * element alone, so any split gives the same bits (hpr_adamw is the one-segment case). */
 NN_KERNEL void FN(hpr_adamw_segments)(REAL *p, const REAL *g, REAL *m, REAL *v, const int64_t *seg,
                                       const double *wd, int64_t nseg, int64_t mlo, double lr, double beta1,
                                       double beta2, double eps, double bc1, double bc2, double gscale,
@@ -330,6 +308,14 @@ NN_KERNEL void FN(hpr_adamw_segments)(REAL *p, const REAL *g, REAL *m, REAL *v, 
             k++;
         }
     }
+}
+
+/* AdamW on p[0:n]: one segment of hpr_adamw_segments (the same blocks, the same bits). */
+NN_KERNEL void FN(hpr_adamw)(REAL *p, const REAL *g, REAL *m, REAL *v, int64_t n, double lr, double beta1,
+                   double beta2, double eps, double wd, double bc1, double bc2, double gscale,
+                   int nthreads) {
+    const int64_t seg[2] = {0, n};
+    FN(hpr_adamw_segments)(p, g, m, v, seg, &wd, 1, 0, lr, beta1, beta2, eps, bc1, bc2, gscale, nthreads);
 }
 
 NN_KERNEL double FN(hpr_sumsq)(const REAL *x, int64_t n, int nthreads) {

@@ -111,6 +111,24 @@ def set_num_threads(n, blas=True):
         _blas_limit = threadpool_limits(limits=1, user_api="blas")  # stays applied
 
 
+def split_plan(a, b, out, nt):
+    """How a matmul out = a @ b is cut over nt threads (hpr.cpu.matmul, and hpr.kernels.nn.matmul's split
+    on the OpenMP threads, which must cut it the same way for the same bits): (by_rows, step), blocks of
+    `step` rows (or columns, when out is wider than tall) whole multiples of 16, or None when the product
+    runs whole (one thread, under SPLIT_MIN_FLOPS, too narrow, or not a 2-D product of matching shapes).
+    Holds numpy's BLAS to one thread when it splits (each block is one single-threaded call)."""
+    if (nt < 2 or a.ndim != 2 or b.ndim != 2 or out.shape != (a.shape[0], b.shape[1])
+            or a.shape[1] != b.shape[0] or max(out.shape) < 2 * 16
+            or 2.0 * a.shape[0] * a.shape[1] * out.shape[1] < SPLIT_MIN_FLOPS):
+        return None
+    global _blas_limit
+    if _blas_limit is None:  # threads came from the config, not set_num_threads: BLAS must not add its own
+        _blas_limit = threadpool_limits(limits=1, user_api="blas")
+    by_rows = out.shape[0] >= out.shape[1]
+    m = out.shape[0 if by_rows else 1]
+    return by_rows, max(16, (-(-m // nt) + 15) // 16 * 16)  # ceil(m / nt) rounded up to 16
+
+
 def matmul(a, b, out):
     """out = a @ b for 2-D numpy arrays (either may be a transposed view), on this rank's threads: out is
     cut along its longer side (rows, or columns when it is wider than tall: the weight gradient
@@ -124,20 +142,16 @@ def matmul(a, b, out):
     call returns when every block is written without waiting for it. Small products run whole.
     Returns out."""
     nt = num_threads()
-    if (nt < 2 or 2.0 * a.shape[0] * a.shape[1] * out.shape[1] < SPLIT_MIN_FLOPS or a.ndim != 2
-            or b.ndim != 2 or out.shape != (a.shape[0], b.shape[1]) or a.shape[1] != b.shape[0]
-            or max(out.shape) < 2 * 16):
+    plan = split_plan(a, b, out, nt)
+    if plan is None:
         return np.matmul(a, b, out=out)  # (a wrong shape raises numpy's own error here)
-    global _pool, _blas_limit
-    if _blas_limit is None:  # threads came from the config, not set_num_threads: BLAS must not add its own
-        _blas_limit = threadpool_limits(limits=1, user_api="blas")
+    by_rows, step = plan
+    global _pool
     if _pool is None or _pool[0] != nt:
         if _pool is not None:
             _pool[1].shutdown(wait=False)
         _pool = (nt, concurrent.futures.ThreadPoolExecutor(nt - 1, thread_name_prefix="hpr-matmul"))
-    by_rows = out.shape[0] >= out.shape[1]
     m = out.shape[0 if by_rows else 1]
-    step = max(16, (-(-m // nt) + 15) // 16 * 16)  # ceil(m / nt) rounded up to 16
     starts = range(0, m, step)
     blocks = iter(starts)  # next() on it is atomic under the GIL: each block is taken once
     state = {"done": 0, "error": None}

@@ -333,19 +333,14 @@ class Channel:
         try:
             missing = node.engine.allreduce(x, dcode, ocode, 1.0 / self.size if avg else 1.0, self.timeout,
                                             self.threads)
-        except (BufferError, ValueError) as e:
-            if not (x.flags.c_contiguous and x.flags.writeable):
-                self.seq -= 1  # refused before any rank was met: the ranks stay in step
-                host_view(x, "allreduce")  # the ConfigError users see
-            self.health.poison(self.rank, f"allreduce #{self.seq}", e)
-            raise
+            if missing >= 0:
+                raise self.shm_missing(self.begin("allreduce", False), missing)
         except BaseException as e:
+            if isinstance(e, (BufferError, ValueError)) and not (x.flags.c_contiguous and x.flags.writeable):
+                self.seq -= 1  # refused before any rank was met: the ranks stay in step
+                host_view(x, "allreduce")  # raises the ConfigError users see; nothing is poisoned
             self.health.poison(self.rank, f"allreduce #{self.seq}", e)
             raise
-        if missing >= 0:
-            e = self.shm_missing(self.begin("allreduce", False), missing)
-            self.health.poison(self.rank, f"allreduce #{self.seq}", e)
-            raise e
         return x
 
     @guarded

@@ -11,7 +11,7 @@ Usage: ``nn.layernorm_forward(x, w, b, out, mean, rstd)``."""
 import ctypes
 
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_info
 
 from .. import cpu
 from ..cpu import cpu_kernels, num_threads
@@ -206,7 +206,6 @@ def _matmul_any(a, b, out, acc=None):
 GEMM_SYMBOLS = {np.dtype(np.float32): ("scipy_cblas_sgemm64_", "cblas_sgemm64_"),
                 np.dtype(np.float64): ("scipy_cblas_dgemm64_", "cblas_dgemm64_")}
 _gemm = None  # {dtype: address} once looked up ({} when numpy's BLAS has no such symbol)
-_blas_limit = None
 
 
 def blas_gemm():
@@ -248,28 +247,22 @@ def _blas_layout(x):
     return None
 
 
-def _split_product(a, b, out, nt, acc=None):
-    """out = a @ b as hpr.cpu.matmul cuts it (along out's longer side, blocks of ceil(m / nt) rounded up to
-    16), each block one single-threaded gemm call on the rank's OpenMP threads (csrc/nn.c
-    hpr_matmul_split), the same team the layer kernels use: no Python thread to wake, no GIL to pass.
-    acc, if given (C-contiguous, out's shape and type), gets acc += out, each block by its own thread.
-    Returns False (nothing written) when the operands do not suit (then hpr.cpu.matmul runs it)."""
+def _split_product(a, b, out, plan, nt, acc=None):
+    """out = a @ b cut as hpr.cpu.split_plan says (plan: (by_rows, step)), each block one single-threaded
+    gemm call on the rank's OpenMP threads (csrc/nn.c hpr_matmul_split), the same team the layer kernels
+    use: no Python thread to wake, no GIL to pass. acc, if given (C-contiguous, out's shape and type), gets
+    acc += out, each block by its own thread. Returns False (nothing written) when the operands do not
+    suit (then hpr.cpu.matmul runs it)."""
     gemm = blas_gemm().get(out.dtype)
-    if (gemm is None or a.dtype != out.dtype or b.dtype != out.dtype or not out.flags.c_contiguous
-            or out.shape != (a.shape[0], b.shape[1]) or a.shape[1] != b.shape[0]):
+    if gemm is None or a.dtype != out.dtype or b.dtype != out.dtype or not out.flags.c_contiguous:
         return False
     if acc is not None and (acc.dtype != out.dtype or acc.shape != out.shape or not acc.flags.c_contiguous):
         return False
     la, lb = _blas_layout(a), _blas_layout(b)
     if la is None or lb is None:
         return False
-    global _blas_limit
-    if _blas_limit is None:  # each block's call must stay on its own thread
-        _blas_limit = threadpool_limits(limits=1, user_api="blas")
+    by_rows, step = plan
     m_rows, n_cols = out.shape
-    by_rows = m_rows >= n_cols
-    m = m_rows if by_rows else n_cols
-    step = max(16, (-(-m // nt) + 15) // 16 * 16)  # ceil(m / nt) rounded up to 16, as hpr.cpu.matmul
     cpu_kernels().matmul_split(gemm, out, a, b, m_rows, n_cols, a.shape[1], la[0], la[1], lb[0], lb[1],
                                n_cols, by_rows, step, out.dtype.itemsize, nt, acc)
     return True
@@ -285,10 +278,10 @@ def matmul(a, b, out, acc=None):
     acc += out (a weight gradient; on the OpenMP threads each block's share right after its product,
     the same additions). Returns out."""
     nt = num_threads()
-    if (nt < 2 or a.ndim != 2 or b.ndim != 2 or max(out.shape) < 2 * 16
-            or 2.0 * a.shape[0] * a.shape[1] * out.shape[1] < cpu.SPLIT_MIN_FLOPS):
+    plan = cpu.split_plan(a, b, out, nt)
+    if plan is None:
         np.matmul(a, b, out=out)
-    elif _split_product(a, b, out, nt, acc):
+    elif _split_product(a, b, out, plan, nt, acc):
         return out
     else:
         cpu.matmul(a, b, out)
