@@ -7,7 +7,7 @@ import sys
 from importlib import metadata
 
 import hpr
-from hpr.cpu import blas_info, cpu_kernels, cpu_model, isa_summary, num_threads
+from hpr.cpu import blas_info, blas_summary, cpu_kernels, cpu_model, isa_summary, num_threads
 
 
 def config():
@@ -41,6 +41,7 @@ def config():
     lines.append(f"threads: hpr kernels {num_threads()} per rank; cores {os.cpu_count()} ({cpu_model()}); "
                  f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}; BLAS {blas_info()} "
                  "(held to 1 thread: matmuls split rows over hpr's threads)")
+    lines.append(blas_summary())
     lines.append(f"CuPy: {hpr.device.cupy_status()}")
     aware, how = hpr.device.cuda_aware()
     n_gpu = hpr.device.gpu_count()

@@ -31,8 +31,15 @@ anything else is refused. The table (also in the README):
                                                    baseline (x86-64), avx2 (x86-64-v3: AVX2,
                                                    FMA) or avx512 (x86-64-v4); auto = widest;
                                                    a level above the CPU's is refused at load
+  HPR_BLAS_KERNELS      blas_kernels               which of OpenBLAS's kernel sets numpy's    None: auto
+                                                   matmuls run: auto (hpr's table by CPU,
+                                                   hpr.cpu.BLAS_PREFERRED), keep (OpenBLAS's
+                                                   own pick) or a set's name (Haswell,
+                                                   SkylakeX, ...; refused if OpenBLAS lacks it)
+  OPENBLAS_CORETYPE     openblas_coretype          OpenBLAS's own; when set, auto keeps it    None
 
 Usage: ``cfg = hpr.config.from_env(); cfg.comm.timeout``."""
+import contextlib
 import dataclasses
 import math
 import os
@@ -138,10 +145,15 @@ class Config:
     fault: Optional[str] = None
     gpu: Optional[int] = None
     isa: Optional[str] = None  # a name from ISA_LEVELS, None for the widest the CPU has
+    blas_kernels: Optional[str] = None  # "keep", an OpenBLAS kernel set's name, None: auto (hpr.cpu)
+    openblas_coretype: Optional[str] = None  # the user's OPENBLAS_CORETYPE (OpenBLAS read it at load)
 
     def __post_init__(self):
         if self.isa is not None and self.isa not in ISA_LEVELS:
             raise ConfigError(f"instruction-set level {self.isa!r} is unknown; use one of {', '.join(ISA_LEVELS)}")
+        if self.blas_kernels is not None and not _blas_name_ok(self.blas_kernels):
+            raise ConfigError(f"BLAS kernel set {self.blas_kernels!r} is not a name; use auto, keep, or one of "
+                              "OpenBLAS's kernel sets (e.g. Haswell, SkylakeX)")
 
     @property
     def check(self):
@@ -149,6 +161,10 @@ class Config:
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
+
+
+def _blas_name_ok(name):
+    return name == "keep" or (0 < len(name) <= 32 and name.replace("(", "").replace(")", "").isalnum())
 
 
 def from_env(env=None):
@@ -184,7 +200,13 @@ def from_env(env=None):
     isa = (g("HPR_ISA") or "").strip().lower()
     if isa not in ("", "auto") and isa not in ISA_LEVELS:
         raise ConfigError(f"HPR_ISA={isa!r} is not an instruction-set level; use auto or one of {', '.join(ISA_LEVELS)}")
+    blas = (g("HPR_BLAS_KERNELS") or "").strip()
+    blas = "keep" if blas.lower() == "keep" else None if blas.lower() in ("", "auto") else blas
+    if blas is not None and not _blas_name_ok(blas):
+        raise ConfigError(f"HPR_BLAS_KERNELS={blas!r} is not a kernel set; use auto, keep, or one of OpenBLAS's "
+                          "kernel sets (e.g. Haswell, SkylakeX)")
     return Config(comm=comm, num_threads=threads, isa=None if isa in ("", "auto") else isa, omp_wait_policy=g("OMP_WAIT_POLICY") or None,
+                  blas_kernels=blas, openblas_coretype=(g("OPENBLAS_CORETYPE") or "").strip() or None,
                   cache_dir=cache, trace=(g("HPR_TRACE") or "").strip() or None,
                   fault=(g("HPR_FAULT") or "").strip() or None, gpu=int(gpu) if gpu else None)
 
@@ -229,3 +251,19 @@ def prepare_openmp():
         os.environ.setdefault("GOMP_SPINCOUNT", OMP_SPINCOUNT)
         return True
     return False
+
+
+@contextlib.contextmanager
+def openblas_coretype(name):
+    """OPENBLAS_CORETYPE=name in the environment for the duration (OpenBLAS reads it when it (re)chooses
+    its kernels, hpr.cpu.choose_blas_kernels), then as it was: child processes do not inherit hpr's
+    choice."""
+    old = os.environ.get("OPENBLAS_CORETYPE")
+    os.environ["OPENBLAS_CORETYPE"] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("OPENBLAS_CORETYPE", None)
+        else:
+            os.environ["OPENBLAS_CORETYPE"] = old

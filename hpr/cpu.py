@@ -1,10 +1,12 @@
 """The CPU side of a rank: the compiled extension (hpr._kernels) and the instruction-set level its layer
 kernels run at (isa, set_isa: HPR_ISA), how many threads its kernels and matmuls may use (matmul splits
-a product's rows, or columns, over them, each part one single-threaded BLAS call), how many cores this process has,
-and the matmul rate MFU is measured against.
+a product's rows, or columns, over them, each part one single-threaded BLAS call), which of OpenBLAS's
+kernel sets numpy's matmuls run (choose_blas_kernels: HPR_BLAS_KERNELS), how many cores this process
+has, and the matmul rate MFU is measured against.
 Which kernel serves an array (numpy or CuPy) is decided in hpr.kernels (the one seam is
 hpr.kernels.dispatch), not here. Usage: ``from hpr.cpu import cpu_kernels; cpu_kernels().info()``."""
 import concurrent.futures
+import ctypes
 import os
 import platform
 import threading
@@ -97,17 +99,137 @@ def warn_if_serial(n):
                       "clang with libomp) to use the threads.", RuntimeWarning, stacklevel=3)
 
 
+# OpenBLAS kernel sets hpr prefers to OpenBLAS's own pick, by (vendor, family, AVX-512F) of the CPU. AMD
+# family 25 (0x19) with AVX-512 is Zen 4, which runs a 512-bit FMA as two 256-bit halves: OpenBLAS
+# (0.3.31, numpy 2.4's) picks its SkylakeX (AVX-512) kernels there, and its Haswell (AVX2 + FMA) kernels
+# were measured 4-8% faster, single-threaded, on every product of presets S and M (forward, dX, dW) and
+# at 1024^3 and 2048^3 (AMD EPYC, family 25 model 17: 102-105 vs 105-111 GFLOP/s). Zen 3 (no AVX-512)
+# already gets Haswell's kernels from OpenBLAS; Zen 5 (family 26) and Intel keep OpenBLAS's pick.
+BLAS_PREFERRED = {("AuthenticAMD", 25, True): "Haswell"}
+_blas_choice = None  # (kernel set in use or None, how it was chosen), once per process
+
+
+def cpu_identity(path="/proc/cpuinfo"):
+    """(vendor, family, has AVX-512F) of this processor from the kernel's cpuinfo; (None, None, False)
+    where there is none (another OS)."""
+    vendor, family, avx512 = None, None, False
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "vendor_id" and vendor is None:
+                    vendor = value.strip()
+                elif key == "cpu family" and family is None and value.strip().isdigit():
+                    family = int(value.strip())
+                elif key == "flags":
+                    avx512 = "avx512f" in value.split()
+                    break  # the first processor's block says it all
+    except OSError:
+        pass
+    return vendor, family, avx512
+
+
+CORENAME_SYMBOLS = ("scipy_openblas_get_corename64_", "openblas_get_corename64_", "openblas_get_corename")
+
+
+def _openblas():
+    """(ctypes handle, kernel set in use) of the OpenBLAS numpy loaded, when it can choose its kernels
+    again at run time (a DYNAMIC_ARCH build exports gotoblas_dynamic_init and _quit); else (None, the
+    set's name or None). The name is asked of OpenBLAS each time (threadpoolctl keeps the first)."""
+    for lib in threadpool_info():
+        if lib.get("user_api") != "blas" or lib.get("internal_api") != "openblas":
+            continue
+        try:
+            dll = ctypes.CDLL(lib["filepath"])
+        except OSError:
+            return None, lib.get("architecture")
+        name = lib.get("architecture")
+        for sym in CORENAME_SYMBOLS:
+            fn = getattr(dll, sym, None)
+            if fn is not None:
+                fn.restype = ctypes.c_char_p
+                name = (fn() or b"").decode(errors="replace").strip() or name
+                break
+        if hasattr(dll, "gotoblas_dynamic_init") and hasattr(dll, "gotoblas_dynamic_quit"):
+            return dll, name
+        return None, name
+    return None, None
+
+
+def _rechoose(dll, name):
+    """OpenBLAS chooses its kernel set again, with OPENBLAS_CORETYPE=name (it falls back to its own pick
+    for a name it does not know); returns the set now in use."""
+    with config.openblas_coretype(name):
+        dll.gotoblas_dynamic_quit()
+        dll.gotoblas_dynamic_init()
+    return _openblas()[1]
+
+
+def choose_blas_kernels():
+    """Once per process, when hpr takes numpy's BLAS over (set_num_threads, hence hpr.init; split_plan):
+    numpy's OpenBLAS runs the kernel set HPR_BLAS_KERNELS names, or (auto) the one BLAS_PREFERRED names
+    for this CPU, or else its own pick; the user's OPENBLAS_CORETYPE and HPR_BLAS_KERNELS=keep keep
+    OpenBLAS's. Applies to every numpy matmul of the process (the same results up to rounding). Not
+    while another thread is inside BLAS. A set OpenBLAS lacks, or asking for one where numpy's BLAS
+    cannot change, is a ConfigError. Returns blas_kernels()."""
+    global _blas_choice
+    if _blas_choice is not None:
+        return _blas_choice
+    cfg = config.current()
+    want = cfg.blas_kernels
+    dll, now = _openblas()
+    if dll is None:
+        if want not in (None, "keep"):
+            raise ConfigError(f"HPR_BLAS_KERNELS={want} needs numpy's BLAS to be an OpenBLAS that chooses its "
+                              f"kernels at run time (DYNAMIC_ARCH); numpy has {blas_info()}: unset HPR_BLAS_KERNELS")
+        _blas_choice = (now, "numpy's BLAS chose them")
+        return _blas_choice
+    if want == "keep" or (want is None and cfg.openblas_coretype):
+        why = "HPR_BLAS_KERNELS=keep" if want == "keep" else f"OPENBLAS_CORETYPE={cfg.openblas_coretype}"
+        _blas_choice = (now, f"OpenBLAS's ({why})")
+        return _blas_choice
+    target = want or BLAS_PREFERRED.get(cpu_identity())
+    if target is None or target.lower() == (now or "").lower():
+        _blas_choice = (now, "OpenBLAS's own pick for this CPU" if want is None else f"HPR_BLAS_KERNELS={want}")
+        return _blas_choice
+    got = _rechoose(dll, target)
+    if (got or "").lower() != target.lower():
+        if (got or "").lower() != (now or "").lower():
+            _rechoose(dll, now)
+        raise ConfigError(f"OpenBLAS has no kernel set {target!r} here (it kept {now}); set HPR_BLAS_KERNELS to "
+                          "auto, keep, or a set this OpenBLAS has (its DYNAMIC_LIST: e.g. Haswell, SkylakeX)")
+    how = "hpr's choice for this CPU (hpr.cpu.BLAS_PREFERRED)" if want is None else f"HPR_BLAS_KERNELS={want}"
+    _blas_choice = (got, f"{how}; OpenBLAS picked {now}")
+    return _blas_choice
+
+
+def blas_kernels():
+    """(kernel set numpy's BLAS runs, how it was chosen), e.g. ('Haswell', "hpr's choice for this CPU ...");
+    choose_blas_kernels's answer once it has run, else what is in use now."""
+    if _blas_choice is not None:
+        return _blas_choice
+    return _openblas()[1], "not chosen by hpr yet"
+
+
+def blas_summary():
+    """One line for ``python -m hpr config`` and the benchmarks' headers."""
+    name, how = blas_kernels()
+    return f"BLAS kernels: {name or 'unknown'} ({how}; HPR_BLAS_KERNELS=keep|<set> overrides)"
+
+
 def set_num_threads(n, blas=True):
     """Threads for hpr's kernels and matmuls. With blas=True numpy's BLAS is held to ONE thread
     (threadpoolctl) and matmul splits each product's rows over the n threads itself: OpenBLAS's own
     threads busy-wait for each other inside a product, which on a 2-core node doubled the CPU time of
     the model's matmuls (and far worse when a core is shared), while the split parts never wait. A rank
-    still never runs more than n threads. Warns once per process when n > 1 and the kernels have no
-    OpenMP."""
+    still never runs more than n threads; and, the first time, numpy's OpenBLAS is set to the kernel
+    set choose_blas_kernels picks. Warns once per process when n > 1 and the kernels have no OpenMP."""
     global _threads, _blas_limit
     _threads = max(1, int(n))
     warn_if_serial(_threads)
     if blas:
+        choose_blas_kernels()
         _blas_limit = threadpool_limits(limits=1, user_api="blas")  # stays applied
 
 
@@ -123,6 +245,7 @@ def split_plan(a, b, out, nt):
         return None
     global _blas_limit
     if _blas_limit is None:  # threads came from the config, not set_num_threads: BLAS must not add its own
+        choose_blas_kernels()
         _blas_limit = threadpool_limits(limits=1, user_api="blas")
     by_rows = out.shape[0] >= out.shape[1]
     m = out.shape[0 if by_rows else 1]

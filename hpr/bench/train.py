@@ -124,6 +124,7 @@ def main(argv=None):
           f"{config.context}), batch {batch} = {tokens:,} tokens/step, {a.threads} thread(s), "
           f"{ftok / 1e6:.2f} MFLOP/token")
     print(f"CPU: {cpu.cpu_model()}; {cpu.isa_summary()}; load average {os.getloadavg()[0]:.2f}")
+    print(cpu.blas_summary())
     print(f"reference: numpy float32 matmul (1024^3 on {a.threads} thread(s), {cpu.blas_info()}) "
           f"{peak / 1e9:.1f} GFLOP/s wall, {cpu_peak / 1e9:.1f} GFLOP per CPU-second")
     runs = {"hpr": ([], [])}
