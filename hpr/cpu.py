@@ -133,28 +133,36 @@ def cpu_identity(path="/proc/cpuinfo"):
 CORENAME_SYMBOLS = ("scipy_openblas_get_corename64_", "openblas_get_corename64_", "openblas_get_corename")
 
 
+def openblas_library():
+    """numpy's OpenBLAS as (ctypes handle, or None where it cannot be opened; threadpoolctl's record of
+    it), or (None, None) when numpy's BLAS is another library. The one place hpr finds it (the kernel
+    set here, the CBLAS gemm of hpr.kernels.nn's split)."""
+    for lib in threadpool_info():
+        if lib.get("user_api") == "blas" and lib.get("internal_api") == "openblas":
+            try:
+                return ctypes.CDLL(lib["filepath"]), lib
+            except OSError:
+                return None, lib
+    return None, None
+
+
 def _openblas():
     """(ctypes handle, kernel set in use) of the OpenBLAS numpy loaded, when it can choose its kernels
     again at run time (a DYNAMIC_ARCH build exports gotoblas_dynamic_init and _quit); else (None, the
     set's name or None). The name is asked of OpenBLAS each time (threadpoolctl keeps the first)."""
-    for lib in threadpool_info():
-        if lib.get("user_api") != "blas" or lib.get("internal_api") != "openblas":
-            continue
-        try:
-            dll = ctypes.CDLL(lib["filepath"])
-        except OSError:
-            return None, lib.get("architecture")
-        name = lib.get("architecture")
-        for sym in CORENAME_SYMBOLS:
-            fn = getattr(dll, sym, None)
-            if fn is not None:
-                fn.restype = ctypes.c_char_p
-                name = (fn() or b"").decode(errors="replace").strip() or name
-                break
-        if hasattr(dll, "gotoblas_dynamic_init") and hasattr(dll, "gotoblas_dynamic_quit"):
-            return dll, name
+    dll, lib = openblas_library()
+    name = lib.get("architecture") if lib else None
+    if dll is None:
         return None, name
-    return None, None
+    for sym in CORENAME_SYMBOLS:
+        fn = getattr(dll, sym, None)
+        if fn is not None:
+            fn.restype = ctypes.c_char_p
+            name = (fn() or b"").decode(errors="replace").strip() or name
+            break
+    if hasattr(dll, "gotoblas_dynamic_init") and hasattr(dll, "gotoblas_dynamic_quit"):
+        return dll, name
+    return None, name
 
 
 def _rechoose(dll, name):

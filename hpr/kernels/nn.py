@@ -11,7 +11,6 @@ Usage: ``nn.layernorm_forward(x, w, b, out, mean, rstd)``."""
 import ctypes
 
 import numpy as np
-from threadpoolctl import threadpool_info
 
 from .. import cpu
 from ..cpu import cpu_kernels, num_threads
@@ -218,22 +217,13 @@ def blas_gemm():
         _gemm = {}
         if not cpu_kernels().info()["openmp"]:
             return _gemm
-        for lib in threadpool_info():
-            if lib.get("user_api") != "blas" or lib.get("internal_api") != "openblas":
-                continue
-            try:
-                dll = ctypes.CDLL(lib["filepath"])
-            except OSError:
-                continue
-            for dtype, names in GEMM_SYMBOLS.items():
-                for name in names:
-                    fn = getattr(dll, name, None)
-                    if fn is not None:
-                        _gemm[dtype] = ctypes.cast(fn, ctypes.c_void_p).value
-                        break
-            if len(_gemm) == len(GEMM_SYMBOLS):
+        dll = cpu.openblas_library()[0]
+        for dtype, names in GEMM_SYMBOLS.items() if dll is not None else ():
+            fn = next((getattr(dll, n) for n in names if hasattr(dll, n)), None)
+            if fn is None:
+                _gemm = {}
                 break
-            _gemm = {}
+            _gemm[dtype] = ctypes.cast(fn, ctypes.c_void_p).value
     return _gemm
 
 
