@@ -110,13 +110,13 @@ static void FN(att_pack_rows)(REAL *out, const REAL *x, int64_t ld, int64_t T, i
  * rows: each d then writes one whole cache line of out from 16 rows that stay in L1 (a row at a time
  * would store with stride Tp, which for T = 1024 floats maps every store of a row to one L1 set). */
 static void FN(att_pack_cols)(REAL *out, REAL *rows_out, const REAL *x, int64_t ld, int64_t T, int64_t D,
-                              int64_t Tp, int64_t Dp) {
+                              int64_t Tp, int64_t Dp, REAL f) {
     for (int64_t j0 = 0; j0 < Tp; j0 += 16) {
         int64_t nj = T - j0 < 16 ? (T > j0 ? T - j0 : 0) : 16;
         for (int64_t jj = 0; jj < nj; jj++) FN(att_prefetch_row)(x, ld, j0 + jj, T, D);
         for (int64_t d = 0; d < D; d++) {
             REAL *o = out + d * Tp + j0;
-            for (int64_t jj = 0; jj < nj; jj++) o[jj] = x[(j0 + jj) * ld + d];
+            for (int64_t jj = 0; jj < nj; jj++) o[jj] = x[(j0 + jj) * ld + d] * f;
             for (int64_t jj = nj; jj < 16; jj++) o[jj] = 0;
         }
         if (rows_out)
@@ -135,61 +135,99 @@ static inline REAL *FN(att_scratch)(REAL *scratch, int64_t T, int64_t D, int tid
     return (REAL *)((p + 63) & ~(uintptr_t)63);
 }
 
-/* the forward of one (sequence, head): y rows (T, D) at stride sy, lse (T) */
+/* Online softmax of one score tile, transposed: st (nk keys, ATT_BQ queries) holds S^T for keys j0..,
+ * queries i0..; each query is a lane, so the running max m, the sum l and the rescale alpha are vectors
+ * over the queries and every reduction over the keys is element-wise down the rows. Key j0 + j is
+ * visible to query i0 + q iff j0 + j <= i0 + q, i.e. q >= j - (i0 - j0): rows j <= i0 - j0 are whole,
+ * the rest (the diagonal) select. st becomes P^T (masked entries exactly 0: hpr_expf(-inf) is not);
+ * alpha = exp(m_old - m_new) is left in a for the caller's rescale of O^T. Every query of the tile sees
+ * key 0, so m is finite after the first key tile; padded query lanes (their q columns are zero) see
+ * scores 0 and stay finite. */
+static void FN(att_softmax_cols)(REAL *st, REAL *m, REAL *l, REAL *a, int64_t nk, int64_t diag) {
+    REAL mx[ATT_BQ], sum[ATT_BQ];
+    SIMD
+    for (int64_t q = 0; q < ATT_BQ; q++) mx[q] = m[q];
+    for (int64_t j = 0; j < nk; j++) {
+        const REAL *sr = st + j * ATT_BQ;
+        const int64_t t = j - diag;  /* first visible lane of row j */
+        if (t <= 0) {
+            SIMD
+            for (int64_t q = 0; q < ATT_BQ; q++) mx[q] = sr[q] > mx[q] ? sr[q] : mx[q];
+        } else {
+            SIMD
+            for (int64_t q = 0; q < ATT_BQ; q++) {
+                REAL x = q >= t ? sr[q] : -INFINITY;
+                mx[q] = x > mx[q] ? x : mx[q];
+            }
+        }
+    }
+    SIMD
+    for (int64_t q = 0; q < ATT_BQ; q++) {
+        a[q] = EXP(m[q] - mx[q]);  /* m = -inf (first tile): a tiny or 0, and it multiplies zeros */
+        m[q] = mx[q];
+        sum[q] = 0;
+    }
+    for (int64_t j = 0; j < nk; j++) {
+        REAL *sr = st + j * ATT_BQ;
+        const int64_t t = j - diag;
+        if (t <= 0) {
+            SIMD
+            for (int64_t q = 0; q < ATT_BQ; q++) {
+                REAL e = EXP(sr[q] - mx[q]);
+                sr[q] = e;
+                sum[q] += e;
+            }
+        } else {
+            SIMD
+            for (int64_t q = 0; q < ATT_BQ; q++) {
+                REAL e = EXP(sr[q] - mx[q]);
+                e = q >= t ? e : 0;  /* select: sr may hold anything there */
+                sr[q] = e;
+                sum[q] += e;
+            }
+        }
+    }
+    SIMD
+    for (int64_t q = 0; q < ATT_BQ; q++) l[q] = l[q] * a[q] + sum[q];
+}
+
+/* the forward of one (sequence, head): y rows (T, D) at stride sy, lse (T). Transposed throughout:
+ * S^T = K Qs^T (keys down, queries along the vectors), O^T = a O^T + V^T P^T. */
 static void FN(att_forward_head)(REAL *y, REAL *lse, const REAL *q, const REAL *k, const REAL *v, int64_t T,
                                  int64_t D, int64_t sq, int64_t sy, REAL sc, REAL *ws, int64_t next) {
-    const int64_t Dp = ATT_ROUND(D, ATT_PAD), Tp = ATT_ROUND(T, ATT_BK), nvd = Dp / VL;
-    REAL *qs = ws, *kt = qs + Tp * Dp, *vs = kt + Tp * Dp, *o = vs + Tp * Dp, *s = o + ATT_BQ * Dp;
-    REAL *mrow = s + ATT_BQ * ATT_BK, *lrow = mrow + ATT_BQ;
-    FN(att_pack_rows)(qs, q, sq, T, D, Tp, Dp, sc);
-    FN(att_pack_cols)(kt, NULL, k, sq, T, D, Tp, Dp);
-    FN(att_pack_rows)(vs, v, sq, T, D, Tp, Dp, 1);
+    const int64_t Dp = ATT_ROUND(D, ATT_PAD), Tp = ATT_ROUND(T, ATT_BK), Dr = ATT_ROUND(D, MR);
+    const int64_t nvq = ATT_BQ / VL;
+    REAL *qt = ws, *ks = qt + Tp * Dp, *vt = ks + Tp * Dp, *ot = vt + Tp * Dp, *st = ot + Dp * ATT_BQ;
+    REAL *m = st + ATT_BK * ATT_BQ, *l = m + ATT_BQ, *a = l + ATT_BQ;
+    FN(att_pack_cols)(qt, NULL, q, sq, T, D, Tp, Dp, sc);  /* Qs^T (D, Tp) */
+    FN(att_pack_rows)(ks, k, sq, T, D, Tp, Dp, 1);          /* K (Tp, Dp) */
+    FN(att_pack_cols)(vt, NULL, v, sq, T, D, Tp, Dp, 1);    /* V^T (D, Tp), rows D..Dr zero */
+    memset(vt + D * Tp, 0, (size_t)((Dr - D) * Tp) * sizeof(REAL));
     for (int64_t i0 = 0; i0 < T; i0 += ATT_BQ) {
-        const int64_t rows = T - i0 < ATT_BQ ? T - i0 : ATT_BQ, rowsp = ATT_ROUND(rows, MR), jend = i0 + rows;
+        const int64_t rows = T - i0 < ATT_BQ ? T - i0 : ATT_BQ, jend = i0 + rows;
         FN(att_prefetch_next)(q, next, sq, i0, jend, D);
         FN(att_prefetch_next)(k, next, sq, i0, jend, D);
         FN(att_prefetch_next)(v, next, sq, i0, jend, D);
-        for (int64_t r = 0; r < rowsp; r++) { mrow[r] = -INFINITY; lrow[r] = 0; }
-        memset(o, 0, (size_t)(rowsp * Dp) * sizeof(REAL));
+        for (int64_t r = 0; r < ATT_BQ; r++) { m[r] = -INFINITY; l[r] = 0; }
+        memset(ot, 0, (size_t)(Dr * ATT_BQ) * sizeof(REAL));
         for (int64_t j0 = 0; j0 < jend; j0 += ATT_BK) {
-            const int64_t nk = jend - j0 < ATT_BK ? jend - j0 : ATT_BK, nkv = ATT_ROUND(nk, VL);
-            FN(att_gemm)(s, ATT_BK, qs + i0 * Dp, Dp, 1, rowsp, kt + j0, Tp, nkv / VL, D, 0);
-            for (int64_t r = 0; r < rowsp; r++) {
-                REAL *sr = s + r * ATT_BK, *orow = o + r * Dp;
-                int64_t n = i0 + r - j0 + 1;  /* keys j0 .. i of this tile are visible to row i */
-                n = r >= rows ? 0 : n < nk ? n : nk;
-                if (n == 0) {
-                    for (int64_t j = 0; j < nk; j++) sr[j] = 0;
-                    continue;
-                }
-                /* whole vectors up to nkv (the gemm wrote them): columns j >= n masked, no scalar tails */
-                REAL mx = -INFINITY;
-                SIMD_MAX(mx)
-                for (int64_t j = 0; j < nkv; j++) { REAL x = j < n ? sr[j] : -INFINITY; mx = x > mx ? x : mx; }
-                const REAL mo = mrow[r], mn = mx > mo ? mx : mo;
-                REAL sum = 0;
-                SIMD_SUM(sum)
-                for (int64_t j = 0; j < nkv; j++) {
-                    REAL e = EXP(sr[j] - mn);
-                    e = j < n ? e : 0;
-                    sr[j] = e;
-                    sum += e;
-                }
-                const REAL alpha = mo == -INFINITY ? 0 : EXP(mo - mn);
-                lrow[r] = lrow[r] * alpha + sum;
-                mrow[r] = mn;
-                if (alpha != 1) {
-                    SIMD
-                    for (int64_t d = 0; d < Dp; d++) orow[d] *= alpha;
-                }
+            const int64_t nk = jend - j0 < ATT_BK ? jend - j0 : ATT_BK, nkr = ATT_ROUND(nk, MR);
+            FN(att_gemm)(st, ATT_BQ, ks + j0 * Dp, Dp, 1, nkr, qt + i0, Tp, nvq, D, 0);  /* S^T = K Qs^T */
+            FN(att_softmax_cols)(st, m, l, a, nk, i0 - j0);
+            for (int64_t d = 0; d < Dr; d++) {
+                REAL *od = ot + d * ATT_BQ;
+                SIMD
+                for (int64_t r = 0; r < ATT_BQ; r++) od[r] *= a[r];
             }
-            FN(att_gemm)(o, Dp, s, ATT_BK, 1, rowsp, vs + j0 * Dp, Dp, nvd, nk, 1);
+            FN(att_gemm)(ot, ATT_BQ, vt + j0, Tp, 1, Dr, st, ATT_BQ, nvq, nk, 1);  /* O^T += V^T P^T */
         }
         for (int64_t r = 0; r < rows; r++) {
-            const REAL inv = (REAL)1 / lrow[r];
+            lse[i0 + r] = m[r] + LOG(l[r]);
+            a[r] = (REAL)1 / l[r];
+        }
+        for (int64_t r = 0; r < rows; r++) {  /* y = O / l: O^T's column r is y's row i0 + r */
             REAL *yr = y + (i0 + r) * sy;
-            for (int64_t d = 0; d < D; d++) yr[d] = o[r * Dp + d] * inv;
-            lse[i0 + r] = mrow[r] + LOG(lrow[r]);
+            for (int64_t d = 0; d < D; d++) yr[d] = ot[d * ATT_BQ + r] * a[r];
         }
     }
 }
@@ -249,8 +287,8 @@ static void FN(att_backward_head)(REAL *dq, REAL *dk, REAL *dv, const REAL *dy, 
     REAL *dka = dys + Tp * Dp, *dva = dka + Tp * Dp, *dqt = dva + Tp * Dp, *s = dqt + ATT_BQ * Dp;
     REAL *dp = s + ATT_BQ * ATT_BK, *di = dp + ATT_BQ * ATT_BK;
     FN(att_pack_rows)(qs, q, sq, T, D, Tp, Dp, sc);
-    FN(att_pack_cols)(kt, ks, k, sq, T, D, Tp, Dp);
-    FN(att_pack_cols)(vt, NULL, v, sq, T, D, Tp, Dp);
+    FN(att_pack_cols)(kt, ks, k, sq, T, D, Tp, Dp, 1);
+    FN(att_pack_cols)(vt, NULL, v, sq, T, D, Tp, Dp, 1);
     FN(att_pack_rows)(dys, dy, sy, T, D, Tp, Dp, 1);
     memset(dka, 0, (size_t)(2 * Tp * Dp) * sizeof(REAL));  /* dK and dV accumulators */
     for (int64_t i = 0; i < T; i++) {  /* Di = rowsum(dy * y) = rowsum(P * dP) */
