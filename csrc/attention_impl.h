@@ -135,32 +135,42 @@ static inline REAL *FN(att_scratch)(REAL *scratch, int64_t T, int64_t D, int tid
     return (REAL *)((p + 63) & ~(uintptr_t)63);
 }
 
+/* the vector helpers of the transposed softmax: select by a comparison's lane mask, max, iota */
+static inline FN(vec) FN(vsel)(__typeof__((FN(vec)){0} > (FN(vec)){0}) mask, FN(vec) a, FN(vec) b) {
+    return (FN(vec))((mask & (__typeof__(mask))a) | (~mask & (__typeof__(mask))b));
+}
+static inline FN(vec) FN(vmax)(FN(vec) a, FN(vec) b) { return FN(vsel)(a > b, a, b); }
+static inline FN(vec) FN(viota)(int64_t first) {
+    FN(vec) x;
+    for (int64_t i = 0; i < VL; i++) x[i] = (REAL)(first + i);
+    return x;
+}
+
 /* Online softmax of one score tile, transposed: st (nk keys, ATT_BQ queries) holds S^T for keys j0..,
  * queries i0..; each query is a lane, so the running max m, the sum l and the rescale alpha are vectors
  * over the queries and every reduction over the keys is element-wise down the rows. Key j0 + j is
- * visible to query i0 + q iff j0 + j <= i0 + q, i.e. q >= j - (i0 - j0): rows j <= i0 - j0 are whole,
- * the rest (the diagonal) select. st becomes P^T (masked entries exactly 0: hpr_expf(-inf) is not);
- * alpha = exp(m_old - m_new) is left in a for the caller's rescale of O^T. Every query of the tile sees
- * key 0, so m is finite after the first key tile; padded query lanes (their q columns are zero) see
- * scores 0 and stay finite. */
+ * visible to query i0 + q iff j0 + j <= i0 + q, i.e. q >= j - diag (diag = i0 - j0): rows j <= diag
+ * are whole, the rest (the diagonal) select. st becomes P^T (masked entries exactly 0: hpr_expf(-inf)
+ * is not); alpha = exp(m_old - m_new) is left in a for the caller's rescale of O. Every query of the
+ * tile sees key 0, so m is finite after the first key tile; padded query lanes (their Qs^T columns
+ * are zero) see scores 0 and stay finite. */
 static void FN(att_softmax_cols)(REAL *st, REAL *m, REAL *l, REAL *a, int64_t nk, int64_t diag) {
+    enum { NQ = ATT_BQ / VL };  /* vectors per key row */
+    FN(vec) mv[NQ];
     REAL mx[ATT_BQ], sum[ATT_BQ];
-    SIMD
-    for (int64_t q = 0; q < ATT_BQ; q++) mx[q] = m[q];
-    for (int64_t j = 0; j < nk; j++) {
+    for (int v = 0; v < NQ; v++) mv[v] = FN(vload)(m + v * VL);
+    for (int64_t j = 0; j < nk; j++) {  /* the column max, in registers */
         const REAL *sr = st + j * ATT_BQ;
-        const int64_t t = j - diag;  /* first visible lane of row j */
-        if (t <= 0) {
-            SIMD
-            for (int64_t q = 0; q < ATT_BQ; q++) mx[q] = sr[q] > mx[q] ? sr[q] : mx[q];
-        } else {
-            SIMD
-            for (int64_t q = 0; q < ATT_BQ; q++) {
-                REAL x = q >= t ? sr[q] : -INFINITY;
-                mx[q] = x > mx[q] ? x : mx[q];
+        const int64_t t = j - diag;  /* lanes q >= t of row j are visible */
+        if (t <= 0)
+            for (int v = 0; v < NQ; v++) mv[v] = FN(vmax)(mv[v], FN(vload)(sr + v * VL));
+        else
+            for (int v = 0; v < NQ; v++) {
+                FN(vec) x = FN(vsel)(FN(viota)(v * VL) >= (REAL)t, FN(vload)(sr + v * VL), (FN(vec)){0} - INFINITY);
+                mv[v] = FN(vmax)(mv[v], x);
             }
-        }
     }
+    for (int v = 0; v < NQ; v++) FN(vstore)(mx + v * VL, mv[v]);
     SIMD
     for (int64_t q = 0; q < ATT_BQ; q++) {
         a[q] = EXP(m[q] - mx[q]);  /* m = -inf (first tile): a tiny or 0, and it multiplies zeros */
@@ -173,14 +183,14 @@ static void FN(att_softmax_cols)(REAL *st, REAL *m, REAL *l, REAL *a, int64_t nk
         if (t <= 0) {
             SIMD
             for (int64_t q = 0; q < ATT_BQ; q++) {
-                REAL e = EXP(sr[q] - mx[q]);
+                REAL e = EXP(sr[q] - m[q]);
                 sr[q] = e;
                 sum[q] += e;
             }
         } else {
             SIMD
             for (int64_t q = 0; q < ATT_BQ; q++) {
-                REAL e = EXP(sr[q] - mx[q]);
+                REAL e = EXP(sr[q] - m[q]);
                 e = q >= t ? e : 0;  /* select: sr may hold anything there */
                 sr[q] = e;
                 sum[q] += e;
@@ -191,43 +201,41 @@ static void FN(att_softmax_cols)(REAL *st, REAL *m, REAL *l, REAL *a, int64_t nk
     for (int64_t q = 0; q < ATT_BQ; q++) l[q] = l[q] * a[q] + sum[q];
 }
 
-/* the forward of one (sequence, head): y rows (T, D) at stride sy, lse (T). Transposed throughout:
- * S^T = K Qs^T (keys down, queries along the vectors), O^T = a O^T + V^T P^T. */
+/* the forward of one (sequence, head): y rows (T, D) at stride sy, lse (T). The scores transposed,
+ * S^T = K Qs^T (keys down, queries along the vectors); O = a O + P V reads P^T by strides. */
 static void FN(att_forward_head)(REAL *y, REAL *lse, const REAL *q, const REAL *k, const REAL *v, int64_t T,
                                  int64_t D, int64_t sq, int64_t sy, REAL sc, REAL *ws, int64_t next) {
-    const int64_t Dp = ATT_ROUND(D, ATT_PAD), Tp = ATT_ROUND(T, ATT_BK), Dr = ATT_ROUND(D, MR);
-    const int64_t nvq = ATT_BQ / VL;
-    REAL *qt = ws, *ks = qt + Tp * Dp, *vt = ks + Tp * Dp, *ot = vt + Tp * Dp, *st = ot + Dp * ATT_BQ;
+    const int64_t Dp = ATT_ROUND(D, ATT_PAD), Tp = ATT_ROUND(T, ATT_BK), nvd = Dp / VL;
+    REAL *qt = ws, *ks = qt + Tp * Dp, *vs = ks + Tp * Dp, *o = vs + Tp * Dp, *st = o + ATT_BQ * Dp;
     REAL *m = st + ATT_BK * ATT_BQ, *l = m + ATT_BQ, *a = l + ATT_BQ;
     FN(att_pack_cols)(qt, NULL, q, sq, T, D, Tp, Dp, sc);  /* Qs^T (D, Tp) */
     FN(att_pack_rows)(ks, k, sq, T, D, Tp, Dp, 1);          /* K (Tp, Dp) */
-    FN(att_pack_cols)(vt, NULL, v, sq, T, D, Tp, Dp, 1);    /* V^T (D, Tp), rows D..Dr zero */
-    memset(vt + D * Tp, 0, (size_t)((Dr - D) * Tp) * sizeof(REAL));
+    FN(att_pack_rows)(vs, v, sq, T, D, Tp, Dp, 1);          /* V (Tp, Dp) */
     for (int64_t i0 = 0; i0 < T; i0 += ATT_BQ) {
-        const int64_t rows = T - i0 < ATT_BQ ? T - i0 : ATT_BQ, jend = i0 + rows;
+        const int64_t rows = T - i0 < ATT_BQ ? T - i0 : ATT_BQ, rowsp = ATT_ROUND(rows, MR), jend = i0 + rows;
         FN(att_prefetch_next)(q, next, sq, i0, jend, D);
         FN(att_prefetch_next)(k, next, sq, i0, jend, D);
         FN(att_prefetch_next)(v, next, sq, i0, jend, D);
         for (int64_t r = 0; r < ATT_BQ; r++) { m[r] = -INFINITY; l[r] = 0; }
-        memset(ot, 0, (size_t)(Dr * ATT_BQ) * sizeof(REAL));
+        memset(o, 0, (size_t)(rowsp * Dp) * sizeof(REAL));
         for (int64_t j0 = 0; j0 < jend; j0 += ATT_BK) {
             const int64_t nk = jend - j0 < ATT_BK ? jend - j0 : ATT_BK, nkr = ATT_ROUND(nk, MR);
-            FN(att_gemm)(st, ATT_BQ, ks + j0 * Dp, Dp, 1, nkr, qt + i0, Tp, nvq, D, 0);  /* S^T = K Qs^T */
+            FN(att_gemm)(st, ATT_BQ, ks + j0 * Dp, Dp, 1, nkr, qt + i0, Tp, ATT_BQ / VL, D, 0);  /* S^T = K Qs^T */
             FN(att_softmax_cols)(st, m, l, a, nk, i0 - j0);
-            for (int64_t d = 0; d < Dr; d++) {
-                REAL *od = ot + d * ATT_BQ;
+            for (int64_t r = 0; r < rowsp; r++) {  /* O = a O: a row's one factor times its vectors */
+                REAL *orow = o + r * Dp;
+                const REAL ar = a[r];
                 SIMD
-                for (int64_t r = 0; r < ATT_BQ; r++) od[r] *= a[r];
+                for (int64_t d = 0; d < Dp; d++) orow[d] *= ar;
             }
-            FN(att_gemm)(ot, ATT_BQ, vt + j0, Tp, 1, Dr, st, ATT_BQ, nvq, nk, 1);  /* O^T += V^T P^T */
+            FN(att_gemm)(o, Dp, st, 1, ATT_BQ, rowsp, vs + j0 * Dp, Dp, nvd, nk, 1);  /* O += P V, P = (P^T)^T */
         }
         for (int64_t r = 0; r < rows; r++) {
-            lse[i0 + r] = m[r] + LOG(l[r]);
-            a[r] = (REAL)1 / l[r];
-        }
-        for (int64_t r = 0; r < rows; r++) {  /* y = O / l: O^T's column r is y's row i0 + r */
+            const REAL inv = (REAL)1 / l[r];
             REAL *yr = y + (i0 + r) * sy;
-            for (int64_t d = 0; d < D; d++) yr[d] = ot[d * ATT_BQ + r] * a[r];
+            SIMD
+            for (int64_t d = 0; d < D; d++) yr[d] = o[r * Dp + d] * inv;
+            lse[i0 + r] = m[r] + LOG(l[r]);
         }
     }
 }
