@@ -52,27 +52,37 @@ static inline __attribute__((always_inline)) void FN(att_mk)(const int nv, REAL 
 }
 
 /* C (rows, nvec VL) (+)= A (rows, kdim) B (kdim, nvec VL); rows a multiple of MR. The vectors are split
- * into near-equal chunks of at most NVMAX; each chunk's panel of B is reused by every row block. */
-static void FN(att_gemm)(REAL *c, int64_t ldc, const REAL *a, int64_t ars, int64_t aks, int64_t rows,
-                         const REAL *b, int64_t ldb, int64_t nvec, int64_t kdim, int accumulate) {
+ * into near-equal chunks of at most NVMAX; each chunk's panel of B is reused by every row block.
+ * Causal skips (forward; pass kcap >= kdim and vskew >= rows for none): the row block at r0 sums only
+ * k < kcap + r0, and computes only the vectors v >= (r0 - vskew) / VL, leaving the others unwritten. */
+static void FN(att_gemm_causal)(REAL *c, int64_t ldc, const REAL *a, int64_t ars, int64_t aks, int64_t rows,
+                                const REAL *b, int64_t ldb, int64_t nvec, int64_t kdim, int accumulate,
+                                int64_t kcap, int64_t vskew) {
 #ifdef ATT_NO_GEMM
     return;
 #endif
     int64_t nch = (nvec + NVMAX - 1) / NVMAX;
     for (int64_t ch = 0, v0 = 0; ch < nch; ch++) {
-        int64_t nv = (nvec - v0 + (nch - ch) - 1) / (nch - ch);
+        const int64_t nv = (nvec - v0 + (nch - ch) - 1) / (nch - ch);
         for (int64_t r0 = 0; r0 < rows; r0 += MR) {
-            REAL *cc = c + r0 * ldc + v0 * VL;
-            const REAL *aa = a + r0 * ars, *bb = b + v0 * VL;
-            if (nv == 1)
-                FN(att_mk)(1, cc, ldc, aa, ars, aks, bb, ldb, kdim, accumulate);
-            else if (nv == 2)
-                FN(att_mk)(2, cc, ldc, aa, ars, aks, bb, ldb, kdim, accumulate);
-            else
-                FN(att_mk)(3, cc, ldc, aa, ars, aks, bb, ldb, kdim, accumulate);
+            const int64_t vs = r0 > vskew ? (r0 - vskew) / VL : 0, vb = vs > v0 ? vs : v0, n = v0 + nv - vb;
+            const int64_t kd = kcap + r0 < kdim ? kcap + r0 : kdim;
+            REAL *cc = c + r0 * ldc + vb * VL;
+            const REAL *aa = a + r0 * ars, *bb = b + vb * VL;
+            if (n == 1)
+                FN(att_mk)(1, cc, ldc, aa, ars, aks, bb, ldb, kd, accumulate);
+            else if (n == 2)
+                FN(att_mk)(2, cc, ldc, aa, ars, aks, bb, ldb, kd, accumulate);
+            else if (n == 3)
+                FN(att_mk)(3, cc, ldc, aa, ars, aks, bb, ldb, kd, accumulate);
         }
         v0 += nv;
     }
+}
+
+static inline void FN(att_gemm)(REAL *c, int64_t ldc, const REAL *a, int64_t ars, int64_t aks, int64_t rows,
+                                const REAL *b, int64_t ldb, int64_t nvec, int64_t kdim, int accumulate) {
+    FN(att_gemm_causal)(c, ldc, a, ars, aks, rows, b, ldb, nvec, kdim, accumulate, kdim, rows);
 }
 
 /* Ask for row i + ATT_PREFETCH of x (D REALs at stride ld) while row i is copied: the rows come from
@@ -220,7 +230,8 @@ static void FN(att_forward_head)(REAL *y, REAL *lse, const REAL *q, const REAL *
         memset(o, 0, (size_t)(rowsp * Dp) * sizeof(REAL));
         for (int64_t j0 = 0; j0 < jend; j0 += ATT_BK) {
             const int64_t nk = jend - j0 < ATT_BK ? jend - j0 : ATT_BK, nkr = ATT_ROUND(nk, MR);
-            FN(att_gemm)(st, ATT_BQ, ks + j0 * Dp, Dp, 1, nkr, qt + i0, Tp, ATT_BQ / VL, D, 0);  /* S^T = K Qs^T */
+            /* S^T = K Qs^T; key rows r0.. skip the query vectors wholly before key j0 + r0 */
+            FN(att_gemm_causal)(st, ATT_BQ, ks + j0 * Dp, Dp, 1, nkr, qt + i0, Tp, ATT_BQ / VL, D, 0, D, i0 - j0);
             FN(att_softmax_cols)(st, m, l, a, nk, i0 - j0);
             for (int64_t r = 0; r < rowsp; r++) {  /* O = a O: a row's one factor times its vectors */
                 REAL *orow = o + r * Dp;
@@ -228,7 +239,8 @@ static void FN(att_forward_head)(REAL *y, REAL *lse, const REAL *q, const REAL *
                 SIMD
                 for (int64_t d = 0; d < Dp; d++) orow[d] *= ar;
             }
-            FN(att_gemm)(o, Dp, st, 1, ATT_BQ, rowsp, vs + j0 * Dp, Dp, nvd, nk, 1);  /* O += P V, P = (P^T)^T */
+            /* O += P V, P = (P^T)^T; query rows r0.. stop at key i0 + r0 + MR (P is 0 beyond) */
+            FN(att_gemm_causal)(o, Dp, st, 1, ATT_BQ, rowsp, vs + j0 * Dp, Dp, nvd, nk, 1, i0 + MR - j0, rowsp);
         }
         for (int64_t r = 0; r < rows; r++) {
             const REAL inv = (REAL)1 / l[r];
