@@ -5,15 +5,23 @@
  *
  * Each (sequence, head) pair is one task for the OpenMP threads. A task packs its head into the
  * thread's scratch (O(T D), never O(T^2)): q scaled by 1/sqrt(D) and k, v, dy as rows padded to Dp
- * columns, k and v also transposed (D, Tp). Queries are taken in tiles of ATT_BQ rows, keys in tiles
- * of ATT_BK; only tiles on or below the diagonal are visited, and inside the diagonal tile only the
- * columns j <= i are kept.
+ * columns, or transposed (D, Tp) where a product wants them along its vectors. Queries are taken in
+ * tiles of ATT_BQ, keys in tiles of ATT_BK; only tiles on or below the diagonal are visited, and
+ * inside the diagonal tile only the pairs j <= i are kept.
  *
- * forward, per query tile, for each key tile j (online softmax, rows r of the tile):
- *     S = Qs Kt[:, j]                      (BQ, BK) scores, already scaled
- *     m' = max(m, rowmax S);  P = exp(S - m');  a = exp(m - m')
- *     l = a l + rowsum P;     O = a O + P V[j];  m = m'
+ * forward, per query tile (queries i0.., its scores TRANSPOSED: keys down the rows, the BQ queries
+ * along the vectors, so each query is a lane), for each key tile j (online softmax):
+ *     S^T = K[j] Qs^T                          (BK, BQ) scores, already scaled
+ *     m' = max(m, colmax S^T);  P^T = exp(S^T - m');  a = exp(m - m')
+ *     l = a l + colsum P^T;     O = a O + P V[j];  m = m'
  *   then y = O / l and lse = m + log l: the row log-sum-exp is all backward keeps (B, H, T).
+ *   m, l and a are vectors over the queries and every max and sum runs element-wise down the key
+ *   rows: no horizontal reduction, no scalar exp per row. O stays as rows (BQ, Dp): its product reads
+ *   P^T by strides as P, and a scales each row by one factor. The scores are the backward's bit for
+ *   bit (the same products summed in the same order). Causal: in key rows that cross the diagonal
+ *   the entries of later keys select 0 (exp of -inf is not 0 in hpr_expf); micro-kernel blocks of
+ *   S^T whose keys all follow every query of a vector are not computed, and a block of O's rows
+ *   stops at its last visible key.
  * backward, with Di = rowsum(dy * y), per query tile i and key tile j:
  *     P = exp(Qs Kt[:, j] - lse)   (recomputed)      dP = dY Vt[:, j]
  *     dS = P (dP - Di)                              dV[j] += P^T dY
