@@ -164,6 +164,12 @@ static inline FN(vec) FN(viota)(int64_t first) {
     return x;
 }
 
+/* exp of x <= 0 (a score less its running max): float needs only hpr_expf's low clamp */
+static inline REAL FN(att_exp_neg)(REAL x) {
+    if (sizeof(REAL) == sizeof(float)) x = x < -80 ? -80 : x;
+    return sizeof(REAL) == sizeof(float) ? EXP_INRANGE(x) : EXP(x);
+}
+
 /* Online softmax of one score tile, transposed: st (nk keys, ATT_BQ queries) holds S^T for keys j0..,
  * queries i0..; each query is a lane, so the running max m, the sum l and the rescale alpha are vectors
  * over the queries and every reduction over the keys is element-wise down the rows. Key j0 + j is
@@ -201,14 +207,14 @@ static void FN(att_softmax_cols)(REAL *st, REAL *m, REAL *l, REAL *a, int64_t nk
         if (t <= 0) {
             SIMD
             for (int64_t q = 0; q < ATT_BQ; q++) {
-                REAL e = EXP(sr[q] - m[q]);
+                REAL e = FN(att_exp_neg)(sr[q] - m[q]);
                 sr[q] = e;
                 sum[q] += e;
             }
         } else {
             SIMD
             for (int64_t q = 0; q < ATT_BQ; q++) {
-                REAL e = EXP(sr[q] - m[q]);
+                REAL e = FN(att_exp_neg)(sr[q] - m[q]);
                 e = q >= t ? e : 0;  /* select: sr may hold anything there */
                 sr[q] = e;
                 sum[q] += e;
