@@ -88,9 +88,27 @@ static void FN(att_gemm_causal)(REAL *c, int64_t ldc, const REAL *a, int64_t ars
     }
 }
 
-static inline void FN(att_gemm)(REAL *c, int64_t ldc, const REAL *a, int64_t ars, int64_t aks, int64_t rows,
-                                const REAL *b, int64_t ldb, int64_t nvec, int64_t kdim, int accumulate) {
-    FN(att_gemm_causal)(c, ldc, a, ars, aks, rows, b, ldb, nvec, kdim, accumulate, kdim, rows);
+/* the same without the skips (backward) */
+static void FN(att_gemm)(REAL *c, int64_t ldc, const REAL *a, int64_t ars, int64_t aks, int64_t rows,
+                         const REAL *b, int64_t ldb, int64_t nvec, int64_t kdim, int accumulate) {
+#ifdef ATT_NO_GEMM
+    return;
+#endif
+    int64_t nch = (nvec + NVMAX - 1) / NVMAX;
+    for (int64_t ch = 0, v0 = 0; ch < nch; ch++) {
+        int64_t nv = (nvec - v0 + (nch - ch) - 1) / (nch - ch);
+        for (int64_t r0 = 0; r0 < rows; r0 += MR) {
+            REAL *cc = c + r0 * ldc + v0 * VL;
+            const REAL *aa = a + r0 * ars, *bb = b + v0 * VL;
+            if (nv == 1)
+                FN(att_mk)(1, cc, ldc, aa, ars, aks, bb, ldb, kdim, accumulate);
+            else if (nv == 2)
+                FN(att_mk)(2, cc, ldc, aa, ars, aks, bb, ldb, kdim, accumulate);
+            else
+                FN(att_mk)(3, cc, ldc, aa, ars, aks, bb, ldb, kdim, accumulate);
+        }
+        v0 += nv;
+    }
 }
 
 /* Ask for row i + ATT_PREFETCH of x (D REALs at stride ld) while row i is copied: the rows come from
