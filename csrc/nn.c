@@ -46,7 +46,7 @@
 #define ATT_ROUND(n, m) (((n) + (m) - 1) / (m) * (m))
 /* per thread, the larger of the two passes' needs, plus 16 elements of slack to align the thread's
  * block to 64 bytes (every term is a multiple of 16, so every buffer inside stays aligned too).
- * forward: Qs^T, K, V^T (Tp, Dp) each, the O^T tile (Dp, BQ), the S^T tile (BK, BQ), m, l, alpha (BQ);
+ * forward: Qs^T (D <= Dp, Tp), K and V (Tp, Dp), the O tile (BQ, Dp), the S^T tile (BK, BQ), m, l, a (BQ);
  * backward: 7 (Tp, Dp) buffers, the dQ tile (BQ, Dp), the S and dP tiles (BQ, BK), Di (Tp). */
 #define ATT_SCRATCH_FWD(Tp, Dp) (3 * (Tp) * (Dp) + (Dp) * ATT_BQ + ATT_BK * ATT_BQ + 3 * ATT_BQ)
 #define ATT_SCRATCH_BWD(Tp, Dp) (7 * (Tp) * (Dp) + ATT_BQ * (Dp) + 2 * ATT_BQ * ATT_BK + (Tp))
