@@ -5,15 +5,23 @@
  *
  * Each (sequence, head) pair is one task for the OpenMP threads. A task packs its head into the
  * thread's scratch (O(T D), never O(T^2)): q scaled by 1/sqrt(D) and k, v, dy as rows padded to Dp
- * columns, k and v also transposed (D, Tp). Queries are taken in tiles of ATT_BQ rows, keys in tiles
- * of ATT_BK; only tiles on or below the diagonal are visited, and inside the diagonal tile only the
- * columns j <= i are kept.
+ * columns, or transposed (D, Tp) where a product wants them along its vectors. Queries are taken in
+ * tiles of ATT_BQ, keys in tiles of ATT_BK; only tiles on or below the diagonal are visited, and
+ * inside the diagonal tile only the pairs j <= i are kept.
  *
- * forward, per query tile, for each key tile j (online softmax, rows r of the tile):
- *     S = Qs Kt[:, j]                      (BQ, BK) scores, already scaled
- *     m' = max(m, rowmax S);  P = exp(S - m');  a = exp(m - m')
- *     l = a l + rowsum P;     O = a O + P V[j];  m = m'
+ * forward, per query tile (queries i0.., its scores TRANSPOSED: keys down the rows, the BQ queries
+ * along the vectors, so each query is a lane), for each key tile j (online softmax):
+ *     S^T = K[j] Qs^T                          (BK, BQ) scores, already scaled
+ *     m' = max(m, colmax S^T);  P^T = exp(S^T - m');  a = exp(m - m')
+ *     l = a l + colsum P^T;     O = a O + P V[j];  m = m'
  *   then y = O / l and lse = m + log l: the row log-sum-exp is all backward keeps (B, H, T).
+ *   m, l and a are vectors over the queries and every max and sum runs element-wise down the key
+ *   rows: no horizontal reduction, no scalar exp per row. O stays as rows (BQ, Dp): its product reads
+ *   P^T by strides as P, and a scales each row by one factor. The scores are the backward's bit for
+ *   bit (the same products summed in the same order). Causal: in key rows that cross the diagonal
+ *   the entries of later keys select 0 (exp of -inf is not 0 in hpr_expf); micro-kernel blocks of
+ *   S^T whose keys all follow every query of a vector are not computed, and a block of O's rows
+ *   stops at its last visible key.
  * backward, with Di = rowsum(dy * y), per query tile i and key tile j:
  *     P = exp(Qs Kt[:, j] - lse)   (recomputed)      dP = dY Vt[:, j]
  *     dS = P (dP - Di)                              dV[j] += P^T dY
@@ -52,7 +60,35 @@ static inline __attribute__((always_inline)) void FN(att_mk)(const int nv, REAL 
 }
 
 /* C (rows, nvec VL) (+)= A (rows, kdim) B (kdim, nvec VL); rows a multiple of MR. The vectors are split
- * into near-equal chunks of at most NVMAX; each chunk's panel of B is reused by every row block. */
+ * into near-equal chunks of at most NVMAX; each chunk's panel of B is reused by every row block.
+ * Causal skips (forward; pass kcap >= kdim and vskew >= rows for none): the row block at r0 sums only
+ * k < kcap + r0, and computes only the vectors v >= (r0 - vskew) / VL, leaving the others unwritten. */
+static void FN(att_gemm_causal)(REAL *c, int64_t ldc, const REAL *a, int64_t ars, int64_t aks, int64_t rows,
+                                const REAL *b, int64_t ldb, int64_t nvec, int64_t kdim, int accumulate,
+                                int64_t kcap, int64_t vskew) {
+#ifdef ATT_NO_GEMM
+    return;
+#endif
+    int64_t nch = (nvec + NVMAX - 1) / NVMAX;
+    for (int64_t ch = 0, v0 = 0; ch < nch; ch++) {
+        const int64_t nv = (nvec - v0 + (nch - ch) - 1) / (nch - ch);
+        for (int64_t r0 = 0; r0 < rows; r0 += MR) {
+            const int64_t vs = r0 > vskew ? (r0 - vskew) / VL : 0, vb = vs > v0 ? vs : v0, n = v0 + nv - vb;
+            const int64_t kd = kcap + r0 < kdim ? kcap + r0 : kdim;
+            REAL *cc = c + r0 * ldc + vb * VL;
+            const REAL *aa = a + r0 * ars, *bb = b + vb * VL;
+            if (n == 1)
+                FN(att_mk)(1, cc, ldc, aa, ars, aks, bb, ldb, kd, accumulate);
+            else if (n == 2)
+                FN(att_mk)(2, cc, ldc, aa, ars, aks, bb, ldb, kd, accumulate);
+            else if (n == 3)
+                FN(att_mk)(3, cc, ldc, aa, ars, aks, bb, ldb, kd, accumulate);
+        }
+        v0 += nv;
+    }
+}
+
+/* the same without the skips (backward) */
 static void FN(att_gemm)(REAL *c, int64_t ldc, const REAL *a, int64_t ars, int64_t aks, int64_t rows,
                          const REAL *b, int64_t ldb, int64_t nvec, int64_t kdim, int accumulate) {
 #ifdef ATT_NO_GEMM
@@ -110,13 +146,13 @@ static void FN(att_pack_rows)(REAL *out, const REAL *x, int64_t ld, int64_t T, i
  * rows: each d then writes one whole cache line of out from 16 rows that stay in L1 (a row at a time
  * would store with stride Tp, which for T = 1024 floats maps every store of a row to one L1 set). */
 static void FN(att_pack_cols)(REAL *out, REAL *rows_out, const REAL *x, int64_t ld, int64_t T, int64_t D,
-                              int64_t Tp, int64_t Dp) {
+                              int64_t Tp, int64_t Dp, REAL f) {
     for (int64_t j0 = 0; j0 < Tp; j0 += 16) {
         int64_t nj = T - j0 < 16 ? (T > j0 ? T - j0 : 0) : 16;
         for (int64_t jj = 0; jj < nj; jj++) FN(att_prefetch_row)(x, ld, j0 + jj, T, D);
         for (int64_t d = 0; d < D; d++) {
             REAL *o = out + d * Tp + j0;
-            for (int64_t jj = 0; jj < nj; jj++) o[jj] = x[(j0 + jj) * ld + d];
+            for (int64_t jj = 0; jj < nj; jj++) o[jj] = x[(j0 + jj) * ld + d] * f;
             for (int64_t jj = nj; jj < 16; jj++) o[jj] = 0;
         }
         if (rows_out)
@@ -135,61 +171,115 @@ static inline REAL *FN(att_scratch)(REAL *scratch, int64_t T, int64_t D, int tid
     return (REAL *)((p + 63) & ~(uintptr_t)63);
 }
 
-/* the forward of one (sequence, head): y rows (T, D) at stride sy, lse (T) */
+/* the vector helpers of the transposed softmax: select by a comparison's lane mask, max, iota */
+static inline FN(vec) FN(vsel)(__typeof__((FN(vec)){0} > (FN(vec)){0}) mask, FN(vec) a, FN(vec) b) {
+    return (FN(vec))((mask & (__typeof__(mask))a) | (~mask & (__typeof__(mask))b));
+}
+static inline FN(vec) FN(vmax)(FN(vec) a, FN(vec) b) { return FN(vsel)(a > b, a, b); }
+static inline FN(vec) FN(viota)(int64_t first) {
+    FN(vec) x;
+    for (int64_t i = 0; i < VL; i++) x[i] = (REAL)(first + i);
+    return x;
+}
+
+/* exp of x <= 0 (a score less its running max): float needs only hpr_expf's low clamp */
+static inline REAL FN(att_exp_neg)(REAL x) {
+    if (sizeof(REAL) == sizeof(float)) x = x < -80 ? -80 : x;
+    return sizeof(REAL) == sizeof(float) ? EXP_INRANGE(x) : EXP(x);
+}
+
+/* Online softmax of one score tile, transposed: st (nk keys, ATT_BQ queries) holds S^T for keys j0..,
+ * queries i0..; each query is a lane, so the running max m, the sum l and the rescale alpha are vectors
+ * over the queries and every reduction over the keys is element-wise down the rows. Key j0 + j is
+ * visible to query i0 + q iff j0 + j <= i0 + q, i.e. q >= j - diag (diag = i0 - j0): rows j <= diag
+ * are whole, the rest (the diagonal) select. st becomes P^T (masked entries exactly 0: hpr_expf(-inf)
+ * is not); alpha = exp(m_old - m_new) is left in a for the caller's rescale of O. Every query of the
+ * tile sees key 0, so m is finite after the first key tile; padded query lanes (their Qs^T columns
+ * are zero) see scores 0 and stay finite. */
+static void FN(att_softmax_cols)(REAL *st, REAL *m, REAL *l, REAL *a, int64_t nk, int64_t diag) {
+    enum { NQ = ATT_BQ / VL };  /* vectors per key row */
+    FN(vec) mv[NQ];
+    REAL mx[ATT_BQ], sum[ATT_BQ];
+    for (int v = 0; v < NQ; v++) mv[v] = FN(vload)(m + v * VL);
+    for (int64_t j = 0; j < nk; j++) {  /* the column max, in registers */
+        const REAL *sr = st + j * ATT_BQ;
+        const int64_t t = j - diag;  /* lanes q >= t of row j are visible */
+        if (t <= 0)
+            for (int v = 0; v < NQ; v++) mv[v] = FN(vmax)(mv[v], FN(vload)(sr + v * VL));
+        else
+            for (int v = 0; v < NQ; v++) {
+                FN(vec) x = FN(vsel)(FN(viota)(v * VL) >= (REAL)t, FN(vload)(sr + v * VL), (FN(vec)){0} - INFINITY);
+                mv[v] = FN(vmax)(mv[v], x);
+            }
+    }
+    for (int v = 0; v < NQ; v++) FN(vstore)(mx + v * VL, mv[v]);
+    SIMD
+    for (int64_t q = 0; q < ATT_BQ; q++) {
+        a[q] = EXP(m[q] - mx[q]);  /* m = -inf (first tile): a tiny or 0, and it multiplies zeros */
+        m[q] = mx[q];
+        sum[q] = 0;
+    }
+    for (int64_t j = 0; j < nk; j++) {
+        REAL *sr = st + j * ATT_BQ;
+        const int64_t t = j - diag;
+        if (t <= 0) {
+            SIMD
+            for (int64_t q = 0; q < ATT_BQ; q++) {
+                REAL e = FN(att_exp_neg)(sr[q] - m[q]);
+                sr[q] = e;
+                sum[q] += e;
+            }
+        } else {
+            SIMD
+            for (int64_t q = 0; q < ATT_BQ; q++) {
+                REAL e = FN(att_exp_neg)(sr[q] - m[q]);
+                e = q >= t ? e : 0;  /* select: sr may hold anything there */
+                sr[q] = e;
+                sum[q] += e;
+            }
+        }
+    }
+    SIMD
+    for (int64_t q = 0; q < ATT_BQ; q++) l[q] = l[q] * a[q] + sum[q];
+}
+
+/* the forward of one (sequence, head): y rows (T, D) at stride sy, lse (T). The scores transposed,
+ * S^T = K Qs^T (keys down, queries along the vectors); O = a O + P V reads P^T by strides. */
 static void FN(att_forward_head)(REAL *y, REAL *lse, const REAL *q, const REAL *k, const REAL *v, int64_t T,
                                  int64_t D, int64_t sq, int64_t sy, REAL sc, REAL *ws, int64_t next) {
     const int64_t Dp = ATT_ROUND(D, ATT_PAD), Tp = ATT_ROUND(T, ATT_BK), nvd = Dp / VL;
-    REAL *qs = ws, *kt = qs + Tp * Dp, *vs = kt + Tp * Dp, *o = vs + Tp * Dp, *s = o + ATT_BQ * Dp;
-    REAL *mrow = s + ATT_BQ * ATT_BK, *lrow = mrow + ATT_BQ;
-    FN(att_pack_rows)(qs, q, sq, T, D, Tp, Dp, sc);
-    FN(att_pack_cols)(kt, NULL, k, sq, T, D, Tp, Dp);
-    FN(att_pack_rows)(vs, v, sq, T, D, Tp, Dp, 1);
+    REAL *qt = ws, *ks = qt + Tp * Dp, *vs = ks + Tp * Dp, *o = vs + Tp * Dp, *st = o + ATT_BQ * Dp;
+    REAL *m = st + ATT_BK * ATT_BQ, *l = m + ATT_BQ, *a = l + ATT_BQ;
+    FN(att_pack_cols)(qt, NULL, q, sq, T, D, Tp, Dp, sc);  /* Qs^T (D, Tp) */
+    FN(att_pack_rows)(ks, k, sq, T, D, Tp, Dp, 1);          /* K (Tp, Dp) */
+    FN(att_pack_rows)(vs, v, sq, T, D, Tp, Dp, 1);          /* V (Tp, Dp) */
     for (int64_t i0 = 0; i0 < T; i0 += ATT_BQ) {
         const int64_t rows = T - i0 < ATT_BQ ? T - i0 : ATT_BQ, rowsp = ATT_ROUND(rows, MR), jend = i0 + rows;
         FN(att_prefetch_next)(q, next, sq, i0, jend, D);
         FN(att_prefetch_next)(k, next, sq, i0, jend, D);
         FN(att_prefetch_next)(v, next, sq, i0, jend, D);
-        for (int64_t r = 0; r < rowsp; r++) { mrow[r] = -INFINITY; lrow[r] = 0; }
+        for (int64_t r = 0; r < ATT_BQ; r++) { m[r] = -INFINITY; l[r] = 0; }
         memset(o, 0, (size_t)(rowsp * Dp) * sizeof(REAL));
         for (int64_t j0 = 0; j0 < jend; j0 += ATT_BK) {
-            const int64_t nk = jend - j0 < ATT_BK ? jend - j0 : ATT_BK, nkv = ATT_ROUND(nk, VL);
-            FN(att_gemm)(s, ATT_BK, qs + i0 * Dp, Dp, 1, rowsp, kt + j0, Tp, nkv / VL, D, 0);
-            for (int64_t r = 0; r < rowsp; r++) {
-                REAL *sr = s + r * ATT_BK, *orow = o + r * Dp;
-                int64_t n = i0 + r - j0 + 1;  /* keys j0 .. i of this tile are visible to row i */
-                n = r >= rows ? 0 : n < nk ? n : nk;
-                if (n == 0) {
-                    for (int64_t j = 0; j < nk; j++) sr[j] = 0;
-                    continue;
-                }
-                /* whole vectors up to nkv (the gemm wrote them): columns j >= n masked, no scalar tails */
-                REAL mx = -INFINITY;
-                SIMD_MAX(mx)
-                for (int64_t j = 0; j < nkv; j++) { REAL x = j < n ? sr[j] : -INFINITY; mx = x > mx ? x : mx; }
-                const REAL mo = mrow[r], mn = mx > mo ? mx : mo;
-                REAL sum = 0;
-                SIMD_SUM(sum)
-                for (int64_t j = 0; j < nkv; j++) {
-                    REAL e = EXP(sr[j] - mn);
-                    e = j < n ? e : 0;
-                    sr[j] = e;
-                    sum += e;
-                }
-                const REAL alpha = mo == -INFINITY ? 0 : EXP(mo - mn);
-                lrow[r] = lrow[r] * alpha + sum;
-                mrow[r] = mn;
-                if (alpha != 1) {
-                    SIMD
-                    for (int64_t d = 0; d < Dp; d++) orow[d] *= alpha;
-                }
+            const int64_t nk = jend - j0 < ATT_BK ? jend - j0 : ATT_BK, nkr = ATT_ROUND(nk, MR);
+            /* S^T = K Qs^T; key rows r0.. skip the query vectors wholly before key j0 + r0 */
+            FN(att_gemm_causal)(st, ATT_BQ, ks + j0 * Dp, Dp, 1, nkr, qt + i0, Tp, ATT_BQ / VL, D, 0, D, i0 - j0);
+            FN(att_softmax_cols)(st, m, l, a, nk, i0 - j0);
+            for (int64_t r = 0; r < rowsp; r++) {  /* O = a O: a row's one factor times its vectors */
+                REAL *orow = o + r * Dp;
+                const REAL ar = a[r];
+                SIMD
+                for (int64_t d = 0; d < Dp; d++) orow[d] *= ar;
             }
-            FN(att_gemm)(o, Dp, s, ATT_BK, 1, rowsp, vs + j0 * Dp, Dp, nvd, nk, 1);
+            /* O += P V, P = (P^T)^T; query rows r0.. stop at key i0 + r0 + MR (P is 0 beyond) */
+            FN(att_gemm_causal)(o, Dp, st, 1, ATT_BQ, rowsp, vs + j0 * Dp, Dp, nvd, nk, 1, i0 + MR - j0, rowsp);
         }
         for (int64_t r = 0; r < rows; r++) {
-            const REAL inv = (REAL)1 / lrow[r];
+            const REAL inv = (REAL)1 / l[r];
             REAL *yr = y + (i0 + r) * sy;
+            SIMD
             for (int64_t d = 0; d < D; d++) yr[d] = o[r * Dp + d] * inv;
-            lse[i0 + r] = mrow[r] + LOG(lrow[r]);
+            lse[i0 + r] = m[r] + LOG(l[r]);
         }
     }
 }
@@ -249,8 +339,8 @@ static void FN(att_backward_head)(REAL *dq, REAL *dk, REAL *dv, const REAL *dy, 
     REAL *dka = dys + Tp * Dp, *dva = dka + Tp * Dp, *dqt = dva + Tp * Dp, *s = dqt + ATT_BQ * Dp;
     REAL *dp = s + ATT_BQ * ATT_BK, *di = dp + ATT_BQ * ATT_BK;
     FN(att_pack_rows)(qs, q, sq, T, D, Tp, Dp, sc);
-    FN(att_pack_cols)(kt, ks, k, sq, T, D, Tp, Dp);
-    FN(att_pack_cols)(vt, NULL, v, sq, T, D, Tp, Dp);
+    FN(att_pack_cols)(kt, ks, k, sq, T, D, Tp, Dp, 1);
+    FN(att_pack_cols)(vt, NULL, v, sq, T, D, Tp, Dp, 1);
     FN(att_pack_rows)(dys, dy, sy, T, D, Tp, Dp, 1);
     memset(dka, 0, (size_t)(2 * Tp * Dp) * sizeof(REAL));  /* dK and dV accumulators */
     for (int64_t i = 0; i < T; i++) {  /* Di = rowsum(dy * y) = rowsum(P * dP) */

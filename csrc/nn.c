@@ -44,11 +44,16 @@
 #endif
 /* ATT_PREFETCH: rows ahead the packing loops prefetch */
 #define ATT_ROUND(n, m) (((n) + (m) - 1) / (m) * (m))
-/* per thread: 7 (Tp, Dp) buffers, the dQ tile, two (BQ, BK) tiles, Di (Tp), two row vectors, and
- * 16 elements of slack to align the thread's block to 64 bytes (every term is a multiple of 16) */
-#define HPR_ATT_SCRATCH(T, D)                                                                    \
-    (7 * ATT_ROUND(T, ATT_BK) * ATT_ROUND(D, ATT_PAD) + ATT_BQ * ATT_ROUND(D, ATT_PAD) +          \
-     2 * ATT_BQ * ATT_BK + ATT_ROUND(T, ATT_BK) + 2 * ATT_BQ + 16)
+/* per thread, the larger of the two passes' needs, plus 16 elements of slack to align the thread's
+ * block to 64 bytes (every term is a multiple of 16, so every buffer inside stays aligned too).
+ * forward: Qs^T (D <= Dp, Tp), K and V (Tp, Dp), the O tile (BQ, Dp), the S^T tile (BK, BQ), m, l, a (BQ);
+ * backward: 7 (Tp, Dp) buffers, the dQ tile (BQ, Dp), the S and dP tiles (BQ, BK), Di (Tp). */
+#define ATT_SCRATCH_FWD(Tp, Dp) (3 * (Tp) * (Dp) + (Dp) * ATT_BQ + ATT_BK * ATT_BQ + 3 * ATT_BQ)
+#define ATT_SCRATCH_BWD(Tp, Dp) (7 * (Tp) * (Dp) + ATT_BQ * (Dp) + 2 * ATT_BQ * ATT_BK + (Tp))
+#define ATT_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define HPR_ATT_SCRATCH(T, D)                                                                 \
+    (ATT_MAX(ATT_SCRATCH_FWD(ATT_ROUND(T, ATT_BK), ATT_ROUND(D, ATT_PAD)),                     \
+             ATT_SCRATCH_BWD(ATT_ROUND(T, ATT_BK), ATT_ROUND(D, ATT_PAD))) + 16)
 
 #define HPR_PRAGMA(x) _Pragma(#x)
 #define SIMD HPR_PRAGMA(omp simd)
