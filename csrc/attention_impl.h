@@ -26,6 +26,10 @@
  *     P = exp(Qs Kt[:, j] - lse)   (recomputed)      dP = dY Vt[:, j]
  *     dS = P (dP - Di)                              dV[j] += P^T dY
  *     dK[j] += dS^T Qs   (Qs carries the 1/sqrt(D))  dQ += dS K[j]   (times 1/sqrt(D) when written)
+ *   In a tile that crosses the diagonal (att_gemm_band) the micro-kernel blocks the mask makes 0 are
+ *   not computed: S and dP skip the key vectors later than a block's last query, dV and dK start a key
+ *   block's sum at its first visible query, dQ ends a query block's sum at its last visible key
+ *   (~6% of the backward at T = 128-256; the sums that remain are the same, so the same bits).
  *
  * Every product is one micro-kernel: MR rows of C by nv vectors, C[r] (+)= sum_k A[r, k] B[k], with
  * A read by strides (a row of Q, or a column of P for P^T) and broadcast, B rows loaded as vectors
@@ -83,6 +87,41 @@ static void FN(att_gemm_causal)(REAL *c, int64_t ldc, const REAL *a, int64_t ars
                 FN(att_mk)(2, cc, ldc, aa, ars, aks, bb, ldb, kd, accumulate);
             else if (n == 3)
                 FN(att_mk)(3, cc, ldc, aa, ars, aks, bb, ldb, kd, accumulate);
+        }
+        v0 += nv;
+    }
+}
+
+/* The backward's diagonal tiles (diag = i0 - j0: key c of the tile is visible to query r iff
+ * c <= r + diag). C (rows, nvec VL) (+)= A B where, for the row block at r0, only the vectors
+ * v <= (r0 + vlast) / VL are computed (S and dP, rows = queries, vectors = keys, vlast = MR - 1 + diag:
+ * the later keys are masked, their entries left unwritten for the softmax tile's selects), and k runs
+ * only over [r0 - klo, r0 + khi) (the products whose P or dS factor the mask makes 0: dV and dK, rows =
+ * keys, k = queries, klo = diag; dQ, rows = queries, k = keys, khi = MR + diag). ATT_NO_BAND for none.
+ * An accumulating product whose k range is empty adds nothing, so the block is skipped; only the
+ * non-accumulating ones (S, dP) skip vectors, never k. */
+#define ATT_NO_BAND ((int64_t)1 << 40)
+static void FN(att_gemm_band)(REAL *c, int64_t ldc, const REAL *a, int64_t ars, int64_t aks, int64_t rows,
+                              const REAL *b, int64_t ldb, int64_t nvec, int64_t kdim, int accumulate,
+                              int64_t vlast, int64_t klo, int64_t khi) {
+#ifdef ATT_NO_GEMM
+    return;
+#endif
+    int64_t nch = (nvec + NVMAX - 1) / NVMAX;
+    for (int64_t ch = 0, v0 = 0; ch < nch; ch++) {
+        const int64_t nv = (nvec - v0 + (nch - ch) - 1) / (nch - ch);
+        for (int64_t r0 = 0; r0 < rows; r0 += MR) {
+            const int64_t ve = (r0 + vlast) / VL + 1, n = (ve < v0 + nv ? ve : v0 + nv) - v0;
+            const int64_t k0 = r0 - klo > 0 ? r0 - klo : 0, k1 = r0 + khi < kdim ? r0 + khi : kdim;
+            if (n <= 0 || k1 <= k0) continue;
+            REAL *cc = c + r0 * ldc + v0 * VL;
+            const REAL *aa = a + r0 * ars + k0 * aks, *bb = b + v0 * VL + k0 * ldb;
+            if (n == 1)
+                FN(att_mk)(1, cc, ldc, aa, ars, aks, bb, ldb, k1 - k0, accumulate);
+            else if (n == 2)
+                FN(att_mk)(2, cc, ldc, aa, ars, aks, bb, ldb, k1 - k0, accumulate);
+            else
+                FN(att_mk)(3, cc, ldc, aa, ars, aks, bb, ldb, k1 - k0, accumulate);
         }
         v0 += nv;
     }
@@ -363,12 +402,28 @@ static void FN(att_backward_head)(REAL *dq, REAL *dk, REAL *dv, const REAL *dy, 
         for (int64_t j0 = 0; j0 < jend; j0 += ATT_BK) {
             const int64_t nk = jend - j0 < ATT_BK ? jend - j0 : ATT_BK, nvk = (nk + VL - 1) / VL;
             const int64_t nkr = ATT_ROUND(nk, MR);
-            FN(att_gemm)(s, ATT_BK, qi, Dp, 1, rowsp, kt + j0, Tp, nvk, D, 0);    /* S = Qs K^T */
-            FN(att_gemm)(dp, ATT_BK, dyi, Dp, 1, rowsp, vt + j0, Tp, nvk, D, 0);  /* dP = dY V^T */
+            const int64_t diag = i0 - j0;
+            if (nk - 1 <= diag) {  /* every key of the tile is visible to every query: no mask */
+                FN(att_gemm)(s, ATT_BK, qi, Dp, 1, rowsp, kt + j0, Tp, nvk, D, 0);    /* S = Qs K^T */
+                FN(att_gemm)(dp, ATT_BK, dyi, Dp, 1, rowsp, vt + j0, Tp, nvk, D, 0);  /* dP = dY V^T */
+                FN(att_softmax_backward_tile)(s, dp, lse, di, i0, j0, rows, rowsp, nk, nkr);
+                FN(att_gemm)(dva + j0 * Dp, Dp, s, 1, ATT_BK, nkr, dyi, Dp, nvd, rowsp, 1);  /* dV += P^T dY */
+                FN(att_gemm)(dka + j0 * Dp, Dp, dp, 1, ATT_BK, nkr, qi, Dp, nvd, rowsp, 1);  /* dK += dS^T Qs */
+                FN(att_gemm)(dqt, Dp, dp, ATT_BK, 1, rowsp, ks + j0 * Dp, Dp, nvd, nk, 1);   /* dQ += dS K */
+                continue;
+            }
+            /* the diagonal tile: the same products without the blocks the mask zeroes */
+            FN(att_gemm_band)(s, ATT_BK, qi, Dp, 1, rowsp, kt + j0, Tp, nvk, D, 0, MR - 1 + diag, ATT_NO_BAND,
+                              ATT_NO_BAND);
+            FN(att_gemm_band)(dp, ATT_BK, dyi, Dp, 1, rowsp, vt + j0, Tp, nvk, D, 0, MR - 1 + diag, ATT_NO_BAND,
+                              ATT_NO_BAND);
             FN(att_softmax_backward_tile)(s, dp, lse, di, i0, j0, rows, rowsp, nk, nkr);
-            FN(att_gemm)(dva + j0 * Dp, Dp, s, 1, ATT_BK, nkr, dyi, Dp, nvd, rowsp, 1);  /* dV += P^T dY */
-            FN(att_gemm)(dka + j0 * Dp, Dp, dp, 1, ATT_BK, nkr, qi, Dp, nvd, rowsp, 1);  /* dK += dS^T Qs */
-            FN(att_gemm)(dqt, Dp, dp, ATT_BK, 1, rowsp, ks + j0 * Dp, Dp, nvd, nk, 1);   /* dQ += dS K */
+            FN(att_gemm_band)(dva + j0 * Dp, Dp, s, 1, ATT_BK, nkr, dyi, Dp, nvd, rowsp, 1, ATT_NO_BAND, diag,
+                              ATT_NO_BAND);
+            FN(att_gemm_band)(dka + j0 * Dp, Dp, dp, 1, ATT_BK, nkr, qi, Dp, nvd, rowsp, 1, ATT_NO_BAND, diag,
+                              ATT_NO_BAND);
+            FN(att_gemm_band)(dqt, Dp, dp, ATT_BK, 1, rowsp, ks + j0 * Dp, Dp, nvd, nk, 1, ATT_NO_BAND,
+                              ATT_NO_BAND, MR + diag);
         }
         for (int64_t r = 0; r < rows; r++)
             for (int64_t d = 0; d < D; d++) dq[(i0 + r) * sq + d] = dqt[r * Dp + d] * sc;
