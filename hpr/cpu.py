@@ -137,12 +137,16 @@ def openblas_library():
     """numpy's OpenBLAS as (ctypes handle, or None where it cannot be opened; threadpoolctl's record of
     it), or (None, None) when numpy's BLAS is another library. The one place hpr finds it (the kernel
     set here, the CBLAS gemm of hpr.kernels.nn's split)."""
-    for lib in threadpool_info():
-        if lib.get("user_api") == "blas" and lib.get("internal_api") == "openblas":
-            try:
-                return ctypes.CDLL(lib["filepath"]), lib
-            except OSError:
-                return None, lib
+    libs = [lib for lib in threadpool_info() if lib.get("user_api") == "blas" and lib.get("internal_api") == "openblas"]
+    # numpy's own first: scipy (loaded by qiskit, say) brings an OpenBLAS of its own, numpy never calls it
+    numpy_dir = os.path.dirname(os.path.dirname(os.path.abspath(np.__file__)))
+    libs.sort(key=lambda lib: not os.path.abspath(lib.get("filepath", "")).startswith(
+        (os.path.join(numpy_dir, "numpy.libs"), os.path.join(numpy_dir, "numpy") + os.sep)))
+    for lib in libs:
+        try:
+            return ctypes.CDLL(lib["filepath"]), lib
+        except OSError:
+            return None, lib
     return None, None
 
 

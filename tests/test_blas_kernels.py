@@ -112,3 +112,16 @@ def test_this_process_runs_the_chosen_set():
     assert name == cpu._openblas()[1]
     a = np.random.default_rng(1).standard_normal((64, 64))
     np.testing.assert_allclose(a @ a.T, np.einsum("ik,jk->ij", a, a), rtol=1e-12, atol=1e-12)
+
+
+def test_numpy_openblas_before_scipys(monkeypatch):
+    """scipy (which qiskit loads) brings an OpenBLAS of its own; hpr must find and switch numpy's, the one
+    numpy's matmuls call, whatever order threadpoolctl lists them in."""
+    real = [lib for lib in cpu.threadpool_info() if lib.get("internal_api") == "openblas"]
+    if not real:
+        pytest.skip(f"numpy's BLAS is not OpenBLAS ({cpu.blas_info()})")
+    site = os.path.dirname(os.path.dirname(os.path.abspath(np.__file__)))
+    scipys = dict(real[0], filepath=os.path.join(site, "scipy.libs", "libscipy_openblas-0000.so"))
+    monkeypatch.setattr(cpu, "threadpool_info", lambda: [scipys] + real)
+    dll, lib = cpu.openblas_library()
+    assert dll is not None and lib["filepath"] == real[0]["filepath"]
