@@ -64,12 +64,16 @@ static inline __attribute__((always_inline)) void FN(att_mk)(const int nv, REAL 
 }
 
 /* C (rows, nvec VL) (+)= A (rows, kdim) B (kdim, nvec VL); rows a multiple of MR. The vectors are split
- * into near-equal chunks of at most NVMAX; each chunk's panel of B is reused by every row block.
- * Causal skips (forward; pass kcap >= kdim and vskew >= rows for none): the row block at r0 sums only
- * k < kcap + r0, and computes only the vectors v >= (r0 - vskew) / VL, leaving the others unwritten. */
-static void FN(att_gemm_causal)(REAL *c, int64_t ldc, const REAL *a, int64_t ars, int64_t aks, int64_t rows,
-                                const REAL *b, int64_t ldb, int64_t nvec, int64_t kdim, int accumulate,
-                                int64_t kcap, int64_t vskew) {
+ * into near-equal chunks of at most NVMAX; each chunk's panel of B is reused by every row block. The
+ * causal limits, per row block r0 (ATT_NO_BAND for none): only the vectors v >= (r0 - vskew) / VL and
+ * v <= (r0 + vlast) / VL are computed (the others are left unwritten), and k runs over
+ * [r0 - klo, r0 + khi) only. Inlined into the three drivers below, each with its own limits constant. */
+#define ATT_NO_BAND ((int64_t)1 << 40)
+static inline __attribute__((always_inline)) void FN(att_gemm_lim)(REAL *c, int64_t ldc, const REAL *a,
+                                                                   int64_t ars, int64_t aks, int64_t rows,
+                                                                   const REAL *b, int64_t ldb, int64_t nvec,
+                                                                   int64_t kdim, int accumulate, int64_t vskew,
+                                                                   int64_t vlast, int64_t klo, int64_t khi) {
 #ifdef ATT_NO_GEMM
     return;
 #endif
@@ -77,77 +81,49 @@ static void FN(att_gemm_causal)(REAL *c, int64_t ldc, const REAL *a, int64_t ars
     for (int64_t ch = 0, v0 = 0; ch < nch; ch++) {
         const int64_t nv = (nvec - v0 + (nch - ch) - 1) / (nch - ch);
         for (int64_t r0 = 0; r0 < rows; r0 += MR) {
-            const int64_t vs = r0 > vskew ? (r0 - vskew) / VL : 0, vb = vs > v0 ? vs : v0, n = v0 + nv - vb;
-            const int64_t kd = kcap + r0 < kdim ? kcap + r0 : kdim;
+            const int64_t vs = r0 > vskew ? (r0 - vskew) / VL : 0, vb = vs > v0 ? vs : v0;
+            const int64_t ve = (r0 + vlast) / VL + 1, n = (ve < v0 + nv ? ve : v0 + nv) - vb;
+            const int64_t k0 = r0 - klo > 0 ? r0 - klo : 0, k1 = r0 + khi < kdim ? r0 + khi : kdim;
+            const int64_t kd = k1 > k0 ? k1 - k0 : 0;
+            if (n <= 0 || (accumulate && kd == 0)) continue;  /* nothing to add */
             REAL *cc = c + r0 * ldc + vb * VL;
-            const REAL *aa = a + r0 * ars, *bb = b + vb * VL;
+            const REAL *aa = a + r0 * ars + k0 * aks, *bb = b + vb * VL + k0 * ldb;
             if (n == 1)
                 FN(att_mk)(1, cc, ldc, aa, ars, aks, bb, ldb, kd, accumulate);
             else if (n == 2)
                 FN(att_mk)(2, cc, ldc, aa, ars, aks, bb, ldb, kd, accumulate);
-            else if (n == 3)
+            else
                 FN(att_mk)(3, cc, ldc, aa, ars, aks, bb, ldb, kd, accumulate);
         }
         v0 += nv;
     }
 }
 
+/* the whole product (tiles below the diagonal) */
+static void FN(att_gemm)(REAL *c, int64_t ldc, const REAL *a, int64_t ars, int64_t aks, int64_t rows,
+                         const REAL *b, int64_t ldb, int64_t nvec, int64_t kdim, int accumulate) {
+    FN(att_gemm_lim)(c, ldc, a, ars, aks, rows, b, ldb, nvec, kdim, accumulate, ATT_NO_BAND, ATT_NO_BAND,
+                     ATT_NO_BAND, ATT_NO_BAND);
+}
+
+/* the forward's tiles: S^T's key blocks skip the query vectors wholly before them (vskew), and a block
+ * of O's query rows stops at its last visible key (k < r0 + kcap) */
+static void FN(att_gemm_causal)(REAL *c, int64_t ldc, const REAL *a, int64_t ars, int64_t aks, int64_t rows,
+                                const REAL *b, int64_t ldb, int64_t nvec, int64_t kdim, int accumulate,
+                                int64_t kcap, int64_t vskew) {
+    FN(att_gemm_lim)(c, ldc, a, ars, aks, rows, b, ldb, nvec, kdim, accumulate, vskew, ATT_NO_BAND, ATT_NO_BAND,
+                     kcap);
+}
+
 /* The backward's diagonal tiles (diag = i0 - j0: key c of the tile is visible to query r iff
- * c <= r + diag). C (rows, nvec VL) (+)= A B where, for the row block at r0, only the vectors
- * v <= (r0 + vlast) / VL are computed (S and dP, rows = queries, vectors = keys, vlast = MR - 1 + diag:
- * the later keys are masked, their entries left unwritten for the softmax tile's selects), and k runs
- * only over [r0 - klo, r0 + khi) (the products whose P or dS factor the mask makes 0: dV and dK, rows =
- * keys, k = queries, klo = diag; dQ, rows = queries, k = keys, khi = MR + diag). ATT_NO_BAND for none.
- * An accumulating product whose k range is empty adds nothing, so the block is skipped; only the
- * non-accumulating ones (S, dP) skip vectors, never k. */
-#define ATT_NO_BAND ((int64_t)1 << 40)
+ * c <= r + diag): S and dP (rows = queries, vectors = keys) compute only the vectors up to a block's
+ * last visible key (vlast = MR - 1 + diag; the later ones are left for the softmax tile's selects), dV
+ * and dK (rows = keys, k = queries) start at a block's first visible query (klo = diag), dQ (rows =
+ * queries, k = keys) ends at its last visible key (khi = MR + diag). */
 static void FN(att_gemm_band)(REAL *c, int64_t ldc, const REAL *a, int64_t ars, int64_t aks, int64_t rows,
                               const REAL *b, int64_t ldb, int64_t nvec, int64_t kdim, int accumulate,
                               int64_t vlast, int64_t klo, int64_t khi) {
-#ifdef ATT_NO_GEMM
-    return;
-#endif
-    int64_t nch = (nvec + NVMAX - 1) / NVMAX;
-    for (int64_t ch = 0, v0 = 0; ch < nch; ch++) {
-        const int64_t nv = (nvec - v0 + (nch - ch) - 1) / (nch - ch);
-        for (int64_t r0 = 0; r0 < rows; r0 += MR) {
-            const int64_t ve = (r0 + vlast) / VL + 1, n = (ve < v0 + nv ? ve : v0 + nv) - v0;
-            const int64_t k0 = r0 - klo > 0 ? r0 - klo : 0, k1 = r0 + khi < kdim ? r0 + khi : kdim;
-            if (n <= 0 || k1 <= k0) continue;
-            REAL *cc = c + r0 * ldc + v0 * VL;
-            const REAL *aa = a + r0 * ars + k0 * aks, *bb = b + v0 * VL + k0 * ldb;
-            if (n == 1)
-                FN(att_mk)(1, cc, ldc, aa, ars, aks, bb, ldb, k1 - k0, accumulate);
-            else if (n == 2)
-                FN(att_mk)(2, cc, ldc, aa, ars, aks, bb, ldb, k1 - k0, accumulate);
-            else
-                FN(att_mk)(3, cc, ldc, aa, ars, aks, bb, ldb, k1 - k0, accumulate);
-        }
-        v0 += nv;
-    }
-}
-
-/* the same without the skips (backward) */
-static void FN(att_gemm)(REAL *c, int64_t ldc, const REAL *a, int64_t ars, int64_t aks, int64_t rows,
-                         const REAL *b, int64_t ldb, int64_t nvec, int64_t kdim, int accumulate) {
-#ifdef ATT_NO_GEMM
-    return;
-#endif
-    int64_t nch = (nvec + NVMAX - 1) / NVMAX;
-    for (int64_t ch = 0, v0 = 0; ch < nch; ch++) {
-        int64_t nv = (nvec - v0 + (nch - ch) - 1) / (nch - ch);
-        for (int64_t r0 = 0; r0 < rows; r0 += MR) {
-            REAL *cc = c + r0 * ldc + v0 * VL;
-            const REAL *aa = a + r0 * ars, *bb = b + v0 * VL;
-            if (nv == 1)
-                FN(att_mk)(1, cc, ldc, aa, ars, aks, bb, ldb, kdim, accumulate);
-            else if (nv == 2)
-                FN(att_mk)(2, cc, ldc, aa, ars, aks, bb, ldb, kdim, accumulate);
-            else
-                FN(att_mk)(3, cc, ldc, aa, ars, aks, bb, ldb, kdim, accumulate);
-        }
-        v0 += nv;
-    }
+    FN(att_gemm_lim)(c, ldc, a, ars, aks, rows, b, ldb, nvec, kdim, accumulate, ATT_NO_BAND, vlast, klo, khi);
 }
 
 /* Ask for row i + ATT_PREFETCH of x (D REALs at stride ld) while row i is copied: the rows come from
