@@ -206,11 +206,10 @@ def choose_blas_kernels():
         _blas_choice = (now, "OpenBLAS's own pick for this CPU" if want is None else f"HPR_BLAS_KERNELS={want}")
         return _blas_choice
     got = _rechoose(dll, target)
-    if (got or "").lower() != target.lower():
-        if (got or "").lower() != (now or "").lower():
-            _rechoose(dll, now)
+    if (got or "").lower() == (now or "").lower():  # a name it does not know: it chose as at load
         raise ConfigError(f"OpenBLAS has no kernel set {target!r} here (it kept {now}); set HPR_BLAS_KERNELS to "
                           "auto, keep, or a set this OpenBLAS has (its DYNAMIC_LIST: e.g. Haswell, SkylakeX)")
+    # (some names are aliases: OPENBLAS_CORETYPE=Zen runs, and reports, the Haswell set)
     how = "hpr's choice for this CPU (hpr.cpu.BLAS_PREFERRED)" if want is None else f"HPR_BLAS_KERNELS={want}"
     _blas_choice = (got, f"{how}; OpenBLAS picked {now}")
     return _blas_choice
