@@ -348,3 +348,19 @@ def test_checkpoint_from_tp2_pp2_resumes_at_dp4_and_on_1_rank(corpus, env, tmp_p
         for k in want:
             x, y = without_key_bias(k, want[k]), without_key_bias(k, have[k])
             assert np.linalg.norm(y - x) <= 1e-10 * np.linalg.norm(x), f"{name}: {k}"
+
+
+def test_progress_writes_to_the_stdout_of_the_moment(monkeypatch):
+    """The trainer's progress lines go to sys.stdout as it is when the run starts, not as it was when
+    hpr.train was imported (a caller's redirect or pytest's capture then, perhaps closed since: the
+    default argument bound at import raised "I/O operation on closed file" in a later test)."""
+    import io
+
+    from hpr.train.loop import Progress
+
+    now = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", now)  # after the import: the stream a run starting now must use
+    p = Progress(20, 10)
+    for step in range(1, 21):
+        p.update(step, loss=f"{step / 10:.1f}")
+    assert now.getvalue().splitlines() == ["step     10/20  loss 1.0", "step     20/20  loss 2.0"]

@@ -41,7 +41,9 @@ from .step import evaluate, train_step
 class Progress:
     """A tqdm bar on a terminal; plain lines every `every` steps otherwise (batch logs stay readable)."""
 
-    def __init__(self, total, every, out=sys.stdout):
+    def __init__(self, total, every, out=None):
+        out = sys.stdout if out is None else out  # at the call: a default bound at import would keep the
+        # stream of that moment (a caller's redirect, pytest's capture), perhaps closed by now
         self.total, self.every, self.out = total, every, out
         self.bar = None
         if out.isatty():
