@@ -118,7 +118,7 @@ def main(argv=None):
 
     peaks = [cpu.matmul_flops("float32")]  # probed again after every hpr round: a peak, so the best
     cpu_peaks = [cpu.matmul_flops("float32", clock=time.process_time)]  # (one probe in a slow moment of a
-    # shared host read low, and every MFU of the run high: 86-88% here for steps worth 72%)
+    # shared host read low, and every MFU of the run high: 86-88% here for steps worth 68-74%)
     ftok = config.flops_per_token()
     tokens = batch * config.context
     print(f"hpr.bench train: preset {a.preset} ({config.n_layers} layers, d_model {config.d_model}, context "
