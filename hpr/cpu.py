@@ -186,33 +186,33 @@ def choose_blas_kernels():
     while another thread is inside BLAS. A set OpenBLAS lacks, or asking for one where numpy's BLAS
     cannot change, is a ConfigError. Returns blas_kernels()."""
     global _blas_choice
-    if _blas_choice is not None:
-        return _blas_choice
-    cfg = config.current()
+    if _blas_choice is None:
+        _blas_choice = _switch_blas_kernels(config.current())
+    return _blas_choice
+
+
+def _switch_blas_kernels(cfg):
+    """choose_blas_kernels's work: (kernel set in use, how it was chosen)."""
     want = cfg.blas_kernels
     dll, now = _openblas()
     if dll is None:
         if want not in (None, "keep"):
             raise ConfigError(f"HPR_BLAS_KERNELS={want} needs numpy's BLAS to be an OpenBLAS that chooses its "
                               f"kernels at run time (DYNAMIC_ARCH); numpy has {blas_info()}: unset HPR_BLAS_KERNELS")
-        _blas_choice = (now, "numpy's BLAS chose them")
-        return _blas_choice
+        return now, "numpy's BLAS chose them"
     if want == "keep" or (want is None and cfg.openblas_coretype):
         why = "HPR_BLAS_KERNELS=keep" if want == "keep" else f"OPENBLAS_CORETYPE={cfg.openblas_coretype}"
-        _blas_choice = (now, f"OpenBLAS's ({why})")
-        return _blas_choice
+        return now, f"OpenBLAS's ({why})"
     target = want or BLAS_PREFERRED.get(cpu_identity())
     if target is None or target.lower() == (now or "").lower():
-        _blas_choice = (now, "OpenBLAS's own pick for this CPU" if want is None else f"HPR_BLAS_KERNELS={want}")
-        return _blas_choice
+        return now, "OpenBLAS's own pick for this CPU" if want is None else f"HPR_BLAS_KERNELS={want}"
     got = _rechoose(dll, target)
     if (got or "").lower() == (now or "").lower():  # a name it does not know: it chose as at load
         raise ConfigError(f"OpenBLAS has no kernel set {target!r} here (it kept {now}); set HPR_BLAS_KERNELS to "
                           "auto, keep, or a set this OpenBLAS has (its DYNAMIC_LIST: e.g. Haswell, SkylakeX)")
     # (some names are aliases: OPENBLAS_CORETYPE=Zen runs, and reports, the Haswell set)
     how = "hpr's choice for this CPU (hpr.cpu.BLAS_PREFERRED)" if want is None else f"HPR_BLAS_KERNELS={want}"
-    _blas_choice = (got, f"{how}; OpenBLAS picked {now}")
-    return _blas_choice
+    return got, f"{how}; OpenBLAS picked {now}"
 
 
 def blas_kernels():
